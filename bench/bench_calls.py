@@ -1,0 +1,315 @@
+"""CPU and memory per monitored call: live WebRTC media, all detectors on.
+
+Two processes: this one runs the *senders* (aiortc peers that encode a generated 320x240
+10 fps picture as VP8 and a generated voice-like signal as Opus), a child process runs the
+*receivers* and measures its own CPU time (every thread: aiortc's decoders, our analysis
+worker) and resident memory. The child runs in one of two modes on the same streams:
+
+* ``floor`` — a bare aiortc peer per call that receives, decodes and drops every frame;
+* ``monitored`` — :class:`monitor.media.MediaReceiver` per call with the real detectors.
+
+Figures: CPU per call for each mode, their ratio (target ≤ 2×), the calls one process can
+hold at 75 % of a core (target ≥ 12, from the per-call cost, then checked by a run at that
+many calls), memory per call, and how many frames the analysis dropped.
+``BENCH_CALLS_SECONDS`` (default 10) sets the measuring window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import importlib
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from bench.results import write_section
+from monitor.media import IceConfig, MediaParams, MediaReceiver
+from monitor.media_ice import use_host_addresses
+from signals.consent import FULL_MONITORING
+
+__all__ = ["main"]
+
+WARMUP_S = 3.0
+LOOPBACK = ("127.0.0.1",)
+WIDTH, HEIGHT, FPS = 320, 240, 10
+
+
+class _NullAudio:
+    """Stands in only while ``signals.media.audio`` is missing (the note says so)."""
+
+    def push(self, samples: Any, sample_rate: int, t: float) -> list[Any]:
+        return []
+
+    def finish(self, t: float) -> list[Any]:
+        return []
+
+
+def _have(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _monitored_params() -> MediaParams:
+    if _have("signals.media.audio"):
+        return MediaParams()
+    return MediaParams(audio_factory=_NullAudio)
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+# -- senders (this process) -------------------------------------------------------------------
+
+
+def _pictures(count: int = 40) -> list[np.ndarray]:
+    """A person's photograph (scikit-image's astronaut) drifting slowly, with sensor noise."""
+    try:
+        from skimage import data
+
+        photo = data.astronaut()[:, :, ::-1]  # type: ignore[no-untyped-call]  # RGB → BGR
+    except Exception:
+        photo = np.full((512, 512, 3), 110, np.uint8)
+    import cv2
+
+    base = cv2.resize(photo, (WIDTH + 40, HEIGHT + 40), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(7)
+    out = []
+    for i in range(count):
+        dx = int(20 + 12 * np.sin(i / count * 2 * np.pi))
+        crop = base[20:20 + HEIGHT, dx:dx + WIDTH].astype(np.int16)
+        crop += rng.normal(0, 3, crop.shape).astype(np.int16)
+        out.append(np.clip(crop, 0, 255).astype(np.uint8))
+    return out
+
+
+def _voice(seconds: float = 4.0, rate: int = 48_000) -> np.ndarray:
+    """Room noise plus a syllable-modulated harmonic tone: voice-like load for the detectors."""
+    rng = np.random.default_rng(11)
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    tone = sum(np.sin(k * phase) / k for k in range(1, 6))
+    envelope = np.clip(np.sin(2 * np.pi * 3 * t), 0, None) * (np.sin(2 * np.pi * 0.25 * t) > -0.3)
+    signal = 0.2 * tone * envelope + rng.normal(0, 0.003, t.shape)
+    return np.asarray(np.clip(signal, -1, 1) * 32767, np.int16)
+
+
+class _Video(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(self, pictures: list[np.ndarray]) -> None:
+        super().__init__()
+        self._pictures, self._i, self._start = pictures, 0, 0.0
+
+    async def recv(self) -> av.VideoFrame:
+        loop = asyncio.get_running_loop()
+        if self._i == 0:
+            self._start = loop.time()
+        await asyncio.sleep(max(0.0, self._start + self._i / FPS - loop.time()))
+        frame = av.VideoFrame.from_ndarray(self._pictures[self._i % len(self._pictures)],
+                                           format="bgr24")
+        frame.pts, frame.time_base = self._i * 9000, fractions.Fraction(1, 90_000)
+        self._i += 1
+        return frame
+
+
+class _Audio(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self, samples: np.ndarray) -> None:
+        super().__init__()
+        self._samples, self._i, self._start = samples, 0, 0.0
+
+    async def recv(self) -> av.AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self._i == 0:
+            self._start = loop.time()
+        await asyncio.sleep(max(0.0, self._start + self._i * 0.02 - loop.time()))
+        n = len(self._samples) // 960
+        chunk = self._samples[(self._i % n) * 960:(self._i % n + 1) * 960].reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 48_000, self._i * 960
+        frame.time_base = fractions.Fraction(1, 48_000)
+        self._i += 1
+        return frame
+
+
+# -- receivers (child process) ----------------------------------------------------------------
+
+
+async def _drain(track: MediaStreamTrack, counter: list[int]) -> None:
+    while True:
+        try:
+            await track.recv()
+        except Exception:
+            return
+        counter[0] += 1
+
+
+async def _receive(conn: Connection, mode: str, calls: int, seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    rss_before = rss_first = _rss_kib()
+    closers: list[Any] = []
+    receivers: list[MediaReceiver] = []
+    frames = [0]
+    tasks: set[asyncio.Task[None]] = set()
+    for i in range(calls):
+        offer = await loop.run_in_executor(None, conn.recv)
+        if mode == "floor":
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+            def on_track(track: MediaStreamTrack) -> None:
+                task = asyncio.ensure_future(_drain(track, frames))
+                tasks.add(task)
+
+            pc.on("track", on_track)
+            with use_host_addresses(LOOPBACK):
+                await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+                await pc.setLocalDescription(await pc.createAnswer())
+            conn.send(pc.localDescription.sdp)
+            closers.append(pc)
+        else:
+            rx = MediaReceiver(f"bench-{i}", "patient", FULL_MONITORING, _monitored_params(),
+                               IceConfig(host_addresses=LOOPBACK))
+            conn.send(await rx.handle_offer(offer))
+            closers.append(rx)
+            receivers.append(rx)
+        if i == 0:
+            rss_first = _rss_kib()
+    await asyncio.sleep(WARMUP_S)
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    before = _totals(receivers) if receivers else {"received": frames[0]}
+    await asyncio.sleep(seconds)
+    cpu1, wall1 = time.process_time(), time.monotonic()
+    after = _totals(receivers) if receivers else {"received": frames[0]}
+    result = {
+        "mode": mode,
+        "calls": calls,
+        "cpu_share": (cpu1 - cpu0) / (wall1 - wall0),
+        "rss_kib": _rss_kib() - rss_before,
+        "rss_per_call_kib": (_rss_kib() - rss_first) / max(1, calls - 1),
+        "rss_first_kib": rss_first - rss_before,
+        **{k: after[k] - before.get(k, 0) for k in after},
+        "seconds": wall1 - wall0,
+    }
+    for closer in closers:
+        await closer.close()
+    conn.send(result)
+
+
+def _totals(receivers: list[MediaReceiver]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for rx in receivers:
+        for kind, stats in rx.stats().items():
+            for key, value in stats.items():
+                out[f"{kind}_{key}"] = out.get(f"{kind}_{key}", 0) + value
+    out["received"] = out.get("audio_received", 0) + out.get("video_received", 0)
+    return out
+
+
+def _child(conn: Connection, mode: str, calls: int, seconds: float) -> None:
+    asyncio.run(_receive(conn, mode, calls, seconds))
+
+
+async def _run(mode: str, calls: int, seconds: float) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    child = ctx.Process(target=_child, args=(theirs, mode, calls, seconds), daemon=True)
+    child.start()
+    loop = asyncio.get_running_loop()
+    pictures, voice = _pictures(), _voice()
+    senders: list[RTCPeerConnection] = []
+    try:
+        for _ in range(calls):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTransceiver(_Video(pictures), direction="sendonly")
+            pc.addTransceiver(_Audio(voice), direction="sendonly")
+            with use_host_addresses(LOOPBACK):
+                await pc.setLocalDescription(await pc.createOffer())
+            ours.send(pc.localDescription.sdp)
+            answer = await loop.run_in_executor(None, ours.recv)
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            senders.append(pc)
+        result: dict[str, Any] = await loop.run_in_executor(None, ours.recv)
+    finally:
+        for pc in senders:
+            await pc.close()
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    return result
+
+
+def _line(r: dict[str, Any]) -> str:
+    per_call = r["cpu_share"] / r["calls"] * 100
+    return (f"| {r['mode']} | {r['calls']} | {r['cpu_share'] * 100:.1f} % | {per_call:.2f} % | "
+            f"{r['rss_per_call_kib'] / 1024:.1f} MiB "
+            f"(first call {r['rss_first_kib'] / 1024:.0f} MiB) | {_drops(r)} |")
+
+
+def _drops(r: dict[str, Any]) -> str:
+    expected = r["calls"] * r["seconds"]
+    got = f"received {r['received'] / (expected * 60):.0%} of the frames sent"
+    if "video_analysed" not in r:
+        return got
+    return (f"{got}; video {r['video_analysed'] / expected:.1f} pictures/s per call analysed, "
+            f"{r['video_dropped']} dropped busy; audio {r['audio_analysed']} of "
+            f"{r['audio_received']} frames analysed, {r['audio_dropped']} dropped")
+
+
+def main() -> None:
+    seconds = float(os.environ.get("BENCH_CALLS_SECONDS", "10"))
+    calls = int(os.environ.get("BENCH_CALLS_N", "4"))
+    floor = asyncio.run(_run("floor", calls, seconds))
+    print(_line(floor), flush=True)
+    monitored = asyncio.run(_run("monitored", calls, seconds))
+    print(_line(monitored), flush=True)
+    floor_call = floor["cpu_share"] / calls
+    mon_call = monitored["cpu_share"] / calls
+    capacity = int(0.75 / mon_call) if mon_call > 0 else 0
+    check = asyncio.run(_run("monitored", max(capacity, 1), seconds)) if capacity else None
+    if check:
+        print(_line(check), flush=True)
+    ratio = mon_call / floor_call if floor_call > 0 else float("inf")
+    rows = [_line(floor), _line(monitored)] + ([_line(check)] if check else [])
+    body = "\n".join([
+        f"Each call: {WIDTH}x{HEIGHT} {FPS} fps VP8 + 48 kHz Opus over loopback UDP, sent by a "
+        f"separate process; receiving process measured for {seconds:.0f} s after a "
+        f"{WARMUP_S:.0f} s warm-up (CPU = process CPU time / wall time, all threads).",
+        "",
+        "| mode | calls | process CPU | CPU per call | memory per extra call | analysis |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"- monitored / floor CPU per call: **{ratio:.2f}×** (target ≤ 2×)",
+        f"- monitored calls per process at 75 % of a core: **{capacity}** "
+        f"(from the per-call cost; target ≥ 12)"
+        + (f"; checked with {check['calls']} calls: {check['cpu_share'] * 100:.0f} % of a core"
+           if check else ""),
+        "- the machine has 2 cores shared with other work: figures vary by ±20 % run to run.",
+        *([] if _have("signals.media.audio") else
+          ["- **audio detectors were not available in this run**: audio decoded, not analysed."]),
+    ])
+    write_section("calls", "Live calls: CPU and memory per monitored call", body)
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

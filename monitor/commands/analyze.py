@@ -1,0 +1,160 @@
+"""``sessionguard analyze FILE [--json]``: run the video and audio detectors over a file.
+
+Decodes any file FFmpeg reads (:mod:`monitor.mediafile`, in memory only), feeds the frames
+to :class:`signals.media.video.VideoAnalyzer` and the audio to
+:class:`signals.media.audio.AudioAnalyzer`, and prints one line per detected episode (with
+``--json`` the object of CONTRACT.md). A progress bar goes to stderr when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import numpy as np
+import numpy.typing as npt
+
+from monitor.mediafile import AudioItem, VideoItem, decode, probe
+from signals.media.detection import Detection
+from signals.media.params import MediaParams, load_media_params
+from signals.media.video import VideoAnalyzer
+
+__all__ = ["AnalyzeResult", "analyze_file", "format_detection", "register", "run"]
+
+
+class _Audio(Protocol):
+    def push(self, samples: npt.NDArray[np.float32], sample_rate: int,
+             t: float) -> list[Detection]: ...
+
+    def finish(self, t: float) -> list[Detection]: ...
+
+
+def _audio_analyzer(params: MediaParams) -> _Audio | None:
+    try:
+        from signals.media.audio import AudioAnalyzer
+    except ImportError:  # pragma: no cover - the audio detectors are not installed
+        return None
+    analyzer: _Audio = AudioAnalyzer(params.audio or None)
+    return analyzer
+
+
+@dataclass
+class AnalyzeResult:
+    """Closed episodes of every media signal, in time order, and what was decoded."""
+
+    detections: list[Detection] = field(default_factory=list)
+    duration: float = 0.0
+    video_frames: int = 0
+    audio_chunks: int = 0
+
+
+def analyze_file(
+    path: str | Path,
+    params: MediaParams | None = None,
+    progress: Callable[[float], None] | None = None,
+    video: bool = True,
+    audio: bool = True,
+) -> AnalyzeResult:
+    """Run the detectors over ``path``; raises ``MediaError`` for unreadable files."""
+    params = params or MediaParams()
+    info = probe(path)
+    v = VideoAnalyzer(params.video) if video and info.has_video else None
+    a = _audio_analyzer(params) if audio and info.has_audio else None
+    result = AnalyzeResult()
+    found: list[Detection] = []
+    last = 0.0
+    for item in decode(path, video=v is not None, audio=a is not None,
+                       max_width=params.video.work_width,
+                       want_video=v.wants if v is not None else None):
+        if isinstance(item, VideoItem) and v is not None:
+            found += v.push(item.frame, item.t)
+            result.video_frames += 1
+            last = max(last, item.t + 1 / 30)
+        elif isinstance(item, AudioItem) and a is not None:
+            found += a.push(item.samples, item.rate, item.t)
+            result.audio_chunks += 1
+            last = max(last, item.t + len(item.samples) / max(item.rate, 1))
+        if progress is not None and info.duration:
+            progress(min(1.0, item.t / info.duration))
+    end = max(last, info.duration or 0.0)
+    if progress is not None:
+        progress(1.0)
+    for analyzer in (v, a):
+        if analyzer is not None:
+            found += analyzer.finish(end)
+    result.duration = end
+    # live streams need both the "open" and the "closed" report; a file needs the episode once
+    result.detections = sorted(
+        (d for d in found if d.end is not None or d.evidence.get("episode") != "open"),
+        key=lambda d: (d.t, d.signal))
+    return result
+
+
+def format_detection(d: Detection) -> str:
+    """One human-readable line."""
+    end = "…" if d.end is None else f"{d.end:7.2f}s"
+    extras = ", ".join(f"{k}={v}" for k, v in d.evidence.items()
+                       if k not in ("episode", "note") and not isinstance(v, dict | list))
+    line = f"{d.t:7.2f}s – {end}  {d.signal:<24} confidence {d.confidence:.2f}"
+    if extras:
+        line += f"  ({extras})"
+    if "note" in d.evidence:
+        line += f"\n          note: {d.evidence['note']}"
+    return line
+
+
+class _Bar:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.shown = -1
+
+    def __call__(self, frac: float) -> None:
+        pct = int(frac * 100)
+        if pct != self.shown:
+            self.shown = pct
+            filled = pct * 30 // 100
+            self.stream.write(f"\ranalysing [{'#' * filled}{'.' * (30 - filled)}] {pct:3d}%")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.shown >= 0:
+            self.stream.write("\r" + " " * 50 + "\r")
+            self.stream.flush()
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "analyze", help="run the audio and video detectors over a media file",
+        description="Decode a media file (anything FFmpeg reads) in memory and print the "
+                    "media signals the audio and video detectors find.")
+    parser.add_argument("file", metavar="FILE", help="the media file")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per detection (CONTRACT.md)")
+    parser.add_argument("--params", default=None, metavar="YAML",
+                        help="detector parameters (default: config/media.yaml)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = load_media_params(args.params)
+    bar = _Bar(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        result = analyze_file(args.file, params, progress=bar)
+    finally:
+        if bar is not None:
+            bar.done()
+    out = sys.stdout
+    if args.json:
+        for d in result.detections:
+            out.write(json.dumps(d.to_json(), sort_keys=True) + "\n")
+    else:
+        if not result.detections:
+            out.write(f"no media signals in {args.file} ({result.duration:.1f} s analysed)\n")
+        for d in result.detections:
+            out.write(format_detection(d) + "\n")
+    return 0

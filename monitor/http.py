@@ -1,0 +1,120 @@
+"""The small GET routes served on the WebSocket port (through ``process_request``).
+
+``/healthz``, ``/metrics``, ``/sdk/*`` (``monitor/static/``, CORS ``*``), ``/panel/*`` and
+``/demo/*`` (``monitor/static/panel`` and ``monitor/static/demo``) and
+``/v1/sessions/{id}/report?token=T&format=html|json``. Static files are read from the package
+directory with path traversal refused; nothing else on disk is reachable.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+
+__all__ = [
+    "STATIC_DIR",
+    "HttpRoutes",
+    "ReportHandler",
+    "json_response",
+    "make_response",
+    "split_path",
+]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_REPORT = re.compile(r"^/v1/sessions/([^/]{1,256})/report$")
+_TYPES = {".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
+          ".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+          ".json": "application/json", ".svg": "image/svg+xml", ".wav": "audio/wav"}
+
+#: ``(session_id, token, format) -> (status, content_type, body)``
+ReportHandler = Callable[[str, str | None, str], tuple[int, str, bytes]]
+
+
+def make_response(status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
+                  extra: dict[str, str] | None = None) -> Response:
+    headers = Headers()
+    headers["Content-Type"] = content_type
+    headers["Content-Length"] = str(len(body))
+    headers["Cache-Control"] = "no-store"
+    headers["X-Content-Type-Options"] = "nosniff"
+    for key, value in (extra or {}).items():
+        headers[key] = value
+    return Response(status, HTTPStatus(status).phrase, headers, body)
+
+
+def json_response(status: int, value: Any, extra: dict[str, str] | None = None) -> Response:
+    return make_response(status, json.dumps(value).encode(), "application/json", extra)
+
+
+def _error(status: int, message: str) -> Response:
+    return json_response(status, {"error": message})
+
+
+def split_path(target: str) -> tuple[str, dict[str, str]]:
+    """``/a/b?x=1`` → (``/a/b``, ``{"x": "1"}``); the first value of each query key."""
+    parts = urlsplit(target)
+    query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items() if v}
+    return parts.path, query
+
+
+@dataclass(frozen=True)
+class HttpRoutes:
+    """Answers a GET for ``target`` or returns ``None`` (not one of these routes)."""
+
+    health: Callable[[], dict[str, Any]]
+    metrics: Callable[[], tuple[bytes, str]]
+    report: ReportHandler
+    static_dir: Path = STATIC_DIR
+
+    def handle(self, target: str) -> Response | None:
+        path, query = split_path(target)
+        if path == "/healthz":
+            return json_response(200, self.health())
+        if path == "/metrics":
+            body, content_type = self.metrics()
+            return make_response(200, body, content_type)
+        if path.startswith("/sdk/"):
+            return self._static(self.static_dir, path[len("/sdk/"):], cors=True)
+        for prefix in ("panel", "demo"):
+            if path == f"/{prefix}" or path.startswith(f"/{prefix}/"):
+                rest = path[len(prefix) + 2:] or "index.html"
+                return self._static(self.static_dir / prefix, rest, cors=False)
+        match = _REPORT.match(path)
+        if match:
+            fmt = query.get("format", "json")
+            if fmt not in ("json", "html"):
+                return _error(400, "format must be json or html")
+            status, content_type, body = self.report(unquote(match.group(1)),
+                                                     query.get("token"), fmt)
+            return make_response(status, body, content_type)
+        return None
+
+    def _static(self, base: Path, rel: str, *, cors: bool) -> Response:
+        extra = {"Access-Control-Allow-Origin": "*"} if cors else {}
+        rel = unquote(rel)
+        if rel.endswith("/") or not rel:
+            rel += "index.html"
+        root = base.resolve()
+        try:
+            file = (root / rel).resolve()
+        except (OSError, ValueError):
+            return _error(404, "not found")
+        if not file.is_relative_to(root) or not file.is_file():
+            return make_response(404, b'{"error": "not found"}', "application/json", extra)
+        try:
+            body = file.read_bytes()
+        except OSError:
+            return _error(404, "not found")
+        content_type = _TYPES.get(file.suffix) or (
+            mimetypes.guess_type(file.name)[0] or "application/octet-stream")
+        return make_response(200, body, content_type, extra)

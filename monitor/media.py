@@ -1,0 +1,434 @@
+"""Live media over WebRTC: the sidecar's aiortc peer for one patient.
+
+The patient's SDK sends a ``webrtc.offer`` on its channel; the server hands the SDP to
+:meth:`MediaReceiver.handle_offer` and sends back the answer. From then on the receiver
+
+* accepts only the tracks the consent covers (``audio``, ``video``); others are answered
+  ``inactive``, so the browser does not even send them;
+* analyses frames in memory (:mod:`monitor.media_pipeline`) at most ``max_fps`` pictures a
+  second and every audio frame, in the process's single analysis thread;
+* turns each :class:`~signals.media.Detection` into a ``Signal(source="media")`` through
+  ``on_signal``;
+* reports ``on_status(kind, "flowing" | "stopped")`` when the first frame of a kind
+  arrives, when none arrived for ``stall_after_s``, when frames resume, when the track ends,
+  when the consent for it is withdrawn and when the peer closes.
+
+Nothing here writes media anywhere, and nothing personal is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from monitor.media_ice import IceConfig, use_host_addresses
+from monitor.media_pipeline import (
+    AudioPipeline,
+    AudioSink,
+    PipelineStats,
+    VideoPipeline,
+    VideoSink,
+    frame_time,
+    plain,
+    worker,
+)
+from signals.catalog import make_signal
+from signals.consent import Consent
+from signals.errors import MediaError, SessionguardError
+from signals.media.detection import Detection
+from signals.model import Signal
+
+__all__ = [
+    "MAX_SDP_BYTES",
+    "IceConfig",
+    "MediaKind",
+    "MediaParams",
+    "MediaReceiver",
+    "MediaState",
+    "OnSignal",
+    "OnStatus",
+    "detection_to_signal",
+    "epoch_ms",
+    "preload_analyzers",
+]
+
+log = logging.getLogger("sessionguard.media")
+
+MediaKind = Literal["audio", "video"]
+MediaState = Literal["flowing", "stopped"]
+OnSignal = Callable[[Signal], Awaitable[None] | None]
+OnStatus = Callable[[MediaKind, MediaState], Awaitable[None] | None]
+MAX_SDP_BYTES = 64 * 1024
+_KINDS: tuple[MediaKind, ...] = ("audio", "video")
+
+
+def epoch_ms() -> int:
+    """The default clock: wall time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def preload_analyzers() -> None:
+    """Import the detector modules now (they take seconds to import the first time); call it
+    once at startup, off the event loop if it is running, so the first call does not wait."""
+    importlib.import_module("signals.media.video")
+    importlib.import_module("signals.media.audio")
+
+
+def _analyzer(module: str, name: str, params: Any) -> Any:
+    cls = getattr(importlib.import_module(module), name)
+    return cls() if params is None else cls(params)
+
+
+def _default_video(params: Any) -> VideoSink:
+    analyzer: VideoSink = _analyzer("signals.media.video", "VideoAnalyzer", params)
+    return analyzer
+
+
+def _default_audio(params: Any) -> AudioSink:
+    analyzer: AudioSink = _analyzer("signals.media.audio", "AudioAnalyzer", params)
+    return analyzer
+
+
+@dataclass(frozen=True, slots=True)
+class MediaParams:
+    """Tuning of live media analysis.
+
+    ``video`` / ``audio`` are passed to ``VideoAnalyzer`` / ``AudioAnalyzer`` (``None``: their
+    defaults). ``video_factory`` / ``audio_factory`` replace those analyzers altogether (one
+    fresh analyzer per track; used by the benchmark's floor and by embedders).
+    """
+
+    max_fps: float = 10.0
+    stall_after_s: float = 3.0
+    audio_backlog_s: float = 1.0
+    video: Any = None
+    audio: Any = None
+    video_factory: Callable[[], VideoSink] | None = None
+    audio_factory: Callable[[], AudioSink] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.max_fps > 0:
+            raise MediaError("media max_fps must be positive")
+        if not self.stall_after_s > 0:
+            raise MediaError("media stall_after_s must be positive")
+        if not self.audio_backlog_s > 0:
+            raise MediaError("media audio_backlog_s must be positive")
+
+    def make_video(self) -> VideoSink:
+        return self.video_factory() if self.video_factory else _default_video(self.video)
+
+    def make_audio(self) -> AudioSink:
+        return self.audio_factory() if self.audio_factory else _default_audio(self.audio)
+
+
+def detection_to_signal(
+    detection: Detection, start_ms: int, session: str, participant: str
+) -> Signal:
+    """A detector's episode as a media :class:`Signal` (docs/internals.md)."""
+    data: dict[str, Any] = {"confidence": float(detection.confidence)}
+    if detection.end is not None:
+        data["duration_s"] = max(0.0, float(detection.end) - float(detection.t))
+    for key, value in plain(dict(detection.evidence)).items():
+        data.setdefault(key, value)
+    return make_signal(
+        detection.signal,
+        start_ms + round(float(detection.t) * 1000),
+        data,
+        session=session,
+        participant=participant,
+        source="media",
+        confidence=float(detection.confidence),
+    )
+
+
+@dataclass
+class _Track:
+    kind: MediaKind
+    state: Literal["none", "flowing", "stopped"] = "none"
+    last_frame_ms: int = 0
+    start_ms: int | None = None
+    t_offset: float = 0.0
+    last_t: float = 0.0
+    pipeline: VideoPipeline | AudioPipeline | None = None
+    task: asyncio.Task[None] | None = None
+    stats: PipelineStats = field(default_factory=PipelineStats)
+
+
+class MediaReceiver:
+    """The aiortc peer of one patient of one session (one RTCPeerConnection)."""
+
+    def __init__(
+        self,
+        session: str,
+        participant: str,
+        consent: Consent,
+        params: MediaParams | None = None,
+        ice: IceConfig | None = None,
+        on_signal: OnSignal | None = None,
+        on_status: OnStatus | None = None,
+        clock: Callable[[], int] = epoch_ms,
+    ) -> None:
+        self.session = session
+        self.participant = participant
+        self._consent = consent
+        self._params = params or MediaParams()
+        self._ice = ice or IceConfig()
+        self._on_signal = on_signal
+        self._on_status = on_status
+        self._clock = clock
+        self._pc: RTCPeerConnection | None = None
+        self._tracks: dict[MediaKind, _Track] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closed = False
+        self._pending_calls: set[asyncio.Future[Any]] = set()
+        self._ready: dict[str, Any] = {}
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def consent(self) -> Consent:
+        return self._consent
+
+    def media_state(self) -> dict[str, str]:
+        """``{"audio": "flowing"|"stopped"|"none", "video": ...}`` for the status message."""
+        return {k: (self._tracks[k].state if k in self._tracks else "none") for k in _KINDS}
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Frame counters per kind: received, analysed, skipped (over the frame-rate caps, by
+        design), dropped (the analysis thread was busy: overload), errors (analyzer raised)."""
+        out: dict[str, dict[str, int]] = {}
+        for kind, track in self._tracks.items():
+            s = track.pipeline.stats if track.pipeline else track.stats
+            out[kind] = {"received": track.stats.received, "analysed": s.analysed,
+                         "skipped": s.skipped, "dropped": s.dropped, "errors": s.errors}
+        return out
+
+    async def handle_offer(self, sdp: str) -> str:
+        """Answer the patient's offer (non-trickle: ICE gathering is complete in the answer).
+
+        Raises :class:`MediaError` with a clear sentence for an unusable offer.
+        """
+        if self._closed:
+            raise MediaError("this media connection is closed")
+        if not isinstance(sdp, str) or not sdp.strip():
+            raise MediaError("the WebRTC offer has no SDP")
+        if len(sdp.encode("utf-8", "replace")) > MAX_SDP_BYTES:
+            raise MediaError("the WebRTC offer is too large")
+        if self._pc is None:
+            self._pc = RTCPeerConnection(configuration=self._ice.rtc_configuration())
+            self._pc.on("track", self._on_track)
+            self._pc.on("connectionstatechange", self._on_connection_state)
+        pc = self._pc
+        try:
+            with use_host_addresses(self._ice.host_addresses):
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+                if not any(t.kind in _KINDS for t in pc.getTransceivers()):
+                    raise MediaError("the WebRTC offer has no audio or video")
+                for transceiver in pc.getTransceivers():
+                    allowed = transceiver.kind in _KINDS and self._consent.allows(transceiver.kind)
+                    transceiver.direction = "recvonly" if allowed else "inactive"
+                    if allowed and transceiver.kind not in self._ready:
+                        # In the analysis thread: the first one imports the detectors (seconds).
+                        self._ready[transceiver.kind] = await asyncio.get_running_loop(
+                        ).run_in_executor(worker(), self._build, transceiver.kind)
+                answer = await pc.createAnswer()
+                await pc.setLocalDescription(answer)
+        except Exception as exc:
+            await self._abandon(pc)
+            if isinstance(exc, SessionguardError):
+                raise
+            log.info("rejected a WebRTC offer: %s", type(exc).__name__)
+            raise MediaError(f"the WebRTC offer could not be used ({type(exc).__name__})") from exc
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch())
+        return str(pc.localDescription.sdp)
+
+    async def _abandon(self, pc: RTCPeerConnection) -> None:
+        """Forget a peer whose offer failed: nothing was answered, nothing will flow."""
+        self._pc = None
+        self._ready.clear()
+        for state in self._tracks.values():
+            if state.task is not None:
+                state.task.cancel()
+        self._tracks.clear()
+        await pc.close()
+
+    async def set_consent(self, consent: Consent) -> None:
+        """Apply a new consent: a withdrawn scope stops being analysed at once (its analyzer
+        state is discarded, its status becomes ``stopped``). A scope granted later is analysed
+        from its next frame if its track was accepted; a track rejected in the answer needs a
+        new offer."""
+        old, self._consent = self._consent, consent
+        for kind in _KINDS:
+            track = self._tracks.get(kind)
+            if track is None:
+                continue
+            if old.allows(kind) and not consent.allows(kind):
+                if track.pipeline is not None:
+                    track.pipeline.discard()
+                    track.pipeline = None
+                track.start_ms = None
+                await self._set_state(track, "stopped")
+
+    async def close(self) -> None:
+        """Close the peer: open episodes are reported, then every flowing kind is ``stopped``."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._pc is not None:
+            await self._pc.close()
+        tasks = [t.task for t in self._tracks.values() if t.task is not None]
+        if tasks:
+            _done, still = await asyncio.wait(tasks, timeout=2.0)
+            for task in still:
+                task.cancel()
+        for track in self._tracks.values():
+            await self._end_track(track)
+        if self._pending_calls:
+            await asyncio.wait(self._pending_calls, timeout=5.0)
+
+    # -- tracks ----------------------------------------------------------------------------
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        kind = track.kind
+        if kind not in _KINDS or not self._consent.allows(kind) or self._closed:
+            return  # answered "inactive": nothing will arrive
+        media_kind: MediaKind = "audio" if kind == "audio" else "video"
+        previous = self._tracks.get(media_kind)
+        if previous is not None and previous.task is not None:
+            previous.task.cancel()
+        state = _Track(media_kind)
+        self._tracks[media_kind] = state
+        state.task = asyncio.create_task(self._consume(state, track))
+
+    async def _consume(self, state: _Track, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                try:
+                    frame = await track.recv()
+                except MediaStreamError:
+                    break
+                state.stats.received += 1
+                if not self._consent.allows(state.kind):
+                    continue  # drained, never analysed
+                now = self._clock()
+                t = frame_time(frame)  # type: ignore[arg-type]
+                if t is None or t < state.last_t:  # no usable pts: fall back on the clock
+                    t = state.last_t + max(0, now - (state.last_frame_ms or now)) / 1000.0
+                state.last_frame_ms = now
+                state.last_t = t
+                if state.start_ms is None:
+                    state.start_ms = now
+                    state.t_offset = t
+                    state.pipeline = self._make_pipeline(state)
+                if state.pipeline is None:
+                    continue  # no analyzer: never report a blind track as flowing
+                if state.state != "flowing":
+                    await self._set_state(state, "flowing")
+                state.pipeline.offer(frame, t - state.t_offset)  # type: ignore[arg-type]
+        finally:
+            if not self._closed:
+                await self._end_track(state)
+
+    def _make_pipeline(self, state: _Track) -> VideoPipeline | AudioPipeline | None:
+        def emit(detections: list[Detection]) -> None:
+            start = state.start_ms
+            if start is not None:
+                for detection in detections:
+                    self._emit_detection(detection, start)
+
+        try:
+            sink = self._ready.pop(state.kind, None) or self._build(state.kind)
+        except MediaError as exc:
+            log.error("%s", exc)
+            return None
+        if state.kind == "video":
+            return VideoPipeline(emit=emit, sink=sink, max_fps=self._params.max_fps)
+        return AudioPipeline(emit=emit, sink=sink, backlog_s=self._params.audio_backlog_s)
+
+    def _build(self, kind: str) -> Any:
+        """A fresh analyzer for ``kind``; :class:`MediaError` if it cannot be made (a broken
+        install or configuration must be loud, never a silently blind "flowing" track)."""
+        try:
+            return self._params.make_video() if kind == "video" else self._params.make_audio()
+        except Exception as exc:
+            raise MediaError(f"the {kind} analyzer could not start ({exc})") from exc
+
+    async def _end_track(self, state: _Track) -> None:
+        pipeline, state.pipeline = state.pipeline, None
+        if pipeline is not None:
+            await pipeline.close()
+        await self._set_state(state, "stopped")
+
+    # -- status ----------------------------------------------------------------------------
+
+    async def _set_state(self, state: _Track, new: MediaState) -> None:
+        if state.state == new or (state.state == "none" and new == "stopped"):
+            return
+        state.state = new
+        if self._on_status is not None:
+            await self._call(self._on_status, state.kind, new)
+
+    async def _watch(self) -> None:
+        stall_ms = int(self._params.stall_after_s * 1000)
+        period = min(0.5, self._params.stall_after_s / 4)
+        while not self._closed:
+            await asyncio.sleep(period)
+            now = self._clock()
+            for state in list(self._tracks.values()):
+                if state.state == "flowing" and now - state.last_frame_ms >= stall_ms:
+                    await self._set_state(state, "stopped")
+
+    def _on_connection_state(self) -> None:
+        if self._pc is not None and self._pc.connectionState == "failed" and not self._closed:
+            task = asyncio.create_task(self.close())
+            self._pending_calls.add(task)
+            task.add_done_callback(self._pending_calls.discard)
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _emit_detection(self, detection: Detection, start_ms: int) -> None:
+        try:
+            signal = detection_to_signal(detection, start_ms, self.session, self.participant)
+        except SessionguardError as exc:
+            log.warning("dropped a detection the catalogue refuses: %s", exc)
+            return
+        if self._on_signal is None:
+            return
+        result = self._invoke(self._on_signal, signal)
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._pending_calls.add(task)
+            task.add_done_callback(self._callback_done)
+
+    def _callback_done(self, task: asyncio.Future[Any]) -> None:
+        self._pending_calls.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("media callback failed: %r", task.exception())
+
+    @staticmethod
+    def _invoke(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            log.error("media callback failed: %r", exc)
+            return None
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        result = self._invoke(fn, *args)
+        if inspect.isawaitable(result):
+            try:
+                await result
+            except Exception as exc:
+                log.error("media callback failed: %r", exc)

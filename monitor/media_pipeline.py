@@ -1,0 +1,291 @@
+"""Per-track analysis pipelines: frames in, :class:`Detection` lists out, never blocking the
+event loop for long and never queueing without bound.
+
+All analysis of the process runs in **one** worker thread (:func:`worker`), so N calls never
+take more than one core for detectors, whatever N is. Each pipeline has at most one job in
+the worker at a time:
+
+* video keeps only frames at least ``1 / max_fps`` apart (and only those the analyzer
+  ``wants``, if it says); while one is being analysed only the newest waiting picture is
+  kept, older waiting ones are dropped (the newest picture matters, not the queue);
+* audio collects the 20 ms frames that arrive while the worker is busy and hands them over
+  in one push (contiguous runs concatenated), dropping the oldest beyond ``backlog_s``.
+
+Frames live only in memory: converted to numpy, pushed to the analyzer, released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Protocol
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from signals.media.detection import Detection
+
+__all__ = [
+    "AudioPipeline",
+    "AudioSink",
+    "PipelineStats",
+    "VideoPipeline",
+    "VideoSink",
+    "audio_to_mono",
+    "frame_time",
+    "plain",
+    "worker",
+]
+
+
+class VideoSink(Protocol):
+    """What ``signals.media``'s ``VideoAnalyzer`` offers (docs/internals.md)."""
+
+    def push(self, frame_bgr: npt.NDArray[np.uint8], t: float) -> list[Detection]: ...
+
+    def finish(self, t: float) -> list[Detection]: ...
+
+
+class AudioSink(Protocol):
+    """What ``signals.media``'s ``AudioAnalyzer`` offers (docs/internals.md)."""
+
+    def push(
+        self, samples: npt.NDArray[np.float32], sample_rate: int, t: float
+    ) -> list[Detection]: ...
+
+    def finish(self, t: float) -> list[Detection]: ...
+
+
+log = logging.getLogger("sessionguard.media")
+
+_worker: concurrent.futures.ThreadPoolExecutor | None = None
+_worker_lock = threading.Lock()
+
+
+def worker() -> concurrent.futures.ThreadPoolExecutor:
+    """The process's single media-analysis thread."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="sessionguard-media"
+            )
+        return _worker
+
+
+@dataclass
+class PipelineStats:
+    """Frame counters. ``skipped``: left out by design (over ``max_fps`` or the analyzer's
+    own rate); ``dropped``: left out because the worker was busy (overload)."""
+
+    received: int = 0
+    analysed: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    errors: int = 0
+
+
+def frame_time(frame: av.VideoFrame | av.AudioFrame) -> float | None:
+    """Seconds since the track's first frame, from the RTP-derived ``pts``."""
+    if frame.pts is None or frame.time_base is None:
+        return None
+    return float(Fraction(frame.pts) * frame.time_base)
+
+
+def audio_to_mono(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
+    """A decoded audio frame as float32 mono in -1..1 (any PyAV sample format)."""
+    data: npt.NDArray[Any] = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    arr = data.reshape(channels, -1).T if frame.format.is_planar else data.reshape(-1, channels)
+    if arr.dtype.kind in "iu":
+        scale = float(2 ** (8 * arr.dtype.itemsize - 1))
+        mono = arr.astype(np.float32).mean(axis=1) / scale
+    else:
+        mono = arr.astype(np.float32).mean(axis=1)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+Emit = Callable[[list[Detection]], None]
+
+
+@dataclass
+class _Base:
+    emit: Emit
+    stats: PipelineStats = field(default_factory=PipelineStats)
+    last_t: float = 0.0
+    _job: asyncio.Future[list[Detection]] | None = None
+    _closed: bool = False
+
+    def _submit(self, fn: Callable[[], list[Detection]]) -> None:
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(worker(), fn)
+        self._job = job
+        job.add_done_callback(self._done)
+
+    def _done(self, job: asyncio.Future[list[Detection]]) -> None:
+        self._job = None
+        if job.cancelled():
+            return
+        exc = job.exception()
+        if exc is not None:
+            if not self.stats.errors:
+                log.error("media analyzer failed (further failures counted only): %r", exc)
+            self.stats.errors += 1
+        else:
+            self.emit(job.result())
+        if not self._closed:
+            self._next()
+
+    def _next(self) -> None:
+        """Start the next job if one is waiting (audio only)."""
+
+    def discard(self) -> None:
+        """Forget the analyzer and anything waiting, without emitting (consent withdrawn)."""
+        self._closed = True
+
+    async def _drain(self) -> None:
+        while self._job is not None:
+            await asyncio.wait({self._job})
+            await asyncio.sleep(0)
+
+    async def finish(self, sink_finish: Callable[[float], list[Detection]]) -> None:
+        """Wait for the job in flight, then close the analyzer's open episodes."""
+        await self._drain()
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            detections = await loop.run_in_executor(worker(), sink_finish, self.last_t)
+        except Exception:
+            self.stats.errors += 1
+            return
+        self.emit(detections)
+
+
+@dataclass
+class VideoPipeline(_Base):
+    sink: VideoSink | None = None
+    max_fps: float = 10.0
+    _last_taken: float | None = None
+    _waiting: tuple[av.VideoFrame, float] | None = None
+
+    def offer(self, frame: av.VideoFrame, t: float) -> None:
+        self.stats.received += 1
+        if self._closed or self.sink is None:
+            return
+        min_gap = 0.9 / self.max_fps if self.max_fps > 0 else 0.0
+        if self._last_taken is not None and t - self._last_taken < min_gap:
+            self.stats.skipped += 1
+            return
+        if self._job is not None:  # keep only the newest picture while the worker is busy
+            if self._waiting is not None:
+                self.stats.dropped += 1
+            self._waiting = (frame, t)
+            return
+        self._start(frame, t)
+
+    def _next(self) -> None:
+        if self._waiting is not None:
+            frame, t = self._waiting
+            self._waiting = None
+            self._start(frame, t)
+
+    def _start(self, frame: av.VideoFrame, t: float) -> None:
+        sink = self.sink
+        if sink is None:
+            return
+        wants = getattr(sink, "wants", None)
+        if wants is not None and not wants(t):  # the analyzer's own rate: skip the conversion
+            self.stats.skipped += 1
+            return
+        self._last_taken = t
+        self.last_t = t
+
+        def analyse() -> list[Detection]:
+            picture: npt.NDArray[np.uint8] = frame.to_ndarray(format="bgr24")  # type: ignore[assignment]
+            return sink.push(picture, t)
+
+        self.stats.analysed += 1
+        self._submit(analyse)
+
+    async def close(self) -> None:
+        if self.sink is not None:
+            await self.finish(self.sink.finish)
+
+
+@dataclass
+class AudioPipeline(_Base):
+    sink: AudioSink | None = None
+    backlog_s: float = 1.0
+    _pending: list[tuple[float, int, npt.NDArray[np.float32]]] = field(default_factory=list)
+
+    def offer(self, frame: av.AudioFrame, t: float) -> None:
+        self.stats.received += 1
+        if self._closed or self.sink is None:
+            return
+        samples = audio_to_mono(frame)
+        self._pending.append((t, frame.sample_rate, samples))
+        held = sum(len(s) / rate for _, rate, s in self._pending)
+        while held > self.backlog_s and len(self._pending) > 1:
+            _, rate, dropped = self._pending.pop(0)
+            held -= len(dropped) / rate
+            self.stats.dropped += 1
+        if self._job is None:
+            self._next()
+
+    def _next(self) -> None:
+        if not self._pending or self.sink is None:
+            return
+        chunks = _merge(self._pending)
+        count = len(self._pending)
+        self._pending = []
+        self.last_t = chunks[-1][0] + len(chunks[-1][2]) / chunks[-1][1]
+        sink = self.sink
+
+        def analyse() -> list[Detection]:
+            out: list[Detection] = []
+            for t, rate, samples in chunks:
+                out.extend(sink.push(samples, rate, t))
+            return out
+
+        self.stats.analysed += count
+        self._submit(analyse)
+
+    async def close(self) -> None:
+        if self.sink is not None:
+            await self._drain()
+            self._next()
+            await self.finish(self.sink.finish)
+
+
+def _merge(
+    pending: list[tuple[float, int, npt.NDArray[np.float32]]],
+) -> list[tuple[float, int, npt.NDArray[np.float32]]]:
+    """Concatenate runs of contiguous frames (same rate, no gap over 2 ms)."""
+    out: list[tuple[float, int, list[npt.NDArray[np.float32]], float]] = []
+    for t, rate, samples in pending:
+        if out and out[-1][1] == rate and abs(out[-1][3] - t) < 0.002:
+            start, _, parts, _ = out[-1]
+            parts.append(samples)
+            out[-1] = (start, rate, parts, t + len(samples) / rate)
+        else:
+            out.append((t, rate, [samples], t + len(samples) / rate))
+    return [(t, rate, np.concatenate(parts)) for t, rate, parts, _ in out]
+
+
+def plain(value: Any) -> Any:
+    """Evidence made JSON-ready: numpy scalars and arrays become Python values."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,129 @@
+"""Decoding media files in memory (PyAV): video frames and audio chunks with their times.
+
+:func:`decode` demuxes a file once and yields :class:`VideoItem` (BGR ``uint8`` frames,
+downscaled by swscale to at most ``max_width``) and :class:`AudioItem` (float32 mono
+samples in -1..1 at the file's rate) in file order, ``t`` in seconds from the start of the
+file. ``want_video(t)`` lets the caller skip converting frames it would drop anyway. Nothing
+is written anywhere. Files FFmpeg cannot open or decode raise :class:`MediaError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+import numpy.typing as npt
+
+from signals.errors import MediaError
+
+__all__ = ["AudioItem", "MediaInfo", "VideoItem", "decode", "probe"]
+
+
+@dataclass(frozen=True, slots=True)
+class VideoItem:
+    frame: npt.NDArray[np.uint8]
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class AudioItem:
+    samples: npt.NDArray[np.float32]
+    rate: int
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    duration: float | None
+    has_video: bool
+    has_audio: bool
+    width: int = 0
+    height: int = 0
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"{p} does not exist")
+    if p.is_dir():
+        raise MediaError(f"{p} is a directory, not a media file")
+    try:
+        return av.open(str(p), "r")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise MediaError(f"{p} is not a media file FFmpeg can read ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text).strip().rstrip(".").splitlines()[0]
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Duration and streams of a media file."""
+    with _open(path) as c:
+        v = c.streams.video[0] if c.streams.video else None
+        a = c.streams.audio[0] if c.streams.audio else None
+        duration = c.duration / 1_000_000 if c.duration else None
+        if duration is None and v is not None and v.duration and v.time_base:
+            duration = float(v.duration * v.time_base)
+        return MediaInfo(duration, v is not None, a is not None,
+                         v.codec_context.width if v else 0, v.codec_context.height if v else 0)
+
+
+def decode(
+    path: str | Path,
+    *,
+    video: bool = True,
+    audio: bool = True,
+    max_width: int = 320,
+    want_video: Callable[[float], bool] | None = None,
+) -> Iterator[VideoItem | AudioItem]:
+    """Yield the video frames and audio chunks of ``path`` in file order."""
+    with _open(path) as c:
+        streams: list[av.stream.Stream] = []
+        vs = c.streams.video[0] if video and c.streams.video else None
+        as_ = c.streams.audio[0] if audio and c.streams.audio else None
+        if vs is None and as_ is None:
+            raise MediaError(f"{path} has no audio or video stream to analyse")
+        if vs is not None:
+            vs.thread_type = "AUTO"
+            streams.append(vs)
+        if as_ is not None:
+            streams.append(as_)
+        start = c.start_time / 1_000_000 if c.start_time else 0.0
+        resampler = av.AudioResampler(format="flt", layout="mono") if as_ is not None else None
+        try:
+            for packet in c.demux(*streams):
+                for frame in packet.decode():
+                    if not isinstance(frame, av.VideoFrame | av.AudioFrame):
+                        continue
+                    t = max(0.0, float(frame.time if frame.time is not None else 0.0) - start)
+                    if isinstance(frame, av.VideoFrame):
+                        if want_video is not None and not want_video(t):
+                            continue
+                        yield VideoItem(_bgr(frame, max_width), t)
+                    elif resampler is not None:
+                        for out in resampler.resample(frame):
+                            yield AudioItem(_mono(out), int(out.sample_rate), t)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path} could not be decoded ({_reason(exc)})") from None
+
+
+def _bgr(frame: av.VideoFrame, max_width: int) -> npt.NDArray[np.uint8]:
+    w, h = frame.width, frame.height
+    if w > max_width:
+        nh = max(2, round(h * max_width / w / 2) * 2)
+        arr = frame.to_ndarray(format="bgr24", width=max_width, height=nh,
+                               interpolation="AREA")
+    else:
+        arr = frame.to_ndarray(format="bgr24")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _mono(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
+    arr = frame.to_ndarray()
+    return np.ascontiguousarray(arr.reshape(-1), dtype=np.float32)

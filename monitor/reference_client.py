@@ -1,0 +1,256 @@
+"""A Python reference client for ``/v1/ws``: what a native iOS or Android app does.
+
+It speaks the same protocol as the browser SDK (``monitor/static/sessionguard.js``) and
+docs/native.md: connect with a token, send signals with a ``seq``, keep the unacknowledged
+ones (bounded; the oldest are dropped first and counted), resend them after a reconnect
+(exponential backoff with jitter), and receive ``consent``, ``ack`` and
+``recording.decision``. Tests use it to play a native app; it is also a small, readable
+template for writing a client in another language.
+
+:class:`Outbox` is the delivery state without I/O (seq numbers, unacked, dropped count);
+:class:`ReferenceClient` adapts it to a ``websockets`` connection::
+
+    async with ReferenceClient(url, token) as client:       # url: ws://host:port/v1/ws
+        await client.signal("os.screen_capture", {"active": True, "api": "UIScreen.isCaptured"})
+        await client.drained()                              # every signal acknowledged
+        decision = await client.request_recording("for my notes")
+
+Dropped signals are reported in the next heartbeat: ``client.heartbeat`` with
+``{"dropped": N}`` (the same convention as the browser SDK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from signals.errors import SessionguardError
+
+__all__ = ["ClientError", "Outbox", "ReferenceClient", "backoff_delay"]
+
+BACKOFF_MIN_S = 0.25
+BACKOFF_MAX_S = 15.0
+BATCH = 50
+
+
+class ClientError(SessionguardError):
+    """The reference client was refused or closed."""
+
+
+def backoff_delay(attempt: int, rng: random.Random,
+                  low: float = BACKOFF_MIN_S, high: float = BACKOFF_MAX_S) -> float:
+    """Seconds to wait before reconnect ``attempt`` (0-based): exponential, capped, with
+    jitter in the upper half of the window (so clients never retry in lockstep)."""
+    ceiling = min(high, low * 2 ** min(attempt, 30))
+    return float(ceiling / 2 + rng.random() * ceiling / 2)
+
+
+class Outbox:
+    """Delivery state without I/O: numbers signals, keeps them until acknowledged.
+
+    ``seq`` starts at ``start`` (default: a time-derived number, so an app restarted within
+    the same session keeps counting above its earlier numbers) and counts up by one.
+    """
+
+    def __init__(self, limit: int = 1000, start: int | None = None) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self.seq = int(time.time() * 1000) * 1000 if start is None else start
+        self.unacked: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self.dropped = 0
+
+    def add(self, signal: str, data: dict[str, Any], at: int) -> dict[str, Any]:
+        """Number a new signal, keep it, return its wire message."""
+        if signal == "client.heartbeat" and self.dropped:
+            data = {**data, "dropped": self.dropped}
+            self.dropped = 0
+        self.seq += 1
+        message = {"type": "signal", "seq": self.seq, "signal": signal, "at": at, "data": data}
+        self.unacked[self.seq] = message
+        while len(self.unacked) > self.limit:
+            self.unacked.popitem(last=False)
+            self.dropped += 1
+        return message
+
+    def ack(self, seq: Any) -> bool:
+        """Forget an acknowledged seq; ``True`` if it was pending."""
+        return self.unacked.pop(seq, None) is not None if isinstance(seq, int) else False
+
+    def resend(self, batch: int = BATCH) -> list[dict[str, Any]]:
+        """The ``signals`` messages that resend everything unacknowledged, oldest first."""
+        items = list(self.unacked.values())
+        return [{"type": "signals", "items": items[i:i + batch]}
+                for i in range(0, len(items), batch)]
+
+
+class ReferenceClient:
+    """One participant's connection, reconnecting until :meth:`close`.
+
+    ``on_message(msg)`` is called for every message received (after the client's own
+    handling). ``rng`` seeds the backoff jitter; ``clock`` gives epoch ms.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        limit: int = 1000,
+        seq_start: int | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        on_message: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        sep = "&" if "?" in url else "?"
+        self._url = f"{url}{sep}token={token}"
+        self.outbox = Outbox(limit, seq_start)
+        self.consent: dict[str, Any] | None = None
+        self.received: list[dict[str, Any]] = []
+        self.connects = 0
+        self._rng = rng or random.Random(0)
+        self._clock = clock
+        self._on_message = on_message
+        self._ws: ClientConnection | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._changed = asyncio.Condition()
+        self._decisions: list[asyncio.Future[dict[str, Any]]] = []
+        self._closed = False
+        self.last_error: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> ReferenceClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Start the connection loop and wait for the first connection."""
+        self._runner = asyncio.create_task(self._run())
+        await self.wait_for(lambda: self.connected, timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+            self._ws = None
+        for fut in self._decisions:
+            if not fut.done():
+                fut.set_exception(ClientError("client closed"))
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closed:
+            try:
+                async with websockets.connect(self._url, open_timeout=5,
+                                              close_timeout=1) as ws:
+                    self._ws = ws
+                    self.connects += 1
+                    attempt = 0
+                    for message in self.outbox.resend():
+                        await ws.send(json.dumps(message))
+                    await self._notify()
+                    async for raw in ws:
+                        self._receive(raw)
+                        await self._notify()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # refused, reset, closed: all mean "try again later"
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            self._ws = None
+            await self._notify()
+            if self._closed:
+                break
+            await asyncio.sleep(backoff_delay(attempt, self._rng))
+            attempt += 1
+
+    def _receive(self, raw: str | bytes) -> None:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(msg, dict):
+            return
+        self.received.append(msg)
+        kind = msg.get("type")
+        if kind == "ack":   # {"seq": N}, or {"seqs": [...]} for a batch
+            seqs = msg.get("seqs")
+            for seq in seqs if isinstance(seqs, list) else [msg.get("seq")]:
+                self.outbox.ack(seq)
+        elif kind == "consent":
+            self.consent = {"monitoring": msg.get("monitoring", []),
+                            "recording": msg.get("recording")}
+        elif kind == "recording.decision" and self._decisions:
+            fut = self._decisions.pop(0)
+            if not fut.done():
+                fut.set_result({"id": msg.get("id"), "approved": bool(msg.get("approved"))})
+        if self._on_message is not None:
+            self._on_message(msg)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def signal(self, name: str, data: dict[str, Any] | None = None,
+                     at: int | None = None) -> int:
+        """Queue one signal and send it if connected; returns its ``seq``."""
+        message = self.outbox.add(name, dict(data or {}), self._clock() if at is None else at)
+        await self._send(message)
+        return int(message["seq"])
+
+    async def _send(self, message: dict[str, Any]) -> bool:
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            await ws.send(json.dumps(message))
+        except websockets.ConnectionClosed:
+            return False
+        return True
+
+    async def send_raw(self, message: dict[str, Any]) -> bool:
+        """Send any protocol message now (``False`` when not connected)."""
+        return await self._send(message)
+
+    async def request_recording(self, reason: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Ask to record; await the clinician's ``{"id", "approved"}``."""
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._decisions.append(fut)
+        await self.wait_for(lambda: self.connected, timeout)
+        if not await self._send({"type": "recording.request", "reason": reason}):
+            raise ClientError("not connected")
+        return await asyncio.wait_for(fut, timeout)
+
+    # -- waiting ------------------------------------------------------------------------
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Await until ``predicate()`` holds (re-checked after every message/connection)."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def drained(self, timeout: float = 10.0) -> None:
+        """Await until every signal sent so far is acknowledged."""
+        await self.wait_for(lambda: not self.outbox.unacked, timeout)

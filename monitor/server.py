@@ -1,0 +1,804 @@
+"""The sidecar: one asyncio process, one port, WebSocket channels and small GET routes.
+
+    sidecar = Sidecar(load_config(), secret="...")
+    async with running(sidecar, "127.0.0.1", port=0) as port:
+        ...                                   # ws://127.0.0.1:{port}/v1/ws?token=T
+
+The handshake checks the token (``monitor.tokens.verify``) in ``process_request`` and refuses
+a missing, forged or expired token with 401 and a wrong role with 403. Each open channel has a
+bounded send queue drained by its own writer task, so a stuck reader is dropped (close 1013)
+and never blocks anyone else; each has a token bucket against floods (``rate_limited`` error,
+then close 1008). Frames are parsed by :mod:`monitor.protocol` (sans I/O), per-session state
+lives in :mod:`monitor.sessions`, rules in :mod:`rules`, the audit trail in
+:class:`monitor.store_async.AsyncStore`.
+
+A patient signal goes: parse → catalogue and consent check → store (``signal`` entry) →
+``engine.feed`` → for each alert: ``store.append_alert`` FIRST (gives the ``seq``, queues
+webhooks in the same transaction) → every clinician of the session → ack to the patient.
+Logs carry ids and codes only: never labels, device lists, reasons typed by people or media.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from monitor import protocol as proto
+from monitor.config import Config, require_secret
+from monitor.http import HttpRoutes, json_response, split_path
+from monitor.metrics import CONTENT_TYPE, Metrics
+from monitor.sessions import Session, SessionRegistry, merge_claim
+from signals.catalog import CATALOGUE
+from signals.consent import Consent
+from signals.errors import (
+    AuthError,
+    ConfigError,
+    InvalidSignal,
+    SessionguardError,
+    StorageError,
+)
+from signals.model import Signal
+
+__all__ = ["Channel", "Clock", "MediaFactory", "Sidecar", "epoch_ms", "running", "serve_forever"]
+
+log = logging.getLogger("sessionguard.server")
+
+Clock = Callable[[], int]
+#: ``(sidecar, session, participant, consent) -> MediaReceiver-like`` (``handle_offer``,
+#: ``set_consent``, ``close``); it reports through ``sidecar.media_signal`` / ``media_status``.
+MediaFactory = Callable[["Sidecar", str, str, Consent], Any]
+
+SESSION_IDLE_EVICT_MS = 3_600_000
+
+
+def epoch_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Engine(Protocol):
+    def set_consent(self, session: str, consent: Consent, now: int) -> None: ...
+    def feed(self, signal: Signal, now: int) -> Any: ...
+    def tick(self, now: int) -> Any: ...
+    def end_session(self, session: str) -> None: ...
+
+
+@dataclass(eq=False)
+class Channel:
+    """One open WebSocket of one participant."""
+
+    ws: ServerConnection
+    role: str
+    session: str
+    participant: str
+    consent: Consent
+    queue: asyncio.Queue[str]
+    tokens: float
+    refilled: float
+    floods: int = 0
+    closing: bool = False
+    writer: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def _default_engine(config: Config) -> _Engine:
+    from config import DEFAULT_RULES_DIR
+    from rules import Engine, load_rules
+
+    paths = [str(p) for p in config.rules] or [str(DEFAULT_RULES_DIR)]
+    engine: _Engine = Engine(load_rules(paths))
+    return engine
+
+
+def _default_media(sidecar: Sidecar, session: str, participant: str, consent: Consent) -> Any:
+    from monitor.media import IceConfig, MediaParams, MediaReceiver
+
+    async def on_signal(signal: Signal) -> None:
+        await sidecar.media_signal(signal)
+
+    async def on_status(kind: str, state: str) -> None:
+        await sidecar.media_status(session, participant, kind, state)
+
+    hosts = tuple(sidecar.config.media.ice_hosts)
+    return MediaReceiver(session, participant, consent, params=MediaParams(),
+                         ice=IceConfig(host_addresses=hosts), on_signal=on_signal,
+                         on_status=on_status, clock=sidecar.clock)
+
+
+def _default_webhooks(config: Config, store: Any, clock: Clock,
+                      registry: CollectorRegistry) -> Any:
+    from monitor.webhooks import WebhookDelivery, WebhookTarget
+
+    if not config.webhook_secret:
+        raise ConfigError(f"webhook URLs are configured but {config.webhooks.secret_env} "
+                          "(their signing secret) is not set")
+    targets = [WebhookTarget(url, config.webhook_secret) for url in config.webhooks.urls]
+    return WebhookDelivery(store, targets, clock=clock, registry=registry)
+
+
+class Sidecar:
+    """The whole server, embeddable: build it, then ``async with running(sidecar, host, 0)``.
+
+    ``engine``, ``store`` (an :class:`~monitor.store_async.AsyncStore`-like object),
+    ``media_factory`` and ``clock`` (epoch ms) are injectable; by default they come from
+    ``config``. ``secret`` defaults to ``config.secret`` (``SESSIONGUARD_SECRET``).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        secret: str | None = None,
+        clock: Clock = epoch_ms,
+        registry: CollectorRegistry | None = None,
+        engine: _Engine | None = None,
+        store: Any = None,
+        media_factory: MediaFactory | None = _default_media,
+        webhooks: Any = None,
+    ) -> None:
+        self.config = config
+        self.secret = secret if secret is not None else require_secret(config)
+        self.clock = clock
+        self.metrics = Metrics(registry)
+        self.engine = engine if engine is not None else _default_engine(config)
+        if store is None:
+            from monitor.store import SqliteStore
+            from monitor.store_async import AsyncStore
+
+            store = AsyncStore(SqliteStore(config.store.db,
+                                           synchronous=config.store.synchronous),
+                               registry=self.metrics.registry)
+        self.store = store
+        self.media_factory = media_factory if config.media.enabled else None
+        if webhooks is None and config.webhooks.urls:
+            webhooks = _default_webhooks(config, store, clock, self.metrics.registry)
+        self.webhooks = webhooks
+        self.webhook_urls: tuple[str, ...] = (
+            tuple(webhooks.urls) if webhooks is not None else ())
+        self.sessions = SessionRegistry()
+        self.channels: dict[str, set[Channel]] = {}
+        self.media: dict[tuple[str, str], Any] = {}
+        self._pending_claims: weakref.WeakKeyDictionary[ServerConnection, Any] = (
+            weakref.WeakKeyDictionary())
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.routes = HttpRoutes(health=self._health, metrics=self._metrics_body,
+                                 report=self._report)
+        self._report_store: Any = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._ticker = asyncio.create_task(self._tick_loop())
+        if self.webhooks is not None and hasattr(self.webhooks, "start"):
+            result = self.webhooks.start()
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def stop(self, server: Server | None = None) -> None:
+        """Stop accepting, close every channel with 1001, close media, flush the store."""
+        self._stopping = True
+        if server is not None:
+            server.close(close_connections=False)
+        closing = [self._close(ch, 1001, "server shutting down")
+                   for chans in self.channels.values() for ch in chans]
+        if closing:
+            await asyncio.gather(*closing, return_exceptions=True)
+        if server is not None:
+            server.close(close_connections=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+        for receiver in list(self.media.values()):
+            with contextlib.suppress(Exception):
+                await receiver.close()
+        self.media.clear()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.webhooks is not None:
+            for name in ("aclose", "stop", "close"):
+                fn = getattr(self.webhooks, name, None)
+                if fn is not None:
+                    result = fn()
+                    if asyncio.iscoroutine(result):
+                        await result
+                    break
+        aclose = getattr(self.store, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        elif hasattr(self.store, "close"):
+            self.store.close()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("background task failed: %s", type(exc).__name__, exc_info=exc)
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def _health(self) -> dict[str, Any]:
+        return {"status": "ok", "sessions": self.sessions.active(),
+                "connections": sum(len(c) for c in self.channels.values())}
+
+    def _metrics_body(self) -> tuple[bytes, str]:
+        return self.metrics.render(), CONTENT_TYPE
+
+    def _report(self, session: str, token: str | None, fmt: str) -> tuple[int, str, bytes]:
+        try:
+            from monitor import tokens
+
+            claims = tokens.verify(self.secret, token, now=self.clock(), role="clinician")
+        except AuthError as exc:
+            return exc.status, "application/json", json.dumps({"error": str(exc)}).encode()
+        if claims.session != session:
+            return 403, "application/json", b'{"error": "this token is for another session"}'
+        from monitor.report import build_report, render_html
+
+        try:
+            report = build_report(self._sync_store(), session)
+        except StorageError:
+            return 404, "application/json", b'{"error": "unknown session"}'
+        if fmt == "html":
+            return 200, "text/html; charset=utf-8", render_html(report).encode()
+        return 200, "application/json", json.dumps(report).encode()
+
+    def _sync_store(self) -> Any:
+        # Reports read through the store's own (thread-safe, locked) connection.
+        return getattr(self.store, "store", self.store)
+
+    async def process_request(self, connection: ServerConnection,
+                              request: Request) -> Response | None:
+        path, query = split_path(request.path)
+        if path != "/v1/ws":
+            if self._report_path(path):
+                # the report reads SQLite: keep it off the event loop
+                return await asyncio.to_thread(self.routes.handle, request.path)
+            response = self.routes.handle(request.path)
+            return response if response is not None else json_response(404, {"error": "not found"})
+        if self._stopping:
+            return json_response(503, {"error": "the sidecar is shutting down"})
+        token = query.get("token")
+        if token is None:
+            token = self._token_from_protocol(request)
+        try:
+            from monitor import tokens
+
+            claims = tokens.verify(self.secret, token, now=self.clock())
+        except AuthError as exc:
+            self.metrics.handshakes_refused.labels(str(exc.status)).inc()
+            return json_response(exc.status, {"error": str(exc)})
+        self._pending_claims[connection] = claims
+        return None
+
+    @staticmethod
+    def _report_path(path: str) -> bool:
+        return path.startswith("/v1/sessions/")
+
+    @staticmethod
+    def _token_from_protocol(request: Request) -> str | None:
+        # Browsers cannot set headers on a WebSocket: a token may come as a subprotocol
+        # "sessionguard.token.<JWT>" instead of the query string (kept out of access logs).
+        for value in request.headers.get_all("Sec-WebSocket-Protocol"):
+            for item in value.split(","):
+                item = item.strip()
+                if item.startswith("sessionguard.token."):
+                    return item[len("sessionguard.token."):]
+        return None
+
+    @staticmethod
+    def select_subprotocol(connection: ServerConnection, offered: Any) -> Any:
+        for item in offered:
+            if item == "sessionguard.v1":
+                return item
+        return None
+
+    # -- channels -------------------------------------------------------------------------
+
+    async def handler(self, ws: ServerConnection) -> None:
+        claims = self._pending_claims.pop(ws, None)
+        if claims is None:  # pragma: no cover - process_request always runs first
+            await ws.close(1008, "not authenticated")
+            return
+        limits = self.config.limits
+        channel = Channel(ws=ws, role=claims.role, session=claims.session,
+                          participant=claims.participant, consent=claims.consent,
+                          queue=asyncio.Queue(limits.send_queue), tokens=float(limits.burst),
+                          refilled=time.monotonic())
+        channel.writer = asyncio.create_task(self._writer(channel))
+        await self._open(channel)
+        try:
+            async for frame in ws:
+                if channel.closing:
+                    break
+                await self._receive(channel, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._closed(channel)
+
+    async def _writer(self, channel: Channel) -> None:
+        try:
+            while True:
+                text = await channel.queue.get()
+                try:
+                    await channel.ws.send(text)
+                finally:
+                    channel.queue.task_done()
+        except (ConnectionClosed, asyncio.CancelledError):
+            pass
+
+    def _send(self, channel: Channel, message: dict[str, Any] | str) -> None:
+        if channel.closing:
+            return
+        text = message if isinstance(message, str) else json.dumps(message)
+        try:
+            channel.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.metrics.disconnects.labels("slow_reader").inc()
+            log.info("dropping a slow %s channel of session %s", channel.role, channel.session)
+            self._spawn(self._close(channel, 1013, "too slow: send queue full", drain=False))
+
+    async def _close(self, channel: Channel, code: int, reason: str, drain: bool = True) -> None:
+        """Close one channel; with ``drain``, what is already queued is sent first (briefly)."""
+        if channel.closing:
+            return
+        channel.closing = True
+        if drain and channel.writer is not None and not channel.writer.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(channel.queue.join(), 1.0)
+        if channel.writer is not None:
+            channel.writer.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(channel.ws.close(code, reason), 2)
+        if channel.ws.state.name != "CLOSED" and channel.ws.transport is not None:
+            channel.ws.transport.abort()
+
+    def _clinicians(self, session: str) -> list[Channel]:
+        return [c for c in self.channels.get(session, ()) if c.role == "clinician"]
+
+    def _patients(self, session: str, participant: str | None = None) -> list[Channel]:
+        return [c for c in self.channels.get(session, ())
+                if c.role == "patient" and (participant is None or c.participant == participant)]
+
+    def _broadcast(self, channels: Iterable[Channel], message: dict[str, Any]) -> None:
+        text = json.dumps(message)
+        for channel in channels:
+            self._send(channel, text)
+
+    async def _open(self, channel: Channel) -> None:
+        now = self.clock()
+        state = self.sessions.get(channel.session)
+        self.channels.setdefault(channel.session, set()).add(channel)
+        self.metrics.connections.labels(channel.role).inc()
+        self.metrics.active_sessions.set(self.sessions.active() + (0 if state.connections else 1))
+        log.info("%s connected to session %s", channel.role, channel.session)
+        if channel.role == "patient":
+            state.patient_connected(channel.participant, now)
+            self.metrics.active_sessions.set(self.sessions.active())
+            merged = merge_claim(state.consent, channel.consent, not state.consent_from_token)
+            first = not state.consent_from_token
+            state.consent_from_token = True
+            if first or merged != state.consent:
+                await self._apply_consent(state, merged, now, by="token", announce=False)
+            else:
+                self._send(channel, self._consent_message(state, now))
+            await self._status(state, now, "patient_connected")
+        else:
+            state.clinician_connected()
+            self.metrics.active_sessions.set(self.sessions.active())
+            self._send(channel, state.status(now))
+            for request in state.pending_requests.values():
+                self._send(channel, request)
+
+    async def _closed(self, channel: Channel) -> None:
+        channel.closing = True
+        if channel.writer is not None:
+            channel.writer.cancel()
+        chans = self.channels.get(channel.session)
+        if chans is not None:
+            chans.discard(channel)
+            if not chans:
+                del self.channels[channel.session]
+        self.metrics.connections.labels(channel.role).dec()
+        log.info("%s left session %s", channel.role, channel.session)
+        now = self.clock()
+        state = self.sessions.get(channel.session)
+        if channel.role == "patient":
+            patient = state.patient_disconnected(channel.participant, now)
+            if patient.connections == 0:
+                receiver = self.media.pop((channel.session, channel.participant), None)
+                if receiver is not None:
+                    with contextlib.suppress(Exception):
+                        await receiver.close()
+            if not self._stopping:
+                await self._status(state, now, "patient_disconnected")
+        else:
+            state.clinician_disconnected(now)
+        self.metrics.active_sessions.set(self.sessions.active())
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def _take_token(self, channel: Channel, cost: float) -> bool:
+        limits = self.config.limits
+        mono = time.monotonic()
+        channel.tokens = min(float(limits.burst),
+                             channel.tokens + (mono - channel.refilled) * limits.rate_per_s)
+        channel.refilled = mono
+        if channel.tokens >= cost:
+            channel.tokens -= cost
+            channel.floods = 0
+            return True
+        return False
+
+    def _invalid(self, channel: Channel, code: str, message: str, **extra: Any) -> None:
+        self.metrics.invalid_messages.labels(code).inc()
+        self._send(channel, proto.error_message(code, message, **extra))
+
+    async def _receive(self, channel: Channel, frame: str | bytes) -> None:
+        limits = self.config.limits
+        cost = 1.0
+        if isinstance(frame, str) and frame.startswith('{"type":"signals"'):
+            cost += frame.count('"seq"') / 10
+        if not self._take_token(channel, cost):
+            channel.floods += 1
+            self.metrics.invalid_messages.labels("rate_limited").inc()
+            if channel.floods > limits.flood_close_after:
+                self.metrics.disconnects.labels("flood").inc()
+                log.info("closing a flooding %s channel of session %s", channel.role,
+                         channel.session)
+                await self._close(channel, 1008, "rate limit exceeded")
+            else:
+                self._send(channel, proto.error_message(
+                    "rate_limited", "too many messages; slow down and resend"))
+            return
+        try:
+            message = proto.parse_message(frame, channel.role,  # type: ignore[arg-type]
+                                          max_bytes=limits.max_message_bytes,
+                                          max_batch=limits.max_batch)
+        except InvalidSignal as exc:
+            self._invalid(channel, exc.code, str(exc))
+            return
+        session = self.sessions.get(channel.session)
+        if channel.role == "patient":
+            now = self.clock()
+            if session.seen(channel.participant, now):
+                await self._status(session, now, "patient_recovered")
+        try:
+            await self._dispatch(channel, session, message)
+        except InvalidSignal as exc:
+            self._invalid(channel, exc.code, str(exc))
+        except SessionguardError as exc:
+            log.warning("message of session %s failed: %s", channel.session, type(exc).__name__)
+            self._send(channel, proto.error_message("internal", str(exc)))
+
+    async def _dispatch(self, channel: Channel, session: Session,
+                        message: proto.ClientMessage) -> None:
+        if isinstance(message, proto.SignalItem):
+            await self._patient_signal(channel, session, message)
+            self._send(channel, {"type": "ack", "seq": message.seq})
+        elif isinstance(message, proto.SignalsBatch):
+            for item in message.items:
+                await self._patient_signal(channel, session, item)
+            self._send(channel, {"type": "ack", "seqs": [i.seq for i in message.items]})
+        elif isinstance(message, proto.WebrtcOffer):
+            await self._offer(channel, session, message)
+        elif isinstance(message, proto.RecordingRequest):
+            await self._recording_request(channel, session, message)
+        elif isinstance(message, proto.Resume):
+            await self._resume(channel, message.after)
+        elif isinstance(message, proto.AlertAck | proto.AlertFeedback):
+            await self._alert_reply(channel, session, message)
+        elif isinstance(message, proto.ConsentSet):
+            now = self.clock()
+            await self._apply_consent(session, session.consent.with_recording(message.recording),
+                                      now, by=f"clinician:{channel.participant}")
+            self._send(channel, {"type": "ok", "ref": "consent.set"})
+        elif isinstance(message, proto.RecordingDecision):
+            await self._recording_decision(channel, session, message)
+
+    # -- signals --------------------------------------------------------------------------
+
+    async def _patient_signal(self, channel: Channel, session: Session,
+                              item: proto.SignalItem) -> None:
+        """Process one patient signal. Every outcome is acknowledged by the caller (an invalid
+        or out-of-scope signal too: resending it would not change anything)."""
+        started = time.perf_counter()
+        now = self.clock()
+        try:
+            signal = proto.to_signal(item, session=channel.session,
+                                     participant=channel.participant, now=now,
+                                     clock_skew_ms=self.config.limits.clock_skew_ms)
+        except InvalidSignal as exc:
+            self._invalid(channel, exc.code, str(exc), seq=item.seq)
+            return
+        patient = session.patient(channel.participant)
+        if not patient.seqs.first_time(item.seq):
+            self.metrics.signals_dropped.labels("duplicate").inc()
+            return
+        if not session.in_scope(CATALOGUE[signal.name].scope):
+            self.metrics.signals_dropped.labels("out_of_scope").inc()
+            return
+        await self._process(session, signal, now, started)
+
+    async def media_signal(self, signal: Signal) -> None:
+        """A media detection from a :class:`~monitor.media.MediaReceiver`."""
+        session = self.sessions.get(signal.session)
+        spec = CATALOGUE.get(signal.name)
+        if spec is None or not session.in_scope(spec.scope):
+            self.metrics.signals_dropped.labels("out_of_scope").inc()
+            return
+        await self._process(session, signal, self.clock(), time.perf_counter())
+
+    async def _process(self, session: Session, signal: Signal, now: int,
+                       started: float) -> None:
+        self.metrics.signals.labels(signal.name).inc()
+        # The signal entry is queued first (the store runs writes in order, so it precedes
+        # any alert it causes) but not awaited yet: its commit and the alert's share one
+        # group commit instead of two fsyncs in a row. Both are durable before the ack.
+        write = asyncio.ensure_future(
+            self.store.append(session.id, "signal", signal.at, _signal_body(signal)))
+        await asyncio.sleep(0)  # let the write reach the store's queue first
+        try:
+            t0 = time.perf_counter()
+            outcome = self.engine.feed(signal, now)
+            self.metrics.rule_eval.observe(time.perf_counter() - t0)
+            await self._outcome(session, outcome, started)
+        finally:
+            await write
+
+    async def _outcome(self, session: Session, outcome: Any, started: float | None) -> None:
+        for derived in getattr(outcome, "derived", ()):
+            self.metrics.signals.labels(derived.name).inc()
+            await self.store.append(session.id, "signal", derived.at, _signal_body(derived))
+        for skip in getattr(outcome, "skipped", ()):
+            body = skip.to_dict()
+            await self.store.append(session.id, "skip", int(body.get("at", self.clock())), body)
+            self._broadcast(self._clinicians(session.id), {"type": "skip", **body})
+        for alert in getattr(outcome, "alerts", ()):
+            wire = alert.to_wire(0)
+            wire.pop("seq", None)
+            seq = await self.store.append_alert(alert.session, wire, self.webhook_urls)
+            wire["seq"] = seq
+            target = self.sessions.get(alert.session)
+            target.known_alerts.add(alert.id)
+            self.metrics.alerts.labels(alert.rule, alert.severity.label).inc()
+            self._broadcast(self._clinicians(alert.session), _ordered_alert(wire))
+            if started is not None:
+                self.metrics.delivery_latency.observe(time.perf_counter() - started)
+            if self.webhooks is not None:
+                self.webhooks.wake()
+
+    # -- clinicians -----------------------------------------------------------------------
+
+    async def _resume(self, channel: Channel, after: int) -> None:
+        alerts = await self.store.alerts_after(channel.session, after)
+        session = self.sessions.get(channel.session)
+        for wire in alerts:
+            session.known_alerts.add(str(wire.get("id")))
+            self._send(channel, _ordered_alert(wire))
+        self._send(channel, {"type": "ok", "ref": "resume", "after": after, "count": len(alerts)})
+
+    async def _alert_reply(self, channel: Channel, session: Session,
+                           message: proto.AlertAck | proto.AlertFeedback) -> None:
+        if message.id not in session.known_alerts:
+            for wire in await self.store.alerts_after(session.id, 0):
+                session.known_alerts.add(str(wire.get("id")))
+        if message.id not in session.known_alerts:
+            raise InvalidSignal(f"no alert {message.id[:64]!r} in this session", "unknown_alert")
+        now = self.clock()
+        by = channel.participant
+        if isinstance(message, proto.AlertAck):
+            await self.store.append(session.id, "ack", now, {"id": message.id, "by": by, "at": now})
+        else:
+            await self.store.append(session.id, "feedback", now,
+                                    {"id": message.id, "verdict": message.verdict, "by": by,
+                                     "at": now})
+        self._send(channel, {"type": "ok", "ref": message.type, "id": message.id})
+
+    # -- consent and recording requests ---------------------------------------------------
+
+    def _consent_message(self, session: Session, now: int) -> dict[str, Any]:
+        return {"type": "consent", **session.consent.to_dict(), "at": now}
+
+    async def _apply_consent(self, session: Session, consent: Consent, now: int, by: str,
+                             announce: bool = True) -> None:
+        session.consent = consent
+        self.engine.set_consent(session.id, consent, now)
+        await self.store.append(session.id, "consent", now,
+                                {**consent.to_dict(), "by": by, "at": now})
+        for (sid, _pid), receiver in list(self.media.items()):
+            if sid == session.id:
+                with contextlib.suppress(Exception):
+                    await receiver.set_consent(consent)
+        self._broadcast(self._patients(session.id), self._consent_message(session, now))
+        if announce and not self._stopping:
+            await self._status(session, now, "consent_changed")
+
+    async def _recording_request(self, channel: Channel, session: Session,
+                                 message: proto.RecordingRequest) -> None:
+        now = self.clock()
+        rid = "rr-" + uuid.uuid4().hex[:12]
+        request = {"type": "recording.request", "id": rid, "participant": channel.participant,
+                   "reason": message.reason, "at": now}
+        await self.store.append(session.id, "recording_request", now,
+                                {k: v for k, v in request.items() if k != "type"})
+        session.pending_requests[rid] = request
+        self._broadcast(self._clinicians(session.id), request)
+        self._send(channel, {"type": "ok", "ref": "recording.request", "id": rid})
+
+    async def _recording_decision(self, channel: Channel, session: Session,
+                                  message: proto.RecordingDecision) -> None:
+        request = session.pending_requests.pop(message.id, None)
+        if request is None:
+            raise InvalidSignal(f"no pending recording request {message.id[:64]!r}",
+                                "unknown_request")
+        now = self.clock()
+        await self.store.append(session.id, "recording_decision", now,
+                                {"id": message.id, "approve": message.approve,
+                                 "by": channel.participant, "at": now})
+        decision = {"type": "recording.decision", "id": message.id, "approved": message.approve}
+        self._broadcast(self._patients(session.id, str(request["participant"])), decision)
+        self._broadcast(self._clinicians(session.id), {**decision, "at": now})
+        if message.approve:
+            await self._apply_consent(session, session.consent.with_recording("patient_allowed"),
+                                      now, by=f"clinician:{channel.participant}")
+
+    # -- media ----------------------------------------------------------------------------
+
+    async def _offer(self, channel: Channel, session: Session, message: proto.WebrtcOffer) -> None:
+        if self.media_factory is None:
+            raise InvalidSignal("media analysis is not available on this sidecar",
+                                "media_unavailable")
+        if not (session.in_scope("audio") or session.in_scope("video")):
+            raise InvalidSignal("the patient has not consented to audio or video analysis",
+                                "not_consented")
+        key = (channel.session, channel.participant)
+        receiver = self.media.get(key)
+        if receiver is None:
+            receiver = self.media[key] = self.media_factory(
+                self, channel.session, channel.participant, session.consent)
+        try:
+            answer = await receiver.handle_offer(message.sdp)
+        except SessionguardError as exc:
+            raise InvalidSignal(str(exc), "bad_offer") from exc
+        self._send(channel, {"type": "webrtc.answer", "sdp": answer})
+
+    async def media_status(self, session_id: str, participant: str, kind: str, state: str) -> None:
+        """A :class:`~monitor.media.MediaReceiver` reports ``kind`` is flowing or stopped."""
+        session = self.sessions.get(session_id)
+        if state not in ("flowing", "stopped", "none"):
+            return
+        if session.set_media(participant, kind, state) and not self._stopping:  # type: ignore[arg-type]
+            await self._status(session, self.clock(), f"media_{state}")
+
+    # -- status and tick ------------------------------------------------------------------
+
+    async def _status(self, session: Session, now: int, cause: str) -> None:
+        status = session.status(now)
+        self.metrics.status_changes.labels(cause).inc()
+        await self.store.append(session.id, "status", now,
+                                {k: v for k, v in status.items() if k != "type"} | {"cause": cause})
+        self._broadcast(self._clinicians(session.id), status)
+
+    async def tick(self) -> None:
+        """Run the engine's holds and timeouts, silence checks and idle eviction once."""
+        now = self.clock()
+        t0 = time.perf_counter()
+        outcome = self.engine.tick(now)
+        self.metrics.rule_eval.observe(time.perf_counter() - t0)
+        if outcome:
+            items = (*getattr(outcome, "alerts", ()), *getattr(outcome, "derived", ()),
+                     *getattr(outcome, "skipped", ()))
+            for sid in dict.fromkeys(str(getattr(i, "session", "")) for i in items):
+                await self._outcome(self.sessions.get(sid), _only(outcome, sid), None)
+        timeout_ms = int(self.config.heartbeat_timeout_s * 1000)
+        for session in list(self.sessions.sessions.values()):
+            if session.check_silence(now, timeout_ms):
+                await self._status(session, now, "patient_silent")
+        for sid in self.sessions.evict_idle(now, SESSION_IDLE_EVICT_MS):
+            self.engine.end_session(sid)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_interval_s)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep ticking: one bad tick must not blind everyone
+                log.error("tick failed: %s", type(exc).__name__, exc_info=exc)
+
+
+@dataclass(frozen=True)
+class _Filtered:
+    alerts: tuple[Any, ...]
+    derived: tuple[Any, ...]
+    skipped: tuple[Any, ...]
+
+
+def _only(outcome: Any, session: str) -> _Filtered:
+    def keep(item: Any) -> bool:
+        return str(getattr(item, "session", "")) == session
+
+    return _Filtered(
+        tuple(a for a in getattr(outcome, "alerts", ()) if keep(a)),
+        tuple(d for d in getattr(outcome, "derived", ()) if keep(d)),
+        tuple(s for s in getattr(outcome, "skipped", ()) if keep(s)),
+    )
+
+
+def _signal_body(signal: Signal) -> dict[str, Any]:
+    return {"signal": signal.name, "at": signal.at, "participant": signal.participant,
+            "source": signal.source, "data": signal.data, "seq": signal.seq,
+            "confidence": signal.confidence}
+
+
+def _ordered_alert(wire: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "alert", **{k: v for k, v in wire.items() if k != "type"}}
+
+
+@contextlib.asynccontextmanager
+async def running(sidecar: Sidecar, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[int]:
+    """Serve ``sidecar`` on ``host:port`` (0: any free port) and yield the bound port; on exit
+    shut down gracefully (close 1001, flush the store)."""
+    limits = sidecar.config.limits
+    await sidecar.start()
+    server = await serve(
+        sidecar.handler, host, port,
+        process_request=sidecar.process_request,
+        select_subprotocol=sidecar.select_subprotocol,
+        max_size=limits.max_message_bytes,
+        ping_interval=limits.ping_interval_s,
+        ping_timeout=limits.ping_timeout_s,
+        close_timeout=2,
+        max_queue=16,
+        # Messages are small JSON: per-message deflate would cost CPU and ~100 KiB of zlib
+        # state per channel for little gain.
+        compression=None,
+        logger=logging.getLogger("sessionguard.ws"),
+        server_header="sessionguard",
+    )
+    try:
+        bound = server.sockets[0].getsockname()[1]
+        yield int(bound)
+    finally:
+        await sidecar.stop(server)
+
+
+async def serve_forever(sidecar: Sidecar, host: str, port: int,
+                        on_ready: Callable[[int], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully. ``on_ready(port)`` runs once
+    the port is bound (``sessionguard serve`` and ``demo`` print their URLs there)."""
+    import signal as _signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (_signal.SIGTERM, _signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    async with running(sidecar, host, port) as bound:
+        if on_ready is not None:
+            on_ready(bound)
+        await stop.wait()
+        log.info("shutting down")

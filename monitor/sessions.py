@@ -1,0 +1,231 @@
+"""Per-session state of the sidecar, without I/O: who is connected, which signal ``seq``s each
+patient has sent, whether each patient is live, the consent in force, pending recording
+requests, and the ``status`` message clinicians see.
+
+Time is injected (epoch ms) in every method, so the server's tick and the tests drive it.
+A session outlives its connections (so a reconnecting patient's resent ``seq`` is still
+recognised); :meth:`SessionRegistry.evict_idle` forgets sessions idle for a long time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from signals.consent import NO_CONSENT, Consent
+
+__all__ = [
+    "MEDIA_KINDS",
+    "MediaStatus",
+    "PatientState",
+    "SdkStatus",
+    "SeqTracker",
+    "Session",
+    "SessionRegistry",
+    "merge_claim",
+]
+
+SdkStatus = Literal["connected", "silent", "disconnected"]
+MediaStatus = Literal["flowing", "stopped", "none"]
+MEDIA_KINDS: tuple[Literal["audio", "video"], ...] = ("audio", "video")
+
+
+class SeqTracker:
+    """Which ``seq``s one participant has sent: a high-water mark (every seq up to it seen)
+    plus the sparse set of later ones seen out of order, bounded by ``window``."""
+
+    __slots__ = ("_above", "high", "window")
+
+    def __init__(self, window: int = 256) -> None:
+        self.high: int | None = None
+        self._above: set[int] = set()
+        self.window = window
+
+    def first_time(self, seq: int) -> bool:
+        """Record ``seq``; ``True`` if it was not seen before (so it must be processed)."""
+        if self.high is None:
+            self.high = seq - 1
+        if seq <= self.high or seq in self._above:
+            return False
+        self._above.add(seq)
+        while self.high + 1 in self._above:
+            self.high += 1
+            self._above.discard(self.high)
+        if len(self._above) > self.window:  # a gap that never fills: give up on it
+            self.high = min(self._above)
+            self._above.discard(self.high)
+            while self.high + 1 in self._above:
+                self.high += 1
+                self._above.discard(self.high)
+        return True
+
+
+@dataclass(slots=True)
+class PatientState:
+    """One patient of one session, across all of its connections."""
+
+    participant: str
+    connections: int = 0
+    last_seen: int = 0
+    silent: bool = False
+    media: dict[str, MediaStatus] = field(
+        default_factory=lambda: {"audio": "none", "video": "none"})
+    seqs: SeqTracker = field(default_factory=SeqTracker)
+
+    @property
+    def sdk(self) -> SdkStatus:
+        if self.connections == 0:
+            return "disconnected"
+        return "silent" if self.silent else "connected"
+
+
+@dataclass(slots=True)
+class Session:
+    """The state of one session."""
+
+    id: str
+    consent: Consent = NO_CONSENT
+    consent_from_token: bool = False
+    patients: dict[str, PatientState] = field(default_factory=dict)
+    clinicians: int = 0
+    idle_since: int | None = None
+    pending_requests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    known_alerts: set[str] = field(default_factory=set)
+
+    @property
+    def connections(self) -> int:
+        return self.clinicians + sum(p.connections for p in self.patients.values())
+
+    def patient(self, participant: str) -> PatientState:
+        state = self.patients.get(participant)
+        if state is None:
+            state = self.patients[participant] = PatientState(participant)
+        return state
+
+    def in_scope(self, scope: str) -> bool:
+        return self.consent.allows(scope)
+
+    # -- liveness ------------------------------------------------------------------------
+
+    def patient_connected(self, participant: str, now: int) -> PatientState:
+        state = self.patient(participant)
+        state.connections += 1
+        state.last_seen = now
+        state.silent = False
+        self.idle_since = None
+        return state
+
+    def patient_disconnected(self, participant: str, now: int) -> PatientState:
+        state = self.patient(participant)
+        state.connections = max(0, state.connections - 1)
+        if state.connections == 0:
+            state.silent = False
+            state.media = {"audio": "none", "video": "none"}
+        self._maybe_idle(now)
+        return state
+
+    def clinician_connected(self) -> None:
+        self.clinicians += 1
+        self.idle_since = None
+
+    def clinician_disconnected(self, now: int) -> None:
+        self.clinicians = max(0, self.clinicians - 1)
+        self._maybe_idle(now)
+
+    def _maybe_idle(self, now: int) -> None:
+        if self.connections == 0:
+            self.idle_since = now
+
+    def seen(self, participant: str, now: int) -> bool:
+        """A message arrived from ``participant``; ``True`` if it was silent (recovered)."""
+        state = self.patient(participant)
+        state.last_seen = now
+        if state.silent:
+            state.silent = False
+            return True
+        return False
+
+    def check_silence(self, now: int, timeout_ms: int) -> list[str]:
+        """Patients that just went silent (connected, no message for ``timeout_ms``)."""
+        changed = []
+        for state in self.patients.values():
+            if state.connections and not state.silent and now - state.last_seen >= timeout_ms:
+                state.silent = True
+                changed.append(state.participant)
+        return changed
+
+    def set_media(self, participant: str, kind: str, status: MediaStatus) -> bool:
+        """Record a media state; ``True`` if it changed."""
+        state = self.patient(participant)
+        if state.media.get(kind) == status:
+            return False
+        state.media[kind] = status
+        return True
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self, now: int) -> dict[str, Any]:
+        """The ``status`` message of docs/internals.md. ``blind`` is true whenever the sidecar
+        cannot see what the consent says it should: no patient channel, a patient
+        disconnected or silent, nothing consented, or consented media that stopped."""
+        reasons: list[str] = []
+        participants = []
+        monitoring = self.consent.monitoring
+        if not self.patients or not any(p.connections for p in self.patients.values()):
+            reasons.append("no patient is connected")
+        if not monitoring:
+            reasons.append("the patient has not consented to any monitoring")
+        for state in sorted(self.patients.values(), key=lambda p: p.participant):
+            participants.append({"participant": state.participant, "sdk": state.sdk,
+                                 "media": dict(state.media)})
+            if state.sdk == "disconnected":
+                reasons.append(f"patient {state.participant} is disconnected")
+            elif state.sdk == "silent":
+                reasons.append(f"patient {state.participant} has gone silent")
+            for kind in MEDIA_KINDS:
+                if kind in monitoring and state.media.get(kind) == "stopped":
+                    reasons.append(f"{kind} from patient {state.participant} has stopped")
+        return {
+            "type": "status",
+            "session": self.id,
+            "at": now,
+            "blind": bool(reasons),
+            "consent": self.consent.to_dict(),
+            "participants": participants,
+            "reasons": reasons,
+        }
+
+
+def merge_claim(current: Consent, claim: Consent, first: bool) -> Consent:
+    """The session consent after a patient token with ``claim`` connects.
+
+    The first patient token sets it; a later one can only narrow monitoring (the
+    intersection), so no scope is analysed that some patient of the session did not grant.
+    """
+    if first:
+        return claim
+    return Consent(current.monitoring & claim.monitoring, current.recording)
+
+
+class SessionRegistry:
+    """Every session the process has seen, by id."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, Session] = {}
+
+    def get(self, session: str) -> Session:
+        state = self.sessions.get(session)
+        if state is None:
+            state = self.sessions[session] = Session(session)
+        return state
+
+    def active(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.connections)
+
+    def evict_idle(self, now: int, idle_ms: int) -> list[str]:
+        """Forget sessions without connections for ``idle_ms``; returns their ids."""
+        gone = [s.id for s in self.sessions.values()
+                if s.idle_since is not None and now - s.idle_since >= idle_ms]
+        for sid in gone:
+            del self.sessions[sid]
+        return gone

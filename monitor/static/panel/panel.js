@@ -1,0 +1,487 @@
+// sessionguard in-call panel: a custom element <sessionguard-panel token="..." url="ws://...">.
+// Plain ES module, no dependencies, no build step. It shows what monitoring can see (or that it
+// is blind), lists live alerts by severity and time, and sends the clinician's actions
+// (alert.ack, alert.feedback, recording.decision, consent.set). On reconnect it sends
+// {"type":"resume","after":LAST_ALERT_SEQ} so no alert is missed.
+
+const SEVERITIES = ["info", "notice", "warning", "critical"];
+const POLICIES = {
+  prohibited: "Recording not allowed",
+  patient_allowed: "Patient may record",
+  provider_records: "Clinician records",
+};
+const SCOPES = { device: "device & browser", audio: "microphone", video: "camera" };
+const SDK_WORDS = { connected: "connected", silent: "not responding", disconnected: "not connected" };
+const MEDIA_WORDS = { flowing: "analysed", stopped: "stopped", none: "not shared" };
+const VERDICT_WORDS = { confirmed: "Confirmed", false_positive: "Marked false alarm" };
+const PLAIN = {
+  "client.display_capture": "A screen or tab capture was started inside the call page",
+  "client.media_recorder": "A recorder was created inside the call page",
+  "client.heartbeat": "The patient's app checked in",
+  "os.screenshot": "The patient's device reported a screenshot",
+  "audio.shutter": "A camera-shutter or screenshot sound was heard",
+  "audio.virtual_source": "The microphone has no natural background noise (virtual or loopback source)",
+  "video.extra_person": "Two or more faces were in view",
+  "video.no_person": "No face was in view",
+  "video.obscured": "The camera was covered, black or uniform",
+  "video.frozen": "The video showed the same frame",
+  "video.loop": "Earlier video was replayed",
+  "video.synthetic_source": "The video has no camera sensor noise (virtual camera or screen content)",
+};
+
+/** One piece of evidence in plain words (mirrors monitor/report.py describe_evidence). */
+export function describeEvidence(signal, data) {
+  data = data || {};
+  switch (signal) {
+    case "client.visibility":
+      return data.state === "hidden" ? "The patient switched away from the call tab"
+        : "The patient came back to the call tab";
+    case "client.focus":
+      return data.focused ? "The call window regained focus" : "The call window lost focus";
+    case "client.devices": {
+      const labels = (data.devices || []).map((d) => d.label || d.kind || "unnamed").join(", ");
+      const verb = { added: "A device was connected", removed: "A device was disconnected" }[data.change]
+        || "Devices present";
+      return labels ? `${verb}: ${labels}` : verb;
+    }
+    case "client.virtual_device":
+      return data.label ? `A virtual or loopback device is in use: ${data.label}`
+        : "A virtual or loopback device is in use";
+    case "client.capture_stream":
+      return `A copy of a ${data.element || "media"} element's stream was taken in the page`;
+    case "client.key":
+      return `The screenshot keys ${data.combo || ""} were pressed`;
+    case "client.screens":
+      return data.extended ? "A second screen is connected" : "Only one screen is connected";
+    case "client.fullscreen":
+      return `Full screen was turned ${data.active ? "on" : "off"}`;
+    case "client.pip":
+      return `Picture-in-picture was turned ${data.active ? "on" : "off"}`;
+    case "os.screen_capture":
+      return data.active ? "The patient's device reported screen recording started"
+        : "The patient's device reported screen recording stopped";
+    default:
+      return PLAIN[signal] || signal || "unknown signal";
+  }
+}
+
+function clock(at) {
+  if (typeof at !== "number") return "";
+  return new Date(at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+function ensureStyles() {
+  if (document.querySelector("link[data-sessionguard-panel]")) return;
+  const link = document.createElement("link");
+  link.rel = "stylesheet";
+  link.href = new URL("panel.css", import.meta.url).href;
+  link.dataset.sessionguardPanel = "";
+  document.head.append(link);
+}
+
+function defaultUrl() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/v1/ws`;
+}
+
+export class SessionguardPanel extends HTMLElement {
+  static get observedAttributes() { return ["token", "url"]; }
+
+  constructor() {
+    super();
+    this.alerts = new Map();     // id -> {alert, acked, verdict, pending}
+    this.requests = new Map();   // id -> request
+    this.skips = new Map();      // rule -> skip (rules not run: no consent for their scope)
+    this.status = null;
+    this.lastSeq = 0;
+    this.ws = null;
+    this.retry = 0;
+    this.closed = false;
+    this.link = "connecting";    // connecting | open | lost | refused
+  }
+
+  connectedCallback() {
+    ensureStyles();
+    this.classList.add("sg-panel");
+    if (!this.built) this.build();
+    this.closed = false;
+    this.open();
+  }
+
+  disconnectedCallback() {
+    this.closed = true;
+    if (this.ws) this.ws.close(1000, "panel removed");
+    clearTimeout(this.timer);
+  }
+
+  attributeChangedCallback(name, before, after) {
+    if (!this.built || before === after || !this.isConnected) return;
+    const old = this.ws;
+    this.ws = null;  // its close event is then ignored
+    if (old) old.close(1000, "reconfigured");
+    clearTimeout(this.timer);
+    this.retry = 0;
+    this.open();
+  }
+
+  build() {
+    this.built = true;
+    this.stateText = el("span", { class: "sg-state-text", text: "Connecting to sessionguard…" });
+    this.stateBox = el("div", { class: "sg-state", "data-state": "connecting" },
+      el("span", { class: "sg-dot", "aria-hidden": "true" }), this.stateText);
+    this.reasons = el("ul", { class: "sg-reasons" });
+    this.skipNote = el("p", { class: "sg-skips" });
+    this.details = el("dl", { class: "sg-details" });
+    this.policySelect = el("select", { id: "sg-policy", class: "sg-policy-select" },
+      Object.entries(POLICIES).map(([value, label]) => el("option", { value, text: label })));
+    this.policyButton = el("button", { type: "button", class: "sg-btn", text: "Change policy",
+      onclick: () => this.send({ type: "consent.set", recording: this.policySelect.value }) });
+    this.requestList = el("div", { class: "sg-requests" });
+    this.alertList = el("ol", { class: "sg-alerts", "aria-label": "Alerts, most important first" });
+    this.empty = el("p", { class: "sg-empty", text: "No alerts. Alerts are advisory: a sign to talk about, never proof." });
+    this.politeRegion = el("div", { class: "sg-sr", role: "status", "aria-live": "polite", "aria-atomic": "true" });
+    this.assertiveRegion = el("div", { class: "sg-sr", role: "alert", "aria-live": "assertive", "aria-atomic": "true" });
+    this.replaceChildren(
+      el("header", { class: "sg-head" },
+        el("h2", { class: "sg-title", text: "Session monitoring" }), this.stateBox),
+      el("section", { class: "sg-section", "aria-label": "What monitoring can see" },
+        this.reasons, this.details, this.skipNote,
+        el("div", { class: "sg-policy" },
+          el("label", { for: "sg-policy", text: "Recording policy" }), this.policySelect, this.policyButton)),
+      this.requestList,
+      el("section", { class: "sg-section", "aria-label": "Alerts" },
+        el("h3", { class: "sg-subtitle", text: "Alerts" }), this.empty, this.alertList),
+      this.politeRegion, this.assertiveRegion);
+    this.renderStatus();
+  }
+
+  // --- connection -------------------------------------------------------------------------
+
+  open() {
+    const token = this.getAttribute("token");
+    if (!token) {
+      this.setLink("refused", "No clinician token: monitoring is not connected.");
+      return;
+    }
+    const url = this.getAttribute("url") || defaultUrl();
+    let ws;
+    try {
+      // The token travels as a subprotocol, so it stays out of URLs and access logs.
+      ws = new WebSocket(url, ["sessionguard.v1", `sessionguard.token.${token}`]);
+    } catch (err) {
+      this.setLink("refused", `Cannot reach sessionguard (${err.message}).`);
+      return;
+    }
+    this.ws = ws;
+    this.setLink("connecting", this.retry ? "Reconnecting to sessionguard…" : "Connecting to sessionguard…");
+    ws.addEventListener("open", () => {
+      this.retry = 0;
+      this.setLink("open");
+      ws.send(JSON.stringify({ type: "resume", after: this.lastSeq }));
+    });
+    ws.addEventListener("message", (event) => {
+      let msg;
+      try { msg = JSON.parse(event.data); } catch { return; }
+      if (msg && typeof msg.type === "string") this.handle(msg);
+    });
+    ws.addEventListener("close", (event) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      if (this.closed) return;
+      if (event.code === 1008 || event.code === 4401 || event.code === 4403) {
+        this.setLink("refused", `sessionguard refused this panel (${event.reason || "token not accepted"}).`);
+        return;
+      }
+      this.setLink("lost", "Connection to sessionguard lost: monitoring status unknown. Reconnecting…");
+      const delay = Math.min(10000, 500 * 2 ** this.retry++);
+      this.timer = setTimeout(() => { if (!this.closed) this.open(); }, delay);
+    });
+  }
+
+  send(msg) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      this.announce("Not connected to sessionguard: the action was not sent.", false);
+      return false;
+    }
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  setLink(link, text) {
+    this.link = link;
+    this.linkText = text || "";
+    this.renderStatus();
+  }
+
+  // --- messages ---------------------------------------------------------------------------
+
+  handle(msg) {
+    switch (msg.type) {
+      case "alert": this.onAlert(msg); break;
+      case "status": this.status = msg; this.renderStatus(); break;
+      case "consent":
+        this.status = { ...(this.status || {}), consent: { monitoring: msg.monitoring, recording: msg.recording } };
+        this.renderStatus();
+        break;
+      case "recording.request": this.onRequest(msg); break;
+      case "skip":
+        if (msg.rule) { this.skips.set(msg.rule, msg); this.renderStatus(); }
+        break;
+      case "recording.decision": {
+        const request = this.requests.get(msg.id);
+        if (request) { request.decided = msg.approve ?? msg.approved; this.renderRequests(); }
+        break;
+      }
+      case "ok": this.onOk(msg); break;
+      case "alert.acked": case "alert.ack": this.markAck(msg.id); break;
+      case "alert.feedback": this.markVerdict(msg.id, msg.verdict); break;
+      case "error": {
+        // An action was refused (e.g. a request another clinician already answered): undo
+        // the "in progress" state so the buttons work again, and say what happened.
+        let undone = false;
+        for (const entry of this.alerts.values()) {
+          if (entry.pending.ack || entry.pending.verdict) { entry.pending = {}; undone = true; }
+        }
+        if (undone) this.renderAlerts();
+        this.announce(`sessionguard: ${msg.message || msg.code}`, false);
+        break;
+      }
+      default: break;
+    }
+    this.dispatchEvent(new CustomEvent("sessionguard-message", { detail: msg }));
+  }
+
+  onAlert(alert) {
+    if (typeof alert.seq === "number") this.lastSeq = Math.max(this.lastSeq, alert.seq);
+    if (this.alerts.has(alert.id)) return;
+    this.alerts.set(alert.id, { alert, acked: Boolean(alert.acknowledged), verdict: alert.verdict || null, pending: {} });
+    this.renderAlerts();
+    const words = `${alert.severity} alert: ${alert.title || alert.rule}. ${alert.message || ""}`;
+    this.announce(words, alert.severity === "critical");
+  }
+
+  onRequest(request) {
+    if (this.requests.has(request.id)) return;
+    this.requests.set(request.id, { ...request, decided: null });
+    this.renderRequests();
+    this.announce(`The patient asks to record the session${request.reason ? `: ${request.reason}` : ""}.`, false);
+  }
+
+  onOk(msg) {
+    const entry = this.alerts.get(msg.id);
+    if (msg.ref === "alert.ack" && entry) this.markAck(msg.id);
+    else if (msg.ref === "alert.feedback" && entry) this.markVerdict(msg.id, entry.pending.verdict || msg.verdict);
+    else if (msg.ref === "recording.decision") {
+      const request = this.requests.get(msg.id);
+      if (request && request.pending !== undefined) { request.decided = request.pending; this.renderRequests(); }
+    }
+  }
+
+  markAck(id) {
+    const entry = this.alerts.get(id);
+    if (!entry) return;
+    entry.acked = true;
+    delete entry.pending.ack;
+    this.renderAlerts();
+  }
+
+  markVerdict(id, verdict) {
+    const entry = this.alerts.get(id);
+    if (!entry || !verdict) return;
+    entry.verdict = verdict;
+    delete entry.pending.verdict;
+    this.renderAlerts();
+  }
+
+  announce(text, assertive) {
+    const region = assertive ? this.assertiveRegion : this.politeRegion;
+    region.textContent = "";
+    // A fresh text node after clearing makes screen readers announce repeated messages too.
+    setTimeout(() => { region.textContent = text; }, 50);
+  }
+
+  // --- rendering --------------------------------------------------------------------------
+
+  renderStatus() {
+    if (!this.built) return;
+    const status = this.status;
+    let state;
+    let text;
+    if (this.link !== "open") {
+      state = this.link === "connecting" && !status ? "connecting" : "offline";
+      text = this.linkText || "Not connected to sessionguard.";
+    } else if (!status) {
+      state = "connecting";
+      text = "Connected; waiting for the patient's monitoring status…";
+    } else if (status.blind) {
+      state = "blind";
+      text = "Monitoring is blind: alerts may be missed.";
+    } else {
+      state = "on";
+      text = "Monitoring is on.";
+    }
+    this.stateBox.dataset.state = state;
+    this.dataset.state = state;
+    this.stateText.textContent = text;
+
+    this.reasons.replaceChildren(...(state === "blind" || state === "offline"
+      ? (status && status.reasons ? status.reasons : []).map((r) => el("li", { text: r })) : []));
+
+    const rows = [];
+    const participants = (status && status.participants) || [];
+    // [label, value, is this a gap in what monitoring can see?]
+    if (!participants.length && status) rows.push(["Patient", "not connected", true]);
+    for (const p of participants) {
+      const who = participants.length > 1 ? `Patient ${p.participant}` : "Patient app";
+      rows.push([who, SDK_WORDS[p.sdk] || p.sdk, p.sdk !== "connected"]);
+      const media = p.media || {};
+      rows.push(["Camera", MEDIA_WORDS[media.video] || media.video || "not shared", media.video === "stopped"]);
+      rows.push(["Microphone", MEDIA_WORDS[media.audio] || media.audio || "not shared", media.audio === "stopped"]);
+    }
+    const consent = status && status.consent;
+    if (consent) {
+      const scopes = (consent.monitoring || []).map((s) => SCOPES[s] || s);
+      rows.push(["Consent covers", scopes.length ? scopes.join(", ") : "nothing (no monitoring)", !scopes.length]);
+      rows.push(["Recording", POLICIES[consent.recording] || consent.recording, false]);
+      if (document.activeElement !== this.policySelect) this.policySelect.value = consent.recording;
+    }
+    this.details.replaceChildren(...rows.flatMap(([k, v, gap]) => [
+      el("dt", { text: k }),
+      el("dd", { text: v, "data-gap": gap ? "true" : null })]));
+    const monitoring = new Set((consent && consent.monitoring) || []);
+    const skipped = [...this.skips.values()].filter((k) => (k.missing || []).some((m) => !monitoring.has(m)));
+    this.skipNote.textContent = skipped.length
+      ? `Not checked, without consent: ${skipped.map((k) => `${k.rule} (needs ${(k.missing || []).join(", ")})`).join("; ")}.`
+      : "";
+    const usable = this.link === "open";
+    this.policySelect.disabled = !usable;
+    this.policyButton.disabled = !usable;
+  }
+
+  renderRequests() {
+    const open = [...this.requests.values()];
+    this.requestList.replaceChildren(...open.map((request) => {
+      const reason = request.reason ? `“${request.reason}”` : "No reason given.";
+      const decided = request.decided;
+      const box = el("section", { class: "sg-request", "data-request-id": request.id,
+        "aria-label": "Recording request" },
+        el("h3", { class: "sg-subtitle", text: "The patient asks to record" }),
+        el("p", { text: reason }));
+      if (decided === null || decided === undefined) {
+        box.append(el("div", { class: "sg-actions" },
+          el("button", { type: "button", class: "sg-btn", "data-action": "approve", text: "Approve recording",
+            onclick: () => this.decide(request, true) }),
+          el("button", { type: "button", class: "sg-btn", "data-action": "decline", text: "Decline",
+            onclick: () => this.decide(request, false) })));
+      } else {
+        box.append(el("p", { class: "sg-done", text: decided ? "Approved: the patient may record." : "Declined." }));
+      }
+      return box;
+    }));
+  }
+
+  decide(request, approve) {
+    if (this.send({ type: "recording.decision", id: request.id, approve })) {
+      request.pending = approve;
+      request.decided = approve;
+      this.renderRequests();
+      const next = this.querySelector(".sg-request .sg-done");
+      if (next) next.setAttribute("tabindex", "-1");
+    }
+  }
+
+  sortedAlerts() {
+    return [...this.alerts.values()].sort((a, b) => {
+      const bySeverity = SEVERITIES.indexOf(b.alert.severity) - SEVERITIES.indexOf(a.alert.severity);
+      if (bySeverity) return bySeverity;
+      const done = Number(a.acked) - Number(b.acked);
+      if (done) return done;
+      return (b.alert.at || 0) - (a.alert.at || 0);
+    });
+  }
+
+  renderAlerts() {
+    // Re-rendering must not lose keyboard focus: back to the same button, else the next
+    // action of the same alert, else the alert itself.
+    const active = document.activeElement;
+    const focusKey = active && this.alertList.contains(active) ? active.dataset.focusKey : null;
+    const items = this.sortedAlerts().map((entry) => this.renderAlert(entry));
+    this.alertList.replaceChildren(...items);
+    this.empty.hidden = items.length > 0;
+    if (focusKey) {
+      const alertId = focusKey.slice(0, focusKey.lastIndexOf(":"));
+      const again = this.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+      const item = this.querySelector(`.sg-alert[data-alert-id="${CSS.escape(alertId)}"]`);
+      const next = item && item.querySelector("button:not([disabled])");
+      if (again && !again.disabled) again.focus();
+      else if (next) next.focus();
+      else if (item) { item.tabIndex = -1; item.focus(); }
+    }
+  }
+
+  renderAlert(entry) {
+    const { alert } = entry;
+    const severity = SEVERITIES.includes(alert.severity) ? alert.severity : "notice";
+    const confidence = typeof alert.confidence === "number"
+      ? `Confidence ${Math.round(alert.confidence * 100)} %` : null;
+    const evidence = (alert.evidence || []).map((item) =>
+      el("li", {}, describeEvidence(item.signal, item.data),
+        item.at ? el("span", { class: "sg-time", text: ` · ${clock(item.at)}` }) : null));
+    const responses = (alert.suggested_response || []).map((text) => el("li", { text }));
+    const id = alert.id;
+    const actions = el("div", { class: "sg-actions" });
+    if (entry.acked) {
+      actions.append(el("span", { class: "sg-done", text: "Acknowledged" }));
+    } else {
+      actions.append(el("button", { type: "button", class: "sg-btn", "data-action": "ack",
+        "data-focus-key": `${id}:ack`, disabled: entry.pending.ack ? true : null,
+        text: entry.pending.ack ? "Acknowledging…" : "Acknowledge",
+        onclick: () => { if (this.send({ type: "alert.ack", id })) { entry.pending.ack = true; this.renderAlerts(); } } }));
+    }
+    if (entry.verdict) {
+      actions.append(el("span", { class: "sg-done", "data-verdict": entry.verdict,
+        text: VERDICT_WORDS[entry.verdict] || entry.verdict }));
+    } else {
+      for (const [verdict, label] of [["confirmed", "Confirmed"], ["false_positive", "False alarm"]]) {
+        actions.append(el("button", { type: "button", class: "sg-btn sg-btn-quiet",
+          "data-action": verdict, "data-focus-key": `${id}:${verdict}`,
+          disabled: entry.pending.verdict ? true : null, text: label,
+          onclick: () => {
+            if (this.send({ type: "alert.feedback", id, verdict })) { entry.pending.verdict = verdict; this.renderAlerts(); }
+          } }));
+      }
+    }
+    const headingId = `sg-alert-${String(id).replace(/[^A-Za-z0-9_-]/g, "_")}`;
+    return el("li", { class: "sg-alert", "data-alert-id": id, "data-severity": severity,
+      "data-acked": entry.acked ? "true" : "false", "aria-labelledby": headingId },
+      el("div", { class: "sg-alert-head" },
+        el("span", { class: "sg-sev", text: severity }),
+        el("h4", { id: headingId, class: "sg-alert-title", text: alert.title || alert.rule }),
+        el("span", { class: "sg-time", text: clock(alert.at) })),
+      alert.message ? el("p", { class: "sg-message", text: alert.message }) : null,
+      evidence.length ? el("div", { class: "sg-block" }, el("strong", { text: "What was seen" }),
+        el("ul", { class: "sg-evidence" }, evidence)) : null,
+      responses.length ? el("div", { class: "sg-block" }, el("strong", { text: "You could" }),
+        el("ul", { class: "sg-responses" }, responses)) : null,
+      el("p", { class: "sg-meta" }, [confidence, `rule ${alert.rule}`].filter(Boolean).join(" · ")),
+      actions);
+  }
+}
+
+if (!customElements.get("sessionguard-panel")) {
+  customElements.define("sessionguard-panel", SessionguardPanel);
+}

@@ -1,0 +1,587 @@
+// sessionguard browser SDK — a plain ES module, no dependencies, no build step.
+//
+//   import { connect } from "https://sidecar.example/sdk/sessionguard.js";
+//   const guard = await connect({ url: "wss://sidecar.example/v1/ws", token,
+//                                 onStatus, onConsent, onNotice });
+//   guard.attachMedia(stream);                 // a copy of camera/mic to the sidecar (WebRTC)
+//   await guard.requestRecording("reason");    // resolves {id, approved}
+//   guard.close();
+//
+// Import this module before any other script of the page: the capture-API wrappers are
+// installed at import time, so later scripts calling getDisplayMedia, MediaRecorder or
+// captureStream are seen. The wrappers behave exactly like the originals (same return,
+// same throw). Calls seen before connect() are queued (bounded) and sent once the token's
+// consent allows it.
+//
+// Privacy: only what the token's consent.monitoring allows is observed. Every client.*
+// signal belongs to the "device" scope; audio/video tracks are sent only for the "audio" /
+// "video" scopes. Device ids are never sent raw: SHA-256(session id + ":" + deviceId).
+// Key listeners report only screenshot combinations, never other keys.
+//
+// Delivery: every signal carries a seq; unacknowledged signals are kept (at most
+// MAX_UNACKED, oldest dropped first and counted) and resent after a reconnect, which backs
+// off exponentially with jitter. Dropped signals are reported in the next heartbeat as
+// {"signal":"client.heartbeat","data":{"dropped":N}}.
+//
+// The SDK never throws into the host page: every handler and callback is wrapped.
+
+const HEARTBEAT_MS = 5000;
+const MAX_UNACKED = 1000;
+const MAX_EARLY = 100;
+const BATCH = 50;
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 15000;
+const FIRST_OPEN_WAIT_MS = 5000;
+const ICE_WAIT_MS = 5000;
+const TARGET_W = 320;
+const TARGET_H = 240;
+const MAX_FPS = 10;
+const MAX_DEVICES = 64;
+
+const SCREENSHOT_KEYS = { Digit3: "Meta+Shift+3", Digit4: "Meta+Shift+4",
+  Digit5: "Meta+Shift+5", KeyS: "Meta+Shift+S" };
+
+const POLICY_TEXT = {
+  prohibited: "recording is not permitted",
+  patient_allowed: "you may record this session",
+  provider_records: "the provider records this session",
+};
+const SCOPE_TEXT = { device: "device and window activity", audio: "audio", video: "video" };
+
+// ---------------------------------------------------------------- shared state
+
+const guards = new Set();   // connected guards; capture hits go to each
+const early = [];           // capture hits before any connect()
+
+function quiet(fn) {
+  // Wrap a handler so nothing it does can throw into the page.
+  return function (...args) {
+    try {
+      const r = fn.apply(this, args);
+      if (r && typeof r.catch === "function") r.catch(() => {});
+      return r;
+    } catch (_e) {
+      return undefined;
+    }
+  };
+}
+
+function call(cb, ...args) {
+  if (typeof cb !== "function") return undefined;
+  try { return cb(...args); } catch (_e) { return undefined; }
+}
+
+function hit(signal, data) {
+  try {
+    const item = { signal, at: Date.now(), data };
+    if (guards.size === 0) {
+      if (early.length >= MAX_EARLY) early.shift();
+      early.push(item);
+    }
+    for (const g of guards) g._capture(item);
+  } catch (_e) { /* never into the page */ }
+}
+
+function keepShape(wrapper, original) {
+  try {
+    Object.defineProperty(wrapper, "name", { value: original.name, configurable: true });
+    Object.defineProperty(wrapper, "length", { value: original.length, configurable: true });
+  } catch (_e) { /* cosmetic only */ }
+  return wrapper;
+}
+
+// ---------------------------------------------------------------- capture wrappers
+
+function wrapMethod(proto, name, describe) {
+  if (!proto) return;
+  const original = proto[name];
+  if (typeof original !== "function") return;
+  const wrapper = keepShape(function (...args) {
+    hit(describe.signal, describe.data(this, args));
+    return original.apply(this, args);   // same return, same throw
+  }, original);
+  try {
+    Object.defineProperty(proto, name, { value: wrapper, writable: true, configurable: true,
+      enumerable: Object.getOwnPropertyDescriptor(proto, name)?.enumerable ?? false });
+  } catch (_e) { /* a frozen prototype: nothing to wrap */ }
+}
+
+function trackCounts(stream) {
+  try {
+    return { audio: stream.getAudioTracks().length, video: stream.getVideoTracks().length };
+  } catch (_e) {
+    return {};
+  }
+}
+
+function installWrappers() {
+  if (typeof window === "undefined" || window.__sessionguardWrapped) return;
+  try {
+    Object.defineProperty(window, "__sessionguardWrapped", { value: true });
+  } catch (_e) { return; }
+
+  wrapMethod(window.MediaDevices?.prototype, "getDisplayMedia", {
+    signal: "client.display_capture",
+    data: () => ({ api: "getDisplayMedia" }),
+  });
+  wrapMethod(window.HTMLCanvasElement?.prototype, "captureStream", {
+    signal: "client.capture_stream",
+    data: () => ({ element: "canvas" }),
+  });
+  wrapMethod(window.HTMLMediaElement?.prototype, "captureStream", {
+    signal: "client.capture_stream",
+    data: (el) => ({ element: el instanceof window.HTMLVideoElement ? "video" : "audio" }),
+  });
+
+  const Original = window.MediaRecorder;
+  if (typeof Original === "function") {
+    // A Proxy keeps prototype, instanceof, static isTypeSupported, name and subclassing.
+    const Wrapped = new Proxy(Original, {
+      construct(target, args, newTarget) {
+        let data = {};
+        try {
+          data = { tracks: trackCounts(args[0]) };
+          if (args[1] && typeof args[1].mimeType === "string") {
+            data.mimeType = args[1].mimeType.slice(0, 64);
+          }
+        } catch (_e) { /* keep data small */ }
+        hit("client.media_recorder", data);
+        return Reflect.construct(target, args, newTarget);
+      },
+    });
+    try {
+      Object.defineProperty(window, "MediaRecorder", { value: Wrapped, writable: true,
+        configurable: true, enumerable: false });
+    } catch (_e) { /* leave the original */ }
+  }
+}
+
+installWrappers();
+
+// ---------------------------------------------------------------- helpers
+
+function decodeConsent(token) {
+  try {
+    const part = String(token).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const payload = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+    const c = payload.consent || {};
+    return { sid: String(payload.sid || ""),
+      consent: { monitoring: Array.isArray(c.monitoring) ? c.monitoring : [],
+        recording: c.recording || "prohibited" } };
+  } catch (_e) {
+    return { sid: "", consent: { monitoring: [], recording: "prohibited" } };
+  }
+}
+
+async function hashId(salt, id) {
+  if (!id) return "";
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) return "";   // never the raw id
+  const digest = await subtle.digest("SHA-256", new TextEncoder().encode(salt + ":" + id));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export function noticeText(consent) {
+  const scopes = (consent?.monitoring || []).map((s) => SCOPE_TEXT[s] || String(s));
+  const what = scopes.length ? scopes.join(", ") : "nothing";
+  const policy = POLICY_TEXT[consent?.recording] || String(consent?.recording || "unknown");
+  return `This session uses sessionguard: ${what} ${scopes.length === 1 ? "is" : "are"} ` +
+    `monitored to detect recording. Recording policy: ${policy}.`;
+}
+
+// ---------------------------------------------------------------- the guard
+
+class Guard {
+  constructor(opts) {
+    this._url = String(opts.url);
+    this._token = String(opts.token);
+    this._cb = opts;
+    const decoded = decodeConsent(this._token);
+    this._salt = decoded.sid;
+    this._consent = decoded.consent;
+    this._seq = Date.now() * 1000;   // above any earlier page's numbers after a reload
+    this._unacked = new Map();        // seq -> message, in send order
+    this._dropped = 0;
+    this._ws = null;
+    this._closed = false;
+    this._attempt = 0;
+    this._timers = new Set();
+    this._observing = false;
+    this._off = [];
+    this._devices = null;             // last device snapshot: Map key -> device
+    this._devicesLabelled = false;
+    this._hiddenAt = null;
+    this._blurAt = null;
+    this._pc = null;
+    this._stream = null;
+    this._requests = [];              // resolvers of requestRecording, oldest first
+    this._noticeEl = null;
+    this._firstOpen = null;
+  }
+
+  // ---- public API
+
+  attachMedia(stream) {
+    this._stream = stream || null;
+    return this._offer().catch((e) => this._status({ media: "failed", error: String(e) }));
+  }
+
+  requestRecording(reason) {
+    return new Promise((resolve) => {
+      this._requests.push(resolve);
+      this._send({ type: "recording.request", reason: String(reason ?? "").slice(0, 500) });
+    });
+  }
+
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    guards.delete(this);
+    this._stopObserving();
+    for (const t of this._timers) clearTimeout(t);
+    this._timers.clear();
+    try { this._pc?.close(); } catch (_e) { /* already closed */ }
+    this._pc = null;
+    try { this._ws?.close(1000, "closed by page"); } catch (_e) { /* ignore */ }
+    this._noticeEl?.remove();
+    for (const r of this._requests.splice(0)) r({ id: null, approved: false, error: "closed" });
+    this._status({ state: "closed" });
+  }
+
+  get consent() { return { ...this._consent }; }
+  get pending() { return this._unacked.size; }
+
+  // ---- connection
+
+  _open() {
+    if (this._closed) return;
+    const sep = this._url.includes("?") ? "&" : "?";
+    let ws;
+    try {
+      ws = new WebSocket(this._url + sep + "token=" + encodeURIComponent(this._token));
+    } catch (e) {
+      this._status({ state: "disconnected", error: String(e) });
+      this._retry();
+      return;
+    }
+    this._ws = ws;
+    this._status({ state: "connecting" });
+    ws.onopen = quiet(() => {
+      this._attempt = 0;
+      this._status({ state: "connected" });
+      this._resend();
+      if (this._stream) this._offer().catch(() => {});
+      this._firstOpen?.();
+    });
+    ws.onmessage = quiet((ev) => this._receive(ev.data));
+    ws.onclose = quiet((ev) => {
+      if (this._ws !== ws) return;
+      this._ws = null;
+      this._firstOpen?.();
+      if (this._closed) return;
+      this._status({ state: "disconnected", code: ev.code, reason: ev.reason });
+      this._retry();
+    });
+    ws.onerror = quiet(() => {});
+  }
+
+  _retry() {
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this._attempt);
+    this._attempt = Math.min(this._attempt + 1, 16);
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    this._later(delay, () => this._open());
+  }
+
+  _later(ms, fn) {
+    const t = setTimeout(quiet(() => { this._timers.delete(t); fn(); }), ms);
+    this._timers.add(t);
+  }
+
+  _raw(message) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== 1) return false;
+    ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  _send(message) {
+    // Non-signal messages: sent now if connected (recording requests wait for the socket).
+    if (!this._raw(message)) {
+      this._later(1000, () => { if (!this._closed) this._send(message); });
+    }
+  }
+
+  _resend() {
+    const items = Array.from(this._unacked.values());
+    for (let i = 0; i < items.length; i += BATCH) {
+      this._raw({ type: "signals", items: items.slice(i, i + BATCH) });
+    }
+  }
+
+  _signal(signal, data, at) {
+    if (this._closed) return;
+    if (signal === "client.heartbeat" && this._dropped > 0) {
+      data = { ...data, dropped: this._dropped };
+      this._dropped = 0;
+    }
+    const msg = { type: "signal", seq: ++this._seq, signal, at: at ?? Date.now(), data };
+    this._unacked.set(msg.seq, msg);
+    while (this._unacked.size > MAX_UNACKED) {
+      const oldest = this._unacked.keys().next().value;
+      this._unacked.delete(oldest);
+      this._dropped += 1;
+    }
+    this._raw(msg);
+  }
+
+  _receive(text) {
+    let m;
+    try { m = JSON.parse(text); } catch (_e) { return; }
+    if (!m || typeof m !== "object") return;
+    switch (m.type) {
+      case "ack":
+        if (Array.isArray(m.seqs)) for (const s of m.seqs) this._unacked.delete(s);
+        else this._unacked.delete(m.seq);
+        break;
+      case "consent":
+        this._setConsent({ monitoring: Array.isArray(m.monitoring) ? m.monitoring : [],
+          recording: m.recording || "prohibited" });
+        break;
+      case "webrtc.answer":
+        this._pc?.setRemoteDescription({ type: "answer", sdp: m.sdp })
+          .catch((e) => this._status({ media: "failed", error: String(e) }));
+        break;
+      case "recording.decision": {
+        const resolve = this._requests.shift();
+        const decision = { id: m.id ?? null, approved: !!m.approved };
+        resolve?.(decision);
+        call(this._cb.onRecordingDecision, decision);
+        break;
+      }
+      case "error":
+        this._status({ error: { code: m.code, message: m.message } });
+        break;
+      default:
+        break;
+    }
+  }
+
+  _status(change) {
+    const state = this._closed ? "closed" : this._ws?.readyState === 1 ? "connected"
+      : change.state || "disconnected";
+    call(this._cb.onStatus, { state, pending: this._unacked.size, ...change });
+  }
+
+  // ---- consent and notice
+
+  _setConsent(consent) {
+    this._consent = consent;
+    this._showNotice(consent);
+    call(this._cb.onConsent, { ...consent });
+    if (consent.monitoring.includes("device")) this._startObserving();
+    else this._stopObserving();
+  }
+
+  _showNotice(consent) {
+    if (call(this._cb.onNotice, { ...consent }) === true) {
+      this._noticeEl?.remove();
+      this._noticeEl = null;
+      return;
+    }
+    if (typeof document === "undefined" || !document.body) return;
+    let el = this._noticeEl;
+    if (!el) {
+      el = document.createElement("div");
+      el.className = "sessionguard-notice";
+      el.setAttribute("role", "status");
+      el.setAttribute("aria-live", "polite");
+      el.style.cssText = "position:fixed;left:8px;bottom:8px;max-width:28em;z-index:2147483647;" +
+        "padding:6px 10px;font:13px/1.4 system-ui,sans-serif;color:#fff;background:#234;" +
+        "border-radius:6px;opacity:.92";
+      document.body.appendChild(el);
+      this._noticeEl = el;
+    }
+    el.textContent = noticeText(consent);
+  }
+
+  // ---- observers (device scope only)
+
+  _on(target, type, fn, opts) {
+    if (!target?.addEventListener) return;
+    const h = quiet(fn);
+    target.addEventListener(type, h, opts);
+    this._off.push(() => target.removeEventListener(type, h, opts));
+  }
+
+  _startObserving() {
+    if (this._observing || this._closed) return;
+    this._observing = true;
+    for (const item of early.splice(0)) this._signal(item.signal, item.data, item.at);
+    guards.add(this);
+    const doc = typeof document !== "undefined" ? document : null;
+
+    this._on(doc, "visibilitychange", () => {
+      const hidden = doc.visibilityState === "hidden";
+      const data = { state: hidden ? "hidden" : "visible" };
+      if (hidden) this._hiddenAt = Date.now();
+      else if (this._hiddenAt !== null) {
+        data.away_ms = Date.now() - this._hiddenAt;
+        this._hiddenAt = null;
+      }
+      this._signal("client.visibility", data);
+    });
+    this._on(window, "blur", () => {
+      this._blurAt = Date.now();
+      this._signal("client.focus", { focused: false });
+    });
+    this._on(window, "focus", () => {
+      const data = { focused: true };
+      if (this._blurAt !== null) data.away_ms = Date.now() - this._blurAt;
+      this._blurAt = null;
+      this._signal("client.focus", data);
+    });
+    if (doc?.visibilityState === "hidden") {
+      this._hiddenAt = Date.now();
+      this._signal("client.visibility", { state: "hidden" });
+    }
+
+    this._on(window, "keydown", (e) => {
+      let combo = null;
+      if (e.key === "PrintScreen" || e.code === "PrintScreen") combo = "PrintScreen";
+      else if (e.metaKey && e.shiftKey) combo = SCREENSHOT_KEYS[e.code] || null;
+      if (combo) this._signal("client.key", { combo });
+    }, { capture: true, passive: true });
+
+    const scr = globalThis.screen;
+    if (scr && typeof scr.isExtended === "boolean") {
+      let extended = scr.isExtended;
+      this._signal("client.screens", { extended, change: "initial" });
+      this._on(scr, "change", () => {
+        if (scr.isExtended !== extended) {
+          extended = scr.isExtended;
+          this._signal("client.screens", { extended });
+        }
+      });
+    }
+    this._on(doc, "fullscreenchange", () => {
+      this._signal("client.fullscreen", { active: !!doc.fullscreenElement });
+    });
+    this._on(doc, "enterpictureinpicture", () => this._signal("client.pip", { active: true }),
+      true);
+    this._on(doc, "leavepictureinpicture", () => this._signal("client.pip", { active: false }),
+      true);
+
+    const md = navigator.mediaDevices;
+    if (md?.enumerateDevices) {
+      this._on(md, "devicechange", () => this._scanDevices());
+      this._scanDevices();
+    }
+
+    const beat = () => {
+      if (!this._observing) return;
+      this._signal("client.heartbeat", {});
+      this._later(HEARTBEAT_MS, beat);
+    };
+    beat();
+  }
+
+  _stopObserving() {
+    if (!this._observing) return;
+    this._observing = false;
+    guards.delete(this);
+    for (const off of this._off.splice(0)) { try { off(); } catch (_e) { /* ignore */ } }
+  }
+
+  _capture(item) {
+    if (this._observing) this._signal(item.signal, item.data, item.at);
+  }
+
+  async _scanDevices() {
+    const list = await navigator.mediaDevices.enumerateDevices();
+    const now = new Map();
+    let labelled = false;
+    for (const d of list.slice(0, MAX_DEVICES)) {
+      if (!["audioinput", "audiooutput", "videoinput"].includes(d.kind)) continue;
+      const label = String(d.label || "").slice(0, 256);
+      labelled ||= label !== "";
+      const id = await hashId(this._salt, d.deviceId);
+      now.set(d.kind + "|" + id + "|" + label, { kind: d.kind, label, id });
+    }
+    if (!this._observing) return;
+    const before = this._devices;
+    this._devices = now;
+    if (before === null || (labelled && !this._devicesLabelled)) {
+      this._devicesLabelled = labelled;
+      this._signal("client.devices", { change: "initial", devices: [...now.values()] });
+      return;
+    }
+    const added = [...now.keys()].filter((k) => !before.has(k)).map((k) => now.get(k));
+    const removed = [...before.keys()].filter((k) => !now.has(k)).map((k) => before.get(k));
+    if (added.length) this._signal("client.devices", { change: "added", devices: added });
+    if (removed.length) this._signal("client.devices", { change: "removed", devices: removed });
+  }
+
+  // ---- media
+
+  async _offer() {
+    const stream = this._stream;
+    if (!stream || this._closed || !this._ws || this._ws.readyState !== 1) return;
+    try { this._pc?.close(); } catch (_e) { /* ignore */ }
+    const scopes = this._consent.monitoring;
+    const tracks = stream.getTracks().filter((t) => scopes.includes(t.kind));
+    if (tracks.length === 0) { this._pc = null; return; }
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    this._pc = pc;
+    pc.onconnectionstatechange = quiet(() => this._status({ media: pc.connectionState }));
+    for (const track of tracks) {
+      const tr = pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+      if (track.kind === "video") await this._scaleVideo(tr.sender, track);
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") { resolve(); return; }
+      const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
+      pc.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, ICE_WAIT_MS);
+    });
+    if (this._pc !== pc) return;
+    this._raw({ type: "webrtc.offer", sdp: pc.localDescription.sdp });
+    // Camera/mic permission is granted by now: device labels become readable.
+    if (this._observing && !this._devicesLabelled) this._scanDevices().catch(() => {});
+  }
+
+  async _scaleVideo(sender, track) {
+    try {
+      const s = track.getSettings ? track.getSettings() : {};
+      const scale = Math.max(1, (s.width || TARGET_W) / TARGET_W, (s.height || TARGET_H) / TARGET_H);
+      const params = sender.getParameters();
+      if (!params.encodings || params.encodings.length === 0) params.encodings = [{}];
+      for (const enc of params.encodings) {
+        enc.scaleResolutionDownBy = scale;
+        enc.maxFramerate = MAX_FPS;
+      }
+      await sender.setParameters(params);
+    } catch (_e) { /* the sidecar downscales anyway */ }
+  }
+
+  _start() {
+    // Scopes from the token until the sidecar's consent message (the notice waits for it).
+    if (this._consent.monitoring.includes("device")) this._startObserving();
+    this._open();
+  }
+}
+
+// ---------------------------------------------------------------- entry point
+
+export async function connect(options) {
+  const opts = options || {};
+  if (!opts.url || !opts.token) throw new TypeError("sessionguard.connect needs {url, token}");
+  const guard = new Guard(opts);
+  const opened = new Promise((resolve) => { guard._firstOpen = resolve; });
+  guard._start();
+  await Promise.race([opened, new Promise((r) => setTimeout(r, FIRST_OPEN_WAIT_MS))]);
+  guard._firstOpen = null;
+  return guard;
+}
+
+export default { connect, noticeText };

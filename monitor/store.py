@@ -1,0 +1,459 @@
+"""The audit store: a hash-chained ledger per session, alert sequence numbers, and the
+persistent webhook outbox.
+
+Every entry is ``{"session", "index", "kind", "at", "body", "prev_hash", "hash"}``; ``hash`` is
+the SHA-256 of the canonical JSON of ``(session, index, kind, at, body, prev_hash)``, and the
+first entry of a session has ``prev_hash`` of 64 zeros, so an edited, deleted or reordered
+entry is found by :meth:`SqliteStore.verify`. The ``sessions`` table keeps each session's
+head (entry count and last hash) so that cutting entries off the end is found too.
+
+Everything stored is derived data (signals, alerts, decisions): never media.
+
+:class:`SqliteStore` is the synchronous API (the CLI, reports, tests, the writer thread).
+The server must not call it from the event loop: it uses :class:`monitor.store_async.AsyncStore`,
+which runs one :class:`SqliteStore` on a dedicated writer thread.
+
+Durability: the database runs in WAL mode with ``synchronous=FULL``. WAL with ``NORMAL``
+already survives SIGKILL of the process (a committed transaction is in the WAL file, in the
+operating system's cache); ``FULL`` also fsyncs the WAL at every commit, so an alert a clinician
+has seen is never rolled back by a power cut or kernel crash — otherwise its ``seq`` could be
+reissued to a different alert after the restart, breaking ``resume``. The writer thread commits
+queued writes in groups, which keeps the fsync cost per entry small under load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypedDict, get_args
+
+from signals.errors import StorageError
+
+__all__ = [
+    "DEFAULT_DB_PATH",
+    "DEFAULT_RETENTION_MS",
+    "GENESIS_HASH",
+    "KINDS",
+    "AuditStore",
+    "Entry",
+    "Kind",
+    "OutboxItem",
+    "SqliteStore",
+    "Verification",
+    "canonical_json",
+    "entry_hash",
+]
+
+Kind = Literal["signal", "alert", "delivery", "consent", "status", "feedback", "ack", "skip",
+               "recording_request", "recording_decision"]
+KINDS: tuple[str, ...] = get_args(Kind)
+GENESIS_HASH = "0" * 64
+DEFAULT_RETENTION_MS = 30 * 24 * 3600 * 1000
+DEFAULT_DB_PATH = Path("var") / "sessionguard.db"
+
+
+class Entry(TypedDict):
+    session: str
+    index: int
+    kind: str
+    at: int
+    body: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The result of checking one session's chain. ``first_bad_index`` is the index of the
+    first entry that does not verify (``None`` when ``ok``); ``problem`` says why."""
+
+    ok: bool
+    checked: int
+    first_bad_index: int | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One pending webhook delivery: ``body`` is the exact JSON text to POST."""
+
+    id: int
+    session: str
+    seq: int | None
+    url: str
+    body: str
+    attempts: int
+    next_at: int
+    created_at: int
+
+
+class AuditStore(Protocol):
+    """What the server needs from an audit backend (SQLite is the embedded default)."""
+
+    def append(self, session: str, kind: str, at: int, body: dict[str, Any]) -> Entry: ...
+    def append_alert(self, session: str, alert: dict[str, Any],
+                     webhook_urls: Sequence[str] = ()) -> int: ...
+    def alerts_after(self, session: str, seq: int) -> list[dict[str, Any]]: ...
+    def entries(self, session: str) -> list[Entry]: ...
+    def sessions(self) -> list[str]: ...
+    def verify(self, session: str) -> Verification: ...
+    def purge(self, older_than_ms: int = DEFAULT_RETENTION_MS,
+              now: int | None = None) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, UTF-8, no NaN: the same value always gives the same text."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StorageError(f"entry body is not plain JSON: {exc}") from exc
+
+
+def entry_hash(session: str, index: int, kind: str, at: int, body_json: str,
+               prev_hash: str) -> str:
+    """SHA-256 (hex) of the canonical JSON of the entry without its hash. ``body_json`` is the
+    body's canonical JSON text (embedded as a value, not re-encoded)."""
+    # Exactly canonical_json({"at", "body", "index", "kind", "prev_hash", "session"}), keys in
+    # sorted order, with the (already canonical) body text spliced in rather than re-encoded.
+    text = (f'{{"at":{int(at)},"body":{body_json},"index":{int(index)},'
+            f'"kind":{canonical_json(kind)},"prev_hash":{canonical_json(prev_hash)},'
+            f'"session":{canonical_json(session)}}}')
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session   TEXT PRIMARY KEY,
+    count     INTEGER NOT NULL,
+    head_hash TEXT NOT NULL,
+    next_seq  INTEGER NOT NULL,
+    first_at  INTEGER NOT NULL,
+    last_at   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    session   TEXT NOT NULL,
+    idx       INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    at        INTEGER NOT NULL,
+    body      TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL,
+    seq       INTEGER,
+    PRIMARY KEY (session, idx)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS entries_alert_seq ON entries (session, seq)
+    WHERE seq IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    session      TEXT NOT NULL,
+    seq          INTEGER,
+    url          TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    delivered_at INTEGER,
+    last_status  INTEGER,
+    last_error   TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at) WHERE delivered_at IS NULL;
+"""
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _target(url: str) -> str:
+    """What the ledger says about a webhook URL: scheme, host and port only (paths and
+    queries of webhook URLs often hold secrets)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0].rsplit('@', 1)[-1]}"
+
+
+class SqliteStore:
+    """The embedded audit store (stdlib ``sqlite3``). Thread-safe (one connection, one lock);
+    every public method is one transaction. Reopening the same path resumes every chain and
+    alert sequence where it stopped."""
+
+    def __init__(self, path: str | Path = DEFAULT_DB_PATH, *, synchronous: str = "FULL",
+                 busy_timeout_s: float = 10.0) -> None:
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise StorageError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.path = Path(path)
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=busy_timeout_s,
+                                       isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open the audit store {str(path)!r}: {exc}") from exc
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: the write lock is taken first, so two
+        processes never interleave a chain). Nested calls join the outer transaction."""
+        with self._lock:
+            if self._closed:
+                raise StorageError("the audit store is closed")
+            if self._db.in_transaction:
+                yield self._db
+                return
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageError(f"audit store is not writable: {exc}") from exc
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StorageError(f"audit store write failed: {exc}") from exc
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            if self._closed:
+                raise StorageError("the audit store is closed")
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"audit store read failed: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the ledger -------------------------------------------------------------------------
+    def _append(self, db: sqlite3.Connection, session: str, kind: str, at: int,
+                body_json: str, seq: int | None = None,
+                body: dict[str, Any] | None = None) -> Entry:
+        if kind not in KINDS:
+            raise StorageError(f"unknown entry kind {kind!r}")
+        if not isinstance(at, int) or isinstance(at, bool):
+            raise StorageError("entry time must be epoch milliseconds as an int")
+        head = db.execute("SELECT count, head_hash FROM sessions WHERE session = ?",
+                          (session,)).fetchone()
+        index, prev = (0, GENESIS_HASH) if head is None else (head[0], head[1])
+        digest = entry_hash(session, index, kind, at, body_json, prev)
+        db.execute("INSERT INTO entries (session, idx, kind, at, body, prev_hash, hash, seq) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (session, index, kind, at, body_json, prev, digest, seq))
+        if head is None:
+            db.execute("INSERT INTO sessions (session, count, head_hash, next_seq, first_at, "
+                       "last_at) VALUES (?, 1, ?, 1, ?, ?)", (session, digest, at, at))
+        else:
+            db.execute("UPDATE sessions SET count = count + 1, head_hash = ?, "
+                       "last_at = MAX(last_at, ?) WHERE session = ?", (digest, at, session))
+        return Entry(session=session, index=index, kind=kind, at=at,
+                     body=json.loads(body_json) if body is None else body, prev_hash=prev,
+                     hash=digest)
+
+    def append(self, session: str, kind: str, at: int, body: dict[str, Any]) -> Entry:
+        """Append one entry to ``session``'s chain and return it (with index and hash)."""
+        body_json = canonical_json(body)
+        with self.transaction() as db:
+            return self._append(db, session, kind, at, body_json, body=body)
+
+    def append_alert(self, session: str, alert: dict[str, Any],
+                     webhook_urls: Sequence[str] = ()) -> int:
+        """Give ``alert`` (the wire dict, without ``seq``) the session's next ``seq``, store it
+        as an ``alert`` entry and queue it for every webhook URL, all in one transaction.
+        Returns the seq. The entry's ``at`` is the alert's ``at``."""
+        at = alert.get("at")
+        if not isinstance(at, int) or isinstance(at, bool):
+            raise StorageError("alert needs an integer 'at' (epoch ms)")
+        canonical_json(alert)  # fail before taking the write lock
+        with self.transaction() as db:
+            row = db.execute("SELECT next_seq FROM sessions WHERE session = ?",
+                             (session,)).fetchone()
+            seq = 1 if row is None else int(row[0])
+            wire = {**alert, "seq": seq}
+            body_json = canonical_json(wire)
+            self._append(db, session, "alert", at, body_json, seq=seq)
+            db.execute("UPDATE sessions SET next_seq = ? WHERE session = ?", (seq + 1, session))
+            for url in webhook_urls:
+                self._enqueue(db, session, seq, url, body_json, at)
+            return seq
+
+    def alerts_after(self, session: str, seq: int) -> list[dict[str, Any]]:
+        """The alert wire dicts of ``session`` with ``seq`` greater than ``seq``, in order."""
+        rows = self._read("SELECT body FROM entries WHERE session = ? AND seq > ? "
+                          "ORDER BY seq", (session, seq))
+        return [json.loads(r[0]) for r in rows]
+
+    def last_seq(self, session: str) -> int:
+        """The highest alert ``seq`` given in ``session`` (0 if none)."""
+        rows = self._read("SELECT next_seq FROM sessions WHERE session = ?", (session,))
+        return int(rows[0][0]) - 1 if rows else 0
+
+    def entries(self, session: str) -> list[Entry]:
+        """Every entry of ``session``, in chain order."""
+        rows = self._read("SELECT idx, kind, at, body, prev_hash, hash FROM entries "
+                          "WHERE session = ? ORDER BY idx", (session,))
+        return [Entry(session=session, index=r[0], kind=r[1], at=r[2], body=json.loads(r[3]),
+                      prev_hash=r[4], hash=r[5]) for r in rows]
+
+    def sessions(self) -> list[str]:
+        """Every session id in the store, oldest first."""
+        return [r[0] for r in self._read("SELECT session FROM sessions ORDER BY first_at, session")]
+
+    def verify(self, session: str) -> Verification:
+        """Walk ``session``'s chain and report the first entry that was edited, deleted,
+        inserted or moved."""
+        rows = self._read("SELECT idx, kind, at, body, prev_hash, hash FROM entries "
+                          "WHERE session = ? ORDER BY idx", (session,))
+        heads = self._read("SELECT count, head_hash FROM sessions WHERE session = ?", (session,))
+        if not heads:
+            if rows:
+                return Verification(False, 0, rows[0][0], "the session's head record is missing")
+            raise StorageError(f"no session {session!r} in the audit store")
+        prev = GENESIS_HASH
+        for expected, (idx, kind, at, body, prev_hash, digest) in enumerate(rows):
+            if idx != expected:
+                return Verification(False, expected, expected,
+                                    f"entry {expected} is missing (next stored entry is {idx})")
+            if prev_hash != prev:
+                return Verification(False, expected, idx,
+                                    f"entry {idx} does not follow entry {idx - 1} "
+                                    "(prev_hash differs: deleted or reordered)")
+            try:
+                recomputed = entry_hash(session, idx, kind, at, canonical_json(json.loads(body)),
+                                        prev_hash)
+            except (ValueError, StorageError):
+                recomputed = ""
+            if recomputed != digest:
+                return Verification(False, expected, idx,
+                                    f"entry {idx} ({kind}) was altered: its hash does not match")
+            prev = digest
+        count, head_hash = heads[0]
+        if count != len(rows):
+            return Verification(False, len(rows), len(rows),
+                                f"entries {len(rows)}..{count - 1} are missing from the end")
+        if head_hash != prev:
+            return Verification(False, len(rows), max(len(rows) - 1, 0),
+                                "the last entry differs from the recorded head")
+        return Verification(True, len(rows))
+
+    def purge(self, older_than_ms: int = DEFAULT_RETENTION_MS,
+              now: int | None = None) -> list[str]:
+        """Delete every session whose last entry is older than ``older_than_ms`` before ``now``
+        (epoch ms, default the wall clock): its entries, head and outbox rows. Whole sessions
+        only, so every remaining chain still verifies. Returns the purged session ids."""
+        if older_than_ms < 0:
+            raise StorageError("retention must not be negative")
+        cutoff = (_wall_ms() if now is None else now) - older_than_ms
+        with self.transaction() as db:
+            old = [r[0] for r in db.execute("SELECT session FROM sessions WHERE last_at < ?",
+                                            (cutoff,))]
+            for session in old:
+                db.execute("DELETE FROM entries WHERE session = ?", (session,))
+                db.execute("DELETE FROM outbox WHERE session = ?", (session,))
+                db.execute("DELETE FROM sessions WHERE session = ?", (session,))
+        return old
+
+    # -- the webhook outbox -----------------------------------------------------------------
+    def _enqueue(self, db: sqlite3.Connection, session: str, seq: int | None, url: str,
+                 body_json: str, now: int) -> int:
+        cur = db.execute("INSERT INTO outbox (session, seq, url, body, next_at, created_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (session, seq, url, body_json, now, now))
+        return int(cur.lastrowid or 0)
+
+    def enqueue(self, session: str, url: str, body: dict[str, Any], now: int) -> int:
+        """Queue ``body`` for POSTing to ``url``, due at ``now``. Returns the outbox id."""
+        body_json = canonical_json(body)
+        seq = body.get("seq") if isinstance(body.get("seq"), int) else None
+        with self.transaction() as db:
+            return self._enqueue(db, session, seq, url, body_json, now)
+
+    def due(self, now: int, urls: Sequence[str] | None = None,
+            limit: int = 100) -> list[OutboxItem]:
+        """Undelivered outbox items due at ``now`` (oldest first), for ``urls`` if given."""
+        sql = ("SELECT id, session, seq, url, body, attempts, next_at, created_at FROM outbox "
+               "WHERE delivered_at IS NULL AND next_at <= ?")
+        params: list[Any] = [now]
+        if urls is not None:
+            if not urls:
+                return []
+            sql += f" AND url IN ({','.join('?' * len(urls))})"
+            params.extend(urls)
+        sql += " ORDER BY next_at, id LIMIT ?"
+        params.append(limit)
+        return [OutboxItem(*r) for r in self._read(sql, params)]
+
+    def next_due_at(self, urls: Sequence[str] | None = None) -> int | None:
+        """When the earliest undelivered item falls due (epoch ms), or ``None``."""
+        sql = "SELECT MIN(next_at) FROM outbox WHERE delivered_at IS NULL"
+        params: list[Any] = []
+        if urls is not None:
+            if not urls:
+                return None
+            sql += f" AND url IN ({','.join('?' * len(urls))})"
+            params.extend(urls)
+        value = self._read(sql, params)[0][0]
+        return None if value is None else int(value)
+
+    def pending(self) -> int:
+        """How many outbox items are not delivered yet."""
+        return int(self._read("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")[0][0])
+
+    def mark_delivered(self, item_id: int, now: int, status: int) -> None:
+        """Record a successful POST and write a ``delivery`` entry to the session's ledger."""
+        with self.transaction() as db:
+            row = db.execute("SELECT session, seq, url, attempts, delivered_at FROM outbox "
+                             "WHERE id = ?", (item_id,)).fetchone()
+            if row is None or row[4] is not None:
+                return  # purged meanwhile, or already recorded
+            session, seq, url, attempts, _ = row
+            db.execute("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, "
+                       "last_status = ?, last_error = NULL WHERE id = ?", (now, status, item_id))
+            body = {"channel": "webhook", "target": _target(url), "seq": seq,
+                    "status": status, "attempts": attempts + 1}
+            self._append(db, session, "delivery", now, canonical_json(body))
+
+    def reschedule(self, item_id: int, next_at: int, error: str,
+                   status: int | None = None) -> int:
+        """Record a failed attempt and when to try again. Returns the attempts so far."""
+        with self.transaction() as db:
+            db.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?, "
+                       "last_status = ? WHERE id = ? AND delivered_at IS NULL",
+                       (next_at, error[:200], status, item_id))
+            row = db.execute("SELECT attempts FROM outbox WHERE id = ?", (item_id,)).fetchone()
+            return 0 if row is None else int(row[0])
+
+    def outbox(self, session: str | None = None) -> list[dict[str, Any]]:
+        """Every outbox row (delivered or not), for reports and tests."""
+        sql = ("SELECT id, session, seq, url, attempts, next_at, created_at, delivered_at, "
+               "last_status, last_error FROM outbox")
+        params: tuple[Any, ...] = ()
+        if session is not None:
+            sql += " WHERE session = ?"
+            params = (session,)
+        names = ("id", "session", "seq", "url", "attempts", "next_at", "created_at",
+                 "delivered_at", "last_status", "last_error")
+        return [dict(zip(names, r, strict=True)) for r in self._read(sql + " ORDER BY id", params)]

@@ -1,0 +1,261 @@
+"""The audit store for asyncio code: every call runs on one dedicated writer thread.
+
+:class:`AsyncStore` wraps a :class:`~monitor.store.SqliteStore`; the event loop never touches
+SQLite. Calls are queued in order and the writer thread runs them one by one. Writes that are
+queued together are committed in one transaction (group commit, each in its own savepoint, so
+one bad write fails alone): an ``await store.append(...)`` returns only once its entry is
+committed and fsynced, yet a burst of signals costs one fsync, not one each.
+
+    store = AsyncStore(SqliteStore("var/sessionguard.db"), registry=registry)
+    seq = await store.append_alert(session, alert.to_wire(0) minus "seq", webhook_urls)
+    missed = await store.alerts_after(session, after)
+    await store.aclose()          # flush what is queued, then close
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from monitor.store import (
+    DEFAULT_RETENTION_MS,
+    Entry,
+    OutboxItem,
+    SqliteStore,
+    Verification,
+)
+from signals.errors import StorageError
+
+__all__ = ["AsyncStore"]
+
+T = TypeVar("T")
+_log = logging.getLogger("sessionguard.store")
+
+_WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(slots=True)
+class _Op:
+    fn: Callable[[SqliteStore], Any]
+    write: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    queued: float = field(default_factory=time.perf_counter)
+
+
+def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class AsyncStore:
+    """Async facade over one :class:`SqliteStore` run by a dedicated writer thread.
+
+    ``registry`` (optional) receives ``sessionguard_audit_write_seconds``: the time from a
+    write being queued to its commit.
+    """
+
+    def __init__(self, store: SqliteStore | str | Path, *,
+                 registry: CollectorRegistry | None = None, max_batch: int = 256) -> None:
+        self.store = store if isinstance(store, SqliteStore) else SqliteStore(store)
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._closing = False
+        self._write_seconds = None if registry is None else Histogram(
+            "sessionguard_audit_write_seconds",
+            "Time from an audit write being queued to its commit, in seconds.",
+            buckets=_WRITE_BUCKETS, registry=registry)
+        self._thread = threading.Thread(target=self._run, name="sessionguard-store",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- the writer thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._run_batch(batch)
+            if stop:
+                break
+        self.store.close()
+
+    def _run_batch(self, batch: list[_Op]) -> None:
+        writes: list[_Op] = []
+        for op in batch:
+            if op.write:
+                writes.append(op)
+                continue
+            self._commit(writes)
+            writes = []
+            try:
+                self._deliver(op, True, op.fn(self.store))
+            except Exception as exc:  # handed to the awaiting caller
+                self._deliver(op, False, exc)
+        self._commit(writes)
+
+    def _commit(self, writes: list[_Op]) -> None:
+        """Commit ``writes`` as one transaction. If one of them fails, the group is rolled
+        back and replayed with a savepoint per write, so only the bad write fails."""
+        if not writes:
+            return
+        results: list[tuple[_Op, bool, Any]] = []
+        try:
+            with self.store.transaction():
+                results = [(op, True, op.fn(self.store)) for op in writes]
+        except Exception:
+            results = self._commit_one_by_one(writes)
+        done = time.perf_counter()
+        for op, ok, value in results:
+            if self._write_seconds is not None and ok:
+                self._write_seconds.observe(done - op.queued)
+            self._deliver(op, ok, value)
+
+    def _commit_one_by_one(self, writes: list[_Op]) -> list[tuple[_Op, bool, Any]]:
+        results: list[tuple[_Op, bool, Any]] = []
+        try:
+            with self.store.transaction() as db:
+                for op in writes:
+                    db.execute("SAVEPOINT op")
+                    try:
+                        value = op.fn(self.store)
+                    except Exception as exc:  # handed to the caller
+                        db.execute("ROLLBACK TO op")
+                        db.execute("RELEASE op")
+                        if isinstance(exc, sqlite3.Error):
+                            exc = StorageError(f"audit store write failed: {exc}")
+                        results.append((op, False, exc))
+                    else:
+                        db.execute("RELEASE op")
+                        results.append((op, True, value))
+        except Exception as exc:  # the whole group failed to commit
+            error = exc if isinstance(exc, StorageError) else StorageError(
+                f"audit store commit failed: {exc}")
+            return [(op, False, error) for op in writes]
+        return results
+
+    @staticmethod
+    def _deliver(op: _Op, ok: bool, value: Any) -> None:
+        # RuntimeError: the caller's loop is gone; the write is committed (or not) already.
+        with contextlib.suppress(RuntimeError):
+            op.loop.call_soon_threadsafe(_resolve, op.future, ok, value)
+
+    async def _call(self, fn: Callable[[SqliteStore], T], write: bool) -> T:
+        if self._closing:
+            raise StorageError("the audit store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Op(fn, write, loop, future))
+        return await future
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Run everything already queued, then close the database."""
+        if not self._closing:
+            self._closing = True
+            self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def close(self) -> None:
+        """Blocking :meth:`aclose`, for code outside the event loop."""
+        if not self._closing:
+            self._closing = True
+            self._queue.put(None)
+        self._thread.join()
+
+    # -- the ledger -------------------------------------------------------------------------
+    async def append(self, session: str, kind: str, at: int, body: dict[str, Any]) -> Entry:
+        return await self._call(lambda s: s.append(session, kind, at, body), True)
+
+    async def append_alert(self, session: str, alert: dict[str, Any],
+                           webhook_urls: Sequence[str] = ()) -> int:
+        urls = tuple(webhook_urls)
+        return await self._call(lambda s: s.append_alert(session, alert, urls), True)
+
+    async def alerts_after(self, session: str, seq: int) -> list[dict[str, Any]]:
+        return await self._call(lambda s: s.alerts_after(session, seq), False)
+
+    async def last_seq(self, session: str) -> int:
+        return await self._call(lambda s: s.last_seq(session), False)
+
+    async def entries(self, session: str) -> list[Entry]:
+        return await self._call(lambda s: s.entries(session), False)
+
+    async def sessions(self) -> list[str]:
+        return await self._call(lambda s: s.sessions(), False)
+
+    async def verify(self, session: str) -> Verification:
+        return await self._call(lambda s: s.verify(session), False)
+
+    async def purge(self, older_than_ms: int = DEFAULT_RETENTION_MS,
+                    now: int | None = None) -> list[str]:
+        return await self._call(lambda s: s.purge(older_than_ms, now), True)
+
+    async def purge_periodically(
+        self, older_than_ms: int = DEFAULT_RETENTION_MS, interval_s: float = 3600.0,
+        clock: Callable[[], int] | None = None,
+        on_purge: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        """Apply the retention now and then every ``interval_s`` until cancelled (run it as a
+        task). ``clock`` gives epoch ms; ``on_purge`` receives each round's purged ids."""
+        while True:
+            try:
+                gone = await self.purge(older_than_ms, None if clock is None else clock())
+            except StorageError as exc:
+                _log.warning("retention purge failed: %s", exc)
+            else:
+                if gone:
+                    _log.info("retention purge removed %d session(s)", len(gone))
+                if on_purge is not None:
+                    on_purge(gone)
+            await asyncio.sleep(interval_s)
+
+    # -- the webhook outbox -----------------------------------------------------------------
+    async def enqueue(self, session: str, url: str, body: dict[str, Any], now: int) -> int:
+        return await self._call(lambda s: s.enqueue(session, url, body, now), True)
+
+    async def due(self, now: int, urls: Sequence[str] | None = None,
+                  limit: int = 100) -> list[OutboxItem]:
+        return await self._call(lambda s: s.due(now, urls, limit), False)
+
+    async def next_due_at(self, urls: Sequence[str] | None = None) -> int | None:
+        return await self._call(lambda s: s.next_due_at(urls), False)
+
+    async def pending(self) -> int:
+        return await self._call(lambda s: s.pending(), False)
+
+    async def mark_delivered(self, item_id: int, now: int, status: int) -> None:
+        await self._call(lambda s: s.mark_delivered(item_id, now, status), True)
+
+    async def reschedule(self, item_id: int, next_at: int, error: str,
+                         status: int | None = None) -> int:
+        return await self._call(lambda s: s.reschedule(item_id, next_at, error, status), True)
+
+    async def outbox(self, session: str | None = None) -> list[dict[str, Any]]:
+        return await self._call(lambda s: s.outbox(session), False)

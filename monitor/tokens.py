@@ -1,0 +1,160 @@
+"""Access tokens: JWT, HS256, signed with ``SESSIONGUARD_SECRET``.
+
+A platform backend mints one token per participant and session (the way LiveKit or Twilio
+access tokens work); clients present it when they open ``/v1/ws``. The claims are
+``sid`` (session id), ``sub`` (participant id), ``role`` (``patient`` or ``clinician``),
+``exp`` and ``iat`` (both required) and an optional ``consent`` object.
+
+Times here are epoch milliseconds (``now``), like everywhere in sessionguard; the JWT claims
+themselves are in seconds, as RFC 7519 says.
+
+:func:`verify` raises :class:`~signals.errors.AuthError` with ``status`` 401 for a missing,
+malformed, forged or expired token and 403 for a well-signed token whose role is unknown or
+not the one required.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+
+from signals.consent import NO_CONSENT, Consent
+from signals.errors import AuthError, ConfigError, InvalidSignal
+
+__all__ = [
+    "ALGORITHM",
+    "LEEWAY_S",
+    "ROLES",
+    "SECRET_ENV",
+    "Claims",
+    "Role",
+    "mint",
+    "parse_duration",
+    "verify",
+]
+
+Role = Literal["patient", "clinician"]
+ROLES: tuple[Role, ...] = ("patient", "clinician")
+ALGORITHM = "HS256"
+SECRET_ENV = "SESSIONGUARD_SECRET"
+LEEWAY_S = 10
+"""Clock skew tolerated on ``exp`` and ``iat``, in seconds."""
+
+_MAX_ID = 256
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a verified token says. ``exp`` and ``iat`` are epoch seconds, as in the JWT."""
+
+    session: str
+    participant: str
+    role: Role
+    consent: Consent
+    exp: int
+    iat: int
+
+
+def parse_duration(text: str) -> int:
+    """``"30s"``, ``"15m"``, ``"2h"``, ``"1d"`` (or bare seconds ``"90"``) → seconds (> 0)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"duration {text!r} is not a number followed by s, m, h or d (e.g. 2h)")
+    seconds = int(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if seconds <= 0:
+        raise ConfigError(f"duration {text!r} must be longer than zero")
+    return seconds
+
+
+def _now_s(now: int | None) -> int:
+    return int(time.time()) if now is None else now // 1000
+
+
+def _check_secret(secret: str) -> None:
+    if not secret:
+        raise ConfigError(f"no token secret: set {SECRET_ENV} (or pass --secret)")
+
+
+def mint(
+    secret: str,
+    session: str,
+    participant: str,
+    role: str,
+    ttl_s: int,
+    consent: Consent | dict[str, Any] | str | None = None,
+    now: int | None = None,
+) -> str:
+    """Sign a token for ``participant`` in ``session`` valid for ``ttl_s`` seconds from ``now``
+    (epoch ms, default the wall clock). ``consent`` may be a :class:`Consent`, its dict or JSON;
+    ``None`` leaves the claim out (the verifier then reads :data:`NO_CONSENT`)."""
+    _check_secret(secret)
+    if role not in ROLES:
+        raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    for name, value in (("session", session), ("participant", participant)):
+        if not value or len(value) > _MAX_ID:
+            raise ConfigError(f"{name} id must be 1 to {_MAX_ID} characters")
+    if ttl_s <= 0:
+        raise ConfigError("token lifetime must be longer than zero")
+    iat = _now_s(now)
+    payload: dict[str, Any] = {
+        "sid": session, "sub": participant, "role": role, "iat": iat, "exp": iat + int(ttl_s),
+    }
+    if consent is not None:
+        try:
+            parsed = consent if isinstance(consent, Consent) else Consent.parse(consent)
+        except InvalidSignal as exc:
+            raise ConfigError(str(exc)) from exc
+        payload["consent"] = parsed.to_dict()
+    return jwt.encode(payload, secret, algorithm=ALGORITHM)
+
+
+def verify(secret: str, token: str | None, now: int | None = None,
+           role: str | None = None) -> Claims:
+    """Check ``token``'s signature, times and claims; return its :class:`Claims`.
+
+    ``now`` is epoch ms (default the wall clock). When ``role`` is given the token must carry
+    exactly that role (else 403).
+    """
+    _check_secret(secret)
+    if not token:
+        raise AuthError("missing access token", status=401)
+    try:
+        payload = jwt.decode(
+            token, secret, algorithms=[ALGORITHM],
+            options={"require": ["exp", "iat", "sid", "sub", "role"],
+                     "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise AuthError("access token signature is invalid", status=401) from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise AuthError(f"access token lacks the {exc.claim!r} claim", status=401) from exc
+    except jwt.InvalidTokenError as exc:
+        raise AuthError("access token is malformed", status=401) from exc
+    exp, iat = payload["exp"], payload["iat"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
+        raise AuthError("access token exp/iat must be integers", status=401)
+    current = _now_s(now)
+    if current >= exp + LEEWAY_S:
+        raise AuthError("access token has expired", status=401)
+    if iat > current + LEEWAY_S:
+        raise AuthError("access token is issued in the future", status=401)
+    session, participant = payload["sid"], payload["sub"]
+    for name, value in (("sid", session), ("sub", participant)):
+        if not isinstance(value, str) or not value or len(value) > _MAX_ID:
+            raise AuthError(f"access token {name} claim is malformed", status=401)
+    try:
+        consent = NO_CONSENT if "consent" not in payload else Consent.parse(payload["consent"])
+    except InvalidSignal as exc:
+        raise AuthError(f"access token {exc}", status=401) from exc
+    token_role = payload["role"]
+    if token_role not in ROLES:
+        raise AuthError("access token role is not patient or clinician", status=403)
+    if role is not None and token_role != role:
+        raise AuthError(f"this endpoint needs a {role} token", status=403)
+    return Claims(session, participant, token_role, consent, exp, iat)

@@ -1,0 +1,371 @@
+"""Webhook delivery that loses nothing: signed POSTs from a persistent outbox.
+
+An alert is queued for every configured URL in the same transaction that stores it
+(:meth:`monitor.store.SqliteStore.append_alert` with ``webhook_urls``), so a crash or restart
+between storing and sending loses nothing: :class:`WebhookDelivery` reads due items from the
+outbox, POSTs each alert's JSON, and on failure reschedules it with exponential backoff and
+jitter. Delivery is at least once; receivers de-duplicate by the ``Sessionguard-Delivery``
+header (or the alert's ``session`` + ``seq``).
+
+Each request is signed the way Stripe signs its webhooks::
+
+    Sessionguard-Timestamp: 1700000000
+    Sessionguard-Signature: t=1700000000,v1=<hex HMAC-SHA256(secret, "1700000000." + body)>
+
+and receivers check it with :func:`verify_signature`. HTTP goes through a :class:`Transport`
+(one async ``send(url, headers, body) -> status``); :class:`HttpTransport` is the real one
+(HTTP/1.1 over asyncio streams, TLS for ``https``), tests may pass their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, Counter
+
+from monitor.store import OutboxItem
+from monitor.store_async import AsyncStore
+from signals.errors import AuthError, ConfigError, SessionguardError
+
+__all__ = [
+    "DELIVERY_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "Backoff",
+    "HttpTransport",
+    "SignatureError",
+    "Transport",
+    "WebhookDelivery",
+    "WebhookError",
+    "WebhookTarget",
+    "sign",
+    "targets_from",
+    "verify_signature",
+]
+
+SIGNATURE_HEADER = "Sessionguard-Signature"
+TIMESTAMP_HEADER = "Sessionguard-Timestamp"
+DELIVERY_HEADER = "Sessionguard-Delivery"
+_USER_AGENT = "sessionguard-webhook/1"
+_log = logging.getLogger("sessionguard.webhooks")
+
+
+class WebhookError(SessionguardError):
+    """A webhook request could not be made (connection refused, timeout, bad reply)."""
+
+
+class SignatureError(AuthError):
+    """A webhook signature header is missing, malformed, wrong or too old."""
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _mac(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), str(timestamp).encode() + b"." + body,
+                    hashlib.sha256).hexdigest()
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``Sessionguard-Signature`` value for ``body`` sent at ``timestamp`` (unix seconds)."""
+    return f"t={timestamp},v1={_mac(secret, timestamp, body)}"
+
+
+def verify_signature(secret: str, header: str | None, body: bytes, now: int | None = None,
+                     tolerance_s: int = 300) -> int:
+    """Check a ``Sessionguard-Signature`` header against the raw request ``body``.
+
+    ``now`` is epoch ms (default the wall clock). Returns the signed timestamp (unix seconds);
+    raises :class:`SignatureError` when the header is missing or malformed, no ``v1`` matches
+    (several are allowed, for secret rotation), or the timestamp is more than ``tolerance_s``
+    away from ``now`` (a replay).
+    """
+    if not header:
+        raise SignatureError(f"missing {SIGNATURE_HEADER} header")
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            raise SignatureError(f"malformed {SIGNATURE_HEADER} header")
+        if key == "t":
+            if not value.isdigit():
+                raise SignatureError(f"malformed timestamp in {SIGNATURE_HEADER}")
+            timestamp = int(value)
+        elif key == "v1":
+            candidates.append(value)
+    if timestamp is None or not candidates:
+        raise SignatureError(f"{SIGNATURE_HEADER} needs t= and v1=")
+    expected = _mac(secret, timestamp, body)
+    if not any(hmac.compare_digest(expected, c) for c in candidates):
+        raise SignatureError("webhook signature does not match")
+    current = (_wall_ms() if now is None else now) // 1000
+    if abs(current - timestamp) > tolerance_s:
+        raise SignatureError("webhook timestamp is outside the tolerance (stale or replayed)")
+    return timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """One receiver: where to POST and the secret that signs what is sent there."""
+
+    url: str
+    secret: str
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("a webhook URL must be http:// or https:// with a host")
+        if not self.secret:
+            raise ConfigError("a webhook target needs a signing secret")
+
+    @property
+    def display(self) -> str:
+        """Scheme, host and port only: webhook paths often carry secrets."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+def targets_from(urls: Sequence[str], secret: str | None) -> list[WebhookTarget]:
+    """One :class:`WebhookTarget` per URL, all signed with ``secret`` (a clear
+    :class:`~signals.errors.ConfigError` when there are URLs but no secret)."""
+    if urls and not secret:
+        raise ConfigError("webhook URLs are configured but no webhook secret is set "
+                          "(SESSIONGUARD_WEBHOOK_SECRET)")
+    return [WebhookTarget(url, secret or "") for url in urls]
+
+
+class Transport(Protocol):
+    """Sends one POST and returns the HTTP status; raises on a network failure."""
+
+    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> int: ...
+
+
+class HttpTransport:
+    """Plain HTTP/1.1 POST over asyncio streams (``https`` via :mod:`ssl`), one connection
+    per request, no redirects: a 3xx counts as a failure."""
+
+    def __init__(self, timeout_s: float = 10.0, ssl_context: ssl.SSLContext | None = None,
+                 max_reply_bytes: int = 65536) -> None:
+        self.timeout_s = timeout_s
+        self._ssl = ssl_context
+        self._max_reply = max_reply_bytes
+
+    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> int:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise WebhookError("webhook URL must be http:// or https://")
+        secure = parts.scheme == "https"
+        port = parts.port or (443 if secure else 80)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        lines = [f"POST {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}",
+                 "Connection: close"]
+        for key, value in headers.items():
+            if any(c in key + value for c in "\r\n"):
+                raise WebhookError("webhook header contains a line break")
+            lines.append(f"{key}: {value}")
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        context: ssl.SSLContext | None = None
+        if secure:
+            context = self._ssl or ssl.create_default_context()
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                reader, writer = await asyncio.open_connection(
+                    parts.hostname, port, ssl=context, limit=self._max_reply)
+                writer.write(request)
+                await writer.drain()
+                status_line = await reader.readline()
+        except TimeoutError as exc:
+            raise WebhookError("webhook receiver timed out") from exc
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise WebhookError(f"webhook receiver unreachable: {exc.__class__.__name__}") from exc
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await writer.wait_closed()
+        fields = status_line.decode("latin-1").split(None, 2)
+        if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
+            raise WebhookError("webhook receiver sent no HTTP status line")
+        return int(fields[1])
+
+
+class Backoff:
+    """Exponential backoff with "equal jitter": attempt ``n`` (1-based) waits between half and
+    all of ``min(max_ms, base_ms * 2**(n-1))``. ``rng`` is seeded in tests."""
+
+    def __init__(self, base_ms: int = 1000, max_ms: int = 3_600_000,
+                 rng: random.Random | None = None) -> None:
+        if base_ms <= 0 or max_ms < base_ms:
+            raise ConfigError("backoff needs 0 < base <= max")
+        self.base_ms, self.max_ms = base_ms, max_ms
+        self._rng = rng or random.Random()
+
+    def delay_ms(self, attempts: int) -> int:
+        ceiling = min(self.max_ms, self.base_ms << min(max(attempts - 1, 0), 40))
+        return ceiling // 2 + int(self._rng.random() * (ceiling - ceiling // 2))
+
+
+class WebhookDelivery:
+    """POSTs queued alerts to the configured targets until each one is accepted (2xx).
+
+    ``clock`` returns epoch ms. ``registry`` (optional) receives
+    ``sessionguard_webhook_attempts_total`` and ``sessionguard_webhook_failures_total``;
+    ``on_attempt(target_display, ok, status_or_None)`` is called after every attempt, once its
+    outcome (delivered, or rescheduled) is committed to the outbox.
+    """
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        targets: Sequence[WebhookTarget],
+        *,
+        transport: Transport | None = None,
+        clock: Callable[[], int] = _wall_ms,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+        poll_ms: int = 5000,
+        concurrency: int = 8,
+        batch: int = 100,
+        registry: CollectorRegistry | None = None,
+        on_attempt: Callable[[str, bool, int | None], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.targets = {t.url: t for t in targets}
+        self.transport: Transport = transport or HttpTransport()
+        self.clock = clock
+        self.backoff = backoff or Backoff(rng=rng)
+        self.poll_ms = poll_ms
+        self.batch = batch
+        self._limit = asyncio.Semaphore(concurrency)
+        self._on_attempt = on_attempt
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._attempts: Counter | None = None
+        self._failures: Counter | None = None
+        if registry is not None:
+            self._attempts = Counter("sessionguard_webhook_attempts",
+                                     "Webhook POST attempts.", registry=registry)
+            self._failures = Counter("sessionguard_webhook_failures",
+                                     "Webhook POST attempts that failed (network or non-2xx).",
+                                     registry=registry)
+
+    @property
+    def urls(self) -> list[str]:
+        return list(self.targets)
+
+    async def enqueue(self, session: str, alert: dict[str, Any]) -> None:
+        """Queue ``alert`` (a wire dict with its seq) for every target. Prefer passing
+        :attr:`urls` to ``append_alert`` instead: then storing and queueing are atomic."""
+        now = self.clock()
+        for url in self.targets:
+            await self.store.enqueue(session, url, alert, now)
+        self.wake()
+
+    def wake(self) -> None:
+        """Look at the outbox now (call after queueing alerts)."""
+        self._wake.set()
+
+    notify = wake  # the name the server calls after ``append_alert``
+
+    async def run_once(self) -> int:
+        """Attempt every item due now, concurrently; return how many were delivered."""
+        if not self.targets:
+            return 0
+        items = await self.store.due(self.clock(), self.urls, self.batch)
+        results = await asyncio.gather(*(self._attempt(item) for item in items))
+        return sum(1 for ok in results if ok)
+
+    async def _attempt(self, item: OutboxItem) -> bool:
+        target = self.targets[item.url]
+        body = item.body.encode()
+        async with self._limit:
+            now = self.clock()
+            timestamp = now // 1000
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": _USER_AGENT,
+                TIMESTAMP_HEADER: str(timestamp),
+                SIGNATURE_HEADER: sign(target.secret, body, timestamp),
+                DELIVERY_HEADER: str(item.id),
+            }
+            status: int | None = None
+            error = ""
+            try:
+                status = await self.transport.send(item.url, headers, body)
+            except (WebhookError, OSError, TimeoutError) as exc:
+                error = str(exc) or exc.__class__.__name__
+            except Exception as exc:  # a transport bug must not stop delivery
+                error = f"transport failed: {exc.__class__.__name__}"
+            ok = status is not None and 200 <= status < 300
+            if not ok and not error:
+                error = f"HTTP {status}"
+        if self._attempts is not None:
+            self._attempts.inc()
+        if not ok and self._failures is not None:
+            self._failures.inc()
+        if ok:
+            assert status is not None
+            await self.store.mark_delivered(item.id, self.clock(), status)
+        else:
+            delay = self.backoff.delay_ms(item.attempts + 1)
+            await self.store.reschedule(item.id, self.clock() + delay, error, status)
+            _log.info("webhook to %s failed (%s); attempt %d, retry in %d ms",
+                      target.display, error, item.attempts + 1, delay)
+        if self._on_attempt is not None:  # after the outcome is committed
+            self._on_attempt(target.display, ok, status)
+        return ok
+
+    async def _sleep_ms(self) -> int:
+        next_at = await self.store.next_due_at(self.urls)
+        if next_at is None:
+            return self.poll_ms
+        return max(0, min(self.poll_ms, next_at - self.clock()))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self._wake.clear()
+                await self.run_once()
+                wait_ms = await self._sleep_ms()
+            except SessionguardError as exc:
+                _log.warning("webhook delivery paused: %s", exc)
+                wait_ms = self.poll_ms
+            except Exception:
+                _log.exception("webhook delivery failed; retrying")
+                wait_ms = self.poll_ms
+            if wait_ms > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_ms / 1000):
+                        await self._wake.wait()
+
+    def start(self) -> None:
+        """Run the delivery loop as a task of the running event loop."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(),
+                                                                name="sessionguard-webhooks")
+
+    async def stop(self) -> None:
+        """Stop the loop; in-flight requests are abandoned and retried after a restart."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,408 @@
+"""The rules engine: signals in, explained alerts out. Pure: no I/O, time passed in.
+
+One :class:`Engine` holds many sessions. For each signal it runs only the rules indexed
+under the signal's name, checks consent (scopes in force *at the signal's own time*),
+evaluates the ``when`` condition and exceptions, advances the rule's correlation state
+(grouped by participant or session), and turns what fires into an :class:`Alert` after
+recording-policy capping, de-duplication (fingerprint + cooldown), caps and inhibition.
+
+Windows and holds use event time (``signal.at``); ``tick(now)`` fires holds and absences
+whose time has come; a session's pending holds are also checked at each of its signals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from rules.durations import format_duration
+from rules.model import Alert, Outcome, Severity, Skip
+from rules.predicates import make_context
+from rules.ruleset import CompiledRule, Ruleset
+from rules.templates import render
+from signals.consent import FULL_MONITORING, NO_CONSENT, Consent
+from signals.devices import DeviceClassifier, default_classifier, derive_virtual_devices
+from signals.model import Signal
+
+__all__ = ["Engine"]
+
+_AGREED = ("patient_allowed", "provider_records")
+_NEVER = 2**62
+_MAX_CONSENT_HISTORY = 8
+
+
+class _Group:
+    """Correlation state of one rule for one participant (or the whole session)."""
+
+    __slots__ = ("events", "fired", "start")
+
+    def __init__(self) -> None:
+        self.start: int | None = None          # hold/absent: when the state began / deadline
+        self.fired = False
+        self.events: Any = None                # count: deque; distinct: dict; steps: list
+
+
+class _Session:
+    __slots__ = ("consents", "counts", "groups", "inhibitions", "last_fired", "next_due",
+                 "skipped", "timed", "total")
+
+    def __init__(self, consent: Consent) -> None:
+        self.consents: list[tuple[int, Consent]] = [(-(2**62), consent)]
+        self.groups: dict[tuple[int, str], _Group] = {}
+        self.last_fired: dict[tuple[Any, ...], int] = {}
+        self.next_due = _NEVER
+        self.counts: dict[int, int] = {}
+        self.inhibitions: deque[tuple[int, str, frozenset[str], Severity]] | None = None
+        self.skipped: set[int] | None = None
+        self.timed: set[tuple[int, str]] | None = None
+        self.total = 0
+
+    def consent_at(self, at: int) -> Consent:
+        c = self.consents
+        if len(c) == 1 or at >= c[-1][0]:
+            return c[-1][1]
+        for t, consent in reversed(c):
+            if t <= at:
+                return consent
+        return c[0][1]
+
+
+class Engine:
+    """Runs a :class:`Ruleset` over the signals of many sessions.
+
+    ``default_consent`` applies to a session until ``set_consent`` is called for it (the
+    most private default: nothing analysed). ``max_alerts_per_session`` caps every session.
+    """
+
+    def __init__(self, ruleset: Ruleset, *, default_consent: Consent = NO_CONSENT,
+                 classifier: DeviceClassifier | None = None,
+                 max_alerts_per_session: int = 200) -> None:
+        self.ruleset = ruleset
+        self.default_consent = default_consent
+        self.classifier = classifier or default_classifier()
+        self.max_alerts_per_session = max_alerts_per_session
+        self._sessions: dict[str, _Session] = {}
+        self._timed: set[str] = set()
+
+    # -- sessions and consent ---------------------------------------------------------
+    def _session(self, sid: str) -> _Session:
+        s = self._sessions.get(sid)
+        if s is None:
+            s = self._sessions[sid] = _Session(self.default_consent)
+        return s
+
+    def set_consent(self, session: str, consent: Consent, now: int) -> None:
+        """The consent in force for ``session`` from time ``now`` on (earlier signals keep
+        the consent of their own time). Skips are reported afresh after a change."""
+        s = self._session(session)
+        s.consents.append((now, consent))
+        s.consents.sort(key=lambda tc: tc[0])
+        if len(s.consents) > _MAX_CONSENT_HISTORY:
+            del s.consents[0]
+        s.skipped = None
+
+    def consent(self, session: str, at: int) -> Consent:
+        s = self._sessions.get(session)
+        return s.consent_at(at) if s else self.default_consent
+
+    def end_session(self, session: str) -> None:
+        """Forget everything about ``session`` (pending holds do not fire)."""
+        self._sessions.pop(session, None)
+        self._timed.discard(session)
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    # -- feeding ----------------------------------------------------------------------
+    def feed(self, signal: Signal, now: int) -> Outcome:
+        """Run the rules for one validated signal. ``client.devices`` also derives
+        ``client.virtual_device`` signals (when device monitoring is granted), which are
+        run too and returned in ``Outcome.derived``."""
+        s = self._session(signal.session)
+        alerts: list[Alert] = []
+        skipped: list[Skip] = []
+        suppressed = [0]
+        if s.timed and signal.at >= s.next_due:
+            self._check_timers(signal.session, s, signal.at, alerts, suppressed)
+        derived: list[Signal] = []
+        consent = s.consent_at(signal.at)
+        if signal.name == "client.devices" and consent.allows("device"):
+            derived = derive_virtual_devices(signal, self.classifier)
+        for sig in (signal, *derived):
+            self._run(sig, s, consent, alerts, skipped, suppressed)
+        if not (alerts or derived or skipped or suppressed[0]):
+            return _EMPTY
+        return Outcome(tuple(alerts), tuple(derived), tuple(skipped), suppressed[0])
+
+    def feed_many(self, signals: Iterable[Signal], now: int) -> Outcome:
+        alerts: list[Alert] = []
+        derived: list[Signal] = []
+        skipped: list[Skip] = []
+        n = 0
+        for sig in signals:
+            o = self.feed(sig, now)
+            alerts += o.alerts
+            derived += o.derived
+            skipped += o.skipped
+            n += o.suppressed
+        return Outcome(tuple(alerts), tuple(derived), tuple(skipped), n)
+
+    def tick(self, now: int) -> Outcome:
+        """Fire the holds and absences whose time has come (call about once a second)."""
+        alerts: list[Alert] = []
+        suppressed = [0]
+        for sid in sorted(self._timed):
+            s = self._sessions.get(sid)
+            if s is None or not s.timed:
+                self._timed.discard(sid)
+                continue
+            if now < s.next_due:
+                continue
+            self._check_timers(sid, s, now, alerts, suppressed)
+        if not alerts and not suppressed[0]:
+            return _EMPTY
+        return Outcome(tuple(alerts), (), (), suppressed[0])
+
+    # -- internals --------------------------------------------------------------------
+    def _run(self, sig: Signal, s: _Session, consent: Consent, alerts: list[Alert],
+             skipped: list[Skip], suppressed: list[int]) -> None:
+        rules = self.ruleset.by_signal.get(sig.name)
+        if not rules:
+            return
+        ctx: dict[str, Any] | None = None
+        key: Any = None
+        fired_now: list[tuple[CompiledRule, tuple[Signal, ...]]] = []
+        for rule in rules:
+            if not rule.requires <= consent.monitoring:
+                if s.skipped is None:
+                    s.skipped = set()
+                if rule.index not in s.skipped:
+                    s.skipped.add(rule.index)
+                    missing = tuple(sorted(rule.requires - consent.monitoring))
+                    skipped.append(Skip(rule.id, sig.session, sig.participant, sig.name,
+                                        sig.at, missing))
+                continue
+            if ctx is None:
+                ctx, key = make_context(sig.name, sig.source, sig.confidence, consent.recording,
+                                        sig.data)
+            fired = self._step(rule, sig, s, ctx, key)
+            if fired is not None:
+                fired_now.append((rule, fired))
+        if len(fired_now) > 1:  # the most severe first, so inhibition mutes its companions
+            fired_now.sort(key=lambda rf: -rf[0].severity)
+        for rule, evidence in fired_now:
+            self._emit(rule, evidence, sig.at, s, alerts, suppressed)
+
+    def _matches(self, rule: CompiledRule, ctx: dict[str, Any], key: Any) -> bool:
+        if rule.when is not None and not rule.when(ctx, key):
+            return False
+        return not (rule.exceptions and any(p(ctx, key) for _name, p in rule.exceptions))
+
+    def _step(self, rule: CompiledRule, sig: Signal, s: _Session, ctx: dict[str, Any],
+              key: Any) -> tuple[Signal, ...] | None:
+        kind = rule.kind
+        if kind == "match":
+            return (sig,) if self._matches(rule, ctx, key) else None
+        gkey = (rule.index, sig.participant if rule.group_by == "participant" else "")
+        g = s.groups.get(gkey)
+        if kind in ("sequence", "all_of"):
+            if rule.exceptions and any(p(ctx, key) for _n, p in rule.exceptions):
+                return None
+            hits = [k for k, st in enumerate(rule.steps)
+                    if st.signal == sig.name and (st.when is None or st.when(ctx, key))]
+            if not hits:
+                return None
+            if g is None:
+                g = s.groups[gkey] = _Group()
+                g.events = [None] * len(rule.steps)
+            return self._steps(rule, g, sig, hits)
+        matched = self._matches(rule, ctx, key)
+        if kind == "hold":
+            if not matched:
+                if g is not None:
+                    del s.groups[gkey]
+                    if s.timed:
+                        s.timed.discard(gkey)
+                return None
+            if g is None:
+                g = s.groups[gkey] = _Group()
+                g.start = sig.at
+                g.events = (sig,)
+                self._arm(sig.session, s, gkey, sig.at + rule.hold_ms)
+            return None
+        if not matched:
+            return None
+        if kind == "absent":
+            if g is None:
+                g = s.groups[gkey] = _Group()
+            g.start, g.events, g.fired = sig.at + rule.hold_ms, (sig,), False
+            self._arm(sig.session, s, gkey, g.start)
+            return None
+        if g is None:
+            g = s.groups[gkey] = _Group()
+        lo = sig.at - rule.window_ms
+        if kind == "count":
+            if g.events is None:
+                g.events = deque(maxlen=rule.n)
+            g.events.append(sig)
+            while g.events and g.events[0].at < lo:
+                g.events.popleft()
+            if len(g.events) >= rule.n:
+                out = tuple(g.events)
+                del s.groups[gkey]
+                return out
+            return None
+        # distinct
+        if g.events is None:
+            g.events = {}
+        seen: dict[str, Signal] = g.events
+        for v in [v for v, e in seen.items() if e.at < lo]:
+            del seen[v]
+        field = rule.field or ""
+        value = sig.participant if field == "participant" else str(ctx.get(field))
+        seen.pop(value, None)
+        seen[value] = sig
+        if len(seen) >= rule.n:
+            del s.groups[gkey]
+            return tuple(seen.values())
+        return None
+
+    def _steps(self, rule: CompiledRule, g: _Group, sig: Signal,
+               hits: list[int]) -> tuple[Signal, ...] | None:
+        lo = sig.at - rule.window_ms
+        ev: list[Any] = g.events
+        last = len(rule.steps) - 1
+        if rule.kind == "sequence":
+            # ev[k] = (start_at, chain) of the latest chain that completed steps 0..k
+            for k in reversed(hits):
+                if k == 0:
+                    ev[0] = (sig.at, (sig,))
+                else:
+                    prev = ev[k - 1]
+                    if prev is None or prev[0] < lo:
+                        continue
+                    ev[k] = (prev[0], (*prev[1], sig))
+                if k == last:
+                    chain: tuple[Signal, ...] = ev[k][1]
+                    g.events = [None] * len(rule.steps)
+                    return chain
+            return None
+        for k in hits:
+            ev[k] = sig
+        for k, e in enumerate(ev):
+            if e is not None and e.at < lo:
+                ev[k] = None
+        if all(e is not None for e in ev):
+            g.events = [None] * len(rule.steps)
+            return tuple(sorted(ev, key=lambda e: e.at))
+        return None
+
+    def _arm(self, sid: str, s: _Session, gkey: tuple[int, str], due: int) -> None:
+        if s.timed is None:
+            s.timed = set()
+        s.timed.add(gkey)
+        if due < s.next_due:
+            s.next_due = due
+        self._timed.add(sid)
+
+    def _check_timers(self, sid: str, s: _Session, t: int, alerts: list[Alert],
+                      suppressed: list[int]) -> None:
+        assert s.timed is not None
+        rules = self.ruleset.rules
+        due_now: list[tuple[int, int, CompiledRule, tuple[Signal, ...]]] = []
+        next_due = _NEVER
+        for gkey in sorted(s.timed):
+            rule = rules[gkey[0]]
+            g = s.groups.get(gkey)
+            if g is None or g.start is None:
+                s.timed.discard(gkey)
+                continue
+            due = g.start + rule.hold_ms if rule.kind == "hold" else g.start
+            if t < due:
+                next_due = min(next_due, due)
+                continue
+            s.timed.discard(gkey)
+            g.fired = True
+            if rule.kind == "absent":
+                del s.groups[gkey]
+            due_now.append((due, rule.index, rule, g.events))
+        s.next_due = next_due
+        due_now.sort(key=lambda d: (d[0], d[1]))  # in time order
+        for due, _i, rule, evidence in due_now:
+            if rule.requires <= s.consent_at(due).monitoring:
+                self._emit(rule, evidence, due, s, alerts, suppressed)
+        if not s.timed:
+            self._timed.discard(sid)
+
+    def _emit(self, rule: CompiledRule, evidence: tuple[Signal, ...], at: int, s: _Session,
+              alerts: list[Alert], suppressed: list[int]) -> None:
+        trigger = evidence[-1]
+        group = trigger.participant if rule.group_by == "participant" else ""
+        data = trigger.data
+        fp_key: tuple[Any, ...] = (
+            rule.index, group,
+            *(str(data.get(f, trigger.name if f == "signal" else "")) for f in rule.fingerprint))
+        # de-duplication and caps before any formatting work
+        last = s.last_fired.get(fp_key)
+        if last is not None and at - last < rule.cooldown_ms:
+            suppressed[0] += 1
+            return
+        if s.counts.get(rule.index, 0) >= rule.max_per_session or \
+                s.total >= self.max_alerts_per_session:
+            suppressed[0] += 1
+            return
+        consent = s.consent_at(at)
+        agreed = rule.capture and consent.recording in _AGREED
+        severity = Severity.INFO if agreed else rule.severity
+        if s.inhibitions:
+            tags = set(rule.tags)
+            for until, who, itags, isev in s.inhibitions:
+                if at < until and who in (group, "") and severity < isev and tags & itags:
+                    suppressed[0] += 1
+                    return
+        s.last_fired[fp_key] = at
+        s.counts[rule.index] = s.counts.get(rule.index, 0) + 1
+        s.total += 1
+        if rule.inhibit_tags and not agreed:
+            if s.inhibitions is None:
+                s.inhibitions = deque(maxlen=16)
+            s.inhibitions.append((at + rule.inhibit_ms, group, rule.inhibit_tags, severity))
+        def lookup(name: str) -> Any:
+            if name in data:
+                return data[name]
+            if name == "duration":
+                dur = (rule.hold_ms if rule.kind in ("hold", "absent")
+                       else trigger.at - evidence[0].at)
+                return format_duration(dur)
+            if name == "distinct":
+                return ", ".join(sorted({e.participant if rule.field == "participant"
+                                         else str(e.data.get(rule.field or "")) for e in evidence}))
+            return {"signal": trigger.name, "source": trigger.source, "count": len(evidence),
+                    "within": format_duration(rule.window_ms), "recording": consent.recording,
+                    "signal_confidence": trigger.confidence,
+                    "participant": trigger.participant}.get(name)
+
+        template = rule.agreed_message if agreed and rule.agreed_message else rule.message
+        message = render(template, lookup)
+        if agreed and not rule.agreed_message:
+            message += (f" Recording is permitted under the agreed policy "
+                        f"({consent.recording.replace('_', ' ')}), so this is a note only.")
+        confidence = round(rule.confidence * max(e.confidence for e in evidence), 3)
+        session = trigger.session
+        fingerprint = hashlib.sha1("\x1f".join([rule.id, *map(str, fp_key[1:])]).encode()
+                                   ).hexdigest()[:16]
+        aid = hashlib.sha1(f"{session}\x1f{fingerprint}\x1f{at}\x1f{s.total}".encode()
+                           ).hexdigest()[:20]
+        alerts.append(Alert(id=aid, rule=rule.id, severity=severity, title=rule.title,
+                            message=message, suggested_response=rule.suggested_response,
+                            evidence=tuple(evidence), confidence=confidence, session=session,
+                            participant=trigger.participant, at=at, fingerprint=fingerprint,
+                            tags=rule.tags))
+
+
+_EMPTY = Outcome()
+#: consent used by ``replay`` and the rule fixtures when none is given
+REPLAY_DEFAULT_CONSENT = FULL_MONITORING

@@ -1,0 +1,129 @@
+"""Rule tests in the style of ``promtool test rules``: signals at relative times, a consent
+policy, and the alerts expected at given times (an empty list means "none").
+
+A fixture file (YAML) holds ``tests``; each test::
+
+    name: a screenshot key raises a notice
+    rule: screenshot-key            # the rule under test (for coverage)
+    consent: {monitoring: [device, audio, video], recording: prohibited}   # the default
+    input:
+      - {at: 0s, signal: client.key, data: {combo: PrintScreen}}
+      - {at: 10s, consent: {recording: patient_allowed}}    # a consent change at its time
+    until: 3m                      # tick every second up to this time (default: last input)
+    tick: true                     # false: no ticks, holds fire only from the next signal
+    only: [screenshot-key]         # compare only these rules' alerts (default: all alerts)
+    expect:
+      - {at: 0s, rule: screenshot-key, severity: notice}
+
+Pure: :func:`run_case` takes the parsed mapping and returns the differences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rules.durations import parse_duration_ms
+from rules.engine import REPLAY_DEFAULT_CONSENT, Engine
+from rules.model import Alert
+from rules.ruleset import Ruleset
+from signals.catalog import make_signal
+from signals.consent import Consent
+
+__all__ = ["CaseResult", "FixtureCase", "run_case"]
+
+BASE_AT = 1_700_000_000_000
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at: str | int | float
+    signal: str | None = None
+    data: dict[str, Any] = {}
+    participant: str = "patient"
+    session: str = "fixture"
+    consent: dict[str, Any] | None = None
+
+
+class _Expect(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at: str | int | float
+    rule: str
+    severity: str | None = None
+    participant: str | None = None
+    message_contains: str | None = None
+
+
+class FixtureCase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    rule: str
+    consent: dict[str, Any] | None = None
+    input: list[_Input] = Field(min_length=1)
+    until: str | int | float | None = None
+    only: list[str] | None = None
+    tick: bool = True
+    expect: list[_Expect]
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    name: str
+    alerts: tuple[Alert, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def run_case(case: FixtureCase, ruleset: Ruleset) -> CaseResult:
+    base = Consent.parse(case.consent) if case.consent is not None else REPLAY_DEFAULT_CONSENT
+    engine = Engine(ruleset, default_consent=base)
+    alerts: list[Alert] = []
+    current: dict[str, Consent] = {}
+    last = 0
+    for item in sorted(case.input, key=lambda i: parse_duration_ms(i.at)):
+        rel = parse_duration_ms(item.at)
+        at = BASE_AT + rel
+        if case.tick:
+            for t in range(last + 1000, rel, 1000):  # tick each second, like the server
+                alerts += engine.tick(BASE_AT + t).alerts
+            alerts += engine.tick(at).alerts
+        last = rel
+        if item.consent is not None:
+            prev = current.get(item.session, base)
+            c = Consent.parse({
+                "monitoring": item.consent.get("monitoring", sorted(prev.monitoring)),
+                "recording": item.consent.get("recording", prev.recording)})
+            current[item.session] = c
+            engine.set_consent(item.session, c, at)
+        if item.signal is not None:
+            sig = make_signal(item.signal, at, item.data, session=item.session,
+                              participant=item.participant)
+            alerts += engine.feed(sig, at).alerts
+    until = parse_duration_ms(case.until) if case.until is not None else last
+    for t in range(last + 1000, until + 1, 1000):
+        alerts += engine.tick(BASE_AT + t).alerts
+    seen = [a for a in alerts if case.only is None or a.rule in case.only]
+    got = sorted((a.at - BASE_AT, a.rule) for a in seen)
+    want = sorted((parse_duration_ms(e.at), e.rule) for e in case.expect)
+    problems: list[str] = []
+    if got != want:
+        problems.append(f"expected alerts {want}, got {got}")
+    for e in case.expect:
+        at = BASE_AT + parse_duration_ms(e.at)
+        match = next((a for a in seen if a.at == at and a.rule == e.rule), None)
+        if match is None:
+            continue
+        if e.severity is not None and match.severity.label != e.severity:
+            problems.append(f"{e.rule} at {e.at}: severity {match.severity.label}, "
+                            f"expected {e.severity}")
+        if e.participant is not None and match.participant != e.participant:
+            problems.append(f"{e.rule} at {e.at}: participant {match.participant}")
+        if e.message_contains is not None and e.message_contains not in match.message:
+            problems.append(f"{e.rule} at {e.at}: message {match.message!r} lacks "
+                            f"{e.message_contains!r}")
+    return CaseResult(case.name, tuple(alerts), tuple(problems))

@@ -1,0 +1,111 @@
+"""Replay recorded wire messages through the engine (what ``sessionguard replay`` runs).
+
+Pure: takes the lines, yields CONTRACT alert messages. Lines are JSON objects:
+
+- ``{"type": "signal", "signal": NAME, "at": MS, "data": {...}, "session"?: S, "participant"?: P}``
+- ``{"type": "signals", "items": [...]}`` — a batch of the above
+- ``{"type": "consent.set", "at": MS, "recording"?: POLICY, "monitoring"?: [...], "session"?: S}``
+- ``{"type": "tick", "at": MS}`` — let holds and absences fire up to that time (an extension)
+
+Blank lines and lines starting with ``#`` are ignored. The engine is ticked to each line's
+time before the line is fed, so holds fire in order. Same input, same output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from rules.engine import REPLAY_DEFAULT_CONSENT, Engine
+from rules.model import Alert
+from rules.ruleset import Ruleset
+from signals.catalog import make_signal
+from signals.consent import Consent
+from signals.errors import InvalidSignal, SessionguardError
+
+__all__ = ["ReplayError", "replay"]
+
+DEFAULT_SESSION = "replay"
+DEFAULT_PARTICIPANT = "patient"
+
+
+class ReplayError(SessionguardError):
+    """A line of the replay input is malformed; ``line`` is its 1-based number."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+def _at(obj: dict[str, Any], n: int) -> int:
+    at = obj.get("at")
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        raise ReplayError(n, "'at' must be a time in epoch milliseconds")
+    return int(at)
+
+
+def replay(lines: Iterable[str], ruleset: Ruleset, consent: Consent | None = None,
+           engine: Engine | None = None) -> Iterator[dict[str, Any]]:
+    """Yield one alert message (the CONTRACT shape, per-session ``seq``) per alert."""
+    base = consent if consent is not None else REPLAY_DEFAULT_CONSENT
+    eng = engine or Engine(ruleset, default_consent=base)
+    seqs: dict[str, int] = {}
+    current: dict[str, Consent] = {}
+
+    def out(alerts: Iterable[Alert]) -> Iterator[dict[str, Any]]:
+        for a in alerts:
+            seqs[a.session] = seqs.get(a.session, 0) + 1
+            yield a.to_wire(seqs[a.session])
+
+    for n, raw in enumerate(lines, 1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ReplayError(n, f"not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise ReplayError(n, "expected a JSON object")
+        kind = obj.get("type")
+        if kind == "signals":
+            items = obj.get("items")
+            if not isinstance(items, list):
+                raise ReplayError(n, "'items' must be a list of signals")
+        elif kind == "signal":
+            items = [obj]
+        elif kind in ("consent.set", "tick"):
+            at = _at(obj, n)
+            yield from out(eng.tick(at).alerts)
+            if kind == "tick":
+                continue
+            sid = str(obj.get("session", DEFAULT_SESSION))
+            prev = current.get(sid, base)
+            claim = {"monitoring": obj.get("monitoring", sorted(prev.monitoring)),
+                     "recording": obj.get("recording", prev.recording)}
+            try:
+                c = Consent.parse(claim)
+            except InvalidSignal as exc:
+                raise ReplayError(n, str(exc)) from None
+            current[sid] = c
+            eng.set_consent(sid, c, at)
+            continue
+        else:
+            raise ReplayError(
+                n, f"unknown message type {kind!r} (signal, signals, consent.set, tick)")
+        for item in items:
+            if not isinstance(item, dict):
+                raise ReplayError(n, "a signal must be a JSON object")
+            at = _at(item, n)
+            name = item.get("signal")
+            if not isinstance(name, str):
+                raise ReplayError(n, "'signal' must be a signal name")
+            try:
+                sig = make_signal(name, at, item.get("data", {}),
+                                  session=str(item.get("session", DEFAULT_SESSION)),
+                                  participant=str(item.get("participant", DEFAULT_PARTICIPANT)))
+            except InvalidSignal as exc:
+                raise ReplayError(n, str(exc)) from None
+            yield from out(eng.tick(at).alerts)
+            yield from out(eng.feed(sig, at).alerts)

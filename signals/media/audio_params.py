@@ -1,0 +1,110 @@
+"""Parameters of the audio detectors (``config/media_audio.yaml``), as pydantic models.
+
+Pure: :func:`audio_params_from_dict` validates an already parsed mapping (the ``audio:``
+section of the media parameters, or that file's whole mapping) and raises
+:class:`~signals.errors.ConfigError` with one clear sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from signals.errors import ConfigError
+
+__all__ = ["AudioParams", "ShutterParams", "VirtualSourceParams", "audio_params_from_dict"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShutterParams(_Strict):
+    """``audio.shutter``: a short, isolated cluster of sharp broadband clicks.
+
+    A *click* is a 4 ms frame whose high-band (``band_hz``) level rises at least
+    ``click_rise_db`` above the frames just before it, lies at most ``max_low_excess_db``
+    below the whole-band level (the energy is mostly high-frequency), has a spectral
+    flatness of at least ``min_flatness`` (noise-like, not tonal) and falls back by
+    ``click_decay_db`` within ``decay_frames`` frames (impulsive, not a fricative).
+    """
+
+    enabled: bool = True
+    band_hz: tuple[float, float] = (2000.0, 7500.0)
+    min_level_dbfs: float = Field(default=-62.0, le=0)
+    click_rise_db: float = Field(default=10.0, gt=0)
+    context_frames: int = Field(default=40, ge=3, le=250)
+    background_percentile: float = Field(default=25.0, ge=0, le=100)
+    attack_db: float = Field(default=6.0, ge=0)
+    click_decay_db: float = Field(default=5.0, ge=0)
+    decay_frames: int = Field(default=3, ge=1, le=10)
+    min_flatness: float = Field(default=0.35, ge=0, le=1)
+    max_low_excess_db: float = Field(default=12.0, ge=0)
+    min_clicks: int = Field(default=2, ge=1)
+    max_clicks: int = Field(default=8, ge=1)
+    cluster_gap_s: float = Field(default=0.1, gt=0)
+    max_span_s: float = Field(default=0.45, gt=0)
+    isolation_s: float = Field(default=0.8, ge=0)
+    max_neighbours: int = Field(default=2, ge=0)
+
+
+class VirtualSourceParams(_Strict):
+    """``audio.virtual_source``: digital silence (no acoustic floor) between sounds.
+
+    A 10 ms block below ``digital_dbfs`` is digital silence; a run of them between sounds,
+    at least ``min_gap_s`` and at most ``max_gap_s`` long, is a *gap* (longer runs look like
+    a muted track and are not counted). Reported once ``min_silence_s`` of gaps in at least
+    ``min_gaps`` gaps have been seen; the evidence is forgotten after ``reset_floor_s`` of
+    pauses with a real noise floor (runs of at least ``floor_run_s`` of blocks between
+    ``digital_dbfs`` and ``quiet_dbfs``); an
+    open episode closes after ``clear_floor_s`` of such floor without a new gap.
+    """
+
+    enabled: bool = True
+    digital_dbfs: float = Field(default=-90.0, le=0)
+    quiet_dbfs: float = Field(default=-40.0, le=0)
+    min_gap_s: float = Field(default=0.1, gt=0)
+    max_gap_s: float = Field(default=15.0, gt=0)
+    min_silence_s: float = Field(default=3.0, gt=0)
+    min_gaps: int = Field(default=2, ge=1)
+    floor_run_s: float = Field(default=0.2, gt=0)
+    reset_floor_s: float = Field(default=2.0, gt=0)
+    clear_floor_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> VirtualSourceParams:
+        if self.max_gap_s < self.min_gap_s:
+            raise ValueError("max_gap_s must not be smaller than min_gap_s")
+        if self.quiet_dbfs <= self.digital_dbfs:
+            raise ValueError("quiet_dbfs must be above digital_dbfs")
+        return self
+
+
+class AudioParams(_Strict):
+    """Everything :class:`~signals.media.audio.AudioAnalyzer` is tuned by."""
+
+    batch_s: float = Field(default=0.1, ge=0, le=1)  # samples are analysed in batches this long
+    max_jump_s: float = Field(default=0.06, gt=0)  # a larger jump in ``t`` restarts the framing
+    shutter: ShutterParams = ShutterParams()
+    virtual_source: VirtualSourceParams = VirtualSourceParams()
+
+
+def audio_params_from_dict(data: Mapping[str, Any] | None) -> AudioParams:
+    """Validate a parsed mapping (optionally wrapped in ``audio:``). Raises ConfigError."""
+    if data is None:
+        return AudioParams()
+    if not isinstance(data, Mapping):
+        raise ConfigError("audio parameters must be a mapping (shutter:, virtual_source:)")
+    body = data.get("audio", data) if set(data) == {"audio"} else data
+    if body is None:
+        return AudioParams()
+    try:
+        return AudioParams.model_validate(dict(body))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "audio"
+        raise ConfigError(f"audio parameters: {where}: {first['msg']}") from None
+    except (TypeError, ValueError):
+        raise ConfigError("audio parameters must be a mapping (shutter:, virtual_source:)") from None

@@ -1,0 +1,180 @@
+"""Parameters of the media detectors (``config/media.yaml``), as pydantic models.
+
+:func:`media_params_from_dict` is pure: it validates an already parsed mapping.
+:func:`load_media_params` also accepts a path (or ``None`` for the shipped
+``config/media.yaml``) and then reads that one YAML file; that is the only I/O here, kept at
+the edge so callers in ``monitor/`` can do the reading themselves when they prefer.
+
+The audio engineer's keys live under ``audio:``; ``audio_file:`` names a YAML file (relative
+to the media file) whose mapping is merged under ``audio`` (keys given inline win).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from signals.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MEDIA_YAML",
+    "FaceParams",
+    "FrozenParams",
+    "LoopParams",
+    "MediaParams",
+    "ObjectParams",
+    "ObscuredParams",
+    "SyntheticParams",
+    "VideoParams",
+    "load_media_params",
+    "media_params_from_dict",
+]
+
+DEFAULT_MEDIA_YAML = Path(__file__).resolve().parents[2] / "config" / "media.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FaceParams(_Strict):
+    """``video.extra_person`` / ``video.no_person`` (Haar cascades)."""
+
+    interval_s: float = Field(default=1.0, gt=0)
+    profile_every: int = Field(default=2, ge=0)  # profile cascades every Nth run
+    min_face_frac: float = Field(default=0.1, gt=0, lt=1)  # of the working width
+    scale_factor: float = Field(default=1.2, gt=1)
+    min_neighbors: int = Field(default=5, ge=1)
+    extra_min_s: float = Field(default=2.0, ge=0)
+    none_min_s: float = Field(default=3.0, ge=0)
+    gap_s: float = Field(default=1.5, ge=0)               # a missed detection this short is bridged
+    poor_light_luma: float = Field(default=60.0, ge=0)
+    poor_contrast: float = Field(default=30.0, ge=0)
+
+
+class ObscuredParams(_Strict):
+    """``video.obscured``: covered, black or uniform picture."""
+
+    dark_luma: float = Field(default=22.0, ge=0)
+    uniform_std: float = Field(default=7.0, ge=0)
+    uniform_edges: float = Field(default=3.0, ge=0)
+    min_s: float = Field(default=2.0, ge=0)
+    gap_s: float = Field(default=0.5, ge=0)
+
+
+class FrozenParams(_Strict):
+    """``video.frozen``: consecutive analysed frames identical within codec noise."""
+
+    max_mean_diff: float = Field(default=0.25, ge=0)
+    max_changed_frac: float = Field(default=0.002, ge=0, le=1)
+    changed_level: int = Field(default=6, ge=1)
+    min_s: float = Field(default=3.0, ge=0)
+    gap_s: float = Field(default=0.3, ge=0)
+
+
+class LoopParams(_Strict):
+    """``video.loop``: a run of perceptual-hash matches to an earlier segment."""
+
+    window_s: float = Field(default=60.0, gt=0)
+    min_offset_s: float = Field(default=1.5, gt=0)
+    max_hamming: int = Field(default=5, ge=0, le=64)
+    offset_tolerance_s: float = Field(default=0.25, ge=0)
+    min_s: float = Field(default=2.0, ge=0)
+    min_drift_bits: int = Field(default=14, ge=0, le=64)  # segment must move
+    gap_s: float = Field(default=0.5, ge=0)
+
+
+class SyntheticParams(_Strict):
+    """``video.synthetic_source``: the camera-noise residual is missing."""
+
+    interval_s: float = Field(default=0.5, gt=0)
+    max_noise_sigma: float = Field(default=0.52, ge=0)
+    flat_gradient: float = Field(default=12.0, gt=0)
+    min_flat_frac: float = Field(default=0.05, ge=0, le=1)
+    min_s: float = Field(default=4.0, ge=0)
+    gap_s: float = Field(default=1.0, ge=0)
+
+
+class ObjectParams(_Strict):
+    """Optional object detector (ONNX through ``cv2.dnn``), COCO classes: ``video.phone``."""
+
+    model: str | None = None          # path to an ONNX file; None disables the hook
+    input_size: int = Field(default=320, ge=32)
+    class_id: int = Field(default=67, ge=0)   # COCO "cell phone"
+    min_score: float = Field(default=0.5, ge=0, le=1)
+    min_area_frac: float = Field(default=0.02, ge=0, le=1)
+    interval_s: float = Field(default=1.0, gt=0)
+    min_s: float = Field(default=1.0, ge=0)
+    gap_s: float = Field(default=1.5, ge=0)
+
+
+class VideoParams(_Strict):
+    """Everything :class:`signals.media.video.VideoAnalyzer` is tuned by."""
+
+    work_width: int = Field(default=320, ge=64, le=1920)  # frames are downscaled to this width
+    cheap_fps: float = Field(default=5.0, gt=0, le=30)    # obscured/frozen/loop checks per second
+    faces: FaceParams = FaceParams()
+    obscured: ObscuredParams = ObscuredParams()
+    frozen: FrozenParams = FrozenParams()
+    loop: LoopParams = LoopParams()
+    synthetic: SyntheticParams = SyntheticParams()
+    objects: ObjectParams = ObjectParams()
+
+
+class MediaParams(_Strict):
+    """``config/media.yaml``: ``video`` for our analyzer, ``audio`` passed to AudioAnalyzer."""
+
+    video: VideoParams = VideoParams()
+    audio: dict[str, Any] = Field(default_factory=dict)
+
+
+def media_params_from_dict(data: Mapping[str, Any] | None) -> MediaParams:
+    """Validate a parsed ``media.yaml`` mapping (pure). Raises :class:`ConfigError`."""
+    if data is None:
+        return MediaParams()
+    if not isinstance(data, Mapping):
+        raise ConfigError("media parameters must be a mapping of sections (video:, audio:)")
+    body = {k: v for k, v in data.items() if k != "audio_file"}
+    try:
+        return MediaParams.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "media"
+        raise ConfigError(f"media parameters: {where}: {first['msg']}") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read media parameters {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"media parameters {path} are not valid YAML: {exc}") from None
+
+
+def load_media_params(source: str | Path | Mapping[str, Any] | None = None) -> MediaParams:
+    """Media parameters from a parsed mapping (pure), a YAML path, or ``None`` (the shipped
+    ``config/media.yaml``; built-in defaults if it is missing)."""
+    if isinstance(source, Mapping):
+        return media_params_from_dict(source)
+    path = DEFAULT_MEDIA_YAML if source is None else Path(source)
+    if source is None and not path.exists():
+        return MediaParams()
+    data = _read_yaml(path)
+    if data is None:
+        return MediaParams()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"media parameters {path} must be a mapping of sections")
+    audio_file = data.get("audio_file")
+    if audio_file:
+        extra_path = path.parent / str(audio_file)
+        extra = _read_yaml(extra_path) if extra_path.exists() else None
+        if isinstance(extra, Mapping):
+            merged = dict(extra.get("audio", extra)) if "audio" in extra else dict(extra)
+            merged.update(data.get("audio") or {})
+            data = {**data, "audio": merged}
+    return media_params_from_dict(data)

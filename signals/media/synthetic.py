@@ -1,0 +1,60 @@
+"""``video.synthetic_source``: no camera sensor noise — a virtual camera or screen content.
+
+Method: a real image sensor adds noise to every pixel of every frame, visible even in flat
+regions after encoding. We estimate the noise standard deviation with Immerkær's fast method
+(the absolute response of a 3x3 Laplacian-difference kernel, scaled by sqrt(pi/2)/6) over the
+*flat* pixels only (small Sobel gradient, not clipped to black or white). A picture whose
+flat regions carry less than ``max_noise_sigma`` of noise, sustained for ``min_s`` seconds
+of samples, is synthetic. Pictures with too few flat pixels are not judged.
+
+Confidence: at most 0.85, scaled by how far the estimate is below the threshold; codecs
+smooth noise away at low bitrates, so this signal is best read together with others
+(``client.virtual_device``, ``client.display_capture``). Known failure modes: a camera with
+heavy in-camera denoising, or a very low bitrate call, can look noise-free; a virtual
+camera that adds artificial grain is not detected.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from signals.media.frames import Gray
+from signals.media.params import SyntheticParams
+
+__all__ = ["NoiseCheck", "estimate_noise"]
+
+_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+_SCALE = float(np.sqrt(np.pi / 2) / 6)
+
+
+def estimate_noise(gray: Gray, flat_gradient: float) -> tuple[float, float]:
+    """(noise sigma over flat pixels, fraction of pixels that are flat)."""
+    g = gray.astype(np.float32)
+    resp = np.abs(cv2.filter2D(g, -1, _KERNEL, borderType=cv2.BORDER_REFLECT))
+    blur = cv2.GaussianBlur(g, (5, 5), 0)
+    gx = cv2.Sobel(blur, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(blur, cv2.CV_32F, 0, 1, ksize=3)
+    flat = (np.abs(gx) + np.abs(gy) < flat_gradient) & (g > 8) & (g < 247)
+    flat[:2, :] = flat[-2:, :] = False
+    flat[:, :2] = flat[:, -2:] = False
+    frac = float(np.count_nonzero(flat)) / flat.size
+    if not frac:
+        return 0.0, 0.0
+    return _SCALE * float(np.mean(resp[flat])), frac
+
+
+class NoiseCheck:
+    def __init__(self, params: SyntheticParams) -> None:
+        self.p = params
+
+    def judge(self, gray: Gray) -> tuple[bool | None, float, dict[str, float]]:
+        """(synthetic, confidence, evidence); ``None`` when the picture cannot be judged."""
+        sigma, frac = estimate_noise(gray, self.p.flat_gradient)
+        evidence = {"noise_sigma": round(sigma, 3), "flat_fraction": round(frac, 3)}
+        if frac < self.p.min_flat_frac:
+            return None, 0.0, evidence
+        if sigma < self.p.max_noise_sigma:
+            conf = 0.85 * (0.6 + 0.4 * (1 - sigma / max(self.p.max_noise_sigma, 1e-6)))
+            return True, conf, evidence
+        return False, 0.0, evidence

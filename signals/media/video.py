@@ -1,0 +1,158 @@
+"""The video detectors behind one object: ``VideoAnalyzer(params).push(frame, t)``.
+
+Frames may arrive at any size and rate. Each pushed frame is validated; frames closer than
+``1 / cheap_fps`` to the last analysed one are dropped unseen (``wants(t)`` tells a caller
+in advance, so a decoder can skip converting them). Analysed frames are downscaled to
+``work_width`` and gray; the cheap checks (obscured, frozen, loop) run on every analysed
+frame, the noise estimate every ``synthetic.interval_s``, the face detector every
+``faces.interval_s`` and the optional object model every ``objects.interval_s``.
+
+Each signal is an :class:`~signals.media.episodes.Episode`: ``push`` returns a
+:class:`Detection` with ``end=None`` (``evidence.episode == "open"``) when an episode is
+confirmed and another with ``end`` set (``"closed"``) when it ends; ``finish(t)`` closes the
+open ones. An obscured picture explains a missing face, a repeated black frame and a
+missing noise floor, so while the picture is obscured ``no_person``, ``frozen``, ``loop``
+and ``synthetic_source`` are not judged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from signals.media.detection import Detection
+from signals.media.episodes import Episode
+from signals.media.faces import POOR_LIGHT_NOTE, FaceDetector, lighting_factor
+from signals.media.frames import Gray, check_frame, prepare
+from signals.media.frozen import FrozenCheck
+from signals.media.loop import LoopIndex, phash
+from signals.media.objects import ObjectDetector
+from signals.media.obscured import ObscuredCheck, measure_picture
+from signals.media.params import MediaParams, VideoParams
+from signals.media.synthetic import NoiseCheck
+
+__all__ = ["VIDEO_SIGNALS", "VideoAnalyzer"]
+
+VIDEO_SIGNALS = (
+    "video.extra_person",
+    "video.no_person",
+    "video.obscured",
+    "video.frozen",
+    "video.loop",
+    "video.synthetic_source",
+    "video.phone",
+)
+
+
+class VideoAnalyzer:
+    """Stateful analysis of one video stream (seconds from stream start)."""
+
+    def __init__(self, params: VideoParams | MediaParams | None = None) -> None:
+        if isinstance(params, MediaParams):
+            params = params.video
+        p = self.params = params or VideoParams()
+        self._period = 1.0 / p.cheap_fps
+        self._last_t: float | None = None
+        self._prev_small: Gray | None = None
+        self._prev_t = 0.0
+        self._faces = FaceDetector(p.faces)
+        self._obscured = ObscuredCheck(p.obscured)
+        self._frozen = FrozenCheck(p.frozen)
+        self._loop = LoopIndex(p.loop)
+        self._noise = NoiseCheck(p.synthetic)
+        self._objects = ObjectDetector(p.objects) if p.objects.model else None
+        self._next_face = 0.0
+        self._next_noise = 0.0
+        self._next_object = 0.0
+        self._ep = {
+            "video.extra_person": Episode("video.extra_person", p.faces.extra_min_s,
+                                          p.faces.gap_s),
+            "video.no_person": Episode("video.no_person", p.faces.none_min_s, p.faces.gap_s),
+            "video.obscured": Episode("video.obscured", p.obscured.min_s, p.obscured.gap_s),
+            "video.frozen": Episode("video.frozen", p.frozen.min_s, p.frozen.gap_s),
+            "video.loop": Episode("video.loop", p.loop.min_s, p.loop.gap_s),
+            "video.synthetic_source": Episode("video.synthetic_source", p.synthetic.min_s,
+                                              p.synthetic.gap_s),
+            "video.phone": Episode("video.phone", p.objects.min_s, p.objects.gap_s),
+        }
+        self.frames_analysed = 0
+
+    def wants(self, t: float) -> bool:
+        """Would a frame at ``t`` be analysed? (Others are dropped unseen.)"""
+        return self._last_t is None or t - self._last_t >= self._period - 1e-6 or t < self._last_t
+
+    def push(self, frame_bgr: npt.NDArray[np.uint8], t: float) -> list[Detection]:
+        frame = check_frame(frame_bgr)
+        t = float(t)
+        if not self.wants(t):
+            return []
+        self._last_t = t
+        self.frames_analysed += 1
+        p = self.params
+        prep = prepare(frame, p.work_width)
+        out: list[Detection] = []
+        pic = measure_picture(prep.small)
+        obscured, conf, kind = self._obscured.judge(pic)
+        out += self._ep["video.obscured"].update(
+            obscured, t, conf, {"kind": kind, "mean_luma": round(pic.luma, 1),
+                                "contrast": round(pic.contrast, 1)} if obscured else None)
+        prev, prev_t = self._prev_small, self._prev_t
+        self._prev_small, self._prev_t = prep.small, t
+        if prev is not None and not obscured:
+            same, fconf, diff = self._frozen.judge(prev, prep.small)
+            out += self._ep["video.frozen"].update(
+                same, t, fconf, {"mean_diff": round(diff, 3)} if same else None, since=prev_t)
+        else:
+            out += self._ep["video.frozen"].update(False, t)
+        if obscured:
+            out += self._ep["video.loop"].update(False, t)
+        else:
+            looping, lconf, ev = self._loop.push(t, phash(prep.small))
+            since = ev.pop("since", None) if looping else None
+            out += self._ep["video.loop"].update(looping, t, lconf, ev or None, since=since)
+        if t >= self._next_noise or t < self._next_noise - 2 * p.synthetic.interval_s:
+            self._next_noise = t + p.synthetic.interval_s
+            if not obscured:
+                synth, sconf, sev = self._noise.judge(prep.gray)
+                if synth is not None:
+                    out += self._ep["video.synthetic_source"].update(
+                        synth, t, sconf, sev if synth else None)
+            else:
+                out += self._ep["video.synthetic_source"].update(False, t)
+        if t >= self._next_face or t < self._next_face - 2 * p.faces.interval_s:
+            self._next_face = t + p.faces.interval_s
+            out += self._faces_at(prep.gray, pic.luma, pic.contrast, obscured, t)
+        if self._objects is not None and (t >= self._next_object
+                                          or t < self._next_object - 2 * p.objects.interval_s):
+            self._next_object = t + p.objects.interval_s
+            held, score, area = self._objects.phone(frame)
+            out += self._ep["video.phone"].update(
+                held, t, score, {"score": round(score, 3), "area_fraction": round(area, 3),
+                                 "class": "cell phone"} if held else None)
+        return out
+
+    def _faces_at(self, gray: Gray, luma: float, contrast: float, obscured: bool,
+                  t: float) -> list[Detection]:
+        fp = self.params.faces
+        factor, poor = lighting_factor(luma, contrast, fp)
+        n = 0 if obscured else self._faces.count(gray, poor)
+        base: dict[str, Any] = {"faces": n, "lighting": "poor" if poor else "ok",
+                                "mean_luma": round(luma, 1), "contrast": round(contrast, 1)}
+        if poor:
+            base["note"] = POOR_LIGHT_NOTE
+        out = self._ep["video.extra_person"].update(
+            n >= 2, t, 0.8 * factor, base if n >= 2 else None)
+        none = n == 0 and not obscured
+        out += self._ep["video.no_person"].update(
+            none, t, 0.7 * factor,
+            {**base, "observation": "no face detected in the picture"} if none else None)
+        return out
+
+    def finish(self, t: float) -> list[Detection]:
+        out: list[Detection] = []
+        for ep in self._ep.values():
+            out += ep.finish(float(t))
+        out.sort(key=lambda d: (d.t, d.signal))
+        return out

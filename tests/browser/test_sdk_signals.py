@@ -1,0 +1,264 @@
+"""The browser SDK against the real sidecar, in real headless Chromium.
+
+The test page lives on the static site (another origin) and imports the SDK from the
+sidecar's ``/sdk/sessionguard.js``, as a platform page would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.harness import (
+    LiveSidecar,
+    StaticSite,
+    live_sidecar,
+    recv_until,
+    sdk_page,
+    stored_signals,
+    wait_stored,
+)
+
+pytestmark = pytest.mark.browser
+
+FULL = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
+
+# A classic script run before the SDK: records every frame the page sends on a WebSocket.
+RECORD_FRAMES = """
+window.sentFrames = [];
+const origSend = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) { window.sentFrames.push(String(data));
+  return origSend.call(this, data); };
+"""
+
+# An init script that adds "BlackHole 2ch" to the device list once the page says so.
+BLACKHOLE = """
+(() => {
+  const md = navigator.mediaDevices;
+  const real = md.enumerateDevices.bind(md);
+  window.addBlackHole = () => { window.blackHole = true;
+    md.dispatchEvent(new Event("devicechange")); };
+  md.enumerateDevices = async () => {
+    const list = await real();
+    if (!window.blackHole) return list;
+    return [...list, {kind: "audioinput", label: "BlackHole 2ch", deviceId: "bh-raw-id-123",
+                      groupId: "bh", toJSON() { return this; }}];
+  };
+})();
+"""
+
+CAPTURE_SCRIPT = """async () => {
+  const shot = navigator.mediaDevices.getDisplayMedia({video: true});
+  const res = await Promise.race([shot.then(() => "ok", (e) => e.name),
+                                  new Promise((r) => setTimeout(() => r("timeout"), 10000))]);
+  const canvas = document.createElement("canvas");
+  canvas.getContext("2d").fillRect(0, 0, 4, 4);
+  const rec = new MediaRecorder(canvas.captureStream(5), {mimeType: "video/webm"});
+  const raw = (await navigator.mediaDevices.enumerateDevices()).map((d) => d.deviceId);
+  return {display: res, recorder: rec.state, raw};
+}"""
+
+
+def names(bodies: list[dict[str, Any]]) -> list[str]:
+    return [b["signal"] for b in bodies]
+
+
+async def open_call(ctx: Any, site: StaticSite, sc: LiveSidecar, session: str,
+                    consent: dict[str, Any] | None, *, name: str, before: str = "",
+                    options: str = "") -> Any:
+    token = sc.token(session, "pat", "patient", consent)
+    url = site.add(f"{name}.html", sdk_page(sc.sdk_url, sc.ws_url, token, before=before,
+                                            connect_options=options))
+    page = await ctx.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    await page.goto(url)
+    await page.wait_for_function("window.sg.ready === true && window.sg.consents.length > 0")
+    return page
+
+
+async def test_capture_apis_and_devices_are_reported(chromium: Any, site: StaticSite,
+                                                     sidecar: LiveSidecar) -> None:
+    ctx = await chromium(fake_media=True, permissions=["camera", "microphone"])
+    page = await open_call(ctx, site, sidecar, "s-capture", FULL, name="capture")
+    out = await page.evaluate(CAPTURE_SCRIPT)
+    assert out["display"] == "ok" and out["recorder"] == "inactive"
+    stored = await wait_stored(sidecar.db, "s-capture", lambda b: {
+        "client.display_capture", "client.media_recorder", "client.capture_stream",
+        "client.devices", "client.heartbeat"} <= set(names(b)))
+    by_name = {b["signal"]: b for b in stored}
+    assert by_name["client.display_capture"]["data"]["api"] == "getDisplayMedia"
+    assert by_name["client.capture_stream"]["data"] == {"element": "canvas"}
+    assert by_name["client.media_recorder"]["data"]["mimeType"] == "video/webm"
+    devices = by_name["client.devices"]["data"]
+    assert devices["change"] == "initial"
+    labels = {d["label"] for d in devices["devices"]}
+    assert "Fake Default Audio Input" in labels or "Fake Audio Input 1" in labels, labels
+    assert any(label.startswith("fake_device_0") for label in labels), labels
+    raw_ids = {r for r in out["raw"] if r}
+    assert raw_ids, "Chromium exposed no device ids"
+    for d in devices["devices"]:
+        assert re.fullmatch(r"[0-9a-f]{64}", d["id"]), d
+        assert d["id"] not in raw_ids
+    assert page.errors == []
+
+
+async def test_blackhole_device_becomes_a_virtual_device_alert(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    ctx = await chromium(fake_media=True, permissions=["camera", "microphone"])
+    await ctx.add_init_script(BLACKHOLE)
+    async with sidecar.clinician("s-bh") as clinician:
+        await recv_until(clinician, lambda m: m["type"] == "status")
+        page = await open_call(ctx, site, sidecar, "s-bh", FULL, name="blackhole")
+        await wait_stored(sidecar.db, "s-bh", lambda b: "client.devices" in names(b))
+        await page.evaluate("window.addBlackHole()")
+        alert = await recv_until(
+            clinician, lambda m: m["type"] == "alert" and any(
+                e["signal"] == "client.virtual_device" for e in m["evidence"])
+            or (m["type"] == "alert" and "BlackHole" in json.dumps(m)))
+    assert "BlackHole 2ch" in json.dumps(alert["evidence"])
+    stored = await wait_stored(sidecar.db, "s-bh", lambda b: any(
+        s["signal"] == "client.devices" and s["data"]["change"] == "added" for s in b))
+    added = [s for s in stored if s["signal"] == "client.devices"
+             and s["data"]["change"] == "added"]
+    assert [d["label"] for d in added[0]["data"]["devices"]] == ["BlackHole 2ch"]
+    assert "bh-raw-id-123" not in json.dumps(stored)
+
+
+async def test_without_device_scope_nothing_is_observed(chromium: Any, site: StaticSite,
+                                                        sidecar: LiveSidecar) -> None:
+    ctx = await chromium(fake_media=True, permissions=["camera", "microphone"])
+    await ctx.add_init_script(BLACKHOLE)
+    consent = {"monitoring": ["audio", "video"], "recording": "prohibited"}
+    async with sidecar.clinician("s-nodev") as clinician:
+        await recv_until(clinician, lambda m: m["type"] == "status")
+        page = await open_call(ctx, site, sidecar, "s-nodev", consent, name="nodevice",
+                               before=RECORD_FRAMES)
+        out = await page.evaluate(CAPTURE_SCRIPT)
+        assert out["display"] == "ok"
+        await page.evaluate("window.addBlackHole()")
+        await page.keyboard.press("PrintScreen")
+        # A later message on the same socket: once the clinician sees it, anything sent
+        # before it would have been processed.
+        await page.evaluate("void window.sg.guard.requestRecording('marker')")
+        await recv_until(clinician, lambda m: m["type"] == "recording.request")
+    frames = [json.loads(f) for f in await page.evaluate("window.sentFrames")]
+    assert [f["type"] for f in frames] == ["recording.request"], frames
+    assert stored_signals(sidecar.db, "s-nodev") == []
+    assert page.errors == []
+
+
+async def test_notice_and_recording_request_round_trip(chromium: Any, site: StaticSite,
+                                                       sidecar: LiveSidecar) -> None:
+    ctx = await chromium()
+    throwing = ("onNotice: (c) => { window.noticeSeen = c; throw new Error('platform bug'); },"
+                "onRecordingDecision: () => { throw new Error('another platform bug'); },")
+    async with sidecar.clinician("s-rec") as clinician:
+        await recv_until(clinician, lambda m: m["type"] == "status")
+        page = await open_call(ctx, site, sidecar, "s-rec", FULL, name="notice",
+                               options=throwing)
+        notice = page.get_by_role("status")
+        await notice.wait_for()
+        text = await notice.inner_text()
+        assert text == ("This session uses sessionguard: device and window activity, audio, "
+                        "video are monitored to detect recording. Recording policy: recording "
+                        "is not permitted.")
+        await page.evaluate("void window.sg.guard.requestRecording('to review the exercises')"
+                            ".then((d) => { window.decision = d; })")
+        request = await recv_until(clinician, lambda m: m["type"] == "recording.request")
+        assert request["reason"] == "to review the exercises"
+        await clinician.send(json.dumps({"type": "recording.decision", "id": request["id"],
+                                         "approve": True}))
+        await page.wait_for_function("window.decision !== undefined")
+        decision = await page.evaluate("window.decision")
+        assert decision == {"id": request["id"], "approved": True}
+        await page.wait_for_function(
+            "window.sg.consents.some((c) => c.recording === 'patient_allowed')")
+        assert (await notice.inner_text()).endswith("Recording policy: you may record this "
+                                                    "session.")
+    # A platform that shows its own notice: onNotice returns true, no default element.
+    own = await open_call(ctx, site, sidecar, "s-own", FULL, name="own-notice",
+                          options="onNotice: (c) => { window.own = c; return true; },")
+    await own.wait_for_function("window.own && window.own.recording === 'prohibited'")
+    assert await own.locator(".sessionguard-notice").count() == 0
+    assert page.errors == [] and own.errors == []
+
+
+async def test_sidecar_restart_loses_no_signal(chromium: Any, site: StaticSite,
+                                               tmp_path: Path) -> None:
+    db = tmp_path / "restart.db"
+    ctx = await chromium()
+    async with live_sidecar(db) as first:
+        port = first.port
+        page = await open_call(ctx, site, first, "s-restart", FULL, name="restart",
+                               before=RECORD_FRAMES)
+        await page.keyboard.press("PrintScreen")
+        await wait_stored(db, "s-restart", lambda b: "client.key" in names(b))
+    await page.wait_for_function(
+        "window.sg.statuses.some((s) => s.state === 'disconnected')")
+    # While the sidecar is down the page keeps observing; these wait in the SDK's queue.
+    await page.evaluate("""() => {
+        const c = document.createElement("canvas");
+        new MediaRecorder(c.captureStream());
+        new MediaRecorder(c.captureStream(), {mimeType: "video/webm"});
+    }""")
+    await page.keyboard.press("Meta+Shift+4")
+    assert await page.evaluate("window.sg.guard.pending") >= 4
+    async with live_sidecar(db, port=port):
+        await page.wait_for_function("window.sg.guard.pending === 0", timeout=30_000)
+    frames = [json.loads(f) for f in await page.evaluate("window.sentFrames")]
+    sent = [f for f in frames if f["type"] == "signal"]
+    sent += [i for f in frames if f["type"] == "signals" for i in f["items"]]
+    stored = stored_signals(db, "s-restart")
+    assert {s["seq"] for s in sent} <= {s["seq"] for s in stored}
+    counts = {n: names(stored).count(n) for n in ("client.key", "client.media_recorder",
+                                                  "client.capture_stream")}
+    assert counts == {"client.key": 2, "client.media_recorder": 2, "client.capture_stream": 2}
+    assert any(f["type"] == "signals" for f in frames), "nothing was resent after the restart"
+    assert page.errors == []
+
+
+class _Clock:
+    """The sidecar's clock, movable forward: rules with a hold need no real waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __call__(self) -> int:
+        return time.time_ns() // 1_000_000 + self.offset
+
+
+async def test_switching_tab_raises_visibility_and_reaches_the_clinician(
+        cdp_chromium: Any, site: StaticSite, tmp_path: Path) -> None:
+    clock = _Clock()
+    async with live_sidecar(tmp_path / "vis.db", clock=clock) as sc:
+        token = sc.token("s-vis", "pat", "patient", FULL)
+        url = site.add("visibility.html", sdk_page(sc.sdk_url, sc.ws_url, token))
+        browser = await cdp_chromium()
+        async with sc.clinician("s-vis") as clinician:
+            await recv_until(clinician, lambda m: m["type"] == "status")
+            page = await browser.new_page(url)
+            await page.wait_for("window.sg.ready && window.sg.consents.length > 0")
+            assert await page.evaluate("document.visibilityState") == "visible"
+            await browser.new_page("about:blank")   # a foreground tab hides the call page
+            await page.wait_for("document.visibilityState === 'hidden'")
+            await wait_stored(sc.db, "s-vis", lambda b: any(
+                s["signal"] == "client.visibility" and s["data"]["state"] == "hidden"
+                for s in b))
+            clock.offset = 3 * 60_000     # past the default rule's 2-minute hold
+            await sc.sidecar.tick()
+            alert = await recv_until(clinician, lambda m: m["type"] == "alert")
+            assert [e["signal"] for e in alert["evidence"]] == ["client.visibility"]
+            assert alert["participant"] == "pat" and alert["session"] == "s-vis"
+            await page.activate()
+            await page.wait_for("document.visibilityState === 'visible'")
+            stored = await wait_stored(sc.db, "s-vis", lambda b: any(
+                s["signal"] == "client.visibility" and s["data"]["state"] == "visible"
+                for s in b))
+    visible = [s for s in stored if s["signal"] == "client.visibility"][-1]
+    assert visible["data"]["away_ms"] >= 0

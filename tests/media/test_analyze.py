@@ -1,0 +1,128 @@
+"""``sessionguard analyze`` on WebM (VP8 + Opus) and MP4 (H.264 + AAC) files the tests write."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.cli import main
+from monitor.commands.analyze import analyze_file
+from monitor.mediafile import AudioItem, VideoItem, decode, probe
+from signals.errors import MediaError
+from tests.media import corpus_video as corpus
+
+write_av = corpus.write_media_file
+
+
+@pytest.fixture(scope="module")
+def webm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("media") / "frozen.webm"
+    write_av(path, corpus.clip_frozen(0).frames, "webm", "libvpx", "libopus")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("media") / "two.mp4"
+    frames = [np.ascontiguousarray(np.pad(f, ((0, 0), (0, 0), (0, 0)))) for f in
+              corpus.clip_two_people(0, dur=6.0).frames]
+    write_av(path, frames, "mp4", "libx264", "aac")
+    return path
+
+
+def test_webm_json_lines(webm: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", str(webm), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""                      # no progress bar when stderr is not a TTY
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert lines, "expected at least the frozen episode"
+    for obj in lines:
+        assert set(obj) == {"signal", "t", "end", "confidence", "evidence"}
+        assert 0 <= obj["confidence"] <= 1 and obj["end"] >= obj["t"]
+    frozen = [o for o in lines if o["signal"] == "video.frozen"]
+    assert len(frozen) == 1
+    assert frozen[0]["t"] == pytest.approx(2.0, abs=0.5)
+    assert frozen[0]["end"] == pytest.approx(7.0, abs=0.4)
+    assert [o["t"] for o in lines] == sorted(o["t"] for o in lines)
+
+
+def test_mp4_human_output(mp4: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", str(mp4)]) == 0
+    out = capsys.readouterr().out
+    assert "video.extra_person" in out and "confidence" in out and "faces=2" in out
+
+
+def test_analyze_file_feeds_both_analyzers(mp4: Path) -> None:
+    result = analyze_file(mp4)
+    assert result.video_frames == pytest.approx(30, abs=2)   # 6 s at the 5 fps cheap rate
+    assert result.audio_chunks > 0
+    assert result.duration == pytest.approx(6.0, abs=0.2)
+    assert all(d.end is not None for d in result.detections)
+
+
+def test_decoder_downscales_and_times_frames(tmp_path: Path) -> None:
+    path = tmp_path / "big.webm"
+    big = [np.ascontiguousarray(np.repeat(np.repeat(f, 2, 0), 2, 1))
+           for f in corpus.clip_person(0, dur=1.0).frames]
+    path.write_bytes(corpus.frames_to_bytes(big))
+    info = probe(path)
+    assert (info.width, info.height, info.has_video, info.has_audio) == (640, 480, True, False)
+    items = list(decode(path, max_width=320))
+    assert all(isinstance(i, VideoItem) and i.frame.shape == (240, 320, 3) for i in items)
+    assert [round(i.t, 2) for i in items] == [round(k / 10, 2) for k in range(10)]
+    assert not any(isinstance(i, AudioItem) for i in items)
+    skipped = list(decode(path, want_video=lambda t: t >= 0.5))
+    assert len(skipped) == 5
+
+
+def test_unreadable_file_is_one_sentence(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "notes.webm"
+    bad.write_bytes(b"this is not a video" * 100)
+    assert main(["analyze", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sessionguard analyze: ") and "not a media file" in err
+    assert "\n" not in err and "Traceback" not in err
+    assert main(["analyze", str(tmp_path / "missing.mp4")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path)]) == 1
+    assert "directory" in capsys.readouterr().err
+    with pytest.raises(MediaError):
+        analyze_file(bad)
+
+
+def test_truncated_file_does_not_crash(webm: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(webm.read_bytes()[: webm.stat().st_size // 2])
+    code = main(["analyze", str(cut), "--json"])
+    captured = capsys.readouterr()
+    assert code in (0, 1)
+    assert "Traceback" not in captured.err
+    for line in captured.out.splitlines():
+        json.loads(line)
+
+
+def test_progress_bar_on_a_terminal(webm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    fake = Tty()
+    monkeypatch.setattr(sys, "stderr", fake)
+    assert main(["analyze", str(webm), "--json"]) == 0
+    assert "analysing [" in fake.getvalue() and "100%" in fake.getvalue()
+
+
+def test_console_script_end_to_end(webm: Path) -> None:
+    exe = Path(sys.executable).with_name("sessionguard")
+    proc = subprocess.run([str(exe), "analyze", str(webm), "--json"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert any(json.loads(line)["signal"] == "video.frozen" for line in proc.stdout.splitlines())

@@ -1,0 +1,189 @@
+"""Unit tests of the video detectors' parts: parameters, episodes, frames, hashes, ONNX hook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from signals.errors import ConfigError, MediaError
+from signals.media.episodes import Episode
+from signals.media.loop import hamming, phash
+from signals.media.objects import ObjectDetector, parse_detections
+from signals.media.params import (
+    MediaParams,
+    ObjectParams,
+    VideoParams,
+    load_media_params,
+    media_params_from_dict,
+)
+from signals.media.synthetic import estimate_noise
+from signals.media.video import VideoAnalyzer
+from tests.media import corpus_video as corpus
+
+
+def test_shipped_config_equals_builtin_defaults() -> None:
+    params = load_media_params()
+    assert params.video == VideoParams()
+
+
+def test_params_from_dict_overrides_and_rejects_typos() -> None:
+    p = media_params_from_dict({"video": {"frozen": {"min_s": 5}}, "audio": {"x": 1}})
+    assert p.video.frozen.min_s == 5 and p.audio == {"x": 1}
+    with pytest.raises(ConfigError, match=r"video\.frozen\.min_secs"):
+        media_params_from_dict({"video": {"frozen": {"min_secs": 5}}})
+    with pytest.raises(ConfigError, match="greater than 0"):
+        media_params_from_dict({"video": {"cheap_fps": 0}})
+    with pytest.raises(ConfigError):
+        media_params_from_dict(["not", "a", "mapping"])  # type: ignore[arg-type]
+
+
+def test_load_media_params_merges_audio_file(tmp_path: Path) -> None:
+    (tmp_path / "media_audio.yaml").write_text("audio:\n  a: 1\n  b: 2\n")
+    (tmp_path / "media.yaml").write_text("audio_file: media_audio.yaml\naudio:\n  b: 3\n")
+    assert load_media_params(tmp_path / "media.yaml").audio == {"a": 1, "b": 3}
+    (tmp_path / "broken.yaml").write_text("video: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_media_params(tmp_path / "broken.yaml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_media_params(tmp_path / "missing.yaml")
+
+
+def test_episode_needs_min_duration_and_bridges_short_gaps() -> None:
+    ep = Episode("video.frozen", min_s=2.0, gap_s=0.5)
+    assert ep.update(True, 0.0) == []
+    assert ep.update(True, 1.0) == []
+    opened = ep.update(True, 2.0, 0.8, {"k": 1})
+    assert [(d.t, d.end, d.evidence["episode"]) for d in opened] == [(0.0, None, "open")]
+    assert ep.update(False, 2.4) == []           # within the gap: still going
+    assert ep.update(True, 2.8) == []
+    closed = ep.update(False, 3.5)
+    assert [(d.t, d.end, d.evidence["episode"]) for d in closed] == [(0.0, 2.8, "closed")]
+    assert ep.update(True, 4.0) == [] and ep.update(False, 5.0) == []   # too short: nothing
+    assert ep.finish(6.0) == []
+
+
+def test_episode_finish_closes_at_stream_end() -> None:
+    ep = Episode("video.obscured", min_s=2.0, gap_s=0.5)
+    for t in (0.0, 1.0, 2.0):
+        ep.update(True, t, since=-0.5 if t == 0.0 else None)
+    [d] = ep.finish(2.2)
+    assert (d.t, d.end) == (-0.5, 2.2)
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros((240, 320, 3), np.float32),
+    np.zeros((240, 320, 4), np.uint8),
+    np.zeros((8, 8, 3), np.uint8),
+    "not a frame",
+])
+def test_bad_frames_are_clear_errors(bad: object) -> None:
+    with pytest.raises(MediaError, match="video frame"):
+        VideoAnalyzer().push(bad, 0.0)  # type: ignore[arg-type]
+
+
+def test_frames_of_any_size_and_gray_are_accepted() -> None:
+    a = VideoAnalyzer()
+    a.push(np.zeros((1080, 1920, 3), np.uint8), 0.0)
+    a.push(np.zeros((120, 160), np.uint8), 0.5)
+    a.push(np.zeros((100, 100, 3), np.uint8), 1.0)
+    assert a.frames_analysed == 3
+
+
+def test_frames_are_chosen_by_time() -> None:
+    a = VideoAnalyzer(MediaParams())
+    frame = np.full((240, 320, 3), 128, np.uint8)
+    for i in range(30):                           # 30 fps for one second
+        a.push(frame, i / 30)
+    assert a.frames_analysed == 5                 # cheap checks at 5 fps
+    assert not a.wants(29 / 30 + 0.01) and a.wants(1.0)
+
+
+def test_phash_is_stable_under_noise_and_changes_with_content() -> None:
+    rng = np.random.default_rng(1)
+    img = cv2.cvtColor(corpus.astronaut_head(), cv2.COLOR_BGR2GRAY)
+    noisy = np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    other = cv2.cvtColor(corpus.empty_room(), cv2.COLOR_BGR2GRAY)
+    assert hamming(phash(img), phash(noisy)) <= 4
+    assert hamming(phash(img), phash(other)) >= 16
+
+
+def test_noise_estimate_separates_sensor_noise_from_clean_content() -> None:
+    rng = np.random.default_rng(2)
+    slide = cv2.cvtColor(corpus.screen_slide(1), cv2.COLOR_BGR2GRAY)
+    noisy = np.clip(slide + rng.normal(0, 3, slide.shape), 0, 255).astype(np.uint8)
+    clean_sigma, frac = estimate_noise(slide, 12.0)
+    noisy_sigma, _ = estimate_noise(noisy, 12.0)
+    assert frac > 0.3
+    assert clean_sigma < 0.1 < 2.0 < noisy_sigma
+
+
+def _fixed_output_model(path: Path, size: int, rows: list[tuple[list[float], int, float]]) -> None:
+    """A tiny ONNX graph whose output is a fixed YOLOv8-style tensor [1, 84, N]."""
+    det = np.zeros((1, 84, len(rows)), np.float32)
+    for i, (box, cls, score) in enumerate(rows):
+        det[0, :4, i] = box
+        det[0, 4 + cls, i] = score
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
+        helper.make_node("Mul", ["m", "zero"], ["z"]),
+        helper.make_node("Add", ["det", "z"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "fixed",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 84, len(rows)])],
+        initializer=[numpy_helper.from_array(det, "det"),
+                     numpy_helper.from_array(np.zeros((1,), np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def test_object_hook_flags_a_large_phone(tmp_path: Path) -> None:
+    model = tmp_path / "phone.onnx"
+    # a big "cell phone" box (class 67) and a small "person" box (class 0)
+    _fixed_output_model(model, 64, [([32, 32, 30, 40], 67, 0.9), ([10, 10, 4, 4], 0, 0.8)])
+    params = VideoParams(objects=ObjectParams(model=str(model), input_size=64))
+    a = VideoAnalyzer(params)
+    frame = corpus.clip_person(0, dur=3.0).frames
+    found = []
+    for i, f in enumerate(frame):
+        found += a.push(f, i / corpus.FPS)
+    found += a.finish(3.0)
+    phone = [d for d in found if d.signal == "video.phone"]
+    assert [d.evidence["episode"] for d in phone] == ["open", "closed"]
+    assert phone[-1].confidence == pytest.approx(0.9, abs=1e-3)
+    assert phone[-1].evidence["area_fraction"] == pytest.approx(30 * 40 / 64**2, abs=1e-3)
+
+
+def test_object_hook_ignores_small_or_other_classes(tmp_path: Path) -> None:
+    model = tmp_path / "nophone.onnx"
+    _fixed_output_model(model, 64, [([32, 32, 4, 4], 67, 0.9), ([32, 32, 40, 40], 0, 0.95)])
+    det = ObjectDetector(ObjectParams(model=str(model), input_size=64))
+    held, score, _ = det.phone(np.zeros((240, 320, 3), np.uint8))
+    assert not held and score == 0.0
+
+
+def test_object_hook_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        VideoAnalyzer(VideoParams(objects=ObjectParams(model=str(tmp_path / "none.onnx"))))
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not a model")
+    with pytest.raises(ConfigError, match="could not be loaded"):
+        ObjectDetector(ObjectParams(model=str(junk)))
+    with pytest.raises(ConfigError, match="84 or 85"):
+        parse_detections(np.zeros((1, 10, 7), np.float32), 64, 67)
+
+
+def test_yolov5_layout_is_parsed() -> None:
+    rows = np.zeros((1, 3, 85), np.float32)
+    rows[0, 1, :5] = [32, 32, 32, 32, 0.8]
+    rows[0, 1, 5 + 67] = 0.9
+    [_, (score, area), _] = parse_detections(rows, 64, 67)
+    assert score == pytest.approx(0.72) and area == pytest.approx(0.25)

@@ -1,0 +1,219 @@
+"""MediaReceiver against a real aiortc client peer on 127.0.0.1 (VP8 + Opus over real UDP)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection
+
+from monitor.media import IceConfig, MediaParams, MediaReceiver
+from signals.consent import Consent
+from signals.errors import MediaError
+from signals.model import Signal
+
+from .analyzers import DarkVideo, SilentAudio
+from .peers import GeneratedAudio, GeneratedVideo, connect_client
+
+LOOPBACK = IceConfig(host_addresses=("127.0.0.1",))
+BOTH = Consent(frozenset({"audio", "video"}))
+
+
+def black(_i: int) -> np.ndarray:
+    return np.zeros((240, 320, 3), np.uint8)
+
+
+def silence(_i: int) -> np.ndarray:
+    return np.zeros(960, np.int16)
+
+
+class Recorder:
+    """Collects the receiver's callbacks; lets a test await a condition on them."""
+
+    def __init__(self) -> None:
+        self.signals: list[Signal] = []
+        self.statuses: list[tuple[str, str]] = []
+        self._changed = asyncio.Condition()
+
+    async def on_signal(self, signal: Signal) -> None:
+        async with self._changed:
+            self.signals.append(signal)
+            self._changed.notify_all()
+
+    def on_status(self, kind: str, state: str) -> None:
+        self.statuses.append((kind, state))
+        asyncio.get_running_loop().create_task(self._poke())
+
+    async def _poke(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Await a condition on counters that have no event of their own (checked every 20 ms)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def cleanup() -> AsyncIterator[list[Any]]:
+    things: list[Any] = []
+    yield things
+    for thing in reversed(things):
+        await thing.close()
+
+
+def receiver(rec: Recorder, consent: Consent, video: DarkVideo | None = None,
+             audio: SilentAudio | None = None, **params: Any) -> MediaReceiver:
+    media = MediaParams(
+        video_factory=(lambda: video) if video else DarkVideo,
+        audio_factory=(lambda: audio) if audio else SilentAudio,
+        **params,
+    )
+    return MediaReceiver("s-1", "p-1", consent, media, LOOPBACK, rec.on_signal, rec.on_status)
+
+
+async def test_covered_camera_and_silent_mic_are_detected_and_status_flows(
+    cleanup: list[Any],
+) -> None:
+    rec, video, audio = Recorder(), DarkVideo(hold=1.0), SilentAudio(hold=0.5)
+    rx = receiver(rec, BOTH, video, audio)
+    cleanup.append(rx)
+    vtrack = GeneratedVideo(black, fps=15)
+    pc = await connect_client([vtrack, GeneratedAudio(silence)], rx.handle_offer)
+    cleanup.append(pc)
+
+    await rec.until(lambda: {s.name for s in rec.signals} >= {"video.obscured",
+                                                             "audio.virtual_source"})
+    assert ("video", "flowing") in rec.statuses and ("audio", "flowing") in rec.statuses
+    assert rx.media_state() == {"audio": "flowing", "video": "flowing"}
+
+    obscured = next(s for s in rec.signals if s.name == "video.obscured")
+    assert obscured.source == "media" and obscured.session == "s-1"
+    assert obscured.participant == "p-1"
+    assert obscured.data["confidence"] == pytest.approx(0.8)
+    assert isinstance(obscured.data["mean_luma"], float)  # numpy evidence made plain
+    assert obscured.data["method"] == "test"
+    silent = next(s for s in rec.signals if s.name == "audio.virtual_source")
+    assert silent.data["duration_s"] >= 0.5
+    assert silent.confidence == pytest.approx(0.7)
+
+    # Frames arrived decoded at the sent size, at most ~10 per second, in order, analysed
+    # off the event loop; audio arrived as float32 mono.
+    assert video.shapes == {(240, 320, 3)}
+    assert all(b > a for a, b in zip(video.times, video.times[1:], strict=False))
+    gaps = np.diff(video.times)
+    assert gaps.min() >= 0.09 - 1e-6
+    assert all(name.startswith("sessionguard-media") for name in video.threads)
+    assert audio.dtypes == {"float32"} and audio.rates == {48_000}
+    stats = rx.stats()
+    assert stats["video"]["skipped"] > 0  # 15 fps sent, at most 10 analysed
+
+    await rx.close()
+    assert ("video", "stopped") in rec.statuses and ("audio", "stopped") in rec.statuses
+    assert video.finished_at is not None and audio.finished_at is not None
+    assert rx.media_state() == {"audio": "stopped", "video": "stopped"}
+
+
+async def test_stall_reports_stopped_then_flowing_again(cleanup: list[Any]) -> None:
+    rec = Recorder()
+    rx = receiver(rec, Consent(frozenset({"video"})), stall_after_s=0.4)
+    cleanup.append(rx)
+    vtrack = GeneratedVideo(lambda i: np.full((240, 320, 3), 128, np.uint8), fps=10)
+    cleanup.append(await connect_client([vtrack], rx.handle_offer))
+
+    await rec.until(lambda: ("video", "flowing") in rec.statuses)
+    vtrack.pause()
+    await rec.until(lambda: ("video", "stopped") in rec.statuses)
+    vtrack.resume()
+    await rec.until(lambda: rec.statuses.count(("video", "flowing")) == 2)
+    assert rec.statuses[:3] == [("video", "flowing"), ("video", "stopped"), ("video", "flowing")]
+    assert rec.signals == []  # a grey picture is not covered
+
+
+async def test_scope_without_consent_is_rejected_in_the_answer(cleanup: list[Any]) -> None:
+    rec = Recorder()
+    audio = SilentAudio(hold=0.1)
+    rx = receiver(rec, Consent(frozenset({"video"})), audio=audio)
+    cleanup.append(rx)
+    answers: list[str] = []
+
+    async def answer(sdp: str) -> str:
+        answers.append(await rx.handle_offer(sdp))
+        return answers[-1]
+
+    cleanup.append(await connect_client([GeneratedVideo(black), GeneratedAudio(silence)], answer))
+    await rec.until(lambda: ("video", "flowing") in rec.statuses)
+    sections = answers[0].split("m=")[1:]
+    audio_section = next(s for s in sections if s.startswith("audio"))
+    video_section = next(s for s in sections if s.startswith("video"))
+    assert "a=inactive" in audio_section and "a=recvonly" in video_section
+    # Only loopback host candidates, no server-reflexive ones (no public STUN).
+    candidates = [line for line in answers[0].splitlines() if line.startswith("a=candidate")]
+    assert candidates and all(" 127.0.0.1 " in c and "typ host" in c for c in candidates)
+    assert audio.seconds == 0.0 and rx.media_state()["audio"] == "none"
+    assert "audio" not in rx.stats()
+
+
+async def test_withdrawn_consent_stops_analysis_at_once(cleanup: list[Any]) -> None:
+    rec = Recorder()
+    video = DarkVideo(hold=0.3)
+    rx = receiver(rec, BOTH, video=video)
+    cleanup.append(rx)
+    cleanup.append(await connect_client([GeneratedVideo(black)], rx.handle_offer))
+    await rec.until(lambda: any(s.name == "video.obscured" for s in rec.signals))
+
+    await rx.set_consent(Consent(frozenset({"audio"})))
+    assert rec.statuses[-1] == ("video", "stopped")
+    pushed = len(video.times)
+    received = rx.stats()["video"]["received"]
+    # More frames keep arriving (drained) but none reaches an analyzer.
+    await eventually(lambda: rx.stats()["video"]["received"] >= received + 5)
+    assert len(video.times) == pushed
+    assert rx.media_state()["video"] == "stopped"
+
+    # Granting it again starts a fresh analysis from the next frame.
+    await rx.set_consent(BOTH)
+    await rec.until(lambda: rec.statuses[-1] == ("video", "flowing"))
+
+
+@pytest.mark.parametrize("sdp", ["", "v=0\r\nnot sdp at all", "x" * 70_000])
+async def test_bad_offers_get_a_clear_error(sdp: str) -> None:
+    rx = MediaReceiver("s", "p", BOTH, MediaParams(), LOOPBACK)
+    with pytest.raises(MediaError) as info:
+        await rx.handle_offer(sdp)
+    assert "offer" in str(info.value)
+    await rx.close()
+    with pytest.raises(MediaError):
+        await rx.handle_offer("v=0")
+
+
+async def test_peer_hanging_up_ends_the_tracks(cleanup: list[Any]) -> None:
+    rec = Recorder()
+    rx = receiver(rec, BOTH)
+    cleanup.append(rx)
+    pc: RTCPeerConnection = await connect_client(
+        [GeneratedVideo(black), GeneratedAudio(silence)], rx.handle_offer)
+    await rec.until(lambda: {("video", "flowing"), ("audio", "flowing")} <= set(rec.statuses))
+    await pc.close()
+    await rec.until(lambda: {("video", "stopped"), ("audio", "stopped")} <= set(rec.statuses))
+
+
+async def test_an_analyzer_that_cannot_start_refuses_the_offer(cleanup: list[Any]) -> None:
+    def broken() -> DarkVideo:
+        raise RuntimeError("model file missing")
+
+    rx = MediaReceiver("s", "p", BOTH, MediaParams(video_factory=broken,
+                                                   audio_factory=SilentAudio), LOOPBACK)
+    cleanup.append(rx)
+    with pytest.raises(MediaError, match="video analyzer could not start"):
+        await connect_client([GeneratedVideo(black)], rx.handle_offer)
+    assert rx.media_state() == {"audio": "none", "video": "none"}

@@ -1,0 +1,166 @@
+"""The integrity report and the tuning view, built from a real SqliteStore."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from monitor.cli import main
+from monitor.report import build_report, describe_evidence, render_html, render_json, tuning
+from monitor.store import SqliteStore
+from signals.errors import StorageError
+from tests.panel.sample import T0, populate
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(tmp_path / "audit.db", synchronous="NORMAL") as db:
+        populate(db)
+        yield db
+
+
+def test_report_collects_every_kind_of_entry(store: SqliteStore) -> None:
+    report = build_report(store, "s-report")
+    assert report["verification"]["ok"] is True
+    assert report["verification"]["entries"] == len(store.entries("s-report"))
+    by_id = {a["id"]: a for a in report["alerts"]}
+    assert by_id["a-tab"]["acknowledged_at"] == T0 + 70_000
+    assert by_id["a-tab"]["verdict"] == "false_positive"
+    assert by_id["a-cap"]["verdict"] == "confirmed"
+    assert by_id["a-cap"]["acknowledged_at"] is None
+    assert by_id["a-cap"]["evidence"][0]["description"].startswith("A screen or tab capture")
+    assert report["blind_periods"] == [{"start": T0 + 180_000, "end": T0 + 240_000,
+                                        "reasons": ["patient p1 disconnected"]}]
+    assert [c["recording"] for c in report["consent"]] == ["prohibited", "patient_allowed"]
+    assert report["recording_requests"][0]["decision"] == "approved"
+    counts = report["counts"]
+    assert counts["alerts_by_severity"] == {"info": 0, "notice": 1, "warning": 0, "critical": 1}
+    assert (counts["acknowledged"], counts["confirmed"], counts["false_positive"]) == (1, 1, 1)
+    assert counts["skipped_without_consent"] == 1
+    assert report["skipped"] == [{"at": T0 + 270_000, "rule": "no-face",
+                                  "signal": "video.no_person", "missing": ["video"]}]
+    assert counts["blind_ms"] == 60_000
+
+
+def test_summary_is_plain_text_a_clinician_can_paste(store: SqliteStore) -> None:
+    summary = build_report(store, "s-report")["summary"]
+    assert "<" not in summary and "\n" not in summary
+    assert "2 alerts (1 critical, 1 notice)" in summary
+    assert "1 marked false alarm" in summary
+    assert "blind for 1 min in 1 period" in summary
+    assert "Audit trail: verified" in summary
+    assert "later patient allowed" in summary
+
+
+def test_html_is_self_contained_with_an_svg_timeline(store: SqliteStore) -> None:
+    page = render_html(build_report(store, "s-report"))
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|/)""", page)
+    assert "@import" not in page and "url(http" not in page
+    svg = re.search(r'<svg id="timeline".*?</svg>', page, re.S)
+    assert svg is not None
+    tree = ElementTree.fromstring(svg.group(0))  # well-formed XML
+    ns = "{http://www.w3.org/2000/svg}"
+    classes = [e.get("class") for e in tree.iter() if e.get("class")]
+    assert classes.count("alert") == 2
+    assert classes.count("consent") == 2
+    assert classes.count("signal") == 2  # the heartbeat is left out of the picture
+    assert classes.count("blind") == 1
+    assert classes.count("feedback") == 2 and classes.count("ack") == 1
+    assert any("disconnected" in (t.text or "") for t in tree.iter(f"{ns}title"))
+    assert 'id="summary"' in page and "Audit trail verified" in page
+    assert "<td>no-face</td><td>video.no_person</td><td>video</td>" in page
+
+
+def test_html_escapes_everything_from_the_store(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "x.db", synchronous="NORMAL") as db:
+        evil = "<script>alert(1)</script>"
+        db.append_alert("s<x>", {"id": evil, "rule": evil, "severity": "warning",
+                                 "title": evil, "message": evil, "evidence": [],
+                                 "at": T0})
+        page = render_html(build_report(db, "s<x>"))
+    assert "<script>" not in page
+    assert "&lt;script&gt;" in page
+
+
+def test_json_form_carries_the_same_data(store: SqliteStore) -> None:
+    report = build_report(store, "s-report")
+    assert json.loads(render_json(report)) == json.loads(json.dumps(report))
+
+
+def test_tampered_store_is_reported_not_verified(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with SqliteStore(path, synchronous="NORMAL") as db:
+        populate(db)
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE entries SET body = replace(body, 'false_positive', 'confirmed') "
+                "WHERE kind = 'feedback'")
+    raw.commit()
+    raw.close()
+    with SqliteStore(path) as db:
+        report = build_report(db, "s-report")
+    assert report["verification"]["ok"] is False
+    assert report["verification"]["broken_at"] is not None
+    assert "NOT verified" in report["summary"]
+    assert "does NOT verify" in render_html(report)
+
+
+def test_unknown_session_is_a_clear_error(store: SqliteStore) -> None:
+    with pytest.raises(StorageError, match="no audit entries"):
+        build_report(store, "nope")
+
+
+def test_tuning_counts_per_rule_over_a_period(store: SqliteStore) -> None:
+    populate(store, session="s-two", t0=T0 + 3_600_000)
+    rows = {r["rule"]: r for r in tuning(store, T0, T0 + 10 * 3_600_000)}
+    tab = rows["tab-hidden"]
+    assert (tab["alerts"], tab["sessions"], tab["acknowledged"], tab["false_positive"],
+            tab["confirmed"], tab["false_positive_rate"]) == (2, 2, 2, 2, 0, 1.0)
+    assert rows["display-capture"]["confirmed"] == 2
+    assert rows["display-capture"]["false_positive_rate"] == 0.0
+    assert next(r["rule"] for r in tuning(store, T0, T0 + 10 * 3_600_000)) == "tab-hidden"
+    only_first = tuning(store, T0, T0 + 3_600_000)
+    assert sum(r["alerts"] for r in only_first) == 2
+
+
+def test_evidence_in_plain_words() -> None:
+    assert describe_evidence("client.visibility", {"state": "hidden"}) == (
+        "The patient switched away from the call tab")
+    assert describe_evidence("client.key", {"combo": "PrintScreen"}) == (
+        "The screenshot keys PrintScreen were pressed")
+    assert "BlackHole" in describe_evidence("client.virtual_device",
+                                            {"kind": "audioinput", "label": "BlackHole 2ch",
+                                             "match": "blackhole"})
+    assert describe_evidence("something.new", {}) == "something.new"
+
+
+def test_cli_report_html_json_and_rules(store: SqliteStore, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(store.path)
+    out = tmp_path / "r.html"
+    assert main(["report", "s-report", "--db", db, "--out", str(out)]) == 0
+    assert '<svg id="timeline"' in out.read_text()
+    assert main(["report", "s-report", "--db", db, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["session"] == "s-report"
+    assert main(["report", "--rules", "--days", "100000", "--db", db]) == 0
+    text = capsys.readouterr().out
+    assert "tab-hidden" in text and "100 %" in text
+    assert main(["report", "--rules", "--days", "100000", "--db", db, "--format", "json"]) == 0
+    assert {r["rule"] for r in json.loads(capsys.readouterr().out)} == {
+        "tab-hidden", "display-capture"}
+
+
+def test_cli_errors_are_one_sentence(store: SqliteStore, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "missing", "--db", str(store.path)]) == 1
+    assert "no audit entries" in capsys.readouterr().err
+    assert main(["report", "x", "--db", str(tmp_path / "none.db")]) == 1
+    assert "no audit store" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "--db", str(store.path)])
+    assert exit_info.value.code == 2

@@ -1,0 +1,143 @@
+"""Loading and validating rule files: typed diagnostics naming file, rule and problem."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from config import DEFAULT_RULES_DIR
+from monitor.cli import main
+from rules import Diagnostic, check_rules, load_rules
+from signals.errors import RuleError, SessionguardError
+
+GOOD_RULE = """
+  - id: {id}
+    title: A test rule
+    description: Detects a screenshot key; tune the list.
+    signals: [client.key]
+    when: '{when}'
+    severity: notice
+    message: Key $combo.
+    suggested_response: [Ask calmly.]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def errors(diags: list[Diagnostic]) -> list[Diagnostic]:
+    return [d for d in diags if d.level == "error"]
+
+
+def test_default_rules_are_clean() -> None:
+    assert check_rules([DEFAULT_RULES_DIR]) == []
+    ruleset = load_rules()
+    assert len(ruleset.rules) >= 20
+    # indexed by signal: a heartbeat runs only the rules that listen to heartbeats
+    assert {r.id for r in ruleset.by_signal["client.heartbeat"]} == {"sdk-silent"}
+    assert ruleset.get("screenshot-key") is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "rule", "needle"),
+    [
+        ("rules: [\n  - id: x\n    title: [unclosed\n", None, "YAML syntax error at line"),
+        ("rules:" + GOOD_RULE.format(id="k1", when='combo == "x"') + "    colour: red\n",
+         "k1", "unknown key 'colour'"),
+        ("rules:" + GOOD_RULE.format(id="k2", when='colour == "red"'), "k2",
+         "unknown field 'colour'"),
+        ("rules:" + GOOD_RULE.format(id="k3", when='combo ==').replace("client.key", "client.key"),
+         "k3", "syntax error"),
+        ("rules:" + GOOD_RULE.format(id="k4", when="true").replace("client.key", "client.nope"),
+         "k4", "unknown signal 'client.nope'"),
+        ("rules:" + GOOD_RULE.format(id="k5", when="true") + "    hold: ten seconds\n", "k5",
+         "bad duration 'ten seconds'"),
+        ("rules:" + GOOD_RULE.format(id="k6", when="true") + "    count: {n: 2, within: 5x}\n",
+         "k6", "bad duration '5x'"),
+        ("rules:" + GOOD_RULE.format(id="k7", when="true") + "    severity: loud\n", "k7",
+         "severity"),
+        ("rules:" + GOOD_RULE.format(id="k8", when="true") * 2, "k8", "duplicate rule id"),
+        ("rules:" + GOOD_RULE.format(id="k9", when="true") + "    hold: 5s\n    absent: 5s\n",
+         "k9", "choose one correlation"),
+        ("rules:" + GOOD_RULE.format(id="k10", when="true")
+         + "    distinct: {field: nope, n: 2, within: 1m}\n", "k10", "unknown field 'nope'"),
+        ("colour: red\n", None, "unknown key 'colour'"),
+    ],
+)
+def test_broken_files_name_file_rule_and_problem(tmp_path: Path, text: str, rule: str | None,
+                                                needle: str) -> None:
+    path = write(tmp_path, text)
+    diags = errors(check_rules([path]))
+    assert diags, "expected an error"
+    assert any(needle in d.message for d in diags), diags
+    assert all(d.file == str(path) for d in diags)
+    if rule is not None:
+        assert any(d.rule == rule for d in diags)
+    with pytest.raises(RuleError) as info:
+        load_rules([path])
+    assert isinstance(info.value, SessionguardError)
+    assert info.value.diagnostics and str(path) in str(info.value)
+
+
+def test_warnings_for_missing_description_response_and_placeholder(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        rules:
+          - id: bare
+            title: Bare
+            signals: [client.key]
+            severity: info
+            message: Key ${nothing}.
+    """)
+    diags = check_rules([path])
+    assert errors(diags) == []
+    text = " | ".join(d.message for d in diags)
+    assert "no description" in text and "no suggested_response" in text
+    assert "unknown placeholder ${nothing}" in text
+    ruleset = load_rules([path])  # warnings do not stop loading
+    assert [r.id for r in ruleset.rules] == ["bare"] and len(ruleset.warnings) == 3
+
+
+def test_lists_and_macros_across_files_in_order(tmp_path: Path) -> None:
+    write(tmp_path, """
+        lists:
+          shots: [PrintScreen]
+        macros:
+          is_shot: combo in shots
+    """, "00-lists.yaml")
+    write(tmp_path, "rules:" + GOOD_RULE.format(id="uses-macro", when="is_shot"), "10-r.yaml")
+    ruleset = load_rules([tmp_path])
+    rule = ruleset.rules[0]
+    assert rule.when is not None and "PrintScreen" in rule.when.text
+    # string literals are never expanded
+    write(tmp_path, "rules:" + GOOD_RULE.format(id="literal", when="combo == \"is_shot\""),
+          "20-r.yaml")
+    lit = load_rules([tmp_path]).get("literal")
+    assert lit is not None and lit.when is not None and lit.when.text == 'combo == "is_shot"'
+
+
+def test_when_is_not_python(tmp_path: Path) -> None:
+    path = write(tmp_path, "rules:" + GOOD_RULE.format(
+        id="evil", when='__import__("os").system("true")'))
+    assert errors(check_rules([path]))
+
+
+def test_missing_path_is_an_error(tmp_path: Path) -> None:
+    diags = check_rules([tmp_path / "nope.yaml"])
+    assert diags[0].level == "error" and "no such file" in diags[0].message
+
+
+def test_rules_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "check"]) == 0
+    assert "ok:" in capsys.readouterr().out
+    bad = write(tmp_path, "rules:" + GOOD_RULE.format(id="bad-one", when='colour == "x"'))
+    assert main(["rules", "check", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}: rule bad-one: error: when: unknown field 'colour'" in out
+    with pytest.raises(SystemExit) as info:
+        main(["rules", "nonsense"])
+    assert info.value.code == 2

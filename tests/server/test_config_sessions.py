@@ -1,0 +1,95 @@
+"""Configuration loading and the pure per-session state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_config, require_secret
+from monitor.sessions import SeqTracker, Session, merge_claim
+from signals.consent import Consent
+from signals.errors import ConfigError
+
+
+def test_defaults_and_env_overrides(tmp_path: Path) -> None:
+    cfg = load_config(env={})
+    assert (cfg.host, cfg.port, cfg.store.retention_days) == ("127.0.0.1", 8750, 30)
+    assert cfg.limits.max_message_bytes == 65536 and cfg.heartbeat_timeout_s == 20
+    assert cfg.rules and cfg.rules[0].name == "rules" and cfg.secret is None
+    cfg = load_config(env={"SESSIONGUARD_PORT": "9001", "SESSIONGUARD_HOST": "0.0.0.0",
+                           "SESSIONGUARD_DB": str(tmp_path / "x.db"),
+                           "SESSIONGUARD_HEARTBEAT_TIMEOUT": "2.5",
+                           "SESSIONGUARD_WEBHOOK_URLS": "http://a/x, http://b/y",
+                           "SESSIONGUARD_SECRET": "abc", "SESSIONGUARD_WEBHOOK_SECRET": "w"})
+    assert (cfg.port, cfg.host, cfg.heartbeat_timeout_s) == (9001, "0.0.0.0", 2.5)
+    assert cfg.webhooks.urls == ("http://a/x", "http://b/y")
+    assert (cfg.secret, cfg.webhook_secret, cfg.store.db) == ("abc", "w", tmp_path / "x.db")
+    assert require_secret(cfg) == "abc"
+
+
+def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
+    secret = tmp_path / "s.yaml"
+    secret.write_text("secret: hunter2\n")
+    with pytest.raises(ConfigError, match="must not contain secrets"):
+        load_config(secret, env={})
+    bad = tmp_path / "b.yaml"
+    bad.write_text("port: lots\n")
+    with pytest.raises(ConfigError, match="port"):
+        load_config(bad, env={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml", env={})
+    with pytest.raises(ConfigError, match="SESSIONGUARD_SECRET"):
+        require_secret(load_config(env={}))
+    rel = tmp_path / "r.yaml"
+    rel.write_text("rules: [myrules]\nlimits: {max_message_bytes: 1024}\n")
+    cfg = load_config(rel, env={})
+    assert cfg.rules == (tmp_path / "myrules",) and cfg.limits.max_message_bytes == 1024
+
+
+def test_serve_without_secret_is_one_clear_sentence(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "monitor.cli", "serve", "--port", "0"],
+                          capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "SESSIONGUARD_SECRET" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_seq_tracker_dedups_out_of_order_and_bounds_memory() -> None:
+    t = SeqTracker(window=8)
+    assert [t.first_time(s) for s in (5, 6, 6, 8, 7, 8, 5)] == [
+        True, True, False, True, True, False, False]
+    assert t.high == 8
+    for s in range(100, 120):  # a gap that never fills does not grow without bound
+        assert t.first_time(s)
+    assert len(t._above) <= 8
+    assert not t.first_time(119)
+
+
+def test_status_is_blind_whenever_the_sidecar_cannot_see() -> None:
+    s = Session("s1", consent=Consent(frozenset({"device", "video"})))
+    st = s.status(1)
+    assert st["blind"] and "no patient is connected" in st["reasons"]
+    s.patient_connected("p1", 1000)
+    assert not s.status(1000)["blind"]
+    assert s.check_silence(5000, 3000) == ["p1"] and s.status(5000)["blind"]
+    assert s.status(5000)["participants"][0]["sdk"] == "silent"
+    assert s.check_silence(6000, 3000) == []
+    assert s.seen("p1", 6000) and not s.status(6000)["blind"]
+    assert s.set_media("p1", "video", "flowing") and not s.set_media("p1", "video", "flowing")
+    assert not s.status(6000)["blind"]
+    s.set_media("p1", "video", "stopped")
+    assert any("video" in r for r in s.status(6000)["reasons"])
+    s.patient_disconnected("p1", 7000)
+    st = s.status(7000)
+    assert st["blind"] and st["participants"][0]["sdk"] == "disconnected"
+    assert s.idle_since == 7000
+
+
+def test_later_patient_tokens_can_only_narrow_monitoring() -> None:
+    first = Consent(frozenset({"device", "audio"}), "patient_allowed")
+    assert merge_claim(Consent(), first, True) == first
+    narrowed = merge_claim(first, Consent(frozenset({"device", "video"})), False)
+    assert narrowed == Consent(frozenset({"device"}), "patient_allowed")

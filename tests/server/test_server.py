@@ -1,0 +1,340 @@
+"""The sidecar end to end: a real server on 127.0.0.1, real websockets clients, real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import urllib.request
+from typing import Any
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from monitor.store import SqliteStore
+from tests.server.conftest import (
+    DEVICE,
+    SECRET,
+    Factory,
+    recv_json,
+    recv_type,
+    signal,
+    token,
+)
+
+
+def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+async def aget(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    return await asyncio.to_thread(http_get, port, path)
+
+
+async def test_alert_flow_end_to_end(serve: Factory) -> None:
+    h = await serve()
+    c1 = await h.clinician(participant="c1")
+    c2 = await h.clinician(participant="supervisor")
+    p = await h.patient()
+    for c in (c1, c2):
+        st = await recv_type(c, "status")
+        assert st["blind"] is False and st["participants"][0]["sdk"] == "connected"
+    await p.send(signal(1))
+    assert await recv_json(p) == {"type": "ack", "seq": 1}
+    alerts = [await recv_type(c, "alert") for c in (c1, c2)]
+    assert alerts[0] == alerts[1]
+    a = alerts[0]
+    assert (a["rule"], a["severity"], a["seq"], a["session"], a["participant"]) == (
+        "test.recorder", "critical", 1, "s1", "p1")
+    assert a["evidence"][0]["signal"] == "client.media_recorder" and a["suggested_response"]
+    # a resent seq is acknowledged again and not counted twice
+    await p.send(signal(1))
+    assert await recv_json(p) == {"type": "ack", "seq": 1}
+    await p.send(json.dumps({"type": "signals", "items": [
+        json.loads(signal(2, "client.key", {"combo": "PrintScreen"})), json.loads(signal(1))]}))
+    assert await recv_json(p) == {"type": "ack", "seqs": [2, 1]}
+    second = await recv_type(c1, "alert")
+    assert (second["rule"], second["seq"]) == ("test.key", 2)
+    reg = h.sidecar.metrics.registry
+    assert reg.get_sample_value("sessionguard_signals_total",
+                                {"signal": "client.media_recorder"}) == 1
+    assert reg.get_sample_value("sessionguard_signals_dropped_total",
+                                {"reason": "duplicate"}) == 2
+    assert reg.get_sample_value("sessionguard_alerts_total",
+                                {"rule": "test.recorder", "severity": "critical"}) == 1
+    # the clinician acknowledges and gives feedback; both land in the audit trail
+    await c1.send(json.dumps({"type": "alert.ack", "id": a["id"]}))
+    assert await recv_type(c1, "ok") == {"type": "ok", "ref": "alert.ack", "id": a["id"]}
+    await c1.send(json.dumps({"type": "alert.feedback", "id": a["id"], "verdict": "confirmed"}))
+    assert (await recv_type(c1, "ok"))["ref"] == "alert.feedback"
+    await c1.send(json.dumps({"type": "alert.ack", "id": "nope"}))
+    assert (await recv_type(c1, "error"))["code"] == "unknown_alert"
+    kinds = [e["kind"] for e in h.sidecar.store.store.entries("s1")]
+    assert kinds.count("signal") == 2 and kinds.count("alert") == 2
+    assert "ack" in kinds and "feedback" in kinds and "consent" in kinds
+    assert h.sidecar.store.store.verify("s1").ok
+
+
+async def test_auth_matrix(serve: Factory) -> None:
+    h = await serve()
+    expired = token("s1", "p1", "patient", DEVICE, ttl_s=1)
+    import jwt as pyjwt
+    payload = pyjwt.decode(expired, SECRET, algorithms=["HS256"])
+    payload.update(iat=payload["iat"] - 7200, exp=payload["exp"] - 7200)
+    cases = {
+        "": 401,
+        "?token=": 401,
+        "?token=garbage": 401,
+        "?token=" + token("s1", "p1", "patient", secret="another-secret-of-enough-length!!"): 401,
+        "?token=" + pyjwt.encode(payload, SECRET, algorithm="HS256"): 401,
+        "?token=" + pyjwt.encode({**payload, "exp": payload["exp"] + 9999, "role": "admin"},
+                                 SECRET, algorithm="HS256"): 403,
+    }
+    for query, status in cases.items():
+        with pytest.raises(InvalidStatus) as info:
+            await websockets.connect(h.url + query)
+        assert info.value.response.status_code == status, query
+    assert h.sidecar.metrics.registry.get_sample_value(
+        "sessionguard_handshakes_refused_total", {"status": "401"}) == 5
+    # a patient can never send clinician messages nor receive alerts
+    p = await h.patient()
+    await p.send(json.dumps({"type": "resume", "after": 0}))
+    assert (await recv_json(p))["code"] == "forbidden"
+    await p.send(json.dumps({"type": "consent.set", "recording": "patient_allowed"}))
+    assert (await recv_json(p))["code"] == "forbidden"
+    c = await h.clinician()
+    await c.send(signal(1))
+    assert (await recv_type(c, "error"))["code"] == "forbidden"
+    # the token in a subprotocol works too (browsers cannot set headers)
+    ws = await websockets.connect(h.url, subprotocols=[
+        "sessionguard.v1", "sessionguard.token." + token("s1", "c9", "clinician")])  # type: ignore[list-item]
+    assert (await recv_json(ws))["type"] == "status" and ws.subprotocol == "sessionguard.v1"
+    await ws.close()
+
+
+async def test_sessions_are_isolated(serve: Factory) -> None:
+    h = await serve()
+    ca = await h.clinician("A")
+    cb = await h.clinician("B")
+    pa = await h.patient("A")
+    await recv_type(ca, "status")
+    await pa.send(signal(1))
+    assert (await recv_type(ca, "alert"))["session"] == "A"
+    pb = await h.patient("B")
+    await pb.send(signal(1))  # same seq in another session: a different signal
+    ab = await recv_type(cb, "alert")
+    assert (ab["session"], ab["seq"]) == ("B", 1)
+    # nothing of A reached B's clinician: the only alert B saw is B's own
+    await cb.send(json.dumps({"type": "resume", "after": 0}))
+    resumed = await recv_type(cb, "alert")
+    assert resumed["session"] == "B"
+    ok = await recv_type(cb, "ok")
+    assert ok["count"] == 1
+    # B's clinician cannot acknowledge A's alert
+    a_alerts = h.sidecar.store.store.alerts_after("A", 0)
+    await cb.send(json.dumps({"type": "alert.ack", "id": a_alerts[0]["id"] + "x"}))
+    assert (await recv_type(cb, "error"))["code"] == "unknown_alert"
+    # a flood and garbage in B do not touch A
+    await pb.send("{garbage")
+    assert (await recv_type(pb, "error"))["code"] == "bad_json"
+    await pa.send(signal(2))
+    assert (await recv_type(ca, "alert"))["seq"] == 2
+
+
+async def test_consent_request_and_approval(serve: Factory) -> None:
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient(consent={"monitoring": ["device"], "recording": "prohibited"})
+    await recv_type(c, "status")
+    await p.send(json.dumps({"type": "recording.request", "reason": "to review exercises"}))
+    req = await recv_type(c, "recording.request")
+    assert req["participant"] == "p1" and req["reason"] == "to review exercises"
+    assert (await recv_type(p, "ok"))["id"] == req["id"]
+    # a clinician joining later also sees the pending request
+    late = await h.clinician(participant="c2")
+    assert (await recv_type(late, "recording.request"))["id"] == req["id"]
+    await c.send(json.dumps({"type": "recording.decision", "id": req["id"], "approve": True}))
+    assert await recv_type(p, "recording.decision") == {
+        "type": "recording.decision", "id": req["id"], "approved": True}
+    consent = await recv_type(p, "consent")
+    assert consent["recording"] == "patient_allowed" and consent["monitoring"] == ["device"]
+    st = await recv_type(c, "status", where=lambda m: m["consent"]["recording"] != "prohibited")
+    assert st["consent"]["recording"] == "patient_allowed"
+    await c.send(json.dumps({"type": "recording.decision", "id": req["id"], "approve": True}))
+    assert (await recv_type(c, "error"))["code"] == "unknown_request"
+    # the clinician can set the policy back
+    await c.send(json.dumps({"type": "consent.set", "recording": "prohibited"}))
+    assert (await recv_type(p, "consent"))["recording"] == "prohibited"
+    entries = h.sidecar.store.store.entries("s1")
+    kinds = [e["kind"] for e in entries]
+    assert "recording_request" in kinds and "recording_decision" in kinds
+    assert [e["body"]["recording"] for e in entries if e["kind"] == "consent"] == [
+        "prohibited", "patient_allowed", "prohibited"]
+
+
+async def test_out_of_scope_signals_are_acked_but_dropped(serve: Factory) -> None:
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient(consent={"monitoring": [], "recording": "prohibited"})
+    st = await recv_type(c, "status")
+    assert st["blind"] and "consent" in " ".join(st["reasons"])
+    await p.send(signal(1))
+    assert await recv_json(p) == {"type": "ack", "seq": 1}
+    assert h.sidecar.metrics.registry.get_sample_value(
+        "sessionguard_signals_dropped_total", {"reason": "out_of_scope"}) == 1
+    assert "signal" not in [e["kind"] for e in h.sidecar.store.store.entries("s1")]
+    await p.send(json.dumps({"type": "webrtc.offer", "sdp": "v=0"}))
+    assert (await recv_json(p))["code"] == "media_unavailable"
+
+
+async def test_blind_status_on_disconnect_silence_and_recovery(serve: Factory) -> None:
+    h = await serve(env={"SESSIONGUARD_HEARTBEAT_TIMEOUT": "0.3"})
+    c = await h.clinician()
+    p = await h.patient()
+    assert (await recv_type(c, "status"))["blind"] is False
+    silent = await recv_type(c, "status")  # no message from the patient: silent
+    assert silent["blind"] and silent["participants"][0]["sdk"] == "silent"
+    await p.send(signal(1, "client.heartbeat"))
+    back = await recv_type(c, "status")
+    assert back["blind"] is False and back["participants"][0]["sdk"] == "connected"
+    await p.close()
+    gone = await recv_type(c, "status", where=lambda m: m["participants"][0]["sdk"] != "silent")
+    assert gone["blind"] and gone["participants"][0]["sdk"] == "disconnected"
+    # the status changes are in the audit trail for the report
+    statuses = [e["body"] for e in h.sidecar.store.store.entries("s1") if e["kind"] == "status"]
+    assert [s["blind"] for s in statuses][:3] == [False, True, False]
+
+
+async def test_bad_input_and_abuse(serve: Factory) -> None:
+    h = await serve(env={"SESSIONGUARD_MAX_MESSAGE_BYTES": "2048"})
+    p = await h.patient()
+    for frame, code in [("{", "bad_json"), ('{"type":"zzz"}', "unknown_type"),
+                        ('{"type":"signal","seq":"x"}', "bad_field"), (b"\x00\x01", "binary"),
+                        (signal(5, "client.key", {"combo": 7}), "bad_field"),
+                        (signal(6, "video.frozen"), "bad_origin")]:
+        await p.send(frame)
+        err = await recv_type(p, "error")
+        assert err["code"] == code and err["message"]
+    reg = h.sidecar.metrics.registry
+    assert reg.get_sample_value("sessionguard_invalid_messages_total", {"reason": "bad_json"}) == 1
+    await p.send(json.dumps({"type": "recording.request", "reason": "x" * 4000}))
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await recv_json(p)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    # still serving everyone else
+    c = await h.clinician()
+    await c.send(json.dumps({"type": "resume", "after": 0}))
+    assert (await recv_type(c, "ok"))["count"] == 0
+
+
+async def test_flood_gets_rate_limited_then_closed(serve: Factory, tmp_path: Any) -> None:
+    from tests.server.conftest import make_config
+    cfg = make_config(tmp_path)
+    cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(
+        update={"rate_per_s": 1.0, "burst": 5, "flood_close_after": 3})})
+    h = await serve(config=cfg)
+    p = await h.patient()
+    for i in range(20):
+        await p.send(signal(100 + i, "client.heartbeat"))
+    codes = []
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            m = await recv_json(p)
+            if m["type"] == "error":
+                codes.append(m["code"])
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+    assert codes and set(codes) == {"rate_limited"}
+    assert h.sidecar.metrics.registry.get_sample_value(
+        "sessionguard_forced_disconnects_total", {"reason": "flood"}) == 1
+
+
+async def test_stuck_clinician_is_dropped_and_never_blocks_others(serve: Factory,
+                                                                   tmp_path: Any) -> None:
+    from tests.server.conftest import make_config
+    cfg = make_config(tmp_path)
+    cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(
+        update={"send_queue": 4, "rate_per_s": 10_000.0, "burst": 10_000})})
+    h = await serve(config=cfg)
+    # a clinician that completes the handshake and then never reads again
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", h.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /v1/ws?token={token('s1', 'stuck', 'clinician')} HTTP/1.1\r\n"
+                  f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    writer.transport.pause_reading()
+    good = await h.clinician(participant="good")
+    p = await h.patient()
+    big = {"combo": "PrintScreen", "pad": "y" * 30000}
+    seen = 0
+    for i in range(1, 1000):
+        await p.send(signal(i, "client.key", big))
+        await recv_type(p, "ack")
+        seen += 1
+        if h.sidecar.metrics.registry.get_sample_value(
+                "sessionguard_forced_disconnects_total", {"reason": "slow_reader"}):
+            break
+    assert h.sidecar.metrics.registry.get_sample_value(
+        "sessionguard_forced_disconnects_total", {"reason": "slow_reader"}) == 1
+    # the good clinician got every alert, in order
+    seqs = [(await recv_type(good, "alert"))["seq"] for _ in range(seen)]
+    assert seqs == list(range(1, seen + 1))
+    writer.close()
+
+
+async def test_http_routes(serve: Factory) -> None:
+    h = await serve()
+    status, _, body = await aget(h.port, "/healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    status, headers, body = await aget(h.port, "/metrics")
+    assert status == 200 and b"sessionguard_active_sessions" in body
+    status, headers, body = await aget(h.port, "/sdk/sessionguard.js")
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
+    assert headers["Content-Type"].startswith("text/javascript") and b"connect" in body
+    assert (await aget(h.port, "/sdk/../server.py"))[0] == 404
+    assert (await aget(h.port, "/sdk/%2e%2e/server.py"))[0] == 404
+    assert (await aget(h.port, "/nothing"))[0] == 404
+    # the report: clinician token of that session only
+    p = await h.patient()
+    await p.send(signal(1))
+    await recv_type(p, "ack")
+    good = token("s1", "c1", "clinician")
+    status, headers, body = await aget(h.port, f"/v1/sessions/s1/report?token={good}")
+    assert status == 200 and json.loads(body)["session"] == "s1"
+    status, headers, body = await aget(h.port, f"/v1/sessions/s1/report?token={good}&format=html")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert (await aget(h.port, "/v1/sessions/s1/report"))[0] == 401
+    patient_tok = token("s1", "p1", "patient")
+    assert (await aget(h.port, f"/v1/sessions/s1/report?token={patient_tok}"))[0] == 403
+    other = token("s2", "c1", "clinician")
+    assert (await aget(h.port, f"/v1/sessions/s1/report?token={other}"))[0] == 403
+    assert (await aget(h.port, f"/v1/sessions/s2/report?token={other}"))[0] == 404
+
+
+async def test_graceful_shutdown_closes_with_1001(serve: Factory, tmp_path: Any) -> None:
+    from monitor.server import Sidecar, running
+    from tests.server.conftest import make_config
+    sidecar = Sidecar(make_config(tmp_path))
+    async with running(sidecar) as port:
+        ws = await websockets.connect(
+            f"ws://127.0.0.1:{port}/v1/ws?token={token('s1', 'p1', 'patient', DEVICE)}")
+        await recv_json(ws)
+        await ws.send(signal(1))
+        await recv_json(ws)
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    with SqliteStore(tmp_path / "audit.db") as store:  # flushed and closed cleanly
+        assert [e["kind"] for e in store.entries("s1")].count("signal") == 1

@@ -1,0 +1,116 @@
+"""The async facade: writes off the loop, group commit, ordering and error isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.store import SqliteStore
+from monitor.store_async import AsyncStore
+from signals.errors import StorageError
+from tests.store.conftest import alert
+
+
+async def test_concurrent_alerts_get_unique_contiguous_seqs(db_path: Path) -> None:
+    registry = CollectorRegistry()
+    store = AsyncStore(db_path, registry=registry)
+    alerts = [store.append_alert(f"s{i % 3}", alert(1000 + i)) for i in range(150)]
+    signals = [store.append(f"s{i % 3}", "signal", 1000 + i, {"n": i}) for i in range(150)]
+    seqs, _entries = await asyncio.gather(asyncio.gather(*alerts), asyncio.gather(*signals))
+    for s in range(3):
+        mine = sorted(seq for i, seq in enumerate(seqs) if i % 3 == s)
+        assert mine == list(range(1, 51))
+    for s in range(3):
+        result = await store.verify(f"s{s}")
+        assert result.ok and result.checked == 100
+    assert registry.get_sample_value("sessionguard_audit_write_seconds_count") == 300
+    await store.aclose()
+
+
+async def test_writes_run_on_the_store_thread(db_path: Path) -> None:
+    store = AsyncStore(db_path)
+    seen: list[str] = []
+    original = store.store.append
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(threading.current_thread().name)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.store.append = spy  # type: ignore[method-assign,assignment]
+    await store.append("s1", "status", 1, {"blind": False})
+    assert seen == ["sessionguard-store"] != [threading.current_thread().name]
+    await store.aclose()
+
+
+async def test_one_bad_write_fails_alone(db_path: Path) -> None:
+    store = AsyncStore(db_path)
+    results = await asyncio.gather(
+        store.append("s1", "signal", 1, {"ok": 1}),
+        store.append("s1", "nonsense", 2, {}),
+        store.append_alert("s1", {"type": "alert"}),
+        store.append("s1", "signal", 3, {"ok": 3}),
+        return_exceptions=True)
+    assert isinstance(results[1], StorageError) and isinstance(results[2], StorageError)
+    assert [e["body"] for e in await store.entries("s1")] == [{"ok": 1}, {"ok": 3}]
+    assert (await store.verify("s1")).ok
+    await store.aclose()
+
+
+async def test_reads_see_preceding_writes_in_order(db_path: Path) -> None:
+    store = AsyncStore(db_path)
+    write = asyncio.ensure_future(store.append_alert("s1", alert(5)))
+    read = asyncio.ensure_future(store.alerts_after("s1", 0))
+    assert await write == 1
+    assert [a["seq"] for a in await read] == [1]
+    assert await store.sessions() == ["s1"]
+    assert await store.last_seq("s1") == 1
+    await store.aclose()
+
+
+async def test_aclose_flushes_queued_writes_then_refuses(db_path: Path) -> None:
+    store = AsyncStore(db_path)
+    pending = [asyncio.ensure_future(store.append_alert("s1", alert(i))) for i in range(20)]
+    await asyncio.sleep(0)  # let every append reach the queue
+    await store.aclose()
+    assert [await p for p in pending] == list(range(1, 21))
+    with pytest.raises(StorageError, match="closed"):
+        await store.append("s1", "signal", 1, {})
+    with SqliteStore(db_path) as check:
+        assert check.last_seq("s1") == 20 and check.verify("s1").ok
+
+
+async def test_outbox_through_the_facade(db_path: Path) -> None:
+    store = AsyncStore(db_path)
+    await store.append_alert("s1", alert(10), ["http://h/x"])
+    (item,) = await store.due(10)
+    assert await store.next_due_at() == 10 and await store.pending() == 1
+    assert await store.reschedule(item.id, 20, "down") == 1
+    await store.mark_delivered(item.id, 21, 200)
+    assert await store.pending() == 0
+    assert (await store.outbox())[0]["delivered_at"] == 21
+    assert await store.purge(0, now=10**9) == ["s1"]
+    await store.aclose()
+
+
+async def test_purge_periodically_applies_the_retention(db_path: Path) -> None:
+    store = AsyncStore(db_path)
+    day = 86_400_000
+    await store.append("old", "signal", 1 * day, {})
+    await store.append("new", "signal", 40 * day, {})
+    rounds: asyncio.Queue[list[str]] = asyncio.Queue()
+    clock = [41 * day]
+    task = asyncio.ensure_future(store.purge_periodically(
+        30 * day, interval_s=0.01, clock=lambda: clock[0], on_purge=rounds.put_nowait))
+    assert await asyncio.wait_for(rounds.get(), 10) == ["old"]
+    clock[0] = 80 * day
+    while (gone := await asyncio.wait_for(rounds.get(), 10)) == []:
+        pass
+    assert gone == ["new"] and await store.sessions() == []
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.aclose()

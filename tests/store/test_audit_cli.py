@@ -1,0 +1,86 @@
+"""``sessionguard audit verify|purge|sessions`` against a real database."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.store import SqliteStore
+
+DAY = 24 * 3600 * 1000
+
+
+def _make(db: Path) -> None:
+    now = time.time_ns() // 1_000_000
+    with SqliteStore(db) as store:
+        for i in range(4):
+            store.append("live", "signal", now - 1000 + i, {"i": i})
+        store.append("ancient", "signal", now - 60 * DAY, {})
+
+
+def test_verify_ok(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _make(db_path)
+    assert main(["audit", "verify", "live", "--db", str(db_path)]) == 0
+    assert "chain holds (4 entries)" in capsys.readouterr().out
+
+
+def test_verify_names_the_first_bad_entry(db_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    _make(db_path)
+    db = sqlite3.connect(db_path)
+    with db:
+        db.execute("UPDATE entries SET body = '{\"i\":99}' WHERE session = 'live' AND idx = 2")
+    db.close()
+    assert main(["audit", "verify", "live", "--db", str(db_path)]) == 1
+    err = capsys.readouterr().err
+    assert "BROKEN at entry 2" in err and "Traceback" not in err
+    assert main(["audit", "verify", "--all", "--db", str(db_path)]) == 1
+    captured = capsys.readouterr()
+    assert "ancient: chain holds" in captured.out and "live: chain BROKEN" in captured.err
+
+
+def test_verify_errors(db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["audit", "verify", "x", "--db", str(tmp_path / "none.db")]) == 1
+    assert "no audit store" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()
+    _make(db_path)
+    assert main(["audit", "verify", "nope", "--db", str(db_path)]) == 1
+    assert "no session 'nope'" in capsys.readouterr().err
+    assert main(["audit", "verify", "--db", str(db_path)]) == 1
+    assert "SESSION or --all" in capsys.readouterr().err
+    monkeypatch.setenv("SESSIONGUARD_DB", str(db_path))
+    assert main(["audit", "verify", "live"]) == 0
+
+
+def test_default_path_comes_from_the_server_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("SESSIONGUARD_DB", raising=False)
+    monkeypatch.delenv("SESSIONGUARD_RETENTION_DAYS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "sg.yaml"
+    config.write_text("store:\n  db: data/audit.db\n  retention_days: 100\n")
+    _make(tmp_path / "data" / "audit.db")
+    assert main(["audit", "sessions", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.split() == ["ancient", "live"]
+    assert main(["audit", "purge", "--config", str(config)]) == 0  # 60-day-old one is kept
+    assert "purged 0 session(s) older than 100 days" in capsys.readouterr().out
+    assert main(["audit", "sessions"]) == 1  # the embedded config points elsewhere
+    assert "no audit store" in capsys.readouterr().err
+
+
+def test_purge(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _make(db_path)
+    assert main(["audit", "purge", "--db", str(db_path)]) == 0
+    assert "purged 1 session(s) older than 30 days" in capsys.readouterr().out
+    with SqliteStore(db_path) as store:
+        assert store.sessions() == ["live"]
+    assert main(["audit", "purge", "--days", "0", "--db", str(db_path)]) == 0
+    with SqliteStore(db_path) as store:
+        assert store.sessions() == []
+    assert main(["audit", "purge", "--days", "-1", "--db", str(db_path)]) == 1

@@ -1,0 +1,180 @@
+"""The hash chain: what is stored, and that edits, deletions and reordering are caught."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from monitor.store import GENESIS_HASH, KINDS, SqliteStore
+from signals.errors import StorageError
+
+
+def _fill(store: SqliteStore, session: str = "s1", n: int = 6) -> None:
+    for i in range(n):
+        kind = KINDS[i % len(KINDS)]
+        store.append(session, kind, 1000 + i, {"i": i, "text": "é ✓", "nested": {"b": 1, "a": [i]}})
+
+
+def _sql(path: Path, statement: str, params: tuple[object, ...] = ()) -> None:
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(statement, params)
+    db.close()
+
+
+def test_entries_are_chained_with_the_documented_hash(store: SqliteStore) -> None:
+    _fill(store)
+    entries = store.entries("s1")
+    assert [e["index"] for e in entries] == list(range(6))
+    assert entries[0]["prev_hash"] == GENESIS_HASH
+    for prev, entry in itertools.pairwise(entries):
+        assert entry["prev_hash"] == prev["hash"]
+    for entry in entries:
+        # Independent recomputation: sha256 over the canonical JSON of the entry sans hash.
+        fields = {k: v for k, v in entry.items() if k != "hash"}
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert entry["hash"] == hashlib.sha256(text.encode()).hexdigest()
+    assert entries[2]["body"] == {"i": 2, "text": "é ✓", "nested": {"b": 1, "a": [2]}}
+    result = store.verify("s1")
+    assert (result.ok, result.checked, result.first_bad_index) == (True, 6, None)
+
+
+def test_sessions_have_independent_chains(store: SqliteStore) -> None:
+    _fill(store, "s1", 3)
+    _fill(store, "s2", 2)
+    store.append("s1", "status", 2000, {"blind": True})
+    assert store.sessions() == ["s1", "s2"]
+    assert [e["index"] for e in store.entries("s2")] == [0, 1]
+    assert store.entries("s2")[0]["prev_hash"] == GENESIS_HASH
+    assert store.verify("s1").checked == 4 and store.verify("s2").ok
+
+
+def test_edited_body_is_detected(store: SqliteStore, db_path: Path) -> None:
+    _fill(store)
+    _sql(db_path, "UPDATE entries SET body = ? WHERE session = 's1' AND idx = 3",
+         (json.dumps({"i": 3, "text": "harmless"}),))
+    result = store.verify("s1")
+    assert not result.ok and result.first_bad_index == 3
+    assert "altered" in (result.problem or "")
+
+
+def test_edited_time_or_kind_is_detected(store: SqliteStore, db_path: Path) -> None:
+    _fill(store)
+    _sql(db_path, "UPDATE entries SET at = at + 1 WHERE session = 's1' AND idx = 1")
+    assert store.verify("s1").first_bad_index == 1
+    _sql(db_path, "UPDATE entries SET at = at - 1 WHERE session = 's1' AND idx = 1")
+    assert store.verify("s1").ok
+    _sql(db_path, "UPDATE entries SET kind = 'skip' WHERE session = 's1' AND idx = 4")
+    assert store.verify("s1").first_bad_index == 4
+
+
+def test_rehashed_edit_is_still_detected_by_the_next_entry(
+        store: SqliteStore, db_path: Path) -> None:
+    from monitor.store import canonical_json, entry_hash
+
+    _fill(store)
+    e = store.entries("s1")[2]
+    body = canonical_json({"forged": True})
+    new_hash = entry_hash("s1", 2, e["kind"], e["at"], body, e["prev_hash"])
+    _sql(db_path, "UPDATE entries SET body = ?, hash = ? WHERE session = 's1' AND idx = 2",
+         (body, new_hash))
+    result = store.verify("s1")
+    assert not result.ok and result.first_bad_index == 3
+
+
+def test_deleted_entry_is_detected(store: SqliteStore, db_path: Path) -> None:
+    _fill(store)
+    _sql(db_path, "DELETE FROM entries WHERE session = 's1' AND idx = 2")
+    result = store.verify("s1")
+    assert not result.ok and result.first_bad_index == 2
+    assert "missing" in (result.problem or "")
+
+
+def test_deleted_and_renumbered_entry_is_detected(store: SqliteStore, db_path: Path) -> None:
+    _fill(store)
+    _sql(db_path, "DELETE FROM entries WHERE session = 's1' AND idx = 2")
+    for idx in range(3, 6):
+        _sql(db_path, "UPDATE entries SET idx = idx - 1 WHERE session = 's1' AND idx = ?", (idx,))
+    result = store.verify("s1")
+    assert not result.ok and result.first_bad_index == 2
+
+
+def test_truncated_tail_is_detected(store: SqliteStore, db_path: Path) -> None:
+    _fill(store)
+    _sql(db_path, "DELETE FROM entries WHERE session = 's1' AND idx = 5")
+    result = store.verify("s1")
+    assert not result.ok and result.first_bad_index == 5
+    assert "end" in (result.problem or "")
+
+
+def test_reordered_entries_are_detected(store: SqliteStore, db_path: Path) -> None:
+    _fill(store)
+    _sql(db_path, "UPDATE entries SET idx = -1 WHERE session = 's1' AND idx = 1")
+    _sql(db_path, "UPDATE entries SET idx = 1 WHERE session = 's1' AND idx = 2")
+    _sql(db_path, "UPDATE entries SET idx = 2 WHERE session = 's1' AND idx = -1")
+    result = store.verify("s1")
+    assert not result.ok and result.first_bad_index == 1
+
+
+def test_swapped_contents_are_detected(store: SqliteStore, db_path: Path) -> None:
+    _fill(store)
+    a, b = store.entries("s1")[3:5]
+    for target, src in ((3, b), (4, a)):
+        _sql(db_path, "UPDATE entries SET kind = ?, at = ?, body = ?, prev_hash = ?, hash = ? "
+                      "WHERE session = 's1' AND idx = ?",
+             (src["kind"], src["at"], json.dumps(src["body"]), src["prev_hash"], src["hash"],
+              target))
+    result = store.verify("s1")
+    assert not result.ok and result.first_bad_index == 3
+
+
+def test_unknown_session_and_bad_entries_raise(store: SqliteStore) -> None:
+    with pytest.raises(StorageError, match="no session"):
+        store.verify("nope")
+    with pytest.raises(StorageError, match="kind"):
+        store.append("s1", "gossip", 1, {})
+    with pytest.raises(StorageError, match="JSON"):
+        store.append("s1", "signal", 1, {"x": object()})
+    with pytest.raises(StorageError, match="JSON"):
+        store.append("s1", "signal", 1, {"x": float("nan")})
+    with pytest.raises(StorageError, match="milliseconds"):
+        store.append("s1", "signal", 1.5, {})  # type: ignore[arg-type]
+    assert store.sessions() == []  # nothing half-written
+
+
+def test_chain_continues_after_reopening(db_path: Path) -> None:
+    with SqliteStore(db_path) as first:
+        _fill(first, n=3)
+    with SqliteStore(db_path) as second:
+        entry = second.append("s1", "feedback", 5000, {"verdict": "confirmed"})
+        assert entry["index"] == 3
+        assert second.verify("s1").ok and second.verify("s1").checked == 4
+
+
+def test_closed_store_refuses(db_path: Path) -> None:
+    s = SqliteStore(db_path)
+    s.close()
+    with pytest.raises(StorageError, match="closed"):
+        s.append("s1", "signal", 1, {})
+    with pytest.raises(StorageError, match="closed"):
+        s.entries("s1")
+
+
+def test_unopenable_path_is_a_storage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match="cannot open"):
+        SqliteStore(blocker / "audit.db")
+
+
+def test_store_runs_in_wal_with_full_sync(store: SqliteStore, db_path: Path) -> None:
+    store.append("s1", "signal", 1, {})
+    db = sqlite3.connect(db_path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

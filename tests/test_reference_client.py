@@ -1,0 +1,93 @@
+"""The Python reference client (a native app's protocol) against the real sidecar."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from monitor.reference_client import Outbox, ReferenceClient, backoff_delay
+from tests.browser.harness import live_sidecar, recv_until, stored_signals
+
+CONSENT = {"monitoring": ["device"], "recording": "prohibited"}
+
+
+def test_outbox_numbers_keeps_and_drops_oldest_with_a_count() -> None:
+    box = Outbox(limit=3, start=100)
+    seqs = [box.add("os.screenshot", {"api": "x"}, 1)["seq"] for _ in range(5)]
+    assert seqs == [101, 102, 103, 104, 105]
+    assert list(box.unacked) == [103, 104, 105] and box.dropped == 2
+    beat = box.add("client.heartbeat", {}, 2)
+    assert beat["data"] == {"dropped": 2} and box.dropped == 1   # 103 dropped to make room
+    assert box.ack(104) and not box.ack(104) and not box.ack("104")
+    batches = Outbox(limit=120, start=0)
+    for _ in range(120):
+        batches.add("client.heartbeat", {}, 0)
+    sizes = [len(m["items"]) for m in batches.resend(batch=50)]
+    assert sizes == [50, 50, 20]
+    with pytest.raises(ValueError):
+        Outbox(limit=0)
+
+
+def test_backoff_grows_caps_and_jitters() -> None:
+    rng = random.Random(1)
+    delays = [backoff_delay(a, rng, low=1.0, high=8.0) for a in range(8)]
+    for attempt, delay in enumerate(delays):
+        ceiling = min(8.0, 2.0**attempt)
+        assert ceiling / 2 <= delay <= ceiling
+    assert len({round(d, 6) for d in delays[4:]}) == 4   # jittered, not lockstep
+
+
+async def test_native_app_signals_survive_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "native.db"
+    async with live_sidecar(db) as first:
+        port, url = first.port, first.ws_url
+        token = first.token("s-native", "ios-1", "patient", CONSENT)
+        client = ReferenceClient(url, token, rng=random.Random(3))
+        async with first.clinician("s-native") as clinician:
+            await recv_until(clinician, lambda m: m["type"] == "status")
+            await client.start()
+            await client.wait_for(lambda: client.consent is not None)
+            assert client.consent == CONSENT
+            await client.signal("os.screen_capture", {"active": True, "api": "UIScreen.isCaptured"})
+            alert = await recv_until(clinician, lambda m: m["type"] == "alert")
+            assert alert["evidence"][0]["signal"] == "os.screen_capture"
+            await client.drained()
+    await client.wait_for(lambda: not client.connected)
+    down = [await client.signal("os.screenshot", {"api": "userDidTakeScreenshotNotification"})
+            for _ in range(3)]
+    assert set(down) <= set(client.outbox.unacked)
+    try:
+        async with live_sidecar(db, port=port):
+            await client.drained(timeout=20)
+    finally:
+        await client.close()
+    stored = stored_signals(db, "s-native")
+    assert [s["signal"] for s in stored] == ["os.screen_capture"] + ["os.screenshot"] * 3
+    assert [s["seq"] for s in stored][1:] == down
+    assert all(s["source"] == "os" for s in stored)
+    assert client.connects == 2
+
+
+async def test_recording_request_round_trip_and_refused_token(tmp_path: Path) -> None:
+    async with live_sidecar(tmp_path / "rec.db") as sc:
+        token = sc.token("s-rr", "android-1", "patient", CONSENT)
+        async with ReferenceClient(sc.ws_url, token) as client, \
+                sc.clinician("s-rr") as clinician:
+            await recv_until(clinician, lambda m: m["type"] == "status")
+            import asyncio
+
+            pending = asyncio.create_task(client.request_recording("for my notes"))
+            request = await recv_until(clinician, lambda m: m["type"] == "recording.request")
+            assert request["reason"] == "for my notes" and request["participant"] == "android-1"
+            await clinician.send(json.dumps({"type": "recording.decision", "id": request["id"],
+                                             "approve": False}))
+            assert await pending == {"id": request["id"], "approved": False}
+        forged = sc.token("s-rr", "android-1", "patient", CONSENT)[:-4] + "AAAA"
+        refused = ReferenceClient(sc.ws_url, forged, rng=random.Random(5))
+        with pytest.raises(TimeoutError):
+            await refused.start(timeout=1.0)
+        await refused.close()
+        assert refused.connects == 0 and "401" in (refused.last_error or "")

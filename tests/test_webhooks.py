@@ -1,0 +1,458 @@
+"""Webhook delivery: signed POSTs to a real local receiver, retries, restarts, signatures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.store_async import AsyncStore
+from monitor.webhooks import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Backoff,
+    HttpTransport,
+    SignatureError,
+    WebhookDelivery,
+    WebhookError,
+    WebhookTarget,
+    sign,
+    targets_from,
+    verify_signature,
+)
+from signals.errors import AuthError, ConfigError
+
+SECRET = "whsec-test-0123456789"
+NOW = 1_700_000_000_000
+
+
+def _alert(at: int, rule: str = "screen-capture") -> dict[str, object]:
+    return {"type": "alert", "id": f"{rule}-{at}", "session": "s1", "participant": "p1",
+            "rule": rule, "severity": "critical", "title": "Screen capture",
+            "message": "m", "suggested_response": [], "evidence": [], "at": at}
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+
+@dataclass
+class Receiver:
+    """A real HTTP/1.1 endpoint on 127.0.0.1 that answers with scripted statuses."""
+
+    statuses: list[int] = field(default_factory=list)
+    requests: asyncio.Queue[Received] = field(default_factory=asyncio.Queue)
+    server: asyncio.Server | None = None
+    port: int = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_line = (await reader.readline()).decode()
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            key, _, value = line.decode().partition(":")
+            headers[key.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        status = self.statuses.pop(0) if self.statuses else 200
+        writer.write(f"HTTP/1.1 {status} Whatever\r\nContent-Length: 2\r\n"
+                     "Connection: close\r\n\r\nok".encode())
+        await writer.drain()
+        writer.close()
+        await self.requests.put(Received(request_line.split()[1], headers, body, status))
+
+    async def start(self, port: int = 0) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+    async def next(self) -> Received:
+        return await asyncio.wait_for(self.requests.get(), 20)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
+    s = AsyncStore(tmp_path / "audit.db")
+    yield s
+    await s.aclose()
+
+
+class Attempts:
+    """``on_attempt`` hook that lets a test await attempts instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[str, bool, int | None]] = asyncio.Queue()
+
+    def __call__(self, target: str, ok: bool, status: int | None) -> None:
+        self.queue.put_nowait((target, ok, status))
+
+    async def wait(self, ok: bool) -> int:
+        """Await attempts until one with outcome ``ok``; return how many were seen."""
+        seen = 0
+        while True:
+            _target, outcome, _status = await asyncio.wait_for(self.queue.get(), 20)
+            seen += 1
+            if outcome == ok:
+                return seen
+
+
+def _fast(seed: int = 7) -> Backoff:
+    return Backoff(base_ms=20, max_ms=200, rng=random.Random(seed))
+
+
+# -- signatures ---------------------------------------------------------------------------
+
+def test_signature_good_bad_stale() -> None:
+    body = b'{"type":"alert","seq":1}'
+    t = NOW // 1000
+    header = sign(SECRET, body, t)
+    assert header.startswith(f"t={t},v1=")
+    assert verify_signature(SECRET, header, body, now=NOW + 299_000) == t
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_signature("wrong-secret", header, body, now=NOW)
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_signature(SECRET, header, body + b" ", now=NOW)
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_signature(SECRET, header.replace(f"t={t}", f"t={t + 1}"), body, now=NOW)
+    with pytest.raises(SignatureError, match="tolerance"):
+        verify_signature(SECRET, header, body, now=NOW + 301_000)
+    with pytest.raises(SignatureError, match="tolerance"):
+        verify_signature(SECRET, header, body, now=NOW - 301_000)
+    assert verify_signature(SECRET, header, body, now=NOW + 3_600_000, tolerance_s=7200) == t
+
+
+@pytest.mark.parametrize("header", [None, "", "garbage", "t=abc,v1=00", "v1=00", "t=5",
+                                    "t=5,v1"])
+def test_signature_malformed(header: str | None) -> None:
+    with pytest.raises(SignatureError):
+        verify_signature(SECRET, header, b"{}", now=NOW)
+
+
+def test_signature_accepts_any_v1_during_rotation() -> None:
+    body, t = b"{}", NOW // 1000
+    old = sign("old-secret", body, t).split(",")[1]
+    header = f"{sign(SECRET, body, t)},{old}"
+    assert verify_signature(SECRET, header, body, now=NOW) == t
+    assert verify_signature("old-secret", header, body, now=NOW) == t
+    with pytest.raises(AuthError):  # SignatureError is an AuthError (401)
+        verify_signature("third", header, body, now=NOW)
+
+
+# -- backoff and the schedule (in memory, injected clock) ---------------------------------
+
+def test_backoff_is_exponential_jittered_capped_and_seeded() -> None:
+    a, b = Backoff(1000, 60_000, random.Random(3)), Backoff(1000, 60_000, random.Random(3))
+    delays = [a.delay_ms(n) for n in range(1, 12)]
+    assert delays == [b.delay_ms(n) for n in range(1, 12)]
+    for n, d in enumerate(delays, start=1):
+        ceiling = min(60_000, 1000 * 2 ** (n - 1))
+        assert ceiling // 2 <= d <= ceiling
+    assert delays[-1] <= 60_000 and delays[5] > delays[0]
+    with pytest.raises(ConfigError):
+        Backoff(0, 10)
+
+
+class ScriptedTransport:
+    """The MockTransport idea: answers from a script, records what was sent."""
+
+    def __init__(self, script: list[int | Exception]) -> None:
+        self.script = script
+        self.sent: list[tuple[str, dict[str, str], bytes]] = []
+
+    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> int:
+        self.sent.append((url, dict(headers), body))
+        step = self.script.pop(0) if self.script else 200
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+async def test_retry_schedule_with_an_injected_clock(store: AsyncStore) -> None:
+    clock = [NOW]
+    registry = CollectorRegistry()
+    transport = ScriptedTransport([WebhookError("refused"), 503, RuntimeError("bug"), 204])
+    backoff = Backoff(1000, 60_000, random.Random(1))
+    expected = Backoff(1000, 60_000, random.Random(1))
+    delivery = WebhookDelivery(store, [WebhookTarget("http://hooks.example/a", SECRET)],
+                               transport=transport, clock=lambda: clock[0], backoff=backoff,
+                               registry=registry)
+    await store.append_alert("s1", _alert(NOW), delivery.urls)
+    for attempt in range(1, 4):
+        assert await delivery.run_once() == 0
+        (item,) = await store.outbox("s1")
+        assert item["attempts"] == attempt
+        assert item["next_at"] == clock[0] + expected.delay_ms(attempt)
+        clock[0] = item["next_at"] - 1
+        assert await delivery.run_once() == 0 and len(transport.sent) == attempt  # not due yet
+        clock[0] += 1
+    assert await delivery.run_once() == 1
+    assert await store.pending() == 0
+    assert registry.get_sample_value("sessionguard_webhook_attempts_total") == 4
+    assert registry.get_sample_value("sessionguard_webhook_failures_total") == 3
+    _url, headers, body = transport.sent[-1]
+    assert json.loads(body)["seq"] == 1
+    assert verify_signature(SECRET, headers[SIGNATURE_HEADER], body, now=clock[0])
+    assert headers[TIMESTAMP_HEADER] == str(clock[0] // 1000)
+    deliveries = [e for e in await store.entries("s1") if e["kind"] == "delivery"]
+    assert deliveries[0]["body"]["attempts"] == 4 and deliveries[0]["body"]["status"] == 204
+
+
+async def test_each_target_gets_its_own_signature(store: AsyncStore) -> None:
+    transport = ScriptedTransport([])
+    targets = [WebhookTarget("http://a.example/x", "secret-a"),
+               WebhookTarget("https://b.example/y", "secret-b")]
+    delivery = WebhookDelivery(store, targets, transport=transport, clock=lambda: NOW)
+    await store.append_alert("s1", _alert(NOW), delivery.urls)
+    assert await delivery.run_once() == 2
+    by_url = {url: (h, b) for url, h, b in transport.sent}
+    for target in targets:
+        headers, body = by_url[target.url]
+        verify_signature(target.secret, headers[SIGNATURE_HEADER], body, now=NOW)
+        with pytest.raises(SignatureError):
+            other = "secret-b" if target.secret == "secret-a" else "secret-a"
+            verify_signature(other, headers[SIGNATURE_HEADER], body, now=NOW)
+
+
+# -- real HTTP --------------------------------------------------------------------------
+
+async def test_delivers_to_a_real_receiver(store: AsyncStore, receiver: Receiver) -> None:
+    url = f"http://127.0.0.1:{receiver.port}/hooks/sessionguard?x=1"
+    attempts = Attempts()
+    delivery = WebhookDelivery(store, targets_from([url], SECRET), backoff=_fast(),
+                               on_attempt=attempts)
+    delivery.start()
+    seq = await store.append_alert("s1", _alert(NOW), delivery.urls)
+    delivery.notify()
+    got = await receiver.next()
+    assert got.path == "/hooks/sessionguard?x=1"
+    assert got.headers["content-type"] == "application/json"
+    assert json.loads(got.body) == {**_alert(NOW), "seq": seq}
+    t = verify_signature(SECRET, got.headers[SIGNATURE_HEADER.lower()], got.body)
+    assert got.headers[TIMESTAMP_HEADER.lower()] == str(t)
+    assert got.headers[DELIVERY_HEADER.lower()].isdigit()
+    assert await attempts.wait(ok=True) == 1
+    assert await store.pending() == 0
+    await delivery.stop()
+
+
+async def test_failed_status_is_retried(store: AsyncStore, receiver: Receiver) -> None:
+    receiver.statuses = [500, 302]
+    attempts = Attempts()
+    delivery = WebhookDelivery(store, targets_from([f"http://127.0.0.1:{receiver.port}/"],
+                                                   SECRET), backoff=_fast(), on_attempt=attempts)
+    delivery.start()
+    await store.append_alert("s1", _alert(NOW), delivery.urls)
+    delivery.notify()
+    assert await attempts.wait(ok=True) == 3
+    statuses = [(await receiver.next()).status for _ in range(3)]
+    assert statuses == [500, 302, 200]
+    await delivery.stop()
+
+
+async def test_receiver_down_then_back_loses_nothing(store: AsyncStore) -> None:
+    port = _free_port()
+    attempts = Attempts()
+    registry = CollectorRegistry()
+    delivery = WebhookDelivery(store, targets_from([f"http://127.0.0.1:{port}/in"], SECRET),
+                               backoff=_fast(), on_attempt=attempts, registry=registry)
+    delivery.start()
+    for i in range(3):
+        await store.append_alert("s1", _alert(NOW + i), delivery.urls)
+    delivery.notify()
+    failures = 0
+    while failures < 6:  # each alert failed at least once (and some twice)
+        _t, ok, status = await asyncio.wait_for(attempts.queue.get(), 20)
+        assert not ok and status is None
+        failures += 1
+    back = Receiver()
+    await back.start(port)
+    try:
+        seqs = sorted([json.loads((await back.next()).body)["seq"] for _ in range(3)])
+        assert seqs == [1, 2, 3]
+        while await store.pending():
+            await attempts.wait(ok=True)
+        assert (registry.get_sample_value("sessionguard_webhook_failures_total") or 0) >= 6
+        delivered = [e["body"]["seq"] for e in await store.entries("s1")
+                     if e["kind"] == "delivery"]
+        assert sorted(delivered) == [1, 2, 3]
+        assert (await store.verify("s1")).ok
+    finally:
+        await delivery.stop()
+        await back.stop()
+
+
+async def test_restart_from_the_same_database_delivers_the_backlog(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/in"
+    # First life: the receiver is down; one alert fails, another is stored but never tried.
+    first_store = AsyncStore(db)
+    attempts = Attempts()
+    first = WebhookDelivery(first_store, targets_from([url], SECRET), backoff=_fast(),
+                            on_attempt=attempts)
+    await first_store.append_alert("s1", _alert(NOW), first.urls)
+    assert await first.run_once() == 0
+    await first_store.append_alert("s1", _alert(NOW + 1), first.urls)
+    await first.stop()
+    await first_store.aclose()
+    # Second life: new objects on the same file, receiver up.
+    receiver = Receiver()
+    await receiver.start(port)
+    second_store = AsyncStore(db)
+    attempts = Attempts()
+    second = WebhookDelivery(second_store, targets_from([url], SECRET), backoff=_fast(),
+                             on_attempt=attempts)
+    second.start()
+    try:
+        got = sorted([json.loads((await receiver.next()).body)["seq"] for _ in range(2)])
+        assert got == [1, 2]
+        while await second_store.pending():
+            await attempts.wait(ok=True)
+        rows = await second_store.outbox("s1")
+        assert [r["attempts"] for r in rows] == [2, 1]
+    finally:
+        await second.stop()
+        await second_store.aclose()
+        await receiver.stop()
+
+
+async def test_targets_not_configured_any_more_are_left_alone(store: AsyncStore) -> None:
+    transport = ScriptedTransport([])
+    await store.append_alert("s1", _alert(NOW), ["http://removed.example/x"])
+    delivery = WebhookDelivery(store, [WebhookTarget("http://kept.example/y", SECRET)],
+                               transport=transport, clock=lambda: NOW)
+    assert await delivery.run_once() == 0 and transport.sent == []
+    await delivery.enqueue("s1", {**_alert(NOW), "seq": 1})
+    assert await delivery.run_once() == 1
+    assert [u for u, _h, _b in transport.sent] == ["http://kept.example/y"]
+    assert await store.pending() == 1  # the removed target's item is kept, not dropped
+
+
+# -- the HTTP transport's failure modes ---------------------------------------------------
+
+async def test_transport_failures_are_webhook_errors() -> None:
+    transport = HttpTransport(timeout_s=0.5)
+    with pytest.raises(WebhookError, match="unreachable"):
+        await transport.send(f"http://127.0.0.1:{_free_port()}/", {}, b"{}")
+    with pytest.raises(WebhookError, match="http"):
+        await transport.send("ftp://127.0.0.1/", {}, b"{}")
+    with pytest.raises(WebhookError, match="line break"):
+        await transport.send("http://127.0.0.1:1/", {"X": "a\r\nInjected: 1"}, b"{}")
+
+    hang = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await hang.wait()
+        writer.close()
+
+    async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-OpenSSH\r\n")
+        await writer.drain()
+        writer.close()
+
+    for handler, needle in ((silent, "timed out"), (rude, "status line")):
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(WebhookError, match=needle):
+                await transport.send(f"http://127.0.0.1:{port}/", {}, b"{}")
+        finally:
+            hang.set()
+            server.close()
+            await server.wait_closed()
+
+
+def test_target_validation() -> None:
+    with pytest.raises(ConfigError):
+        WebhookTarget("file:///etc/passwd", SECRET)
+    with pytest.raises(ConfigError):
+        WebhookTarget("http://h/x", "")
+    with pytest.raises(ConfigError, match="SESSIONGUARD_WEBHOOK_SECRET"):
+        targets_from(["http://h/x"], None)
+    assert targets_from([], None) == []
+    assert WebhookTarget("https://u:p@h.example:8443/s3cret", SECRET).display == \
+        "https://h.example:8443"
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def test_https_receiver(store: AsyncStore, tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    receiver = Receiver()
+    receiver.server = await asyncio.start_server(receiver._handle, "127.0.0.1", 0,
+                                                 ssl=server_ctx)
+    port = receiver.server.sockets[0].getsockname()[1]
+    url = f"https://127.0.0.1:{port}/tls"
+    try:
+        # An untrusted certificate is a failed attempt, not a crash.
+        with pytest.raises(WebhookError):
+            await HttpTransport(timeout_s=5).send(url, {}, b"{}")
+        trusting = HttpTransport(timeout_s=5, ssl_context=ssl.create_default_context(
+            cafile=str(cert)))
+        delivery = WebhookDelivery(store, targets_from([url], SECRET), transport=trusting)
+        await store.append_alert("s1", _alert(NOW), delivery.urls)
+        assert await delivery.run_once() == 1
+        got = await receiver.next()
+        assert got.path == "/tls" and json.loads(got.body)["seq"] == 1
+        verify_signature(SECRET, got.headers[SIGNATURE_HEADER.lower()], got.body)
+    finally:
+        await receiver.stop()
