@@ -8,6 +8,7 @@ Targets (issue 2): at least 50,000 signals/s on one core; at most 20 KB per idle
 from __future__ import annotations
 
 import gc
+import os
 import random
 import time
 import tracemalloc
@@ -23,6 +24,7 @@ __all__ = ["main"]
 T0 = 1_700_000_000_000
 TARGET_RATE = 50_000
 TARGET_BYTES = 20_000
+REPEATS = 3
 
 _DEVICES = {"change": "initial", "devices": [
     {"kind": "audioinput", "label": "MacBook Pro Microphone", "id": "a"},
@@ -61,22 +63,27 @@ def _stream(n: int, sessions: int, seed: int = 1) -> list[tuple[str, int, dict[s
     return out
 
 
-def _throughput(sessions: int, n: int) -> tuple[float, float, int]:
-    ruleset = load_rules()
-    engine = Engine(ruleset, default_consent=FULL_MONITORING)
-    for sid, (name, at, data, s) in enumerate(_stream(sessions * 3, sessions, seed=2)):
-        engine.feed(make_signal(name, at - 10**9, data, session=s), at)  # state to hold
-        del sid
-    stream = _stream(n, sessions)
+def _throughput(sessions: int, n: int, warm_per_session: int = 6) -> tuple[float, float, int]:
+    """Signals/s through validation + engine, and validation alone (CPU time of this process).
+
+    Every session first lives through ``warm_per_session`` signals of the same continuous
+    stream (so windows, holds, cooldowns and consent are state the engine holds), then ``n``
+    more signals are measured."""
+    engine = Engine(load_rules(), default_consent=FULL_MONITORING)
+    warm = sessions * warm_per_session
+    stream = _stream(warm + n, sessions)
+    for name, at, data, s in stream[:warm]:
+        engine.feed(make_signal(name, at, data, session=s), at)
+    measured = stream[warm:]
     gc.collect()
     alerts = 0
     start = time.process_time()
-    for name, at, data, s in stream:
+    for name, at, data, s in measured:
         sig = make_signal(name, at, data, session=s)
         alerts += len(engine.feed(sig, at).alerts)
     full = time.process_time() - start
     start = time.process_time()
-    for name, at, data, s in stream:
+    for name, at, data, s in measured:
         make_signal(name, at, data, session=s)
     validation = time.process_time() - start
     return n / full, n / validation, alerts
@@ -111,21 +118,26 @@ def _idle_bytes(sessions: int = 10_000) -> float:
 def main() -> None:
     rows = []
     for sessions in (1, 100, 10_000):
-        n = 100_000 if sessions < 10_000 else 120_000
-        rate, vrate, alerts = _throughput(sessions, n)
+        n = 60_000 if sessions < 10_000 else 100_000
+        runs = [_throughput(sessions, n) for _ in range(REPEATS)]
+        rate = max(r[0] for r in runs)   # best of REPEATS, as timeit does: noise only slows
+        vrate = max(r[1] for r in runs)
+        alerts = runs[0][2]
         ok = "yes" if rate >= TARGET_RATE else "no"
         rows.append(f"| {sessions:,} | {n:,} | {rate:,.0f} | {vrate:,.0f} | {alerts:,} | {ok} |")
         print(f"sessions={sessions}: {rate:,.0f} signals/s (validation alone {vrate:,.0f}/s), "
               f"{alerts} alerts", flush=True)
     per_session = _idle_bytes()
+    load = os.getloadavg()[0]
     print(f"idle session state: {per_session:,.0f} bytes", flush=True)
     body = "\n".join([
         "Signals through `make_signal` (pydantic validation) + `Engine.feed` with the default "
         "rules (29), on one core (CPU time of the process, so other load on the machine does "
         "not count), a seeded mix of mostly heartbeats and page events with about 5 % media "
         "detections and occasional screenshot keys, round-robin over the sessions (each "
-        "sending about one signal a second of event time, each already holding state). "
-        "Target: ≥ 50,000 signals/s.",
+        "sending about one signal a second of event time; each session first lives through "
+        "6 signals of the same stream, so it holds windows, holds, cooldowns and consent). "
+        "Best of 3 runs. Target: ≥ 50,000 signals/s.",
         "",
         "| sessions | signals | signals/s (validation + engine) | validation alone/s "
         "| alerts | ≥ target |",
@@ -135,6 +147,9 @@ def main() -> None:
         f"Engine state per idle session (10,000 sessions, each with heartbeats, a focus change "
         f"and a consent record; tracemalloc): **{per_session:,.0f} bytes** "
         f"(target ≤ {TARGET_BYTES:,}: {'yes' if per_session <= TARGET_BYTES else 'no'}).",
+        "",
+        f"Load average when measured: {load:.1f} (other work on the machine slows even CPU-time "
+        "figures through shared caches; rerun `python -m bench engine` on a quiet machine).",
     ])
     write_section("engine", "Rules engine (issue 2)", body)
 

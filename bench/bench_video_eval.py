@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results import write_section  # noqa: E402
-from signals.media.detection import Detection  # noqa: E402
-from signals.media.video import VideoAnalyzer  # noqa: E402
-from tests.media.corpus_video import Clip, all_clips, vp8_round_trip  # noqa: E402
+from bench.results import write_section
+from signals.media.detection import Detection
+from signals.media.video import VideoAnalyzer
+from tests.media.corpus_video import Clip, all_clips, vp8_round_trip
 
-__all__ = ["Score", "evaluate", "main"]
+__all__ = ["Run", "Score", "evaluate", "main"]
 
 SIGNALS = ("video.extra_person", "video.no_person", "video.obscured", "video.frozen",
            "video.loop", "video.synthetic_source")
@@ -61,28 +61,40 @@ def analyse(clip: Clip) -> tuple[list[Detection], float]:
     return [d for d in found if d.end is not None], time.process_time() - start
 
 
-def evaluate(seeds: range, bitrate: int) -> tuple[dict[str, Score], int, float, float]:
-    scores: dict[str, Score] = defaultdict(Score)
-    cpu = seconds = 0.0
-    clips = 0
-    for clip in all_clips(seeds):
-        clip = vp8_round_trip(clip, bitrate)
-        found, used = analyse(clip)
-        cpu += used
-        seconds += clip.duration
-        clips += 1
-        for signal in SIGNALS:
-            eps = [d for d in found if d.signal == signal]
-            for lo, hi in clip.labels.get(signal, []):
-                if any(d.t < hi and (d.end or d.t) > lo for d in eps):
-                    scores[signal].tp += 1
-                else:
-                    scores[signal].fn += 1
-                    scores[signal].misses.append(clip.name)
-            if signal not in clip.labels and eps:
-                scores[signal].fp += 1
-                scores[signal].false_alarms.append(clip.name)
-    return scores, clips, cpu, seconds
+@dataclass
+class Run:
+    scores: dict[str, Score] = field(default_factory=lambda: defaultdict(Score))
+    clips: int = 0
+    cpu: float = 0.0
+    seconds: float = 0.0
+
+
+def evaluate(seeds: range, bitrates: tuple[int, ...]) -> dict[int, Run]:
+    """Score every clip of ``seeds`` after a VP8 round trip at each bitrate."""
+    runs = {b: Run() for b in bitrates}
+    for raw in all_clips(seeds):
+        for bitrate, run in runs.items():
+            clip = vp8_round_trip(raw, bitrate)
+            found, used = analyse(clip)
+            run.cpu += used
+            run.seconds += clip.duration
+            run.clips += 1
+            _score(run.scores, clip, found)
+    return runs
+
+
+def _score(scores: dict[str, Score], clip: Clip, found: list[Detection]) -> None:
+    for signal in SIGNALS:
+        eps = [d for d in found if d.signal == signal]
+        for lo, hi in clip.labels.get(signal, []):
+            if any(d.t < hi and (d.end or d.t) > lo for d in eps):
+                scores[signal].tp += 1
+            else:
+                scores[signal].fn += 1
+                scores[signal].misses.append(clip.name)
+        if signal not in clip.labels and eps:
+            scores[signal].fp += 1
+            scores[signal].false_alarms.append(clip.name)
 
 
 def _table(scores: dict[str, Score]) -> str:
@@ -99,8 +111,8 @@ def _table(scores: dict[str, Score]) -> str:
 
 def main() -> None:
     parts = []
-    for bitrate in (400_000, 150_000):
-        scores, clips, cpu, seconds = evaluate(HELDOUT, bitrate)
+    for bitrate, run in evaluate(HELDOUT, (400_000, 150_000)).items():
+        scores, clips, cpu, seconds = run.scores, run.clips, run.cpu, run.seconds
         print(f"bitrate {bitrate // 1000} kbit/s: {clips} clips, {seconds:.0f} s of video, "
               f"analysis {cpu:.1f} s CPU ({seconds / max(cpu, 1e-9):.0f}x real time)")
         table = _table(scores)

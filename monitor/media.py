@@ -110,6 +110,7 @@ class MediaParams:
     max_fps: float = 10.0
     stall_after_s: float = 3.0
     audio_backlog_s: float = 1.0
+    audio_batch_s: float = 0.1
     video: Any = None
     audio: Any = None
     video_factory: Callable[[], VideoSink] | None = None
@@ -122,6 +123,8 @@ class MediaParams:
             raise MediaError("media stall_after_s must be positive")
         if not self.audio_backlog_s > 0:
             raise MediaError("media audio_backlog_s must be positive")
+        if not 0 <= self.audio_batch_s <= self.audio_backlog_s:
+            raise MediaError("media audio_batch_s must be between 0 and audio_backlog_s")
 
     def make_video(self) -> VideoSink:
         return self.video_factory() if self.video_factory else _default_video(self.video)
@@ -160,7 +163,8 @@ class _Track:
     last_t: float = 0.0
     pipeline: VideoPipeline | AudioPipeline | None = None
     task: asyncio.Task[None] | None = None
-    stats: PipelineStats = field(default_factory=PipelineStats)
+    received: int = 0
+    analysis: PipelineStats = field(default_factory=PipelineStats)  # across its pipelines
 
 
 class MediaReceiver:
@@ -207,8 +211,8 @@ class MediaReceiver:
         design), dropped (the analysis thread was busy: overload), errors (analyzer raised)."""
         out: dict[str, dict[str, int]] = {}
         for kind, track in self._tracks.items():
-            s = track.pipeline.stats if track.pipeline else track.stats
-            out[kind] = {"received": track.stats.received, "analysed": s.analysed,
+            s = track.analysis
+            out[kind] = {"received": track.received, "analysed": s.analysed,
                          "skipped": s.skipped, "dropped": s.dropped, "errors": s.errors}
         return out
 
@@ -223,6 +227,7 @@ class MediaReceiver:
             raise MediaError("the WebRTC offer has no SDP")
         if len(sdp.encode("utf-8", "replace")) > MAX_SDP_BYTES:
             raise MediaError("the WebRTC offer is too large")
+        fresh = self._pc is None
         if self._pc is None:
             self._pc = RTCPeerConnection(configuration=self._ice.rtc_configuration())
             self._pc.on("track", self._on_track)
@@ -243,7 +248,8 @@ class MediaReceiver:
                 answer = await pc.createAnswer()
                 await pc.setLocalDescription(answer)
         except Exception as exc:
-            await self._abandon(pc)
+            if fresh:  # a failed re-offer leaves the call that already works alone
+                await self._abandon(pc)
             if isinstance(exc, SessionguardError):
                 raise
             log.info("rejected a WebRTC offer: %s", type(exc).__name__)
@@ -319,7 +325,7 @@ class MediaReceiver:
                     frame = await track.recv()
                 except MediaStreamError:
                     break
-                state.stats.received += 1
+                state.received += 1
                 if not self._consent.allows(state.kind):
                     continue  # drained, never analysed
                 now = self._clock()
@@ -354,8 +360,11 @@ class MediaReceiver:
             log.error("%s", exc)
             return None
         if state.kind == "video":
-            return VideoPipeline(emit=emit, sink=sink, max_fps=self._params.max_fps)
-        return AudioPipeline(emit=emit, sink=sink, backlog_s=self._params.audio_backlog_s)
+            return VideoPipeline(emit=emit, stats=state.analysis, sink=sink,
+                                 max_fps=self._params.max_fps)
+        return AudioPipeline(emit=emit, stats=state.analysis, sink=sink,
+                             backlog_s=self._params.audio_backlog_s,
+                             batch_s=self._params.audio_batch_s)
 
     def _build(self, kind: str) -> Any:
         """A fresh analyzer for ``kind``; :class:`MediaError` if it cannot be made (a broken

@@ -8,8 +8,9 @@ the worker at a time:
 * video keeps only frames at least ``1 / max_fps`` apart (and only those the analyzer
   ``wants``, if it says); while one is being analysed only the newest waiting picture is
   kept, older waiting ones are dropped (the newest picture matters, not the queue);
-* audio collects the 20 ms frames that arrive while the worker is busy and hands them over
-  in one push (contiguous runs concatenated), dropping the oldest beyond ``backlog_s``.
+* audio collects 20 ms frames into batches of ``batch_s`` (100 ms; longer while the worker
+  is busy) and hands each batch over in one push (contiguous runs concatenated), dropping
+  the oldest beyond ``backlog_s``.
 
 Frames live only in memory: converted to numpy, pushed to the analyzer, released.
 """
@@ -222,7 +223,9 @@ class VideoPipeline(_Base):
 class AudioPipeline(_Base):
     sink: AudioSink | None = None
     backlog_s: float = 1.0
+    batch_s: float = 0.1
     _pending: list[tuple[float, int, npt.NDArray[np.float32]]] = field(default_factory=list)
+    _held: float = 0.0
 
     def offer(self, frame: av.AudioFrame, t: float) -> None:
         self.stats.received += 1
@@ -230,20 +233,22 @@ class AudioPipeline(_Base):
             return
         samples = audio_to_mono(frame)
         self._pending.append((t, frame.sample_rate, samples))
-        held = sum(len(s) / rate for _, rate, s in self._pending)
-        while held > self.backlog_s and len(self._pending) > 1:
+        self._held += len(samples) / frame.sample_rate
+        while self._held > self.backlog_s and len(self._pending) > 1:
             _, rate, dropped = self._pending.pop(0)
-            held -= len(dropped) / rate
+            self._held -= len(dropped) / rate
             self.stats.dropped += 1
         if self._job is None:
             self._next()
 
-    def _next(self) -> None:
+    def _next(self, force: bool = False) -> None:
         if not self._pending or self.sink is None:
             return
+        if not force and self._held < self.batch_s - 1e-6:
+            return  # wait for a fuller batch: fewer thread hand-offs, same samples
         chunks = _merge(self._pending)
         count = len(self._pending)
-        self._pending = []
+        self._pending, self._held = [], 0.0
         self.last_t = chunks[-1][0] + len(chunks[-1][2]) / chunks[-1][1]
         sink = self.sink
 
@@ -259,7 +264,7 @@ class AudioPipeline(_Base):
     async def close(self) -> None:
         if self.sink is not None:
             await self._drain()
-            self._next()
+            self._next(force=True)
             await self.finish(self.sink.finish)
 
 

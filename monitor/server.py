@@ -173,6 +173,7 @@ class Sidecar:
             weakref.WeakKeyDictionary())
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._purger: asyncio.Task[None] | None = None
         self._stopping = False
         self.routes = HttpRoutes(health=self._health, metrics=self._metrics_body,
                                  report=self._report)
@@ -182,6 +183,10 @@ class Sidecar:
 
     async def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick_loop())
+        purge = getattr(self.store, "purge_periodically", None)
+        if purge is not None:  # retention: whole sessions older than retention_days
+            retention_ms = self.config.store.retention_days * 86_400_000
+            self._purger = asyncio.create_task(purge(retention_ms, 3600.0, clock=self.clock))
         if self.webhooks is not None and hasattr(self.webhooks, "start"):
             result = self.webhooks.start()
             if asyncio.iscoroutine(result):
@@ -204,10 +209,11 @@ class Sidecar:
             with contextlib.suppress(Exception):
                 await receiver.close()
         self.media.clear()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._purger):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.webhooks is not None:
@@ -491,6 +497,11 @@ class Sidecar:
         except SessionguardError as exc:
             log.warning("message of session %s failed: %s", channel.session, type(exc).__name__)
             self._send(channel, proto.error_message("internal", str(exc)))
+        except Exception as exc:  # a bug must cost one message, not the channel or process
+            log.error("message of session %s failed: %s", channel.session, type(exc).__name__,
+                      exc_info=exc)
+            self._send(channel, proto.error_message("internal", "the sidecar failed to handle "
+                                                    "this message; it was not processed"))
 
     async def _dispatch(self, channel: Channel, session: Session,
                         message: proto.ClientMessage) -> None:
@@ -791,7 +802,11 @@ async def serve_forever(sidecar: Sidecar, host: str, port: int,
     """Serve until SIGTERM or SIGINT, then shut down gracefully. ``on_ready(port)`` runs once
     the port is bound (``sessionguard serve`` and ``demo`` print their URLs there)."""
     import signal as _signal
+    import sys
 
+    # The store's writer thread shares the GIL with the event loop: with the default 5 ms
+    # switch interval every hand-off of a write can stall the loop for up to 5 ms.
+    sys.setswitchinterval(0.0005)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (_signal.SIGTERM, _signal.SIGINT):

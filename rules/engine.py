@@ -30,6 +30,7 @@ __all__ = ["Engine"]
 
 _AGREED = ("patient_allowed", "provider_records")
 _NEVER = 2**62
+_NO_CONTEXT: dict[str, Any] = {}
 _MAX_CONSENT_HISTORY = 8
 
 
@@ -120,8 +121,11 @@ class Engine:
     def feed(self, signal: Signal, now: int) -> Outcome:
         """Run the rules for one validated signal. ``client.devices`` also derives
         ``client.virtual_device`` signals (when device monitoring is granted), which are
-        run too and returned in ``Outcome.derived``."""
-        s = self._session(signal.session)
+        run too and returned in ``Outcome.derived``.
+
+        Windows, holds and consent are evaluated at the signal's own time ``signal.at`` (so
+        replay and live agree); ``now`` is the caller's clock, kept for the seam."""
+        s = self._sessions.get(signal.session) or self._session(signal.session)
         alerts: list[Alert] = []
         skipped: list[Skip] = []
         suppressed = [0]
@@ -172,22 +176,28 @@ class Engine:
         rules = self.ruleset.by_signal.get(sig.name)
         if not rules:
             return
-        ctx: dict[str, Any] | None = None
+        needs_context = self.ruleset.needs_context
+        granted = consent.monitoring
+        ctx: dict[str, Any] = _NO_CONTEXT
         key: Any = None
         fired_now: list[tuple[CompiledRule, tuple[Signal, ...]]] = []
         for rule in rules:
-            if not rule.requires <= consent.monitoring:
+            if not rule.requires <= granted:
                 if s.skipped is None:
                     s.skipped = set()
                 if rule.index not in s.skipped:
                     s.skipped.add(rule.index)
-                    missing = tuple(sorted(rule.requires - consent.monitoring))
+                    missing = tuple(sorted(rule.requires - granted))
                     skipped.append(Skip(rule.id, sig.session, sig.participant, sig.name,
                                         sig.at, missing))
                 continue
-            if ctx is None:
+            if ctx is _NO_CONTEXT and rule.index in needs_context:
                 ctx, key = make_context(sig.name, sig.source, sig.confidence, consent.recording,
                                         sig.data)
+            if rule.kind == "match":  # the common case, inline
+                if (rule.when is None and not rule.exceptions) or self._matches(rule, ctx, key):
+                    fired_now.append((rule, (sig,)))
+                continue
             fired = self._step(rule, sig, s, ctx, key)
             if fired is not None:
                 fired_now.append((rule, fired))

@@ -219,13 +219,19 @@ class _Loader:
         if not isinstance(raw, dict):
             self.error(file, rid, "a rule must be a mapping")
             return
+        before = len([d for d in self.diagnostics if d.level == "error"])
         try:
             spec = _RuleSpec.model_validate(raw)
         except ValidationError as exc:
             for msg in _pyd_message(exc):
                 self.error(file, rid, msg)
-            return
-        before = len([d for d in self.diagnostics if d.level == "error"])
+            unknown_keys = {e["loc"][0] for e in exc.errors()
+                       if e["type"] == "extra_forbidden" and len(e["loc"]) == 1}
+            if len(unknown_keys) != len(exc.errors()):
+                return
+            # only unknown keys: check the rest of the rule too, so one run shows everything
+            spec = _RuleSpec.model_validate(
+                {k: v for k, v in raw.items() if k not in unknown_keys})
         if spec.id in self.ids:
             self.error(file, rid, "duplicate rule id")
         self.ids.add(spec.id)

@@ -117,18 +117,30 @@ class Predicate:
         return result
 
 
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple((k, _freeze(v)) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
 def make_context(name: str, source: str, confidence: float, recording: str,
                  data: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     """The evaluation context of one signal, and a hashable cache key for it (``None`` when
-    the data holds unhashable values: then conditions are evaluated every time)."""
+    the data cannot be made hashable: then conditions are evaluated every time)."""
     ctx = dict(data)
     ctx["signal"] = name
     ctx["source"] = source
     ctx["signal_confidence"] = confidence
     ctx["recording"] = recording
+    key: Any = (name, source, confidence, recording, tuple(data.items()))
     try:
-        key: Any = (name, source, confidence, recording, tuple(data.items()))
         hash(key)
     except TypeError:
-        key = None
+        key = (name, source, confidence, recording, _freeze(dict(data)))
+        try:
+            hash(key)
+        except TypeError:
+            key = None
     return ctx, key

@@ -55,6 +55,12 @@ class CompiledRule:
     inhibit_tags: frozenset[str]
     inhibit_ms: int
 
+    @property
+    def needs_context(self) -> bool:
+        """Whether running the rule evaluates a condition over the signal's data."""
+        return bool(self.when is not None or self.exceptions or self.steps
+                    or self.kind == "distinct")
+
 
 @dataclass(frozen=True)
 class Ruleset:
@@ -64,6 +70,7 @@ class Ruleset:
     rules: tuple[CompiledRule, ...]
     warnings: tuple[Diagnostic, ...] = ()
     by_signal: dict[str, tuple[CompiledRule, ...]] = field(init=False)
+    needs_context: frozenset[int] = field(init=False)
 
     def __post_init__(self) -> None:
         index: dict[str, list[CompiledRule]] = {}
@@ -71,6 +78,8 @@ class Ruleset:
             for s in sorted(r.signals):
                 index.setdefault(s, []).append(r)
         object.__setattr__(self, "by_signal", {k: tuple(v) for k, v in index.items()})
+        object.__setattr__(self, "needs_context",
+                           frozenset(r.index for r in self.rules if r.needs_context))
 
     def get(self, rule_id: str) -> CompiledRule | None:
         return next((r for r in self.rules if r.id == rule_id), None)

@@ -189,15 +189,14 @@ def make_signal(
 ) -> Signal:
     """Validate and build a :class:`Signal`; ``source`` defaults to the spec's origin."""
     spec = spec_for(name)
-    if source is None:
-        source = next(iter(spec.origins))
+    origin: Source = source if source is not None else next(iter(spec.origins))
     return Signal(
         name=name,
         at=int(at),
         data=validate_data(name, data if data is not None else {}),
         session=session,
         participant=participant,
-        source=source,
+        source=origin,
         confidence=confidence,
         seq=seq,
     )

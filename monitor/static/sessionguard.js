@@ -14,7 +14,7 @@
 // consent allows it.
 //
 // Privacy: only what the token's consent.monitoring allows is observed. Every client.*
-// signal belongs to the "device" scope; audio/video tracks are sent only for the "audio" /
+// signal belongs to the "device" scope (the heartbeat, which carries nothing, is always sent); audio/video tracks are sent only for the "audio" /
 // "video" scopes. Device ids are never sent raw: SHA-256(session id + ":" + deviceId).
 // Key listeners report only screenshot combinations, never other keys.
 //
@@ -477,12 +477,6 @@ class Guard {
       this._scanDevices();
     }
 
-    const beat = () => {
-      if (!this._observing) return;
-      this._signal("client.heartbeat", {});
-      this._later(HEARTBEAT_MS, beat);
-    };
-    beat();
   }
 
   _stopObserving() {
@@ -568,6 +562,13 @@ class Guard {
     // Scopes from the token until the sidecar's consent message (the notice waits for it).
     if (this._consent.monitoring.includes("device")) this._startObserving();
     this._open();
+    // The heartbeat carries nothing about the patient ({} or a dropped count) and runs
+    // whatever the consent: without it the sidecar would report the SDK as silent.
+    const beat = () => {
+      this._signal("client.heartbeat", {});
+      this._later(HEARTBEAT_MS, beat);
+    };
+    beat();
   }
 }
 

@@ -42,12 +42,21 @@ class ShutterParams(_Strict):
     decay_frames: int = Field(default=3, ge=1, le=10)
     min_flatness: float = Field(default=0.35, ge=0, le=1)
     max_low_excess_db: float = Field(default=12.0, ge=0)
-    min_clicks: int = Field(default=2, ge=1)
+    min_clicks: int = Field(default=3, ge=1)
     max_clicks: int = Field(default=8, ge=1)
     cluster_gap_s: float = Field(default=0.1, gt=0)
     max_span_s: float = Field(default=0.45, gt=0)
     isolation_s: float = Field(default=0.8, ge=0)
     max_neighbours: int = Field(default=2, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> ShutterParams:
+        lo, hi = self.band_hz
+        if not 0 < lo < hi <= 8000:
+            raise ValueError("band_hz must be [low, high] with 0 < low < high <= 8000")
+        if self.max_clicks < self.min_clicks:
+            raise ValueError("max_clicks must not be smaller than min_clicks")
+        return self
 
 
 class VirtualSourceParams(_Strict):
@@ -58,18 +67,17 @@ class VirtualSourceParams(_Strict):
     a muted track and are not counted). Reported once ``min_silence_s`` of gaps in at least
     ``min_gaps`` gaps have been seen; the evidence is forgotten after ``reset_floor_s`` of
     pauses with a real noise floor (runs of at least ``floor_run_s`` of blocks between
-    ``digital_dbfs`` and ``quiet_dbfs``); an
-    open episode closes after ``clear_floor_s`` of such floor without a new gap.
+    ``digital_dbfs`` and ``quiet_dbfs``); an open episode closes after ``clear_floor_s`` of such floor without a new gap.
     """
 
     enabled: bool = True
     digital_dbfs: float = Field(default=-90.0, le=0)
-    quiet_dbfs: float = Field(default=-40.0, le=0)
+    quiet_dbfs: float = Field(default=-55.0, le=0)
     min_gap_s: float = Field(default=0.1, gt=0)
     max_gap_s: float = Field(default=15.0, gt=0)
     min_silence_s: float = Field(default=3.0, gt=0)
     min_gaps: int = Field(default=2, ge=1)
-    floor_run_s: float = Field(default=0.2, gt=0)
+    floor_run_s: float = Field(default=0.3, gt=0)
     reset_floor_s: float = Field(default=2.0, gt=0)
     clear_floor_s: float = Field(default=5.0, gt=0)
 

@@ -17,6 +17,7 @@ and ``synthetic_source`` are not judged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from signals.media.frozen import FrozenCheck
 from signals.media.loop import LoopIndex, phash
 from signals.media.objects import ObjectDetector
 from signals.media.obscured import ObscuredCheck, measure_picture
-from signals.media.params import MediaParams, VideoParams
+from signals.media.params import MediaParams, VideoParams, media_params_from_dict
 from signals.media.synthetic import NoiseCheck
 
 __all__ = ["VIDEO_SIGNALS", "VideoAnalyzer"]
@@ -47,11 +48,19 @@ VIDEO_SIGNALS = (
 
 
 class VideoAnalyzer:
-    """Stateful analysis of one video stream (seconds from stream start)."""
+    """Stateful analysis of one video stream (seconds from stream start).
 
-    def __init__(self, params: VideoParams | MediaParams | None = None) -> None:
+    ``params``: :class:`VideoParams`, a whole :class:`MediaParams`, the ``video:`` mapping of
+    ``config/media.yaml`` (validated; :class:`ConfigError` on a bad key) or ``None``.
+    """
+
+    def __init__(
+        self, params: VideoParams | MediaParams | Mapping[str, Any] | None = None
+    ) -> None:
         if isinstance(params, MediaParams):
             params = params.video
+        elif isinstance(params, Mapping):
+            params = media_params_from_dict({"video": dict(params)}).video
         p = self.params = params or VideoParams()
         self._period = 1.0 / p.cheap_fps
         self._last_t: float | None = None

@@ -267,13 +267,15 @@ def sdk_page(
     before: str = "",
     after: str = "",
     connect_options: str = "",
+    pre_connect: str = "",
 ) -> str:
     """A minimal call page on the test site. It imports the SDK first (the wrappers are
     installed at import time), connects, and records everything on ``window.sg``:
     ``events`` (every onStatus/onConsent/onNotice call as ``[kind, value]``), ``statuses``,
     ``consents``, ``guard`` and ``ready`` (true once ``connect`` resolved). ``before`` is a
-    classic script run before the module (e.g. an init script), ``after`` module code run
-    after connect (``guard`` is in scope). ``connect_options`` is extra object-literal text
+    classic script run before the module (e.g. an init script), ``pre_connect`` module code
+    run after the import and before ``connect``, ``after`` module code run after connect
+    (``guard`` is in scope). ``connect_options`` is extra object-literal text
     for connect (e.g. ``"onNotice: () => true,"``)."""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sessionguard test call</title>
@@ -282,6 +284,7 @@ def sdk_page(
 <script type="module">
 import {{ connect }} from {json.dumps(sdk_url)};
 const sg = window.sg;
+{pre_connect}
 const guard = await connect({{
   url: {json.dumps(ws_url)}, token: {json.dumps(token)},
   onStatus: (s) => {{ sg.statuses.push(s); sg.events.push(["status", s]); }},

@@ -17,6 +17,7 @@ import pytest
 from tests.browser.harness import (
     LiveSidecar,
     StaticSite,
+    disable_focus_emulation,
     live_sidecar,
     recv_until,
     sdk_page,
@@ -70,10 +71,10 @@ def names(bodies: list[dict[str, Any]]) -> list[str]:
 
 async def open_call(ctx: Any, site: StaticSite, sc: LiveSidecar, session: str,
                     consent: dict[str, Any] | None, *, name: str, before: str = "",
-                    options: str = "") -> Any:
+                    options: str = "", pre_connect: str = "") -> Any:
     token = sc.token(session, "pat", "patient", consent)
     url = site.add(f"{name}.html", sdk_page(sc.sdk_url, sc.ws_url, token, before=before,
-                                            connect_options=options))
+                                            connect_options=options, pre_connect=pre_connect))
     page = await ctx.new_page()
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
@@ -85,16 +86,31 @@ async def open_call(ctx: Any, site: StaticSite, sc: LiveSidecar, session: str,
 async def test_capture_apis_and_devices_are_reported(chromium: Any, site: StaticSite,
                                                      sidecar: LiveSidecar) -> None:
     ctx = await chromium(fake_media=True, permissions=["camera", "microphone"])
-    page = await open_call(ctx, site, sidecar, "s-capture", FULL, name="capture")
+    # A recorder created after the import but before connect(): queued, then sent.
+    early = ("new MediaRecorder(document.createElement('canvas').captureStream(),"
+             " {mimeType: 'video/webm;codecs=vp8'});")
+    page = await open_call(ctx, site, sidecar, "s-capture", FULL, name="capture",
+                           pre_connect=early)
     out = await page.evaluate(CAPTURE_SCRIPT)
     assert out["display"] == "ok" and out["recorder"] == "inactive"
+    # Focus: with Playwright's focus emulation off, another page in front blurs this one.
+    await disable_focus_emulation(page)
+    other = await ctx.new_page()
+    await other.bring_to_front()
+    await page.bring_to_front()
     stored = await wait_stored(sidecar.db, "s-capture", lambda b: {
         "client.display_capture", "client.media_recorder", "client.capture_stream",
-        "client.devices", "client.heartbeat"} <= set(names(b)))
+        "client.devices", "client.heartbeat", "client.screens"} <= set(names(b))
+        and any(s["signal"] == "client.focus" and s["data"]["focused"] for s in b))
     by_name = {b["signal"]: b for b in stored}
     assert by_name["client.display_capture"]["data"]["api"] == "getDisplayMedia"
     assert by_name["client.capture_stream"]["data"] == {"element": "canvas"}
-    assert by_name["client.media_recorder"]["data"]["mimeType"] == "video/webm"
+    recorders = [b["data"].get("mimeType") for b in stored
+                 if b["signal"] == "client.media_recorder"]
+    assert recorders == ["video/webm;codecs=vp8", "video/webm"]
+    focus = [b["data"] for b in stored if b["signal"] == "client.focus"]
+    assert focus[0] == {"focused": False} and focus[-1]["away_ms"] >= 0
+    assert by_name["client.screens"]["data"]["extended"] is False
     devices = by_name["client.devices"]["data"]
     assert devices["change"] == "initial"
     labels = {d["label"] for d in devices["devices"]}
@@ -117,11 +133,12 @@ async def test_blackhole_device_becomes_a_virtual_device_alert(
         page = await open_call(ctx, site, sidecar, "s-bh", FULL, name="blackhole")
         await wait_stored(sidecar.db, "s-bh", lambda b: "client.devices" in names(b))
         await page.evaluate("window.addBlackHole()")
-        alert = await recv_until(
-            clinician, lambda m: m["type"] == "alert" and any(
-                e["signal"] == "client.virtual_device" for e in m["evidence"])
-            or (m["type"] == "alert" and "BlackHole" in json.dumps(m)))
-    assert "BlackHole 2ch" in json.dumps(alert["evidence"])
+        # (a "device-added" info alert may come first: wait for the virtual-device one)
+        alert = await recv_until(clinician, lambda m: m["type"] == "alert" and any(
+            e["signal"] == "client.virtual_device" for e in m["evidence"]))
+    virtual = [e for e in alert["evidence"] if e["signal"] == "client.virtual_device"]
+    assert virtual and virtual[0]["data"]["label"] == "BlackHole 2ch", json.dumps(alert)
+    assert virtual[0]["data"]["kind"] == "audioinput"
     stored = await wait_stored(sidecar.db, "s-bh", lambda b: any(
         s["signal"] == "client.devices" and s["data"]["change"] == "added" for s in b))
     added = [s for s in stored if s["signal"] == "client.devices"
@@ -148,7 +165,13 @@ async def test_without_device_scope_nothing_is_observed(chromium: Any, site: Sta
         await page.evaluate("void window.sg.guard.requestRecording('marker')")
         await recv_until(clinician, lambda m: m["type"] == "recording.request")
     frames = [json.loads(f) for f in await page.evaluate("window.sentFrames")]
-    assert [f["type"] for f in frames] == ["recording.request"], frames
+    # Only the heartbeat, which carries nothing (so the sidecar knows the SDK is alive).
+    items = [f for f in frames if f["type"] == "signal"]
+    items += [i for f in frames if f["type"] == "signals" for i in f["items"]]
+    assert items and {(i["signal"], json.dumps(i["data"])) for i in items} == {
+        ("client.heartbeat", "{}")}, frames
+    assert [f["type"] for f in frames if f["type"] not in ("signal", "signals")] == [
+        "recording.request"]
     assert stored_signals(sidecar.db, "s-nodev") == []
     assert page.errors == []
 

@@ -380,7 +380,7 @@ def build_set(split: Split, seed: int | None = None, scale: int = 1) -> list[Cli
     clips as room-noise clips, floors -70..-45 dBFS, half after Opus.
     """
     rng = np.random.default_rng(seed if seed is not None else (1 if split == "dev" else 2))
-    snr = (-6.0, 6.0) if split == "dev" else (-10.0, 8.0)
+    snr = (-10.0, 6.0) if split == "dev" else (-10.0, 8.0)
     clips: list[Clip] = []
 
     def conditions(k: int) -> dict[str, float | int | None]:

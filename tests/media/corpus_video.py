@@ -11,7 +11,7 @@ memory, as a WebRTC call would.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -232,9 +232,11 @@ BUILDERS: list[Callable[[int], Clip]] = [
 ]
 
 
-def all_clips(seeds: range = range(3)) -> list[Clip]:
-    """Every clip kind for every seed (the evaluation set)."""
-    return [build(seed) for seed in seeds for build in BUILDERS]
+def all_clips(seeds: range = range(3)) -> Iterator[Clip]:
+    """Every clip kind for every seed (the evaluation set), built one at a time."""
+    for seed in seeds:
+        for build in BUILDERS:
+            yield build(seed)
 
 
 def frames_to_bytes(frames: list[Frame], fps: int = FPS, codec: str = "libvpx",

@@ -42,6 +42,13 @@ def test_params_from_dict_overrides_and_rejects_typos() -> None:
         media_params_from_dict(["not", "a", "mapping"])  # type: ignore[arg-type]
 
 
+def test_analyzer_accepts_the_video_mapping() -> None:
+    a = VideoAnalyzer({"cheap_fps": 2, "frozen": {"min_s": 4}})
+    assert a.params.cheap_fps == 2 and a.params.frozen.min_s == 4
+    with pytest.raises(ConfigError, match="cheap_fsp"):
+        VideoAnalyzer({"cheap_fsp": 2})
+
+
 def test_load_media_params_merges_audio_file(tmp_path: Path) -> None:
     (tmp_path / "media_audio.yaml").write_text("audio:\n  a: 1\n  b: 2\n")
     (tmp_path / "media.yaml").write_text("audio_file: media_audio.yaml\naudio:\n  b: 3\n")

@@ -141,3 +141,23 @@ def test_rules_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as info:
         main(["rules", "nonsense"])
     assert info.value.code == 2
+
+
+def test_one_run_reports_every_problem_of_a_rule(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        rules:
+          - id: many
+            title: Many
+            description: d
+            signals: [client.key]
+            when: colour == "red"
+            hold: soon
+            severity: warning
+            message: m $nope
+            suggested_response: [x]
+            frequency: 3
+    """)
+    found = [(d.level, d.message.split(":")[0]) for d in check_rules([path])]
+    assert ("error", "unknown key 'frequency'") in found
+    assert ("error", "when") in found and ("error", "hold") in found
+    assert ("warning", "message") in found

@@ -126,3 +126,25 @@ async def serve(tmp_path: Path) -> AsyncIterator[Factory]:
             port = await stack.enter_async_context(running(sidecar, "127.0.0.1", 0))
             return Harness(sidecar, port, stack)
         yield start
+
+
+async def raw_channel(port: int, tok: str, rcvbuf: int | None = None
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A channel opened by hand: the handshake, then nothing (no reads, no pong replies)."""
+    import base64
+    import os
+    import socket
+
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /v1/ws?token={tok} HTTP/1.1\r\n"
+                  f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    writer.transport.pause_reading()  # type: ignore[attr-defined]
+    return reader, writer

@@ -126,7 +126,7 @@ frames = st.one_of(
 )
 
 
-@settings(max_examples=1500, deadline=None, derandomize=True,
+@settings(max_examples=1000, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 @given(frame=frames, role=st.sampled_from(["patient", "clinician"]))
 def test_fuzz_parser_raises_only_invalid_signal(frame: Any, role: str) -> None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
-import socket
 import urllib.request
 from typing import Any
 
@@ -19,6 +16,7 @@ from tests.server.conftest import (
     DEVICE,
     SECRET,
     Factory,
+    raw_channel,
     recv_json,
     recv_type,
     signal,
@@ -215,10 +213,11 @@ async def test_blind_status_on_disconnect_silence_and_recovery(serve: Factory) -
 async def test_bad_input_and_abuse(serve: Factory) -> None:
     h = await serve(env={"SESSIONGUARD_MAX_MESSAGE_BYTES": "2048"})
     p = await h.patient()
-    for frame, code in [("{", "bad_json"), ('{"type":"zzz"}', "unknown_type"),
+    cases: list[tuple[str | bytes, str]] = [("{", "bad_json"), ('{"type":"zzz"}', "unknown_type"),
                         ('{"type":"signal","seq":"x"}', "bad_field"), (b"\x00\x01", "binary"),
                         (signal(5, "client.key", {"combo": 7}), "bad_field"),
-                        (signal(6, "video.frozen"), "bad_origin")]:
+                        (signal(6, "video.frozen"), "bad_origin")]
+    for frame, code in cases:
         await p.send(frame)
         err = await recv_type(p, "error")
         assert err["code"] == code and err["message"]
@@ -264,17 +263,7 @@ async def test_stuck_clinician_is_dropped_and_never_blocks_others(serve: Factory
         update={"send_queue": 4, "rate_per_s": 10_000.0, "burst": 10_000})})
     h = await serve(config=cfg)
     # a clinician that completes the handshake and then never reads again
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", h.port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET /v1/ws?token={token('s1', 'stuck', 'clinician')} HTTP/1.1\r\n"
-                  f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
-    writer.transport.pause_reading()
+    _reader, writer = await raw_channel(h.port, token("s1", "stuck", "clinician"), rcvbuf=4096)
     good = await h.clinician(participant="good")
     p = await h.patient()
     big = {"combo": "PrintScreen", "pad": "y" * 30000}
@@ -338,3 +327,51 @@ async def test_graceful_shutdown_closes_with_1001(serve: Factory, tmp_path: Any)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1001
     with SqliteStore(tmp_path / "audit.db") as store:  # flushed and closed cleanly
         assert [e["kind"] for e in store.entries("s1")].count("signal") == 1
+
+
+async def test_half_open_patient_is_closed_by_ping_timeout(serve: Factory, tmp_path: Any) -> None:
+    from tests.server.conftest import make_config
+    cfg = make_config(tmp_path)
+    cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(
+        update={"ping_interval_s": 0.2, "ping_timeout_s": 0.3})})
+    h = await serve(config=cfg)
+    c = await h.clinician()
+    _reader, writer = await raw_channel(h.port, token("s1", "p1", "patient", DEVICE))
+    assert (await recv_type(c, "status"))["participants"][0]["sdk"] == "connected"
+    # the peer never answers pings: the server closes it long before the heartbeat timeout
+    gone = await recv_type(c, "status", timeout=15)
+    assert gone["blind"] and gone["participants"][0]["sdk"] == "disconnected"
+    writer.close()
+
+
+async def test_retention_purges_old_sessions(serve: Factory, tmp_path: Any) -> None:
+    with SqliteStore(tmp_path / "audit.db") as store:
+        store.append("ancient", "signal", 1_000, {"signal": "client.heartbeat"})
+    h = await serve()
+    p = await h.patient("recent")
+    await p.send(signal(1, "client.heartbeat"))
+    await recv_type(p, "ack")
+    # the purge ran at start, before anything queued after it in the store
+    assert await h.sidecar.store.sessions() == ["recent"]
+
+
+async def test_injected_clock_drives_silence_and_idle_eviction(serve: Factory) -> None:
+    now = [1_800_000_000_000]
+    h = await serve(clock=lambda: now[0])
+    c = await h.clinician()
+    p = await h.patient()
+    assert (await recv_type(c, "status"))["at"] == now[0]
+    now[0] += 20_000  # the default heartbeat timeout
+    await h.sidecar.tick()
+    silent = await recv_type(c, "status")
+    assert silent["participants"][0]["sdk"] == "silent" and silent["at"] == now[0]
+    await p.send(signal(1, "client.heartbeat", at=now[0]))
+    assert (await recv_type(c, "status"))["participants"][0]["sdk"] == "connected"
+    await p.close()
+    await c.close()
+    await h.sidecar.store.sessions()  # both close handlers have run once this returns
+    while h.sidecar.channels:  # (they run on the server side of the sockets)
+        await asyncio.sleep(0.01)
+    now[0] += 3_600_000
+    await h.sidecar.tick()
+    assert "s1" not in h.sidecar.sessions.sessions

@@ -1,0 +1,118 @@
+"""``audio.shutter`` on generated clips: real shutter recordings in speech and after Opus
+fire it; every other sound of the theme and synthesised typing, knocks, coughs and doors do
+not (see tests/media/corpus_audio.py for the material)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from signals.media.audio import AudioAnalyzer
+from signals.media.detection import Detection
+from tests.media.corpus_audio import (
+    DISTRACTOR_SOUNDS,
+    RATE,
+    SHUTTER_SOUNDS,
+    Clip,
+    keyboard_typing,
+    load_sound,
+    room_noise,
+    shutter_clip,
+)
+
+
+def run(samples: np.ndarray, chunk: int = 960, analyzer: AudioAnalyzer | None = None,
+        ) -> list[Detection]:
+    analyzer = analyzer or AudioAnalyzer()
+    out: list[Detection] = []
+    for i in range(0, len(samples), chunk):
+        out.extend(analyzer.push(samples[i:i + chunk], RATE, i / RATE))
+    out.extend(analyzer.finish(len(samples) / RATE))
+    return out
+
+
+def shutters(clip: Clip) -> list[Detection]:
+    return [d for d in run(clip.samples) if d.signal == "audio.shutter"]
+
+
+def assert_found(clip: Clip) -> Detection:
+    found = shutters(clip)
+    label = clip.labels[0]
+    assert len(found) == 1, (clip.name, found)
+    det = found[0]
+    assert label.t - 0.15 <= det.t <= label.end, (det, label)
+    assert det.end is not None and det.t < det.end <= label.end + 0.15
+    assert 0.5 <= det.confidence <= 0.9
+    assert det.evidence["method"] == "click-cluster" and det.evidence["clicks"] >= 3
+    json.dumps(det.to_json(), allow_nan=False)
+    return det
+
+
+@pytest.mark.parametrize("sound", SHUTTER_SOUNDS)
+@pytest.mark.parametrize("seed", [11, 12])
+def test_shutter_in_speech_fires(sound: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    clip = shutter_clip(rng, "heldout", event=sound, positive=True, seconds=4.0,
+                        snr_db=0.0, floor_dbfs=-55.0)
+    assert_found(clip)
+
+
+@pytest.mark.parametrize("bitrate", [24_000, 48_000])
+def test_shutter_after_opus_fires(bitrate: int) -> None:
+    rng = np.random.default_rng(bitrate)
+    clip = shutter_clip(rng, "heldout", event="camera-shutter", positive=True, seconds=4.0,
+                        snr_db=3.0, floor_dbfs=-60.0, opus=bitrate)
+    assert_found(clip)
+
+
+def test_shutter_in_a_quiet_room_fires_once_per_shot() -> None:
+    rng = np.random.default_rng(5)
+    shot = load_sound("screen-capture") * 0.3
+    x = room_noise(RATE * 5, rng, -60.0)
+    for start in (0.5, 3.0):
+        i = int(start * RATE)
+        x[i:i + len(shot)] += shot
+    found = [d for d in run(x) if d.signal == "audio.shutter"]
+    assert len(found) == 2, found
+    assert all(abs(d.t - s) < 0.15 for d, s in zip(found, (0.5, 3.0), strict=True))
+
+
+@pytest.mark.parametrize("sound", DISTRACTOR_SOUNDS)
+def test_theme_distractors_stay_silent(sound: str) -> None:
+    rng = np.random.default_rng(DISTRACTOR_SOUNDS.index(sound))
+    clip = shutter_clip(rng, "dev", event=sound, positive=False, seconds=3.0, snr_db=3.0,
+                        floor_dbfs=-55.0)
+    assert shutters(clip) == []
+
+
+@pytest.mark.parametrize("kind", ["typing", "knock", "cough", "door"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_synthetic_distractors_stay_silent(kind: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    clip = shutter_clip(rng, "heldout", event=kind, positive=False, seconds=4.0,
+                        snr_db=6.0, floor_dbfs=-55.0, opus=32_000 if seed == 2 else None)
+    assert shutters(clip) == []
+
+
+def test_typing_alone_in_a_quiet_room_stays_silent() -> None:
+    rng = np.random.default_rng(9)
+    x = keyboard_typing(rng, 6.0) * 0.2 + room_noise(RATE * 6, rng, -65.0)
+    assert [d for d in run(x) if d.signal == "audio.shutter"] == []
+
+
+def test_detection_does_not_depend_on_chunk_size() -> None:
+    rng = np.random.default_rng(21)
+    clip = shutter_clip(rng, "dev", event="camera-shutter", positive=True, seconds=3.0)
+    reference = run(clip.samples, chunk=960)
+    assert len([d for d in reference if d.signal == "audio.shutter"]) == 1
+    for chunk in (441, 1234, 48_000):
+        assert run(clip.samples, chunk=chunk) == reference
+
+
+def test_disabled_shutter_reports_nothing() -> None:
+    rng = np.random.default_rng(21)
+    clip = shutter_clip(rng, "dev", event="camera-shutter", positive=True, seconds=3.0)
+    analyzer = AudioAnalyzer({"shutter": {"enabled": False}})
+    assert [d for d in run(clip.samples, analyzer=analyzer) if d.signal == "audio.shutter"] == []

@@ -1,0 +1,132 @@
+"""The per-track pipelines without a network: batching, bounds and ordering."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import threading
+
+import av
+import numpy as np
+import pytest
+
+from monitor.media_pipeline import AudioPipeline, VideoPipeline, audio_to_mono, plain
+from signals.media.detection import Detection
+
+
+def audio_frame(index: int, value: float = 0.1, layout: str = "mono") -> av.AudioFrame:
+    channels = 2 if layout == "stereo" else 1
+    data = np.full((1, 960 * channels), int(value * 32767), np.int16)
+    frame = av.AudioFrame.from_ndarray(data, format="s16", layout=layout)
+    frame.sample_rate, frame.pts = 48_000, index * 960
+    frame.time_base = fractions.Fraction(1, 48_000)
+    return frame
+
+
+def video_frame(value: int) -> av.VideoFrame:
+    return av.VideoFrame.from_ndarray(np.full((32, 32, 3), value, np.uint8), format="bgr24")
+
+
+class GatedAudio:
+    """Blocks in push until the test opens the gate: a busy analysis thread on demand."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.pushes: list[tuple[float, int]] = []
+
+    def push(self, samples: np.ndarray, sample_rate: int, t: float) -> list[Detection]:
+        self.gate.wait(10)
+        self.pushes.append((round(t, 3), len(samples)))
+        return []
+
+    def finish(self, t: float) -> list[Detection]:
+        return [Detection("audio.shutter", t, None, 0.5, {"n": np.int64(len(self.pushes))})]
+
+
+class GatedVideo:
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.seen: list[tuple[float, int]] = []
+
+    def push(self, frame_bgr: np.ndarray, t: float) -> list[Detection]:
+        self.gate.wait(10)
+        self.seen.append((round(t, 3), int(frame_bgr[0, 0, 0])))
+        return []
+
+    def finish(self, t: float) -> list[Detection]:
+        return []
+
+
+async def settle(pipeline: AudioPipeline | VideoPipeline) -> None:
+    while pipeline._job is not None:
+        await asyncio.wait({pipeline._job})
+        await asyncio.sleep(0)
+
+
+async def test_audio_is_batched_and_contiguous_runs_are_merged() -> None:
+    sink, out = GatedAudio(), []
+    pipe = AudioPipeline(emit=out.extend, sink=sink, batch_s=0.1)
+    for i in range(10):
+        pipe.offer(audio_frame(i), i * 0.02)
+    await settle(pipe)
+    assert sink.pushes == [(0.0, 4800), (0.1, 4800)]
+    # A gap (lost packets) starts a new chunk at its own time instead of shifting samples.
+    for i in (20, 21, 22, 30, 31):
+        pipe.offer(audio_frame(i), i * 0.02)
+    await pipe.close()
+    assert sink.pushes[2:] == [(0.4, 2880), (0.6, 1920)]
+    assert [d.signal for d in out] == ["audio.shutter"]
+    assert pipe.stats.analysed == 15 and pipe.stats.dropped == 0
+
+
+async def test_audio_backlog_is_bounded_while_the_worker_is_busy() -> None:
+    sink, out = GatedAudio(), []
+    pipe = AudioPipeline(emit=out.extend, sink=sink, batch_s=0.02, backlog_s=0.2)
+    sink.gate.clear()
+    for i in range(60):  # 1.2 s arrive while the first push is stuck
+        pipe.offer(audio_frame(i), i * 0.02)
+    sink.gate.set()
+    await pipe.close()
+    assert pipe.stats.dropped == 60 - 1 - 10  # one in flight, 0.2 s kept
+    assert sink.pushes[0] == (0.0, 960)
+    assert sink.pushes[1] == (1.0, 9600)  # the newest 200 ms, in one push
+
+
+async def test_video_keeps_only_the_newest_waiting_picture() -> None:
+    sink = GatedVideo()
+    pipe = VideoPipeline(emit=lambda d: None, sink=sink, max_fps=10)
+    sink.gate.clear()
+    pipe.offer(video_frame(1), 0.0)
+    pipe.offer(video_frame(2), 0.02)  # over the 10 fps cap: skipped by design
+    for k, t in enumerate((0.1, 0.2, 0.3), start=3):
+        pipe.offer(video_frame(k * 10), t)
+    sink.gate.set()
+    await pipe.close()
+    assert sink.seen == [(0.0, 1), (0.3, 50)]
+    assert pipe.stats.skipped == 1 and pipe.stats.dropped == 2 and pipe.stats.analysed == 2
+
+
+async def test_discarded_pipeline_never_reaches_its_analyzer_again() -> None:
+    sink = GatedAudio()
+    pipe = AudioPipeline(emit=lambda d: None, sink=sink, batch_s=0.02)
+    pipe.offer(audio_frame(0), 0.0)
+    await settle(pipe)
+    pipe.discard()
+    pipe.offer(audio_frame(1), 0.02)
+    await settle(pipe)
+    assert sink.pushes == [(0.0, 960)]
+
+
+@pytest.mark.parametrize("layout", ["mono", "stereo"])
+def test_audio_becomes_float32_mono(layout: str) -> None:
+    mono = audio_to_mono(audio_frame(0, 0.5, layout))
+    assert mono.dtype == np.float32 and mono.shape == (960,)
+    assert mono.max() == pytest.approx(0.5, abs=1e-3)
+
+
+def test_evidence_is_made_plain() -> None:
+    value = plain({"a": np.float32(1.5), "b": [np.int64(2)], "c": np.arange(2), 3: (None,)})
+    assert value == {"a": 1.5, "b": [2], "c": [0, 1], "3": [None]}
+    assert type(value["a"]) is float and type(value["b"][0]) is int
