@@ -15,14 +15,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results import write_section  # noqa: E402
-from signals.media.audio import AudioAnalyzer  # noqa: E402
-from signals.media.detection import Detection  # noqa: E402
-from tests.media.corpus_audio import Clip, build_set  # noqa: E402
+from bench.results import write_section
+from signals.media.audio import AudioAnalyzer
+from signals.media.detection import Detection
+from tests.media.corpus_audio import Clip, Split, build_set
 
 __all__ = ["Score", "analyse_clip", "evaluate", "main"]
 
@@ -102,8 +100,9 @@ def _table(scores: dict[str, Score]) -> list[str]:
 def main() -> None:
     scale = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 2
     lines: list[str] = []
-    for split in ("heldout", "dev"):
-        clips = build_set(split, scale=scale)  # type: ignore[arg-type]
+    splits: tuple[Split, ...] = ("heldout", "dev")
+    for split in splits:
+        clips = build_set(split, scale=scale)
         scores, cpu, audio = evaluate(clips)
         per_frame_us = cpu / (audio / 0.02) * 1e6
         print(f"{split}: {len(clips)} clips, {audio:.0f} s of audio, "

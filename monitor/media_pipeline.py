@@ -23,7 +23,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, Protocol
 
 import av
@@ -41,6 +40,7 @@ __all__ = [
     "audio_to_mono",
     "frame_time",
     "plain",
+    "raw_to_mono",
     "worker",
 ]
 
@@ -94,22 +94,29 @@ class PipelineStats:
 
 def frame_time(frame: av.VideoFrame | av.AudioFrame) -> float | None:
     """Seconds since the track's first frame, from the RTP-derived ``pts``."""
-    if frame.pts is None or frame.time_base is None:
-        return None
-    return float(Fraction(frame.pts) * frame.time_base)
+    time = frame.time  # pts * time_base, computed by PyAV; None without them
+    return None if time is None else float(time)
 
 
 def audio_to_mono(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
     """A decoded audio frame as float32 mono in -1..1 (any PyAV sample format)."""
-    data: npt.NDArray[Any] = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    arr = data.reshape(channels, -1).T if frame.format.is_planar else data.reshape(-1, channels)
-    if arr.dtype.kind in "iu":
-        scale = float(2 ** (8 * arr.dtype.itemsize - 1))
-        mono = arr.astype(np.float32).mean(axis=1) / scale
+    return raw_to_mono(frame.to_ndarray(), len(frame.layout.channels), frame.format.is_planar)
+
+
+def raw_to_mono(data: npt.NDArray[Any], channels: int, planar: bool) -> npt.NDArray[np.float32]:
+    """PyAV's ``to_ndarray()`` layout (planar ``(channels, n)``, packed ``(1, n*channels)``,
+    or several frames of one layout concatenated along axis 1) as float32 mono in -1..1."""
+    arr = data.reshape(channels, -1) if planar else data.reshape(-1, channels).T
+    if channels == 1:
+        mono = arr[0].astype(np.float32)
     else:
-        mono = arr.astype(np.float32).mean(axis=1)
+        mono = arr.astype(np.float32).mean(axis=0, dtype=np.float32)
+    if data.dtype.kind in "iu":
+        mono *= np.float32(1.0 / float(2 ** (8 * data.dtype.itemsize - 1)))
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+_Raw = tuple[float, int, tuple[int, bool], npt.NDArray[Any], int]  # t, rate, layout, data, n
 
 
 Emit = Callable[[list[Detection]], None]
@@ -224,19 +231,22 @@ class AudioPipeline(_Base):
     sink: AudioSink | None = None
     backlog_s: float = 1.0
     batch_s: float = 0.1
-    _pending: list[tuple[float, int, npt.NDArray[np.float32]]] = field(default_factory=list)
+    _pending: list[_Raw] = field(default_factory=list)
     _held: float = 0.0
 
     def offer(self, frame: av.AudioFrame, t: float) -> None:
         self.stats.received += 1
         if self._closed or self.sink is None:
             return
-        samples = audio_to_mono(frame)
-        self._pending.append((t, frame.sample_rate, samples))
-        self._held += len(samples) / frame.sample_rate
+        # Only the copy out of the frame happens here; conversion to mono runs in the worker,
+        # once per batch.
+        layout = (len(frame.layout.channels), bool(frame.format.is_planar))
+        rate = frame.sample_rate
+        self._pending.append((t, rate, layout, frame.to_ndarray(), frame.samples))
+        self._held += frame.samples / rate
         while self._held > self.backlog_s and len(self._pending) > 1:
-            _, rate, dropped = self._pending.pop(0)
-            self._held -= len(dropped) / rate
+            dropped = self._pending.pop(0)
+            self._held -= dropped[4] / dropped[1]
             self.stats.dropped += 1
         if self._job is None:
             self._next()
@@ -246,16 +256,17 @@ class AudioPipeline(_Base):
             return
         if not force and self._held < self.batch_s - 1e-6:
             return  # wait for a fuller batch: fewer thread hand-offs, same samples
-        chunks = _merge(self._pending)
+        runs = _merge(self._pending)
         count = len(self._pending)
         self._pending, self._held = [], 0.0
-        self.last_t = chunks[-1][0] + len(chunks[-1][2]) / chunks[-1][1]
+        last = runs[-1]
+        self.last_t = last[0] + last[4] / last[1]
         sink = self.sink
 
         def analyse() -> list[Detection]:
             out: list[Detection] = []
-            for t, rate, samples in chunks:
-                out.extend(sink.push(samples, rate, t))
+            for t, rate, (channels, planar), data, _n in runs:
+                out.extend(sink.push(raw_to_mono(data, channels, planar), rate, t))
             return out
 
         self.stats.analysed += count
@@ -268,19 +279,19 @@ class AudioPipeline(_Base):
             await self.finish(self.sink.finish)
 
 
-def _merge(
-    pending: list[tuple[float, int, npt.NDArray[np.float32]]],
-) -> list[tuple[float, int, npt.NDArray[np.float32]]]:
-    """Concatenate runs of contiguous frames (same rate, no gap over 2 ms)."""
-    out: list[tuple[float, int, list[npt.NDArray[np.float32]], float]] = []
-    for t, rate, samples in pending:
-        if out and out[-1][1] == rate and abs(out[-1][3] - t) < 0.002:
-            start, _, parts, _ = out[-1]
-            parts.append(samples)
-            out[-1] = (start, rate, parts, t + len(samples) / rate)
-        else:
-            out.append((t, rate, [samples], t + len(samples) / rate))
-    return [(t, rate, np.concatenate(parts)) for t, rate, parts, _ in out]
+def _merge(pending: list[_Raw]) -> list[_Raw]:
+    """Concatenate runs of contiguous frames (same rate and layout, no gap over 2 ms)."""
+    out: list[tuple[float, int, tuple[int, bool], list[npt.NDArray[Any]], int]] = []
+    for t, rate, layout, data, n in pending:
+        if out:
+            start, r, lay, parts, total = out[-1]
+            if r == rate and lay == layout and abs(start + total / r - t) < 0.002:
+                parts.append(data)
+                out[-1] = (start, r, lay, parts, total + n)
+                continue
+        out.append((t, rate, layout, [data], n))
+    return [(t, rate, layout, parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1), n)
+            for t, rate, layout, parts, n in out]
 
 
 def plain(value: Any) -> Any:

@@ -244,7 +244,7 @@ class Sidecar:
     # -- HTTP -----------------------------------------------------------------------------
 
     def _health(self) -> dict[str, Any]:
-        return {"status": "ok", "sessions": self.sessions.active(),
+        return {"status": "ok", "sessions": len(self.channels),
                 "connections": sum(len(c) for c in self.channels.values())}
 
     def _metrics_body(self) -> tuple[bytes, str]:
@@ -332,8 +332,8 @@ class Sidecar:
                           queue=asyncio.Queue(limits.send_queue), tokens=float(limits.burst),
                           refilled=time.monotonic())
         channel.writer = asyncio.create_task(self._writer(channel))
-        await self._open(channel)
         try:
+            await self._open(channel)
             async for frame in ws:
                 if channel.closing:
                     break
@@ -397,11 +397,10 @@ class Sidecar:
         state = self.sessions.get(channel.session)
         self.channels.setdefault(channel.session, set()).add(channel)
         self.metrics.connections.labels(channel.role).inc()
-        self.metrics.active_sessions.set(self.sessions.active() + (0 if state.connections else 1))
+        self.metrics.active_sessions.set(len(self.channels))
         log.info("%s connected to session %s", channel.role, channel.session)
         if channel.role == "patient":
             state.patient_connected(channel.participant, now)
-            self.metrics.active_sessions.set(self.sessions.active())
             merged = merge_claim(state.consent, channel.consent, not state.consent_from_token)
             first = not state.consent_from_token
             state.consent_from_token = True
@@ -412,7 +411,6 @@ class Sidecar:
             await self._status(state, now, "patient_connected")
         else:
             state.clinician_connected()
-            self.metrics.active_sessions.set(self.sessions.active())
             self._send(channel, state.status(now))
             for request in state.pending_requests.values():
                 self._send(channel, request)
@@ -438,10 +436,14 @@ class Sidecar:
                     with contextlib.suppress(Exception):
                         await receiver.close()
             if not self._stopping:
-                await self._status(state, now, "patient_disconnected")
+                try:
+                    await self._status(state, now, "patient_disconnected")
+                except SessionguardError as exc:
+                    log.warning("status of session %s not stored: %s", channel.session,
+                                type(exc).__name__)
         else:
             state.clinician_disconnected(now)
-        self.metrics.active_sessions.set(self.sessions.active())
+        self.metrics.active_sessions.set(len(self.channels))
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -708,9 +710,10 @@ class Sidecar:
     async def _status(self, session: Session, now: int, cause: str) -> None:
         status = session.status(now)
         self.metrics.status_changes.labels(cause).inc()
+        # Clinicians first: what the sidecar can see must reach them even if the store fails.
+        self._broadcast(self._clinicians(session.id), status)
         await self.store.append(session.id, "status", now,
                                 {k: v for k, v in status.items() if k != "type"} | {"cause": cause})
-        self._broadcast(self._clinicians(session.id), status)
 
     async def tick(self) -> None:
         """Run the engine's holds and timeouts, silence checks and idle eviction once."""

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from config import CONFIG_DIR
 from signals.errors import ConfigError
 from signals.model import Signal
 
@@ -34,7 +35,7 @@ Category = Literal["loopback_audio", "virtual_camera", "face_swap", "capture_too
 Kind = Literal["audioinput", "audiooutput", "videoinput"]
 CATEGORIES: tuple[str, ...] = (
     "loopback_audio", "virtual_camera", "face_swap", "capture_tool", "legitimate")
-DEFAULT_DEVICE_LIST = Path(__file__).resolve().parent.parent / "config" / "virtual_devices.yaml"
+DEFAULT_DEVICE_LIST: Path = CONFIG_DIR / "virtual_devices.yaml"
 
 
 class _Entry(BaseModel):

@@ -12,8 +12,9 @@ blocks *between sounds* lasting ``min_gap_s``..``max_gap_s`` is a gap. Once at l
 reported, once; it closes (and may be reported again later) after ``clear_floor_s`` of
 pauses that do show a real floor (quiet, not digital, for at least ``floor_run_s`` at a
 time, so the fade at the end of a word does not count). Evidence is forgotten after
-``reset_floor_s`` of such floor, so occasional zeros from a real microphone never add up. An Opus round trip keeps
-digital silence near zero (checked by the tests), so the live path sees the same thing.
+``reset_floor_s`` of such floor, so occasional zeros from a real microphone never add up.
+An Opus round trip keeps digital silence near zero (checked by the tests), so the live
+path sees the same thing.
 
 Confidence 0.6 at the threshold, growing with the amount of silence to at most 0.85.
 

@@ -32,9 +32,9 @@ class ShutterParams(_Strict):
     """
 
     enabled: bool = True
-    band_hz: tuple[float, float] = (2000.0, 7500.0)
+    band_hz: tuple[float, float] = (3000.0, 7500.0)
     min_level_dbfs: float = Field(default=-62.0, le=0)
-    click_rise_db: float = Field(default=10.0, gt=0)
+    click_rise_db: float = Field(default=8.0, gt=0)
     context_frames: int = Field(default=40, ge=3, le=250)
     background_percentile: float = Field(default=25.0, ge=0, le=100)
     attack_db: float = Field(default=6.0, ge=0)
@@ -67,7 +67,8 @@ class VirtualSourceParams(_Strict):
     a muted track and are not counted). Reported once ``min_silence_s`` of gaps in at least
     ``min_gaps`` gaps have been seen; the evidence is forgotten after ``reset_floor_s`` of
     pauses with a real noise floor (runs of at least ``floor_run_s`` of blocks between
-    ``digital_dbfs`` and ``quiet_dbfs``); an open episode closes after ``clear_floor_s`` of such floor without a new gap.
+    ``digital_dbfs`` and ``quiet_dbfs``); an open episode closes after ``clear_floor_s``
+    of such floor without a new gap.
     """
 
     enabled: bool = True
@@ -99,12 +100,15 @@ class AudioParams(_Strict):
     virtual_source: VirtualSourceParams = VirtualSourceParams()
 
 
+_NOT_A_MAPPING = "audio parameters must be a mapping (shutter:, virtual_source:)"
+
+
 def audio_params_from_dict(data: Mapping[str, Any] | None) -> AudioParams:
     """Validate a parsed mapping (optionally wrapped in ``audio:``). Raises ConfigError."""
     if data is None:
         return AudioParams()
     if not isinstance(data, Mapping):
-        raise ConfigError("audio parameters must be a mapping (shutter:, virtual_source:)")
+        raise ConfigError(_NOT_A_MAPPING)
     body = data.get("audio", data) if set(data) == {"audio"} else data
     if body is None:
         return AudioParams()
@@ -115,4 +119,4 @@ def audio_params_from_dict(data: Mapping[str, Any] | None) -> AudioParams:
         where = ".".join(str(p) for p in first["loc"]) or "audio"
         raise ConfigError(f"audio parameters: {where}: {first['msg']}") from None
     except (TypeError, ValueError):
-        raise ConfigError("audio parameters must be a mapping (shutter:, virtual_source:)") from None
+        raise ConfigError(_NOT_A_MAPPING) from None

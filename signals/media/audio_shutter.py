@@ -5,7 +5,7 @@ Method
 Shutter sounds, mechanical or simulated, are a short burst of two or more *clicks*: sharp,
 broadband, mostly high-frequency transients a few tens of milliseconds apart, the whole
 thing over in well under half a second, and nothing like it around. Each 4 ms frame's
-level in the 2-7.5 kHz band is compared with the frames just before it: a *click* rises
+level in the 3-7.5 kHz band is compared with the frames just before it: a *click* rises
 ``click_rise_db`` above them within two frames, is noise-like there (spectral flatness), is
 not dominated by low frequencies, and falls back within a few frames. Clicks closer than
 ``cluster_gap_s`` form a cluster; a cluster of ``min_clicks``..``max_clicks`` clicks spanning

@@ -38,8 +38,9 @@ class StreamResampler:
         self._ctx = math.ceil(10 * max(self.up, self.down) / self.up) + 1
         # The filter resample_poly would design on every call, designed once.
         half = 10 * max(self.up, self.down)
-        self._h = sps.firwin(2 * half + 1, 1.0 / max(self.up, self.down),
-                             window=("kaiser", 5.0)).astype(np.float32)
+        self._h = np.ones(1, dtype=np.float32) if self.up == self.down else sps.firwin(
+            2 * half + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0)
+        ).astype(np.float32)
         self._buf = np.zeros(0, dtype=np.float32)
         self._buf_start = 0      # input index of _buf[0]; always a multiple of ``down``
         self._next_out = 0       # next output index to emit

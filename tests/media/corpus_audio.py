@@ -45,6 +45,7 @@ __all__ = [
     "SOUNDS",
     "Clip",
     "Label",
+    "Split",
     "build_set",
     "cough",
     "door",

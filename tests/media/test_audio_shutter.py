@@ -82,7 +82,7 @@ def test_shutter_in_a_quiet_room_fires_once_per_shot() -> None:
 @pytest.mark.parametrize("sound", DISTRACTOR_SOUNDS)
 def test_theme_distractors_stay_silent(sound: str) -> None:
     rng = np.random.default_rng(DISTRACTOR_SOUNDS.index(sound))
-    clip = shutter_clip(rng, "dev", event=sound, positive=False, seconds=3.0, snr_db=3.0,
+    clip = shutter_clip(rng, "dev", event=sound, positive=False, seconds=2.5, snr_db=3.0,
                         floor_dbfs=-55.0)
     assert shutters(clip) == []
 

@@ -130,3 +130,19 @@ def test_evidence_is_made_plain() -> None:
     value = plain({"a": np.float32(1.5), "b": [np.int64(2)], "c": np.arange(2), 3: (None,)})
     assert value == {"a": 1.5, "b": [2], "c": [0, 1], "3": [None]}
     assert type(value["a"]) is float and type(value["b"][0]) is int
+
+
+async def test_planar_stereo_batches_become_the_channel_mean() -> None:
+    sink = GatedAudio()
+    got: list[np.ndarray] = []
+    sink.push = lambda samples, rate, t: got.append(samples) or []  # type: ignore[method-assign]
+    pipe = AudioPipeline(emit=lambda d: None, sink=sink, batch_s=0.04)
+    for i in range(2):
+        left = np.full(960, 0.2 * (i + 1), np.float32)
+        frame = av.AudioFrame.from_ndarray(np.stack([left, -left / 2]), format="fltp",
+                                           layout="stereo")
+        frame.sample_rate = 48_000
+        pipe.offer(frame, i * 0.02)
+    await pipe.close()
+    assert len(got) == 1 and got[0].shape == (1920,) and got[0].dtype == np.float32
+    assert got[0][0] == pytest.approx(0.05) and got[0][-1] == pytest.approx(0.1)

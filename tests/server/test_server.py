@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from typing import Any
 
@@ -356,7 +357,7 @@ async def test_retention_purges_old_sessions(serve: Factory, tmp_path: Any) -> N
 
 
 async def test_injected_clock_drives_silence_and_idle_eviction(serve: Factory) -> None:
-    now = [1_800_000_000_000]
+    now = [time.time_ns() // 1_000_000]
     h = await serve(clock=lambda: now[0])
     c = await h.clinician()
     p = await h.patient()

@@ -1,0 +1,117 @@
+"""The seam of docs/internals.md: ``AudioAnalyzer(params).push(samples, rate, t)`` and
+``finish(t)``; parameters; clear errors for bad input; exact streaming resampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import signal as sps
+
+from signals.errors import ConfigError, MediaError, SessionguardError
+from signals.media.audio import AudioAnalyzer, AudioParams, audio_params_from_dict
+from signals.media.audio_stream import Framer, StreamResampler
+
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "media_audio.yaml"
+
+
+def test_shipped_config_is_valid_and_matches_the_defaults() -> None:
+    data = yaml.safe_load(CONFIG.read_text())
+    assert audio_params_from_dict(data) == AudioParams()
+    assert audio_params_from_dict(data["audio"]) == AudioParams()
+    assert AudioAnalyzer(data).params == AudioParams()
+
+
+@pytest.mark.parametrize("bad", [
+    {"shutter": {"min_clicks": 0}},
+    {"shutter": {"band_hz": [5000, 3000]}},
+    {"shutter": {"min_clicks": 5, "max_clicks": 3}},
+    {"virtual_source": {"quiet_dbfs": -95}},
+    {"virtual_source": {"min_gap_s": 2, "max_gap_s": 1}},
+    {"virtual_source": {"unknown_key": 1}},
+    {"shutter": "loud"},
+    ["not", "a", "mapping"],
+])
+def test_bad_parameters_are_one_clear_config_error(bad: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        AudioAnalyzer(bad)  # type: ignore[arg-type]
+    assert str(info.value).startswith("audio parameters")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("samples", "rate", "t", "needle"), [
+    (np.zeros((960, 2), dtype=np.float32), 48_000, 0.0, "mono"),
+    (np.full(960, np.nan, dtype=np.float32), 48_000, 0.0, "NaN"),
+    (np.zeros(960, dtype=np.float32), 0, 0.0, "outside"),
+    (np.zeros(960, dtype=np.float32), True, 0.0, "integer"),
+    (np.zeros(960, dtype=np.float32), 48_000.0, 0.0, "integer"),
+    (np.zeros(960, dtype=np.float32), 48_000, -1.0, "time"),
+    (np.zeros(960, dtype=np.float32), 48_000, float("inf"), "time"),
+    (np.zeros(960, dtype=np.complex64), 48_000, 0.0, "PCM"),
+    ([0.0] * 960, 48_000, 0.0, "numpy"),
+    (np.zeros(48_000 * 61, dtype=np.float32), 48_000, 0.0, "smaller chunks"),
+])
+def test_bad_input_is_a_clear_media_error(samples: object, rate: object, t: float,
+                                          needle: str) -> None:
+    analyzer = AudioAnalyzer()
+    with pytest.raises(MediaError, match=needle) as info:
+        analyzer.push(samples, rate, t)  # type: ignore[arg-type]
+    assert isinstance(info.value, SessionguardError)
+    assert analyzer.push(np.zeros(960, dtype=np.float32), 48_000, 0.0) == []  # still usable
+
+
+def test_integer_pcm_is_scaled_like_float() -> None:
+    rng = np.random.default_rng(1)
+    pcm = (rng.standard_normal(48_000) * 3000).astype(np.int16)
+    a, b = AudioAnalyzer(), AudioAnalyzer()
+    a.push(pcm, 48_000, 0.0)
+    b.push(pcm.astype(np.float32) / 32768, 48_000, 0.0)
+    assert a._framer is not None and b._framer is not None
+    fa = a._framer.push(np.zeros(0, dtype=np.float32))
+    assert len(fa) == 0  # nothing left over, both consumed the same samples
+    assert a.virtual_source._heard and b.virtual_source._heard
+
+
+def test_finish_is_idempotent_and_closes_the_stream() -> None:
+    analyzer = AudioAnalyzer()
+    analyzer.push(np.zeros(960, dtype=np.float32), 48_000, 0.0)
+    assert analyzer.finish(0.02) == []
+    assert analyzer.finish(0.02) == []
+    with pytest.raises(MediaError, match="finished"):
+        analyzer.push(np.zeros(960, dtype=np.float32), 48_000, 0.02)
+
+
+def test_empty_chunks_and_rate_changes_are_fine() -> None:
+    analyzer = AudioAnalyzer()
+    assert analyzer.push(np.zeros(0, dtype=np.float32), 48_000, 0.0) == []
+    for k in range(20):
+        analyzer.push(np.zeros(441, dtype=np.float32), 44_100, k * 0.01)
+    for k in range(20):
+        analyzer.push(np.zeros(160, dtype=np.float32), 16_000, 0.2 + k * 0.01)
+    assert analyzer.finish(0.4) == []
+
+
+@pytest.mark.parametrize("rate", [8_000, 16_000, 22_050, 44_100, 48_000, 96_000])
+def test_streaming_resampler_matches_one_shot_resample_poly(rate: int) -> None:
+    rng = np.random.default_rng(rate)
+    x = rng.standard_normal(rate).astype(np.float32)
+    resampler = StreamResampler(rate)
+    parts, i = [], 0
+    while i < len(x):
+        n = int(rng.integers(1, rate // 20))
+        parts.append(resampler.push(x[i:i + n]))
+        i += n
+    y = np.concatenate(parts)
+    reference = sps.resample_poly(x, resampler.up, resampler.down)
+    assert len(reference) - 40 <= len(y) <= len(reference)
+    np.testing.assert_allclose(y, reference[: len(y)], atol=1e-5)
+
+
+def test_framer_reports_exact_zeros_as_minus_infinity() -> None:
+    framer = Framer((2000.0, 7500.0), t0=1.0)
+    feats = framer.push(np.zeros(1600, dtype=np.float32))
+    assert len(feats.block_db) == 10 and np.all(np.isneginf(feats.block_db))
+    assert feats.block_t[0] == pytest.approx(1.0) and feats.block_t[1] == pytest.approx(1.01)
+    assert len(feats) > 0 and np.all(np.isfinite(feats.high_db))
