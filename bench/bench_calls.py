@@ -311,6 +311,7 @@ LEAN = {"faces": {"profile_every": 0}}
 def main() -> None:
     seconds = float(os.environ.get("BENCH_CALLS_SECONDS", "10"))
     calls = int(os.environ.get("BENCH_CALLS_N", "4"))
+    load_before = os.getloadavg()[0]
     rows: list[dict[str, Any]] = []
 
     def run(mode: str, n: int, video: dict[str, Any] | None = None, label: str = "") -> Any:
@@ -351,7 +352,10 @@ def main() -> None:
         "floor is the receiver's own cost; the rest is the detectors, mostly the video "
         "analyzer's Haar cascades (`detectMultiScale`).",
         "- *dropped busy* counts pictures/audio the single analysis thread had no time for.",
-        "- 2 shared cores, other work running: figures vary by ±20 % or more run to run.",
+        f"- Load average {load_before:.1f} → {os.getloadavg()[0]:.1f} on 2 cores during the run "
+        "(shared with other work): figures vary by ±20 % or more run to run; frame counts "
+        "over 100 % are window-boundary effects; a row with many *dropped busy* pictures "
+        "understates the cost of analysing every picture.",
         *([] if _have("signals.media.audio") else
           ["- **audio detectors were not available in this run**: audio decoded, not analysed."]),
     ])

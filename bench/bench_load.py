@@ -363,11 +363,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args([] if argv is None else argv)
     results = []
+    loads = [os.getloadavg()[0]]
     for kind in ("echo", "sidecar-FULL", "sidecar-NORMAL"):
         r = run_load(kind, args.patients, args.duration, args.rate, args.alert_every,
                      workers=args.workers)
         print(_row(r), flush=True)
         results.append(r)
+        loads.append(os.getloadavg()[0])
     echo, full, side = results
     ratio = side.cpu_us_per_message / max(1e-9, echo.cpu_us_per_message)
     ratio_full = full.cpu_us_per_message / max(1e-9, echo.cpu_us_per_message)
@@ -395,6 +397,10 @@ survives a killed process but not a power cut.
 - RSS per session: **{full.rss_per_session_kib:.0f} KiB** (FULL),
   **{side.rss_per_session_kib:.0f} KiB** (NORMAL), echo floor
   {echo.rss_per_session_kib:.0f} KiB (target ≤ 100 KB)
+- machine load average (1 min) before/after each run: {", ".join(f"{x:.1f}" for x in loads)}
+  on {os.cpu_count()} cores shared with other work. When it is well above the core count the
+  processes get only part of a core: latencies then mostly measure waiting for the CPU
+  (the load generator included), and CPU per signal stays the comparable figure.
 """
     print(body)
     if not args.no_write:

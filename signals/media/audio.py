@@ -7,8 +7,8 @@ returns the :class:`~signals.media.detection.Detection` episodes that became cer
 ``finish(t)`` flushes what is still pending at the end of the stream.
 
 Inside, the stream is resampled exactly (:class:`~signals.media.audio_stream.StreamResampler`)
-to 16 kHz, cut into 20 ms windows every 10 ms, and each window's level, band levels and
-spectral flatness go to the two detectors:
+to 16 kHz in batches of ``batch_s`` (0.1 s), measured in 8 ms windows every 4 ms (band
+levels, spectral flatness) and in 10 ms blocks (level), and handed to the two detectors:
 
 * ``audio.shutter`` — :mod:`signals.media.audio_shutter`
 * ``audio.virtual_source`` — :mod:`signals.media.audio_floor`

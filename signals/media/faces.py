@@ -2,13 +2,13 @@
 
 Method: OpenCV's shipped Haar cascades (frontal face; the profile cascade, mirrored too,
 every ``profile_every``-th run and whenever the frontal one finds fewer faces than before,
-its extra faces held in between)
-run about once a second (``interval_s``) on the gray picture (histogram-equalised in poor light) at the
-working width; overlapping boxes are merged. The count is held between runs, and episodes
-need the condition for ``extra_min_s`` (two or more faces) or ``none_min_s`` (no face),
+its extra faces held in between) run about once a second (``interval_s``) on the gray
+picture (histogram-equalised in poor light) at the working width; overlapping boxes are
+merged. The count is held between runs, and episodes need the condition for
+``extra_min_s`` (two or more faces) or ``none_min_s`` (no face),
 bridging one missed run (``gap_s``), so a single miss or a single false box never fires.
 
-Confidence: ``extra_person`` 0.75 (0.85 when three runs agree), ``no_person`` 0.7; both are
+Confidence: ``extra_person`` 0.8, ``no_person`` 0.7; both are
 multiplied by a lighting factor: Haar detectors miss faces far more often in poor light, at
 low contrast and — documented for face detectors generally — on darker skin. The evidence
 then says ``lighting: poor`` and carries a note. ``no_person`` is worded as an observation

@@ -7,8 +7,9 @@ regions after encoding. We estimate the noise standard deviation with Immerkær'
 flat regions carry less than ``max_noise_sigma`` of noise, sustained for ``min_s`` seconds
 of samples, is synthetic. Pictures with too few flat pixels are not judged.
 
-Confidence: at most 0.85, scaled by how far the estimate is below the threshold; codecs
-smooth noise away at low bitrates, so this signal is best read together with others
+Confidence: 0.85 ("strong") below ``strong_noise_sigma`` — clean content such as a shared
+screen; 0.35–0.55 ("weak", with a note) between that and ``max_noise_sigma``, where codecs
+smoothing a real camera at low bitrates land too. Best read together with other signals
 (``client.virtual_device``, ``client.display_capture``). Known failure modes: a camera with
 heavy in-camera denoising, or a very low bitrate call, can look noise-free; a virtual
 camera that adds artificial grain is not detected.
@@ -54,7 +55,13 @@ class NoiseCheck:
         evidence = {"noise_sigma": round(sigma, 3), "flat_fraction": round(frac, 3)}
         if frac < self.p.min_flat_frac:
             return None, 0.0, evidence
+        if sigma < self.p.strong_noise_sigma:
+            # clean enough that codec smoothing of a real camera is an unlikely explanation
+            return True, 0.85, {**evidence, "strength": "strong"}
         if sigma < self.p.max_noise_sigma:
-            conf = 0.85 * (0.6 + 0.4 * (1 - sigma / max(self.p.max_noise_sigma, 1e-6)))
-            return True, conf, evidence
+            span = max(self.p.max_noise_sigma - self.p.strong_noise_sigma, 1e-6)
+            conf = 0.35 + 0.2 * (self.p.max_noise_sigma - sigma) / span
+            return True, conf, {**evidence, "strength": "weak",
+                                "note": "little sensor noise: a virtual camera, or a real "
+                                        "camera smoothed by a low-bitrate codec"}
         return False, 0.0, evidence

@@ -115,6 +115,8 @@ class Clip:
     kind: str
     labels: list[Label] = field(default_factory=list)
     rate: int = RATE
+    snr_db: float | None = None     # the event's level relative to the speech
+    opus: int | None = None         # Opus bitrate of the round trip, if any
 
 
 def _to_mono(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
@@ -351,7 +353,7 @@ def shutter_clip(rng: np.random.Generator, split: Split, *, event: str, positive
     if opus:
         bed = opus_round_trip(bed, opus)
     labels = [Label("audio.shutter", start, start + len(sound) / RATE)] if positive else []
-    return Clip(name or f"{split}-{event}", bed, split, event, labels)
+    return Clip(name or f"{split}-{event}", bed, split, event, labels, snr_db=snr_db, opus=opus)
 
 
 def virtual_source_clip(rng: np.random.Generator, split: Split, *, virtual: bool,
@@ -366,7 +368,7 @@ def virtual_source_clip(rng: np.random.Generator, split: Split, *, virtual: bool
         bed = opus_round_trip(bed, opus)
     labels = [Label("audio.virtual_source", 0.0, seconds)] if virtual else []
     kind = "virtual" if virtual else "room"
-    return Clip(name or f"{split}-{kind}", bed, split, kind, labels)
+    return Clip(name or f"{split}-{kind}", bed, split, kind, labels, opus=opus)
 
 
 SOUNDS_ALL = frozenset(SHUTTER_SOUNDS + DISTRACTOR_SOUNDS)

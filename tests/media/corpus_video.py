@@ -24,6 +24,7 @@ import skimage.data
 
 __all__ = [
     "FPS",
+    "VP8_OPTIONS",
     "Clip",
     "all_clips",
     "frames_to_bytes",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 FPS = 10
+# Fast and deterministic: libvpx's "realtime" deadline adapts to the machine's load, so its
+# output (and the tests' results) would vary from run to run.
+VP8_OPTIONS = {"deadline": "good", "cpu-used": "16", "lag-in-frames": "0", "threads": "1"}
 W, H = 320, 240
 Frame = npt.NDArray[np.uint8]
 
@@ -249,7 +253,7 @@ def frames_to_bytes(frames: list[Frame], fps: int = FPS, codec: str = "libvpx",
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = bitrate
         if codec == "libvpx":
-            stream.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+            stream.options = VP8_OPTIONS
         for f in frames:
             for pkt in stream.encode(av.VideoFrame.from_ndarray(f, format="bgr24")):
                 out.mux(pkt)
@@ -279,7 +283,7 @@ def write_media_file(path: Path, frames: list[Frame], fmt: str, vcodec: str, aco
         vs.pix_fmt = "yuv420p"
         vs.bit_rate = 400_000 if vs.width <= 320 else 1_200_000
         if vcodec == "libvpx":
-            vs.options = {"deadline": "realtime", "cpu-used": "8"}
+            vs.options = VP8_OPTIONS
         a_s = out.add_stream(acodec, rate=rate)
         a_s.layout = "mono"
         for f in frames:

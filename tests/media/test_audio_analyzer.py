@@ -13,6 +13,8 @@ from scipy import signal as sps
 from signals.errors import ConfigError, MediaError, SessionguardError
 from signals.media.audio import AudioAnalyzer, AudioParams, audio_params_from_dict
 from signals.media.audio_stream import Framer, StreamResampler
+from signals.media.detection import Detection
+from tests.media.corpus_audio import RATE, load_sound, room_noise
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "media_audio.yaml"
 
@@ -62,16 +64,22 @@ def test_bad_input_is_a_clear_media_error(samples: object, rate: object, t: floa
     assert analyzer.push(np.zeros(960, dtype=np.float32), 48_000, 0.0) == []  # still usable
 
 
-def test_integer_pcm_is_scaled_like_float() -> None:
+def test_integer_pcm_gives_the_same_detections_as_float() -> None:
     rng = np.random.default_rng(1)
-    pcm = (rng.standard_normal(48_000) * 3000).astype(np.int16)
-    a, b = AudioAnalyzer(), AudioAnalyzer()
-    a.push(pcm, 48_000, 0.0)
-    b.push(pcm.astype(np.float32) / 32768, 48_000, 0.0)
-    assert a._framer is not None and b._framer is not None
-    fa = a._framer.push(np.zeros(0, dtype=np.float32))
-    assert len(fa) == 0  # nothing left over, both consumed the same samples
-    assert a.virtual_source._heard and b.virtual_source._heard
+    shot = load_sound("camera-shutter") * 0.3
+    x = room_noise(RATE * 3, rng, -60.0)
+    x[RATE: RATE + len(shot)] += shot
+    pcm = np.round(x * 32767).astype(np.int16)
+
+    def detect(samples: np.ndarray) -> list[Detection]:
+        analyzer = AudioAnalyzer()
+        out = [d for i in range(0, len(samples), 960)
+               for d in analyzer.push(samples[i:i + 960], RATE, i / RATE)]
+        return out + analyzer.finish(len(samples) / RATE)
+
+    from_float = detect(pcm.astype(np.float32) / 32768)
+    assert [d.signal for d in from_float] == ["audio.shutter"]
+    assert detect(pcm) == from_float
 
 
 def test_finish_is_idempotent_and_closes_the_stream() -> None:

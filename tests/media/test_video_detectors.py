@@ -113,10 +113,12 @@ def test_loop() -> None:
 
 
 def test_synthetic_source() -> None:
-    for kind in ("screen", "virtual"):
-        [d] = closed(kind, "video.synthetic_source")
-        assert d.evidence["noise_sigma"] < 0.52
-        assert 0.3 < d.confidence <= 0.85
+    [screen] = closed("screen", "video.synthetic_source")
+    assert screen.evidence["strength"] == "strong" and screen.confidence == pytest.approx(0.85)
+    [virtual] = closed("virtual", "video.synthetic_source")
+    assert virtual.evidence["noise_sigma"] < 0.52
+    assert virtual.evidence["strength"] == "weak" and "codec" in virtual.evidence["note"]
+    assert 0.3 < virtual.confidence < 0.6
     for kind in ("astronaut", "cameraman", "still", "two", "empty"):
         assert closed(kind, "video.synthetic_source") == [], kind
 
