@@ -86,7 +86,7 @@ def main() -> None:
         f"One {SECONDS} s file, 640x480 {FPS} fps VP8 + 48 kHz mono Opus ({size // 1024} KiB), "
         "same PyAV decoder settings; process CPU time (all threads), best of 3. Target: "
         "analyze ≤ 2× decode-only.\n\n" + table + "\n\nanalyze converts only the frames "
-        "the video detectors will look at (5 per second, downscaled to 320 wide by swscale) "
+        "the video detectors will look at (5 per second, downscaled to 320 wide) "
         "and runs the face detector once a second.")
 
 

@@ -3,8 +3,8 @@
 Method: OpenCV's shipped Haar cascades (frontal face; the profile cascade, mirrored too,
 every ``profile_every``-th run and whenever the frontal one finds fewer faces than before,
 its extra faces held in between) run about once a second (``interval_s``) on the gray
-picture (histogram-equalised in poor light) at the working width; overlapping boxes are
-merged. The count is held between runs, and episodes need the condition for
+picture (histogram-equalised in poor light) downscaled to ``work_width`` (240);
+overlapping boxes are merged. The count is held between runs, and episodes need the condition for
 ``extra_min_s`` (two or more faces) or ``none_min_s`` (no face),
 bridging one missed run (``gap_s``), so a single miss or a single false box never fires.
 
@@ -88,6 +88,9 @@ class FaceDetector:
         """Faces in ``gray`` (profile-only faces held between profile runs)."""
         p = self.p
         # equalising helps in poor light but adds false boxes in good light
+        if gray.shape[1] > p.work_width:
+            h = max(16, round(gray.shape[0] * p.work_width / gray.shape[1]))
+            gray = cv2.resize(gray, (p.work_width, h), interpolation=cv2.INTER_AREA)
         eq = cv2.equalizeHist(gray) if poor_light else gray
         size = max(16, int(gray.shape[1] * p.min_face_frac))
         kw: dict[str, Any] = {"scaleFactor": p.scale_factor, "minNeighbors": p.min_neighbors,

@@ -45,8 +45,9 @@ class FaceParams(_Strict):
     """``video.extra_person`` / ``video.no_person`` (Haar cascades)."""
 
     interval_s: float = Field(default=1.0, gt=0)
-    profile_every: int = Field(default=2, ge=0)  # profile cascades every Nth run
-    min_face_frac: float = Field(default=0.1, gt=0, lt=1)  # of the working width
+    work_width: int = Field(default=240, ge=64)  # faces are searched at this width
+    profile_every: int = Field(default=3, ge=0)  # profile cascades every Nth run
+    min_face_frac: float = Field(default=0.15, gt=0, lt=1)  # of the working width
     scale_factor: float = Field(default=1.2, gt=1)
     min_neighbors: int = Field(default=5, ge=1)
     extra_min_s: float = Field(default=2.0, ge=0)
