@@ -1,7 +1,8 @@
 """Load on the sidecar from a separate process, against a bare ``websockets`` JSON echo floor.
 
 N patient channels each send ``rate`` signals a second (every ``alert_every``-th one a
-``client.key`` that a bench rule turns into an alert; the rest heartbeats) and N clinician
+``client.key`` that a bench rule turns into an alert; the rest ``client.focus``, stored but
+not alerting) and N clinician
 channels (one per session) receive the alerts, for ``duration`` seconds. The server runs in
 its own process (``python -m bench.bench_load serve-sidecar|serve-echo``); this process is the
 load generator. Reported: signals/s, p50/p99 signal-to-alert latency (send → alert received by
@@ -246,8 +247,8 @@ async def _generate(kind: str, port: int, sessions: list[str], warmup: float, du
                         "data": {"combo": "PrintScreen", "n": seq}}
                 sent_alerting[(session, seq)] = time.perf_counter()
             else:
-                body = {"type": "signal", "seq": seq, "signal": "client.heartbeat", "at": 0,
-                        "data": {}}
+                body = {"type": "signal", "seq": seq, "signal": "client.focus", "at": 0,
+                        "data": {"focused": seq % 3 != 0}}
             body["at"] = time.time_ns() // 1_000_000
             try:
                 await ws.send(json.dumps(body))
@@ -375,7 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     ratio_full = full.cpu_us_per_message / max(1e-9, echo.cpu_us_per_message)
     body = f"""
 {args.patients} patient channels sending {args.rate:g} signals/s each (every {args.alert_every}th
-a `client.key` that a bench rule turns into an alert, the rest heartbeats) and {args.patients}
+a `client.key` that a bench rule turns into an alert, the rest `client.focus`: every signal
+is stored) and {args.patients}
 clinician channels, one session each, for {args.duration:g} s after a warm-up; load generated
 by {args.workers} separate processes on the same 2-core machine. Latency: signal sent → alert
 received by the clinician. CPU and RSS are the server process's (RSS per session = growth

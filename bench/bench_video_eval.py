@@ -32,7 +32,7 @@ __all__ = ["Run", "Score", "evaluate", "main"]
 SIGNALS = ("video.extra_person", "video.no_person", "video.obscured", "video.frozen",
            "video.loop", "video.synthetic_source")
 HELDOUT = range(10, 16)
-STRONG = "video.synthetic_source` with confidence ≥ 0.6 `"
+STRONG = "video.synthetic_source with confidence ≥ 0.6"
 
 
 @dataclass
@@ -116,7 +116,8 @@ def _table(scores: dict[str, Score]) -> str:
         sc = scores[s]
         notes = ", ".join([*(f"miss {m}" for m in sc.misses),
                            *(f"FA {f}" for f in sc.false_alarms)]) or "—"
-        rows.append(f"| `{s}` | {sc.tp} | {sc.fp} | {sc.fn} | {sc.precision:.2f} | "
+        name = f"`{s}`" if s in SIGNALS else s
+        rows.append(f"| {name} | {sc.tp} | {sc.fp} | {sc.fn} | {sc.precision:.2f} | "
                     f"{sc.recall:.2f} | {notes} |")
     return "\n".join(rows)
 

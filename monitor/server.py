@@ -566,6 +566,12 @@ class Sidecar:
     async def _process(self, session: Session, signal: Signal, now: int,
                        started: float) -> None:
         self.metrics.signals.labels(signal.name).inc()
+        if signal.name == "client.heartbeat" and not signal.data:
+            # Liveness only, no evidence: the ledger records what liveness changes (status
+            # entries), not every heartbeat. It still reaches the engine.
+            outcome = self.engine.feed(signal, now)
+            await self._outcome(session, outcome, started)
+            return
         # The signal entry is queued first (the store runs writes in order, so it precedes
         # any alert it causes) but not awaited yet: its commit and the alert's share one
         # group commit instead of two fsyncs in a row. Both are durable before the ack.

@@ -22,7 +22,7 @@ screens showing faces are counted as people.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -90,7 +90,7 @@ class FaceDetector:
         # equalising helps in poor light but adds false boxes in good light
         if gray.shape[1] > p.work_width:
             h = max(16, round(gray.shape[0] * p.work_width / gray.shape[1]))
-            gray = cv2.resize(gray, (p.work_width, h), interpolation=cv2.INTER_AREA)
+            gray = cast(Gray, cv2.resize(gray, (p.work_width, h), interpolation=cv2.INTER_AREA))
         eq = cv2.equalizeHist(gray) if poor_light else gray
         size = max(16, int(gray.shape[1] * p.min_face_frac))
         kw: dict[str, Any] = {"scaleFactor": p.scale_factor, "minNeighbors": p.min_neighbors,
@@ -106,6 +106,7 @@ class FaceDetector:
             self._last = frontal + self._profile_only
             return self._last
         width = gray.shape[1]
+        kw["minNeighbors"] = p.profile_min_neighbors
         for b in self._profile.detectMultiScale(eq, **kw):
             boxes.append(tuple(int(v) for v in b))  # type: ignore[arg-type]
         for x, y, w, h in self._profile.detectMultiScale(np.ascontiguousarray(eq[:, ::-1]), **kw):

@@ -50,6 +50,7 @@ class FaceParams(_Strict):
     min_face_frac: float = Field(default=0.15, gt=0, lt=1)  # of the working width
     scale_factor: float = Field(default=1.2, gt=1)
     min_neighbors: int = Field(default=5, ge=1)
+    profile_min_neighbors: int = Field(default=3, ge=1)  # the profile cascade is weaker
     extra_min_s: float = Field(default=2.0, ge=0)
     none_min_s: float = Field(default=3.0, ge=0)
     gap_s: float = Field(default=1.5, ge=0)               # a missed detection this short is bridged

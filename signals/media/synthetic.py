@@ -49,10 +49,11 @@ class NoiseCheck:
     def __init__(self, params: SyntheticParams) -> None:
         self.p = params
 
-    def judge(self, gray: Gray) -> tuple[bool | None, float, dict[str, float]]:
+    def judge(self, gray: Gray) -> tuple[bool | None, float, dict[str, float | str]]:
         """(synthetic, confidence, evidence); ``None`` when the picture cannot be judged."""
         sigma, frac = estimate_noise(gray, self.p.flat_gradient)
-        evidence = {"noise_sigma": round(sigma, 3), "flat_fraction": round(frac, 3)}
+        evidence: dict[str, float | str] = {"noise_sigma": round(sigma, 3),
+                                            "flat_fraction": round(frac, 3)}
         if frac < self.p.min_flat_frac:
             return None, 0.0, evidence
         if sigma < self.p.strong_noise_sigma:

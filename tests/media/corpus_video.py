@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, cast
 
 import av
 import cv2
@@ -52,6 +53,10 @@ class Clip:
         return len(self.frames) / self.fps
 
 
+def _photo(name: str) -> Frame:
+    return cast(Frame, getattr(skimage.data, name)())
+
+
 def _bgr(img: npt.NDArray[np.uint8]) -> Frame:
     if img.ndim == 2:
         return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
@@ -59,25 +64,25 @@ def _bgr(img: npt.NDArray[np.uint8]) -> Frame:
 
 
 def astronaut_head() -> Frame:
-    return _bgr(skimage.data.astronaut())[0:288, 40:424]
+    return _bgr(_photo("astronaut"))[0:288, 40:424]
 
 
 def cameraman_head() -> Frame:
-    return _bgr(skimage.data.camera())[0:288, 40:424]
+    return _bgr(_photo("camera"))[0:288, 40:424]
 
 
 def two_people() -> Frame:
-    left = cv2.resize(_bgr(skimage.data.astronaut())[0:384, 80:336], (160, 240))
-    right = cv2.resize(_bgr(skimage.data.camera())[0:384, 90:346], (160, 240))
+    left = cv2.resize(_bgr(_photo("astronaut"))[0:384, 80:336], (160, 240))
+    right = cv2.resize(_bgr(_photo("camera"))[0:384, 90:346], (160, 240))
     return np.ascontiguousarray(np.hstack([left, right]))
 
 
 def empty_room() -> Frame:
-    return _bgr(skimage.data.coffee())
+    return _bgr(_photo("coffee"))
 
 
 def rocket() -> Frame:
-    return _bgr(skimage.data.rocket())
+    return _bgr(_photo("rocket"))
 
 
 def screen_slide(k: int) -> Frame:
@@ -99,8 +104,8 @@ def _camera(src: Frame, n: int, rng: np.random.Generator, noise: float, move: fl
     out: list[Frame] = []
     sh, sw = src.shape[:2]
     # a seeded random walk (not periodic: a periodic drift would be a genuine visual loop)
-    walk = np.cumsum(rng.normal(0, 1, (start + n, 3)), axis=0)
-    walk = cv2.GaussianBlur(walk.astype(np.float32), (1, 9), 3).reshape(-1, 3)
+    steps: npt.NDArray[Any] = np.cumsum(rng.normal(0, 1, (start + n, 3)), axis=0)
+    walk = np.asarray(cv2.GaussianBlur(steps.astype(np.float32), (1, 9), 3)).reshape(-1, 3)
     for i in range(start, start + n):
         s = 1.0 + 0.04 * move * (1 + np.tanh(walk[i, 0] / 6))
         dx = 10 * move * np.tanh(walk[i, 1] / 6)
@@ -109,7 +114,7 @@ def _camera(src: Frame, n: int, rng: np.random.Generator, noise: float, move: fl
                       [0, s * H / sh, dy - (s - 1) * H / 2]], np.float32)
         img = cv2.warpAffine(src, m, (W, H), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REFLECT)
-        out.append(_noisy(img, rng, noise))
+        out.append(_noisy(cast(Frame, img), rng, noise))
     return out
 
 
@@ -200,7 +205,7 @@ def clip_virtual_camera(seed: int, dur: float = 8.0) -> Clip:
     """A person rendered by a virtual camera: moving picture, no sensor noise."""
     rng = np.random.default_rng(seed)
     src = cv2.GaussianBlur(astronaut_head(), (3, 3), 0)
-    return Clip(f"virtual-{seed}", _camera(src, _secs(dur), rng, 0.0),
+    return Clip(f"virtual-{seed}", _camera(cast(Frame, src), _secs(dur), rng, 0.0),
                 {"video.synthetic_source": [(0.0, dur)]})
 
 
@@ -248,7 +253,7 @@ def frames_to_bytes(frames: list[Frame], fps: int = FPS, codec: str = "libvpx",
     """Encode ``frames`` in memory (VP8/WebM by default)."""
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=fps)
+        stream: Any = out.add_stream(codec, rate=fps)
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = bitrate
@@ -268,7 +273,7 @@ def vp8_round_trip(clip: Clip, bitrate: int = 400_000) -> Clip:
     frames: list[Frame] = []
     with av.open(io.BytesIO(data), "r") as inp:
         for frame in inp.decode(video=0):
-            frames.append(frame.to_ndarray(format="bgr24"))
+            frames.append(cast(Frame, frame.to_ndarray(format="bgr24")))
     return Clip(clip.name + "-vp8", frames[: len(clip.frames)], clip.labels, clip.fps)
 
 
@@ -278,13 +283,13 @@ def write_media_file(path: Path, frames: list[Frame], fmt: str, vcodec: str, aco
     rng = np.random.default_rng(seed)
     duration = len(frames) / fps
     with av.open(str(path), "w", format=fmt) as out:
-        vs = out.add_stream(vcodec, rate=fps)
+        vs: Any = out.add_stream(vcodec, rate=fps)
         vs.width, vs.height = frames[0].shape[1], frames[0].shape[0]
         vs.pix_fmt = "yuv420p"
         vs.bit_rate = 400_000 if vs.width <= 320 else 1_200_000
         if vcodec == "libvpx":
             vs.options = VP8_OPTIONS
-        a_s = out.add_stream(acodec, rate=rate)
+        a_s: Any = out.add_stream(acodec, rate=rate)
         a_s.layout = "mono"
         for f in frames:
             for pkt in vs.encode(av.VideoFrame.from_ndarray(f, format="bgr24")):

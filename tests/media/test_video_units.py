@@ -112,16 +112,16 @@ def test_frames_are_chosen_by_time() -> None:
 
 def test_phash_is_stable_under_noise_and_changes_with_content() -> None:
     rng = np.random.default_rng(1)
-    img = cv2.cvtColor(corpus.astronaut_head(), cv2.COLOR_BGR2GRAY)
+    img = np.asarray(cv2.cvtColor(corpus.astronaut_head(), cv2.COLOR_BGR2GRAY), np.uint8)
     noisy = np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
-    other = cv2.cvtColor(corpus.empty_room(), cv2.COLOR_BGR2GRAY)
+    other = np.asarray(cv2.cvtColor(corpus.empty_room(), cv2.COLOR_BGR2GRAY), np.uint8)
     assert hamming(phash(img), phash(noisy)) <= 4
     assert hamming(phash(img), phash(other)) >= 16
 
 
 def test_noise_estimate_separates_sensor_noise_from_clean_content() -> None:
     rng = np.random.default_rng(2)
-    slide = cv2.cvtColor(corpus.screen_slide(1), cv2.COLOR_BGR2GRAY)
+    slide = np.asarray(cv2.cvtColor(corpus.screen_slide(1), cv2.COLOR_BGR2GRAY), np.uint8)
     noisy = np.clip(slide + rng.normal(0, 3, slide.shape), 0, 255).astype(np.uint8)
     clean_sigma, frac = estimate_noise(slide, 12.0)
     noisy_sigma, _ = estimate_noise(noisy, 12.0)

@@ -354,6 +354,11 @@ async def test_retention_purges_old_sessions(serve: Factory, tmp_path: Any) -> N
     await recv_type(p, "ack")
     # the purge ran at start, before anything queued after it in the store
     assert await h.sidecar.store.sessions() == ["recent"]
+    # an empty heartbeat is liveness only: counted, not written to the ledger
+    kinds = [e["kind"] for e in await h.sidecar.store.entries("recent")]
+    assert "signal" not in kinds and "status" in kinds
+    assert h.sidecar.metrics.registry.get_sample_value(
+        "sessionguard_signals_total", {"signal": "client.heartbeat"}) == 1
 
 
 async def test_injected_clock_drives_silence_and_idle_eviction(serve: Factory) -> None:
