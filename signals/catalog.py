@@ -149,6 +149,8 @@ CATALOGUE: dict[str, SignalSpec] = {
         _spec("video.loop", "video", "media", MediaDetection, "earlier video replayed for at least 2 s"),
         _spec("video.synthetic_source", "video", "media", MediaDetection,
               "no camera sensor noise: a virtual camera or screen content"),
+        _spec("video.phone", "video", "media", MediaDetection,
+              "an object detector (optional model) saw a phone held toward the camera"),
     )
 }
 
