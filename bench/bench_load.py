@@ -362,6 +362,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alert-every", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--section", default="load",
+                        help="bench/RESULTS.md section to write (several scales side by side)")
     args = parser.parse_args([] if argv is None else argv)
     results = []
     loads = [os.getloadavg()[0]]
@@ -408,8 +410,8 @@ survives a killed process but not a power cut.
     if not args.no_write:
         from bench.results import write_section
 
-        write_section("load", "Load: patient and clinician channels against the echo floor",
-                      body)
+        title = "Load: patient and clinician channels against the echo floor"
+        write_section(args.section, f"{title} ({args.patients} sessions)", body)
 
 
 if __name__ == "__main__":
