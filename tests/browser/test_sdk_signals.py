@@ -100,7 +100,7 @@ async def test_capture_apis_and_devices_are_reported(chromium: Any, site: Static
     await page.bring_to_front()
     stored = await wait_stored(sidecar.db, "s-capture", lambda b: {
         "client.display_capture", "client.media_recorder", "client.capture_stream",
-        "client.devices", "client.heartbeat", "client.screens"} <= set(names(b))
+        "client.devices", "client.screens"} <= set(names(b))
         and any(s["signal"] == "client.focus" and s["data"]["focused"] for s in b))
     by_name = {b["signal"]: b for b in stored}
     assert by_name["client.display_capture"]["data"]["api"] == "getDisplayMedia"
@@ -238,6 +238,8 @@ async def test_sidecar_restart_loses_no_signal(chromium: Any, site: StaticSite,
     sent = [f for f in frames if f["type"] == "signal"]
     sent += [i for f in frames if f["type"] == "signals" for i in f["items"]]
     stored = stored_signals(db, "s-restart")
+    # empty heartbeats only prove liveness: the sidecar acks them without storing them
+    sent = [s for s in sent if s["signal"] != "client.heartbeat" or s["data"]]
     assert {s["seq"] for s in sent} <= {s["seq"] for s in stored}
     counts = {n: names(stored).count(n) for n in ("client.key", "client.media_recorder",
                                                   "client.capture_stream")}

@@ -5,6 +5,7 @@ Set ``SESSIONGUARD_DOCS_SHOTS=1`` to write the screenshot to ``docs/report.png``
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.browser
 async def test_report_renders_with_its_timeline(tmp_path: Path) -> None:
     db = tmp_path / "audit.db"
     with SqliteStore(db) as store:
-        populate(store, session="s-report")
+        # recent entries: the sidecar purges sessions past retention (30 days) at start
+        populate(store, session="s-report", t0=int(time.time() * 1000) - 3_600_000)
     async with live_sidecar(db, engine=ScriptedEngine()) as sc, \
             playwright_context(tmp_path / "profile") as ctx:
         page = await ctx.new_page()
