@@ -25,8 +25,10 @@ def machine_line() -> str:
         pass
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     today = _dt.date.today().isoformat()
-    return (f"Measured {today} on {cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}.")
+    return (
+        f"Measured {today} on {cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}."
+    )
 
 
 def write_section(key: str, title: str, body: str) -> None:
@@ -35,5 +37,9 @@ def write_section(key: str, title: str, body: str) -> None:
     begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
     block = f"{begin}\n## {title}\n\n{machine_line()}\n\n{body.strip()}\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _m: block, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
     RESULTS.write_text(text)

@@ -111,7 +111,15 @@ def _default_media(sidecar: Sidecar, session: str, participant: str, consent: Co
         await sidecar.media_status(session, participant, kind, state)
 
     hosts = tuple(sidecar.config.media.ice_hosts)
-    return MediaReceiver(session, participant, consent, params=MediaParams(),
+    params = sidecar.__dict__.get("_live_media_params")
+    if params is None:
+        # detector parameters from config (media.params, default config/media.yaml), read once
+        from signals.media.params import load_media_params
+
+        loaded = load_media_params(sidecar.config.media.params)
+        params = MediaParams(video=loaded.video, audio=loaded.audio or None)
+        sidecar.__dict__["_live_media_params"] = params
+    return MediaReceiver(session, participant, consent, params=params,
                          ice=IceConfig(host_addresses=hosts), on_signal=on_signal,
                          on_status=on_status, clock=sidecar.clock)
 
@@ -824,5 +832,10 @@ async def serve_forever(sidecar: Sidecar, host: str, port: int,
     async with running(sidecar, host, port) as bound:
         if on_ready is not None:
             on_ready(bound)
+        if sidecar.config.media.enabled and sidecar.media_factory is not None:
+            # detector imports take seconds: do them now, off the loop, not at the first offer
+            from monitor.media import preload_analyzers
+
+            loop.run_in_executor(None, preload_analyzers)
         await stop.wait()
         log.info("shutting down")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from monitor.media_ice import use_host_addresses
 from tests.media_live.peers import GeneratedVideo
@@ -34,7 +34,7 @@ async def test_offer_answered_and_media_status_reaches_clinicians(serve: Factory
     await recv_type(c, "status")
     rng = np.random.default_rng(1)
     track = GeneratedVideo(lambda i: rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), fps=10)
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no public STUN from tests
     try:
         pc.addTrack(track)
         with use_host_addresses(("127.0.0.1",)):
