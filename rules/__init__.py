@@ -1,6 +1,6 @@
 """The rules engine: YAML rules in, explained alerts out. Pure: no I/O, time passed in.
 
-See ``docs/rules.md`` for the rule format and ``docs/internals.md`` for the seam.
+See the README section "Rules" for the rule format and ``docs/internals.md`` for the seam.
 """
 
 from rules.durations import format_duration, parse_duration_ms
