@@ -12,12 +12,12 @@ from __future__ import annotations
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import write_section
+from bench.scoring import Score
 from signals.media.audio import AudioAnalyzer
 from signals.media.detection import Detection
 from tests.media.corpus_audio import Clip, Split, build_set
@@ -27,23 +27,6 @@ __all__ = ["Score", "analyse_clip", "evaluate", "main"]
 SIGNALS = ("audio.shutter", "audio.virtual_source")
 CHUNK = 960  # 20 ms at 48 kHz, as aiortc delivers it
 SLACK_S = 0.15
-
-
-@dataclass
-class Score:
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    misses: list[str] = field(default_factory=list)
-    false_alarms: list[str] = field(default_factory=list)
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
 
 
 def analyse_clip(clip: Clip, chunk: int = CHUNK) -> tuple[list[Detection], float]:

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import write_section
+from bench.scoring import Score
 from signals.media.detection import Detection
 from signals.media.video import VideoAnalyzer
 from tests.media.corpus_video import Clip, all_clips, vp8_round_trip
@@ -33,23 +34,6 @@ SIGNALS = ("video.extra_person", "video.no_person", "video.obscured", "video.fro
            "video.loop", "video.synthetic_source")
 HELDOUT = range(10, 16)
 STRONG = "video.synthetic_source with confidence ≥ 0.6"
-
-
-@dataclass
-class Score:
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    misses: list[str] = field(default_factory=list)
-    false_alarms: list[str] = field(default_factory=list)
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
 
 
 def analyse(clip: Clip) -> tuple[list[Detection], float]:

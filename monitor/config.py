@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from config import DEFAULT_CONFIG
 from signals.errors import ConfigError
+from signals.schema import first_error
 
 __all__ = [
     "SECRET_ENV",
@@ -175,9 +176,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"config file {file}: {where}: {first['msg']}") from exc
+        raise ConfigError(f"config file {file}: {first_error(exc, 'config')}") from exc
 
 
 def require_secret(config: Config) -> str:

@@ -26,6 +26,7 @@ from signals.catalog import CATALOGUE, validate_data
 from signals.consent import RecordingPolicy
 from signals.errors import InvalidSignal
 from signals.model import Signal, Source
+from signals.schema import first_error
 
 __all__ = [
     "CLINICIAN_TYPES",
@@ -154,12 +155,7 @@ _BY_ROLE: dict[str, dict[str, type[_Msg]]] = {
 
 
 def _first_error(exc: ValidationError) -> str:
-    try:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        return f"{where}: {first['msg']}"
-    except Exception:  # pragma: no cover - pydantic always has one error
-        return "invalid message"
+    return first_error(exc, "message")
 
 
 def parse_message(

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from signals.consent import Scope
 from signals.errors import InvalidSignal
 from signals.model import Signal, Source
+from signals.schema import first_error
 
 __all__ = [
     "CATALOGUE",
@@ -254,9 +255,7 @@ def validate_data(name: str, data: Any) -> dict[str, Any]:
     try:
         model = spec.model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "data"
-        raise InvalidSignal(f"{name}: data.{where}: {first['msg']}", "bad_field") from exc
+        raise InvalidSignal(f"{name}: data.{first_error(exc, 'data')}", "bad_field") from exc
     return model.model_dump(exclude_none=True)
 
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from signals.errors import InvalidSignal
+from signals.schema import first_error
 
 __all__ = [
     "FULL_MONITORING",
@@ -57,9 +58,7 @@ class Consent:
         try:
             claim = _ConsentClaim.model_validate(value)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "consent"
-            raise InvalidSignal(f"consent {where}: {first['msg']}", "bad_consent") from exc
+            raise InvalidSignal(f"consent {first_error(exc, 'consent')}", "bad_consent") from exc
         return cls(frozenset(claim.monitoring), claim.recording)
 
     def allows(self, scope: str) -> bool:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from config import CONFIG_DIR
 from signals.errors import ConfigError
 from signals.model import Signal
+from signals.schema import first_error
 
 __all__ = [
     "CATEGORIES",
@@ -77,9 +78,7 @@ class DeviceClassifier:
         try:
             parsed = _File.model_validate({"devices": entries})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"device list: {where}: {first['msg']}") from exc
+            raise ConfigError(f"device list: {first_error(exc, 'devices')}") from exc
         self._entries: list[_Compiled] = []
         for e in parsed.devices:
             try:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from signals.errors import ConfigError
+from signals.schema import first_error
 
 __all__ = ["AudioParams", "ShutterParams", "VirtualSourceParams", "audio_params_from_dict"]
 
@@ -115,8 +116,6 @@ def audio_params_from_dict(data: Mapping[str, Any] | None) -> AudioParams:
     try:
         return AudioParams.model_validate(dict(body))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "audio"
-        raise ConfigError(f"audio parameters: {where}: {first['msg']}") from None
+        raise ConfigError(f"audio parameters: {first_error(exc, 'audio')}") from None
     except (TypeError, ValueError):
         raise ConfigError(_NOT_A_MAPPING) from None
