@@ -87,6 +87,7 @@ class Channel:
     queue: asyncio.Queue[str]
     tokens: float
     refilled: float
+    expires_ms: int | None = None  # the token's exp: the channel closes when it passes
     floods: int = 0
     closing: bool = False
     writer: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -338,7 +339,7 @@ class Sidecar:
         channel = Channel(ws=ws, role=claims.role, session=claims.session,
                           participant=claims.participant, consent=claims.consent,
                           queue=asyncio.Queue(limits.send_queue), tokens=float(limits.burst),
-                          refilled=time.monotonic())
+                          refilled=time.monotonic(), expires_ms=claims.exp * 1000)
         channel.writer = asyncio.create_task(self._writer(channel))
         try:
             await self._open(channel)
@@ -740,12 +741,24 @@ class Sidecar:
                      *getattr(outcome, "skipped", ()))
             for sid in dict.fromkeys(str(getattr(i, "session", "")) for i in items):
                 await self._outcome(self.sessions.get(sid), _only(outcome, sid), None)
+        await self._close_expired(now)
         timeout_ms = int(self.config.heartbeat_timeout_s * 1000)
         for session in list(self.sessions.sessions.values()):
             if session.check_silence(now, timeout_ms):
                 await self._status(session, now, "patient_silent")
         for sid in self.sessions.evict_idle(now, SESSION_IDLE_EVICT_MS):
             self.engine.end_session(sid)
+
+    async def _close_expired(self, now: int) -> None:
+        """A token is checked at the handshake; a channel that outlives its token is closed
+        (1008), so an expired token never keeps receiving alerts or sending signals."""
+        expired = [ch for chans in self.channels.values() for ch in chans
+                   if ch.expires_ms is not None and now >= ch.expires_ms and not ch.closing]
+        for channel in expired:
+            self.metrics.disconnects.labels("token_expired").inc()
+            self._send(channel, proto.error_message(
+                "token_expired", "the access token expired; reconnect with a fresh token"))
+            await self._close(channel, 1008, "token expired")
 
     async def _tick_loop(self) -> None:
         while True:

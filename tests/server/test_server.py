@@ -381,3 +381,25 @@ async def test_injected_clock_drives_silence_and_idle_eviction(serve: Factory) -
     now[0] += 3_600_000
     await h.sidecar.tick()
     assert "s1" not in h.sidecar.sessions.sessions
+
+
+async def test_a_channel_is_closed_when_its_token_expires(serve: Factory) -> None:
+    now = [time.time_ns() // 1_000_000]
+    h = await serve(clock=lambda: now[0])
+    c = await h.clinician()
+    short = await h.connect(token("s1", "c2", "clinician", ttl_s=60))
+    assert (await recv_json(short))["type"] == "status"
+    await h.sidecar.tick()  # within both tokens' lifetime: nothing happens
+    now[0] += 61_000
+    await h.sidecar.tick()
+    error = await recv_type(short, "error")
+    assert error["code"] == "token_expired"
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await recv_json(short)
+    assert short.close_code == 1008 and short.close_reason == "token expired"
+    # the clinician whose token is still valid keeps its channel
+    await c.send(json.dumps({"type": "resume", "after": 0}))
+    assert h.sidecar.metrics.registry.get_sample_value(
+        "sessionguard_forced_disconnects_total", {"reason": "token_expired"}) == 1
+    assert c.close_code is None
