@@ -178,6 +178,7 @@ class Sidecar:
         self.sessions = SessionRegistry()
         self.channels: dict[str, set[Channel]] = {}
         self.media: dict[tuple[str, str], Any] = {}
+        self._reply_locks: dict[str, asyncio.Lock] = {}
         self._pending_claims: weakref.WeakKeyDictionary[ServerConnection, Any] = (
             weakref.WeakKeyDictionary())
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -625,6 +626,10 @@ class Sidecar:
         for wire in alerts:
             session.known_alerts.add(str(wire.get("id")))
             self._send(channel, _ordered_alert(wire))
+        # Then what clinicians did with them (any alert of the session, also those at or
+        # below ``after``: their state may have changed while this panel was away).
+        for state in _alert_states(await self.store.entries(channel.session)).values():
+            self._send(channel, state)
         self._send(channel, {"type": "ok", "ref": "resume", "after": after, "count": len(alerts)})
 
     async def _alert_reply(self, channel: Channel, session: Session,
@@ -634,15 +639,26 @@ class Sidecar:
                 session.known_alerts.add(str(wire.get("id")))
         if message.id not in session.known_alerts:
             raise InvalidSignal(f"no alert {message.id[:64]!r} in this session", "unknown_alert")
-        now = self.clock()
         by = channel.participant
-        if isinstance(message, proto.AlertAck):
-            await self.store.append(session.id, "ack", now, {"id": message.id, "by": by, "at": now})
-        else:
-            await self.store.append(session.id, "feedback", now,
-                                    {"id": message.id, "verdict": message.verdict, "by": by,
-                                     "at": now})
-        self._send(channel, {"type": "ok", "ref": message.type, "id": message.id})
+        # One reply of a session at a time: the alert.state messages then leave in the order
+        # the entries were written, so every clinician ends with the latest state.
+        lock = self._reply_locks.setdefault(session.id, asyncio.Lock())
+        async with lock:
+            now = self.clock()
+            if isinstance(message, proto.AlertAck):
+                await self.store.append(session.id, "ack", now,
+                                        {"id": message.id, "by": by, "at": now})
+            else:
+                await self.store.append(session.id, "feedback", now,
+                                        {"id": message.id, "verdict": message.verdict, "by": by,
+                                         "at": now})
+            self._send(channel, {"type": "ok", "ref": message.type, "id": message.id})
+            # The state is read back from the ledger (off the loop), so it also carries what
+            # was done before a restart and by other clinicians.
+            states = _alert_states(await self.store.entries(session.id), only=message.id)
+            state = states.get(message.id)
+            if state is not None:
+                self._broadcast(self._clinicians(session.id), state)
 
     # -- consent and recording requests ---------------------------------------------------
 
@@ -748,6 +764,9 @@ class Sidecar:
                 await self._status(session, now, "patient_silent")
         for sid in self.sessions.evict_idle(now, SESSION_IDLE_EVICT_MS):
             self.engine.end_session(sid)
+            lock = self._reply_locks.get(sid)
+            if lock is not None and not lock.locked():
+                del self._reply_locks[sid]
 
     async def _close_expired(self, now: int) -> None:
         """A token is checked at the handshake; a channel that outlives its token is closed
@@ -793,6 +812,37 @@ def _signal_body(signal: Signal) -> dict[str, Any]:
     return {"signal": signal.name, "at": signal.at, "participant": signal.participant,
             "source": signal.source, "data": signal.data, "seq": signal.seq,
             "confidence": signal.confidence}
+
+
+def _alert_states(entries: Iterable[Any], only: str | None = None) -> dict[str, dict[str, Any]]:
+    """``{alert id: alert.state message}`` for every alert of the ledger ``entries`` that was
+    acknowledged or given feedback (or only the alert ``only``), in ``seq`` order.
+
+    ``acknowledged_by`` lists each clinician once, first ack first; ``feedback`` is the latest
+    verdict (``null`` if none); ``at`` is the time of the latest ack or feedback."""
+    seqs: dict[str, int] = {}
+    states: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        kind = entry["kind"]
+        body = entry["body"]
+        aid = str(body.get("id", ""))
+        if only is not None and aid != only:
+            continue
+        if kind == "alert":
+            seqs[aid] = int(body.get("seq", 0))
+        elif kind in ("ack", "feedback"):
+            state = states.setdefault(aid, {"type": "alert.state", "id": aid, "seq": 0,
+                                            "acknowledged_by": [], "feedback": None, "at": 0})
+            if kind == "ack":
+                by = str(body.get("by", ""))
+                if by not in state["acknowledged_by"]:
+                    state["acknowledged_by"].append(by)
+            else:
+                state["feedback"] = body.get("verdict")
+            state["at"] = max(state["at"], int(entry["at"]))
+    for aid, state in states.items():
+        state["seq"] = seqs.get(aid, 0)
+    return dict(sorted(states.items(), key=lambda item: item[1]["seq"]))
 
 
 def _ordered_alert(wire: dict[str, Any]) -> dict[str, Any]:

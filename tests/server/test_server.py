@@ -403,3 +403,52 @@ async def test_a_channel_is_closed_when_its_token_expires(serve: Factory) -> Non
     assert h.sidecar.metrics.registry.get_sample_value(
         "sessionguard_forced_disconnects_total", {"reason": "token_expired"}) == 1
     assert c.close_code is None
+
+
+async def test_alert_state_reaches_every_clinician_and_comes_back_on_resume(
+        serve: Factory) -> None:
+    h = await serve()
+    dr = await h.clinician(participant="dr")
+    sup = await h.clinician(participant="supervisor")
+    p = await h.patient()
+    await p.send(signal(1))
+    await p.send(signal(2, "client.key", {"combo": "PrintScreen"}))
+    first, second = [await recv_type(dr, "alert") for _ in range(2)]
+    await recv_type(sup, "alert", where=lambda m: m["seq"] == 2)
+
+    await dr.send(json.dumps({"type": "alert.ack", "id": first["id"]}))
+    assert (await recv_type(dr, "ok"))["ref"] == "alert.ack"
+    for c in (dr, sup):
+        state = await recv_type(c, "alert.state")
+        assert state == {"type": "alert.state", "id": first["id"], "seq": 1,
+                         "acknowledged_by": ["dr"], "feedback": None, "at": state["at"]}
+    await dr.send(json.dumps({"type": "alert.feedback", "id": first["id"],
+                              "verdict": "false_positive"}))
+    for c in (dr, sup):
+        state = await recv_type(c, "alert.state")
+        assert (state["id"], state["acknowledged_by"], state["feedback"]) == (
+            first["id"], ["dr"], "false_positive")
+    # the supervisor acks too: listed once each, whoever acks twice
+    await sup.send(json.dumps({"type": "alert.ack", "id": first["id"]}))
+    await dr.send(json.dumps({"type": "alert.ack", "id": first["id"]}))
+    await recv_type(dr, "alert.state", where=lambda m: m["acknowledged_by"] == ["dr", "supervisor"])
+    last = await recv_type(sup, "alert.state", where=lambda m: len(m["acknowledged_by"]) == 2)
+    last = await recv_type(sup, "alert.state")  # the second ack by dr changes nothing
+    assert last["acknowledged_by"] == ["dr", "supervisor"] and last["feedback"] == "false_positive"
+
+    # a clinician joining later (or a reloaded panel) gets the alerts, then their state
+    late = await h.clinician(participant="late")
+    await late.send(json.dumps({"type": "resume", "after": 0}))
+    replay = []
+    while (m := await recv_json(late))["type"] != "ok":
+        if m["type"] in ("alert", "alert.state"):
+            replay.append((m["type"], m["id"]))
+    assert m["count"] == 2
+    assert replay == [("alert", first["id"]), ("alert", second["id"]),
+                      ("alert.state", first["id"])]
+    # the state comes back even for alerts at or below "after" (the panel has them already)
+    await late.send(json.dumps({"type": "resume", "after": 2}))
+    state = await recv_type(late, "alert.state")
+    assert (state["id"], state["seq"], state["acknowledged_by"], state["feedback"]) == (
+        first["id"], 1, ["dr", "supervisor"], "false_positive")
+    assert (await recv_json(late))["count"] == 0

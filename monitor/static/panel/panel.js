@@ -103,7 +103,8 @@ export class SessionguardPanel extends HTMLElement {
 
   constructor() {
     super();
-    this.alerts = new Map();     // id -> {alert, acked, verdict, pending}
+    this.alerts = new Map();     // id -> {alert, acked, ackedBy, verdict, stateAt, pending}
+    this.states = new Map();     // id -> alert.state received before its alert (applied on arrival)
     this.requests = new Map();   // id -> request
     this.skips = new Map();      // rule -> skip (rules not run: no consent for their scope)
     this.status = null;
@@ -249,6 +250,7 @@ export class SessionguardPanel extends HTMLElement {
       case "ok": this.onOk(msg); break;
       case "alert.acked": case "alert.ack": this.markAck(msg.id); break;
       case "alert.feedback": this.markVerdict(msg.id, msg.verdict); break;
+      case "alert.state": this.onState(msg); break;
       case "error": {
         // An action was refused (e.g. a request another clinician already answered): undo
         // the "in progress" state so the buttons work again, and say what happened.
@@ -268,10 +270,47 @@ export class SessionguardPanel extends HTMLElement {
   onAlert(alert) {
     if (typeof alert.seq === "number") this.lastSeq = Math.max(this.lastSeq, alert.seq);
     if (this.alerts.has(alert.id)) return;
-    this.alerts.set(alert.id, { alert, acked: Boolean(alert.acknowledged), verdict: alert.verdict || null, pending: {} });
+    this.alerts.set(alert.id, { alert, acked: Boolean(alert.acknowledged), ackedBy: [],
+      verdict: alert.verdict || null, stateAt: 0, pending: {} });
+    const early = this.states.get(alert.id);
+    this.states.delete(alert.id);
+    if (early) this.applyState(this.alerts.get(alert.id), early);
     this.renderAlerts();
     const words = `${alert.severity} alert: ${alert.title || alert.rule}. ${alert.message || ""}`;
     this.announce(words, alert.severity === "critical");
+  }
+
+  // What the clinicians of the session did with an alert (any of them, this one included): sent
+  // after every ack / feedback and again on resume. Applying it twice changes nothing, an older
+  // state never undoes a newer one, and it is not announced (the alert itself was).
+  onState(msg) {
+    if (typeof msg.id !== "string") return;
+    const entry = this.alerts.get(msg.id);
+    if (!entry) {
+      const held = this.states.get(msg.id);
+      if (!held || (msg.at || 0) >= (held.at || 0)) this.states.set(msg.id, msg);
+      return;
+    }
+    if (this.applyState(entry, msg)) this.renderAlerts();
+  }
+
+  applyState(entry, msg) {
+    const at = typeof msg.at === "number" ? msg.at : 0;
+    const by = Array.isArray(msg.acknowledged_by) ? msg.acknowledged_by.map(String) : [];
+    const before = JSON.stringify([entry.acked, entry.ackedBy, entry.verdict, entry.pending]);
+    if (by.length) {
+      entry.acked = true;
+      for (const who of by) if (!entry.ackedBy.includes(who)) entry.ackedBy.push(who);
+      delete entry.pending.ack;
+    }
+    if (at >= entry.stateAt) {
+      entry.stateAt = at;
+      if (msg.feedback === "confirmed" || msg.feedback === "false_positive") {
+        entry.verdict = msg.feedback;
+        delete entry.pending.verdict;
+      }
+    }
+    return JSON.stringify([entry.acked, entry.ackedBy, entry.verdict, entry.pending]) !== before;
   }
 
   onRequest(request) {
@@ -445,7 +484,8 @@ export class SessionguardPanel extends HTMLElement {
     const id = alert.id;
     const actions = el("div", { class: "sg-actions" });
     if (entry.acked) {
-      actions.append(el("span", { class: "sg-done", text: "Acknowledged" }));
+      actions.append(el("span", { class: "sg-done", "data-acked-by": entry.ackedBy.join(" ") || null,
+        text: entry.ackedBy.length ? `Acknowledged by ${entry.ackedBy.join(", ")}` : "Acknowledged" }));
     } else {
       actions.append(el("button", { type: "button", class: "sg-btn", "data-action": "ack",
         "data-focus-key": `${id}:ack`, disabled: entry.pending.ack ? true : null,
