@@ -99,8 +99,12 @@ class FaceDetector:
                             for b in self._frontal.detectMultiScale(eq, **kw)]
         self._runs += 1
         frontal = len(boxes)
+        # the profile cascade costs about 1.5x the frontal one: it runs every
+        # ``profile_every``-th run, and whenever the frontal one finds fewer faces than were
+        # last counted (a person turning away). In an empty picture (nothing counted last
+        # time either) only the periodic runs look for someone arriving in profile.
         profile = p.profile_every > 0 and (
-            self._runs % p.profile_every == 0 or frontal < max(1, self._last))
+            self._runs % p.profile_every == 0 or frontal < self._last)
         if not profile:
             # faces only the profile cascade saw are held until its next run
             self._last = frontal + self._profile_only

@@ -194,3 +194,44 @@ def test_yolov5_layout_is_parsed() -> None:
     rows[0, 1, 5 + 67] = 0.9
     [_, (score, area), _] = parse_detections(rows, 64, 67)
     assert score == pytest.approx(0.72) and area == pytest.approx(0.25)
+
+
+class _CountingCascade:
+    """Wraps a cascade and counts its ``detectMultiScale`` calls."""
+
+    def __init__(self, inner: cv2.CascadeClassifier) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def detectMultiScale(self, img: np.ndarray, **kw: object) -> object:
+        self.calls += 1
+        return self.inner.detectMultiScale(img, **kw)
+
+
+def test_profile_cascade_runs_only_periodically_in_an_empty_picture() -> None:
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    det = FaceDetector(FaceParams(profile_every=3))
+    counting = _CountingCascade(det._profile)
+    det._profile = counting  # type: ignore[assignment]
+    empty = cv2.cvtColor(corpus.empty_room(), cv2.COLOR_BGR2GRAY)
+    counts = [det.count(empty) for _ in range(6)]
+    assert counts == [0] * 6
+    # runs 3 and 6 only, each in both directions (not on every run of an empty picture)
+    assert counting.calls == 4
+
+
+def test_profile_cascade_runs_when_the_frontal_count_drops() -> None:
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    det = FaceDetector(FaceParams(profile_every=0 + 100))
+    counting = _CountingCascade(det._profile)
+    det._profile = counting  # type: ignore[assignment]
+    det._last = 1  # a face was counted last time; the frontal cascade now finds none
+    empty = cv2.cvtColor(corpus.empty_room(), cv2.COLOR_BGR2GRAY)
+    assert det.count(empty) == 0
+    assert counting.calls == 2
+    assert det.count(empty) == 0
+    assert counting.calls == 2  # nothing counted any more: no extra profile runs
