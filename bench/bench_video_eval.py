@@ -127,7 +127,7 @@ def main() -> None:
         "episodes (clean content such as a shared screen): a rule that alerts on "
         "`confidence >= 0.6` keeps its precision at low bitrates but misses noise-free "
         "virtual cameras showing a camera picture. Read it together with device and capture "
-        "signals (README, "Video signals").")
+        "signals (README, section Video signals).")
     write_section("video_eval", "Video detectors: precision and recall", body)
 
 
