@@ -74,10 +74,13 @@ async def _serve_sidecar(port_file: Path, workdir: Path, synchronous: str) -> No
 
     rules = workdir / "bench-rules.yaml"
     rules.write_text(RULES)
+    # MEMORY (diagnostic): the store in RAM, so the row shows the pipeline without the disk
+    memory = synchronous == "MEMORY"
+    db = ":memory:" if memory else str(workdir / "bench.db")
     config = load_config(env={"SESSIONGUARD_SECRET": SECRET, "SESSIONGUARD_RULES": str(rules),
-                              "SESSIONGUARD_DB": str(workdir / "bench.db"),
+                              "SESSIONGUARD_DB": db,
                               "SESSIONGUARD_MEDIA_ENABLED": "false",
-                              "SESSIONGUARD_DB_SYNCHRONOUS": synchronous})
+                              "SESSIONGUARD_DB_SYNCHRONOUS": "NORMAL" if memory else synchronous})
     limits = config.limits.model_copy(update={"rate_per_s": 1000.0, "burst": 1000})
     config = config.model_copy(update={"limits": limits})
     sidecar = Sidecar(config)
@@ -362,9 +365,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alert-every", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--only", choices=("echo", "sidecar-FULL", "sidecar-NORMAL",
+                                           "sidecar-MEMORY"), action="append",
+                        help="run only these servers and print their rows (implies --no-write)")
     parser.add_argument("--section", default="load",
                         help="bench/RESULTS.md section to write (several scales side by side)")
     args = parser.parse_args([] if argv is None else argv)
+    if args.only:
+        for kind in args.only:
+            print(_row(run_load(kind, args.patients, args.duration, args.rate,
+                                args.alert_every, workers=args.workers)), flush=True)
+        return
     results = []
     loads = [os.getloadavg()[0]]
     for kind in ("echo", "sidecar-FULL", "sidecar-NORMAL"):

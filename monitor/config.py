@@ -52,6 +52,9 @@ class StoreConfig(_Model):
     #: FULL fsyncs every group commit (survives power loss); NORMAL survives a killed
     #: process but not a power cut, for much lower latency on slow disks.
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    #: how long a write may wait for others to share its commit (and fsync): CPU per signal
+    #: against latency. 0 commits whatever is queued at once.
+    group_commit_ms: float = Field(default=2.0, ge=0, le=50)
 
 
 class Limits(_Model):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -167,7 +168,8 @@ class Sidecar:
 
             store = AsyncStore(SqliteStore(config.store.db,
                                            synchronous=config.store.synchronous),
-                               registry=self.metrics.registry)
+                               registry=self.metrics.registry,
+                               linger_s=config.store.group_commit_ms / 1000)
         self.store = store
         self.media_factory = media_factory if config.media.enabled else None
         if webhooks is None and config.webhooks.urls:
@@ -585,9 +587,7 @@ class Sidecar:
         # The signal entry is queued first (the store runs writes in order, so it precedes
         # any alert it causes) but not awaited yet: its commit and the alert's share one
         # group commit instead of two fsyncs in a row. Both are durable before the ack.
-        write = asyncio.ensure_future(
-            self.store.append(session.id, "signal", signal.at, _signal_body(signal)))
-        await asyncio.sleep(0)  # let the write reach the store's queue first
+        write = self.store.append_soon(session.id, "signal", signal.at, _signal_body(signal))
         try:
             t0 = time.perf_counter()
             outcome = self.engine.feed(signal, now)
@@ -877,6 +877,15 @@ async def running(sidecar: Sidecar, host: str = "127.0.0.1", port: int = 0) -> A
         await sidecar.stop(server)
 
 
+def _freeze_heap() -> None:
+    """Move everything allocated so far (imported modules, compiled rules, schemas) out of the
+    garbage collector's reach. Without it every full collection walks that heap too: measured
+    under load (bench_load, 500 sessions) full collections paused the loop for up to 120 ms,
+    the whole of the p99 latency; with it, about 20 ms."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve_forever(sidecar: Sidecar, host: str, port: int,
                         on_ready: Callable[[int], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully. ``on_ready(port)`` runs once
@@ -893,12 +902,14 @@ async def serve_forever(sidecar: Sidecar, host: str, port: int,
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     async with running(sidecar, host, port) as bound:
+        _freeze_heap()
         if on_ready is not None:
             on_ready(bound)
         if sidecar.config.media.enabled and sidecar.media_factory is not None:
             # detector imports take seconds: do them now, off the loop, not at the first offer
             from monitor.media import preload_analyzers
 
-            loop.run_in_executor(None, preload_analyzers)
+            preload = loop.run_in_executor(None, preload_analyzers)
+            preload.add_done_callback(lambda _: _freeze_heap())
         await stop.wait()
         log.info("shutting down")

@@ -109,11 +109,14 @@ class AuditStore(Protocol):
     def close(self) -> None: ...
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
+
+
 def canonical_json(value: Any) -> str:
     """Sorted keys, no spaces, UTF-8, no NaN: the same value always gives the same text."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False)
+        return _CANONICAL.encode(value)
     except (TypeError, ValueError) as exc:
         raise StorageError(f"entry body is not plain JSON: {exc}") from exc
 
@@ -202,6 +205,11 @@ class SqliteStore:
             raise StorageError(f"cannot open the audit store {str(path)!r}: {exc}") from exc
         self._lock = threading.RLock()
         self._closed = False
+        # Each session's (entry count, head hash), so an append needs no read. Valid only while
+        # no other connection has written: PRAGMA data_version tells (checked once per
+        # transaction); a rollback forgets it too.
+        self._heads: dict[str, tuple[int, str]] = {}
+        self._data_version = -1
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextmanager
@@ -216,17 +224,27 @@ class SqliteStore:
                 return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                version = self._db.execute("PRAGMA data_version").fetchone()[0]
             except sqlite3.Error as exc:
                 raise StorageError(f"audit store is not writable: {exc}") from exc
+            if version != self._data_version:  # another process wrote meanwhile
+                self._heads.clear()
+                self._data_version = version
             try:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException as exc:
+                self._heads.clear()
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
                     raise StorageError(f"audit store write failed: {exc}") from exc
                 raise
+
+    def forget_heads(self) -> None:
+        """Drop the cached chain heads (after rolling back to a savepoint inside a
+        transaction; the next append reads them again)."""
+        self._heads.clear()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -257,19 +275,22 @@ class SqliteStore:
             raise StorageError(f"unknown entry kind {kind!r}")
         if not isinstance(at, int) or isinstance(at, bool):
             raise StorageError("entry time must be epoch milliseconds as an int")
-        head = db.execute("SELECT count, head_hash FROM sessions WHERE session = ?",
-                          (session,)).fetchone()
-        index, prev = (0, GENESIS_HASH) if head is None else (head[0], head[1])
+        head = self._heads.get(session)
+        if head is None:
+            row = db.execute("SELECT count, head_hash FROM sessions WHERE session = ?",
+                             (session,)).fetchone()
+            head = (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+        index, prev = head
         digest = entry_hash(session, index, kind, at, body_json, prev)
         db.execute("INSERT INTO entries (session, idx, kind, at, body, prev_hash, hash, seq) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (session, index, kind, at, body_json, prev, digest, seq))
-        if head is None:
-            db.execute("INSERT INTO sessions (session, count, head_hash, next_seq, first_at, "
-                       "last_at) VALUES (?, 1, ?, 1, ?, ?)", (session, digest, at, at))
-        else:
-            db.execute("UPDATE sessions SET count = count + 1, head_hash = ?, "
-                       "last_at = MAX(last_at, ?) WHERE session = ?", (digest, at, session))
+        db.execute("INSERT INTO sessions (session, count, head_hash, next_seq, first_at, last_at) "
+                   "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (session) DO UPDATE SET "
+                   "count = excluded.count, head_hash = excluded.head_hash, "
+                   "last_at = MAX(last_at, excluded.last_at)",
+                   (session, index + 1, digest, at, at))
+        self._heads[session] = (index + 1, digest)
         return Entry(session=session, index=index, kind=kind, at=at,
                      body=json.loads(body_json) if body is None else body, prev_hash=prev,
                      hash=digest)
@@ -375,6 +396,7 @@ class SqliteStore:
                 db.execute("DELETE FROM entries WHERE session = ?", (session,))
                 db.execute("DELETE FROM outbox WHERE session = ?", (session,))
                 db.execute("DELETE FROM sessions WHERE session = ?", (session,))
+                self._heads.pop(session, None)
         return old
 
     # -- the webhook outbox -----------------------------------------------------------------

@@ -54,13 +54,14 @@ class _Op:
     queued: float = field(default_factory=time.perf_counter)
 
 
-def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _resolve_all(items: list[tuple[_Op, bool, Any]]) -> None:
+    for op, ok, value in items:
+        if op.future.done():  # cancelled by its caller
+            continue
+        if ok:
+            op.future.set_result(value)
+        else:
+            op.future.set_exception(value)
 
 
 class AsyncStore:
@@ -71,9 +72,11 @@ class AsyncStore:
     """
 
     def __init__(self, store: SqliteStore | str | Path, *,
-                 registry: CollectorRegistry | None = None, max_batch: int = 256) -> None:
+                 registry: CollectorRegistry | None = None, max_batch: int = 256,
+                 linger_s: float = 0.0) -> None:
         self.store = store if isinstance(store, SqliteStore) else SqliteStore(store)
         self._max_batch = max_batch
+        self._linger_s = linger_s
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._closing = False
         self._write_seconds = None if registry is None else Histogram(
@@ -92,9 +95,14 @@ class AsyncStore:
                 break
             batch = [first]
             stop = False
+            # a write waits up to linger_s (from its own queueing) for company: one commit
+            # and one fsync for the group instead of one each
+            until = first.queued + self._linger_s if first.write else 0.0
             while len(batch) < self._max_batch:
                 try:
-                    nxt = self._queue.get_nowait()
+                    wait = until - time.perf_counter()
+                    nxt = (self._queue.get(timeout=wait) if wait > 0
+                           else self._queue.get_nowait())
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -107,35 +115,38 @@ class AsyncStore:
         self.store.close()
 
     def _run_batch(self, batch: list[_Op]) -> None:
+        results: list[tuple[_Op, bool, Any]] = []
         writes: list[_Op] = []
         for op in batch:
             if op.write:
                 writes.append(op)
                 continue
-            self._commit(writes)
+            results.extend(self._commit(writes))
             writes = []
             try:
-                self._deliver(op, True, op.fn(self.store))
+                results.append((op, True, op.fn(self.store)))
             except Exception as exc:  # handed to the awaiting caller
-                self._deliver(op, False, exc)
-        self._commit(writes)
+                results.append((op, False, exc))
+        results.extend(self._commit(writes))
+        self._deliver(results)
 
-    def _commit(self, writes: list[_Op]) -> None:
+    def _commit(self, writes: list[_Op]) -> list[tuple[_Op, bool, Any]]:
         """Commit ``writes`` as one transaction. If one of them fails, the group is rolled
         back and replayed with a savepoint per write, so only the bad write fails."""
         if not writes:
-            return
+            return []
         results: list[tuple[_Op, bool, Any]] = []
         try:
             with self.store.transaction():
                 results = [(op, True, op.fn(self.store)) for op in writes]
         except Exception:
             results = self._commit_one_by_one(writes)
-        done = time.perf_counter()
-        for op, ok, value in results:
-            if self._write_seconds is not None and ok:
-                self._write_seconds.observe(done - op.queued)
-            self._deliver(op, ok, value)
+        if self._write_seconds is not None:
+            done = time.perf_counter()
+            for op, ok, _ in results:
+                if ok:
+                    self._write_seconds.observe(done - op.queued)
+        return results
 
     def _commit_one_by_one(self, writes: list[_Op]) -> list[tuple[_Op, bool, Any]]:
         results: list[tuple[_Op, bool, Any]] = []
@@ -148,6 +159,7 @@ class AsyncStore:
                     except Exception as exc:  # handed to the caller
                         db.execute("ROLLBACK TO op")
                         db.execute("RELEASE op")
+                        self.store.forget_heads()
                         if isinstance(exc, sqlite3.Error):
                             exc = StorageError(f"audit store write failed: {exc}")
                         results.append((op, False, exc))
@@ -161,18 +173,27 @@ class AsyncStore:
         return results
 
     @staticmethod
-    def _deliver(op: _Op, ok: bool, value: Any) -> None:
-        # RuntimeError: the caller's loop is gone; the write is committed (or not) already.
-        with contextlib.suppress(RuntimeError):
-            op.loop.call_soon_threadsafe(_resolve, op.future, ok, value)
+    def _deliver(results: list[tuple[_Op, bool, Any]]) -> None:
+        """Hand the results of one batch back: one wake-up per event loop, not one per op
+        (each wake-up is a write to the loop's self-pipe)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, bool, Any]]] = {}
+        for item in results:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            # RuntimeError: the caller's loop is gone; the writes are committed (or not).
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve_all, items)
 
-    async def _call(self, fn: Callable[[SqliteStore], T], write: bool) -> T:
+    def _submit(self, fn: Callable[[SqliteStore], T], write: bool) -> asyncio.Future[T]:
         if self._closing:
             raise StorageError("the audit store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Op(fn, write, loop, future))
-        return await future
+        return future
+
+    async def _call(self, fn: Callable[[SqliteStore], T], write: bool) -> T:
+        return await self._submit(fn, write)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def aclose(self) -> None:
@@ -192,6 +213,13 @@ class AsyncStore:
     # -- the ledger -------------------------------------------------------------------------
     async def append(self, session: str, kind: str, at: int, body: dict[str, Any]) -> Entry:
         return await self._call(lambda s: s.append(session, kind, at, body), True)
+
+    def append_soon(self, session: str, kind: str, at: int,
+                    body: dict[str, Any]) -> asyncio.Future[Entry]:
+        """Queue an append now (in call order with every other call) and return the future
+        of its entry, without a task: await it later, before anything that must follow the
+        commit (an acknowledgement)."""
+        return self._submit(lambda s: s.append(session, kind, at, body), True)
 
     async def append_alert(self, session: str, alert: dict[str, Any],
                            webhook_urls: Sequence[str] = ()) -> int:

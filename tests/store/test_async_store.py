@@ -114,3 +114,45 @@ async def test_purge_periodically_applies_the_retention(db_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     await store.aclose()
+
+
+async def test_a_write_failing_after_its_append_does_not_break_the_chain(db_path: Path) -> None:
+    """In a group commit a write that appends and then fails is rolled back to its savepoint;
+    the next write in the same group must chain onto the entry before it."""
+    store = AsyncStore(db_path)
+
+    def append_then_fail(s: SqliteStore) -> None:
+        s.append("s1", "signal", 2, {"n": "rolled back"})
+        raise StorageError("fails after appending")
+
+    # queued without awaiting, so the writer thread takes all three as one group
+    first = store.append_soon("s1", "signal", 1, {"n": 1})
+    failing = store._submit(append_then_fail, True)
+    last = store.append_soon("s1", "signal", 3, {"n": 3})
+    results = await asyncio.gather(first, failing, last, return_exceptions=True)
+    assert isinstance(results[1], StorageError)
+    assert [e["body"] for e in await store.entries("s1")] == [{"n": 1}, {"n": 3}]
+    assert (await store.verify("s1")).ok
+    await store.aclose()
+
+
+async def test_a_write_lingers_to_share_its_commit(db_path: Path) -> None:
+    store = AsyncStore(db_path, linger_s=1.0)
+    commits = 0
+    original = store.store.transaction
+
+    def counting() -> object:
+        nonlocal commits
+        commits += not store.store._db.in_transaction  # outer transactions only
+        return original()
+
+    store.store.transaction = counting  # type: ignore[method-assign,assignment]
+    first = store.append_soon("s1", "signal", 1, {"n": 1})
+    while not store._queue.empty():  # the writer thread has taken the first write ...
+        await asyncio.sleep(0.001)
+    second = store.append_soon("s2", "signal", 2, {"n": 2})  # ... and waits for company
+    await asyncio.wait_for(asyncio.gather(first, second), timeout=5)
+    assert commits == 1
+    # a read never waits: it is answered at once even with a long linger
+    assert len(await asyncio.wait_for(store.entries("s1"), timeout=0.5)) == 1
+    await store.aclose()

@@ -178,3 +178,33 @@ def test_store_runs_in_wal_with_full_sync(store: SqliteStore, db_path: Path) -> 
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+# The store keeps each session's chain head in memory so an append needs no read. These
+# check that the cache never outlives the database state it mirrors.
+
+def test_chain_stays_whole_when_another_connection_appends(db_path: Path) -> None:
+    with SqliteStore(db_path) as first, SqliteStore(db_path) as second:
+        first.append("s1", "signal", 1, {"n": 1})
+        second.append("s1", "signal", 2, {"n": 2})  # first's cached head is now stale
+        entry = first.append("s1", "signal", 3, {"n": 3})
+        assert entry["index"] == 2
+        assert first.verify("s1").ok and first.verify("s1").checked == 3
+
+
+def test_purge_then_append_starts_a_fresh_chain(store: SqliteStore) -> None:
+    store.append("s1", "signal", 1000, {"n": 1})
+    assert store.purge(older_than_ms=0, now=5000) == ["s1"]
+    entry = store.append("s1", "signal", 6000, {"n": 2})
+    assert entry["index"] == 0 and entry["prev_hash"] == GENESIS_HASH
+    assert store.verify("s1").ok
+
+
+def test_rolled_back_append_leaves_no_cached_head(store: SqliteStore) -> None:
+    store.append("s1", "signal", 1, {"n": 1})
+    with pytest.raises(ZeroDivisionError), store.transaction():
+        store.append("s1", "signal", 2, {"n": 2})
+        raise ZeroDivisionError
+    entry = store.append("s1", "signal", 3, {"n": 3})
+    assert entry["index"] == 1
+    assert store.verify("s1").ok
