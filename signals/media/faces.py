@@ -4,7 +4,10 @@ Method: OpenCV's shipped Haar cascades (frontal face; the profile cascade, mirro
 every ``profile_every``-th run and whenever the frontal one finds fewer faces than before,
 its extra faces held in between) run about once a second (``interval_s``) on the gray
 picture (histogram-equalised in poor light) downscaled to ``work_width`` (240);
-overlapping boxes are merged. The count is held between runs, and episodes need the condition for
+overlapping boxes are merged. Faces are tracked between runs (template matching on the
+pictures in between); a face found by ``track_min_hits`` runs (3) that a later run misses is still
+counted while its picture is found where it moved to (``track_min_score``), for up to
+``track_hold_runs`` runs. The count is held between runs, and episodes need the condition for
 ``extra_min_s`` (two or more faces) or ``none_min_s`` (no face),
 bridging one missed run (``gap_s``), so a single miss or a single false box never fires.
 
@@ -22,6 +25,7 @@ screens showing faces are counted as people.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any, cast
 
 import cv2
@@ -73,8 +77,36 @@ def lighting_factor(luma: float, contrast: float, params: FaceParams) -> tuple[f
     return factor, factor < 1.0
 
 
+@dataclass(slots=True)
+class _Track:
+    """One face between detection runs: where it is and what it looked like when last
+    detected (a gray patch at working scale)."""
+
+    box: Box
+    template: Gray
+    hits: int = 1            # detection runs that found it
+    misses: int = 0          # detection runs since it was last found
+    by_profile: bool = False  # last found by the profile cascade only
+
+
+def _patch(gray: Gray, box: Box) -> Gray:
+    x, y, w, h = box
+    return cast(Gray, np.ascontiguousarray(gray[y:y + h, x:x + w]))
+
+
 class FaceDetector:
-    """Counts faces in a gray picture (Haar cascades, frontal + profile)."""
+    """Counts faces in a gray picture (Haar cascades, frontal + profile) and tracks them
+    between runs.
+
+    ``count`` runs the cascades (about once a second); ``follow`` runs on the pictures in
+    between and moves each face's box to where its picture now matches best (normalised
+    template matching in a window around it). A face found by at least two runs that one run
+    misses (a head turned or tilted, a hand in front) is still counted while its picture is
+    still found where it was followed to, for up to ``track_hold_runs`` runs. Only faces found
+    by ``track_min_hits`` runs (3) are held: a false box on a still background matches its
+    own picture perfectly, and one found in fewer runs has not lasted long enough to raise an
+    episode on its own, so holding it could.
+    """
 
     def __init__(self, params: FaceParams) -> None:
         self.p = params
@@ -82,40 +114,108 @@ class FaceDetector:
         self._profile = _cascade("haarcascade_profileface.xml")
         self._runs = 0
         self._last = 0
-        self._profile_only = 0
+        self.tracks: list[_Track] = []
+
+    def _work(self, gray: Gray) -> Gray:
+        width = self.p.work_width
+        if gray.shape[1] > width:
+            h = max(16, round(gray.shape[0] * width / gray.shape[1]))
+            gray = cast(Gray, cv2.resize(gray, (width, h), interpolation=cv2.INTER_AREA))
+        return gray
+
+    def _relocate(self, gray: Gray, track: _Track) -> float:
+        """Move ``track`` to the best match of its template near its box; the match score
+        (-1..1; -1 when the window leaves the picture)."""
+        x, y, w, h = track.box
+        m = max(2, int(max(w, h) * self.p.track_margin))
+        x0, y0 = max(0, x - m), max(0, y - m)
+        x1, y1 = min(gray.shape[1], x + w + m), min(gray.shape[0], y + h + m)
+        th, tw = track.template.shape[:2]
+        if x1 - x0 < tw or y1 - y0 < th:
+            return -1.0
+        scores = cv2.matchTemplate(gray[y0:y1, x0:x1], track.template, cv2.TM_CCOEFF_NORMED)
+        _, best, _, (bx, by) = cv2.minMaxLoc(scores)
+        track.box = (x0 + bx, y0 + by, tw, th)
+        return float(best)
+
+    def forget(self) -> None:
+        """Drop every tracked face (the picture was covered: nothing to follow)."""
+        self.tracks.clear()
+        self._last = 0
+
+    def follow(self, gray: Gray) -> None:
+        """Between detection runs: move every tracked face to where it now is."""
+        if not self.tracks or self.p.track_hold_runs <= 0:
+            return
+        work = self._work(gray)
+        for track in self.tracks:
+            self._relocate(work, track)
 
     def count(self, gray: Gray, poor_light: bool = False) -> int:
-        """Faces in ``gray`` (profile-only faces held between profile runs)."""
+        """Faces in ``gray``: this run's detections plus the tracked faces it missed."""
         p = self.p
+        work = self._work(gray)
         # equalising helps in poor light but adds false boxes in good light
-        if gray.shape[1] > p.work_width:
-            h = max(16, round(gray.shape[0] * p.work_width / gray.shape[1]))
-            gray = cast(Gray, cv2.resize(gray, (p.work_width, h), interpolation=cv2.INTER_AREA))
-        eq = cv2.equalizeHist(gray) if poor_light else gray
-        size = max(16, int(gray.shape[1] * p.min_face_frac))
+        eq = cv2.equalizeHist(work) if poor_light else work
+        size = max(16, int(work.shape[1] * p.min_face_frac))
         kw: dict[str, Any] = {"scaleFactor": p.scale_factor, "minNeighbors": p.min_neighbors,
                               "minSize": (size, size)}
-        boxes: list[Box] = [tuple(int(v) for v in b)  # type: ignore[misc]
-                            for b in self._frontal.detectMultiScale(eq, **kw)]
+        frontal: list[Box] = [tuple(int(v) for v in b)  # type: ignore[misc]
+                              for b in self._frontal.detectMultiScale(eq, **kw)]
         self._runs += 1
-        frontal = len(boxes)
         # the profile cascade costs about 1.5x the frontal one: it runs every
         # ``profile_every``-th run, and whenever the frontal one finds fewer faces than were
         # last counted (a person turning away). In an empty picture (nothing counted last
         # time either) only the periodic runs look for someone arriving in profile.
-        profile = p.profile_every > 0 and (
-            self._runs % p.profile_every == 0 or frontal < self._last)
-        if not profile:
-            # faces only the profile cascade saw are held until its next run
-            self._last = frontal + self._profile_only
-            return self._last
-        width = gray.shape[1]
-        kw["minNeighbors"] = p.profile_min_neighbors
-        for b in self._profile.detectMultiScale(eq, **kw):
-            boxes.append(tuple(int(v) for v in b))  # type: ignore[arg-type]
-        for x, y, w, h in self._profile.detectMultiScale(np.ascontiguousarray(eq[:, ::-1]), **kw):
-            boxes.append((int(width - x - w), int(y), int(w), int(h)))
-        merged = _merge(boxes)
-        self._profile_only = max(0, len(merged) - frontal)
-        self._last = len(merged)
+        profile_run = p.profile_every > 0 and (
+            self._runs % p.profile_every == 0 or len(frontal) < self._last)
+        side: list[Box] = []
+        if profile_run:
+            width = work.shape[1]
+            kw["minNeighbors"] = p.profile_min_neighbors
+            side = [tuple(int(v) for v in b)  # type: ignore[misc]
+                    for b in self._profile.detectMultiScale(eq, **kw)]
+            mirrored = np.ascontiguousarray(eq[:, ::-1])
+            side += [(int(width - x - w), int(y), int(w), int(h))
+                     for x, y, w, h in self._profile.detectMultiScale(mirrored, **kw)]
+        self._last = self._update_tracks(work, _merge(frontal), _merge(frontal + side),
+                                         profile_run)
         return self._last
+
+    def _update_tracks(self, work: Gray, frontal: list[Box], found: list[Box],
+                       profile_run: bool) -> int:
+        p = self.p
+        tracks = self.tracks
+        matched: set[int] = set()
+        kept: list[_Track] = []
+        for box in found:
+            best, best_iou = None, 0.3
+            for i, track in enumerate(tracks):
+                overlap = _iou(box, track.box)
+                if i not in matched and overlap >= best_iou:
+                    best, best_iou = i, overlap
+            by_profile = all(_iou(box, f) < 0.3 for f in frontal)
+            if best is None:
+                kept.append(_Track(box, _patch(work, box), by_profile=by_profile))
+                continue
+            matched.add(best)
+            old = tracks[best]
+            kept.append(_Track(box, _patch(work, box), old.hits + 1, 0, by_profile))
+        counted = len(kept)
+        for i, track in enumerate(tracks):
+            if i in matched:
+                continue
+            if track.by_profile and not profile_run:
+                # only the profile cascade can see it, and it did not run: held as before
+                kept.append(track)
+                counted += 1
+                continue
+            track.misses += 1
+            if (p.track_hold_runs > 0 and track.hits >= p.track_min_hits
+                    and track.misses <= p.track_hold_runs
+                    and self._relocate(work, track) >= p.track_min_score
+                    and all(_iou(track.box, k.box) < 0.3 for k in kept)):
+                kept.append(track)
+                counted += 1
+        self.tracks = kept
+        return counted

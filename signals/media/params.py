@@ -54,6 +54,13 @@ class FaceParams(_Strict):
     extra_min_s: float = Field(default=2.0, ge=0)
     none_min_s: float = Field(default=3.0, ge=0)
     gap_s: float = Field(default=1.5, ge=0)               # a missed detection this short is bridged
+    # tracking between runs: a face found by >= track_min_hits runs stays counted through this many
+    # missed runs while its picture still matches (normalised correlation >= track_min_score)
+    # within track_margin x its size of where it was followed to; 0 turns tracking off
+    track_hold_runs: int = Field(default=2, ge=0)
+    track_min_hits: int = Field(default=3, ge=1)  # only faces found by this many runs are held
+    track_min_score: float = Field(default=0.6, gt=-1, le=1)
+    track_margin: float = Field(default=0.5, gt=0, le=2)
     poor_light_luma: float = Field(default=60.0, ge=0)
     poor_contrast: float = Field(default=30.0, ge=0)
 

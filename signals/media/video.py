@@ -133,6 +133,10 @@ class VideoAnalyzer:
         if t >= self._next_face or t < self._next_face - 2 * p.faces.interval_s:
             self._next_face = t + p.faces.interval_s
             out += self._faces_at(prep.gray, pic.luma, pic.contrast, obscured, t)
+        elif obscured:
+            self._faces.forget()
+        else:
+            self._faces.follow(prep.gray)
         if self._objects is not None and (t >= self._next_object
                                           or t < self._next_object - 2 * p.objects.interval_s):
             self._next_object = t + p.objects.interval_s
@@ -146,6 +150,8 @@ class VideoAnalyzer:
                   t: float) -> list[Detection]:
         fp = self.params.faces
         factor, poor = lighting_factor(luma, contrast, fp)
+        if obscured:
+            self._faces.forget()
         n = 0 if obscured else self._faces.count(gray, poor)
         base: dict[str, Any] = {"faces": n, "lighting": "poor" if poor else "ok",
                                 "mean_luma": round(luma, 1), "contrast": round(contrast, 1)}

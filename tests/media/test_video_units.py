@@ -235,3 +235,81 @@ def test_profile_cascade_runs_when_the_frontal_count_drops() -> None:
     assert counting.calls == 2
     assert det.count(empty) == 0
     assert counting.calls == 2  # nothing counted any more: no extra profile runs
+
+
+class _ScriptedCascade:
+    """Stands in for the frontal cascade: returns the given boxes run by run, so a test can
+    make it miss a face that is still in the picture."""
+
+    def __init__(self, script: list[list[tuple[int, int, int, int]]]) -> None:
+        self.script = list(script)
+
+    def detectMultiScale(self, img: np.ndarray, **kw: object) -> object:
+        return self.script.pop(0)
+
+
+# The astronaut photograph (scikit-image) as the corpus frames it: the real frontal cascade
+# finds the face at this box on the picture downscaled to 240 wide.
+_ASTRONAUT_BOX = (84, 40, 62, 62)
+
+
+def _tracker(script: list[list[tuple[int, int, int, int]]]) -> object:
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    det = FaceDetector(FaceParams(profile_every=0, track_hold_runs=2))
+    det._frontal = _ScriptedCascade(script)  # type: ignore[assignment]
+    return det
+
+
+def _astronaut_gray() -> np.ndarray:
+    return cv2.cvtColor(corpus.astronaut_head(), cv2.COLOR_BGR2GRAY)
+
+
+def test_real_cascade_finds_the_astronaut_where_the_tracking_tests_assume() -> None:
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    det = FaceDetector(FaceParams())
+    assert det.count(_astronaut_gray()) == 1
+    assert _iou_boxes(det.tracks[0].box, _ASTRONAUT_BOX) > 0.9
+
+
+def _iou_boxes(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    from signals.media.faces import _iou
+
+    return _iou(a, b)
+
+
+def test_a_face_found_twice_is_held_through_missed_runs_while_still_in_view() -> None:
+    det = _tracker([[_ASTRONAUT_BOX]] * 3 + [[]] * 4)
+    gray = _astronaut_gray()
+    counts = [det.count(gray) for _ in range(6)]  # type: ignore[attr-defined]
+    assert counts == [1, 1, 1, 1, 1, 0]  # two missed runs held, the third is not
+
+
+def test_a_face_found_by_fewer_runs_is_never_held() -> None:
+    # a false box on a still background matches its own picture perfectly: only faces found
+    # by track_min_hits (3) runs are held, so a box seen twice cannot stretch into an episode
+    det = _tracker([[_ASTRONAUT_BOX], [_ASTRONAUT_BOX], [], []])
+    gray = _astronaut_gray()
+    assert [det.count(gray) for _ in range(3)] == [1, 1, 0]  # type: ignore[attr-defined]
+
+
+def test_a_held_face_is_dropped_once_the_person_has_left() -> None:
+    det = _tracker([[_ASTRONAUT_BOX]] * 3 + [[]])
+    gray = _astronaut_gray()
+    empty = cv2.resize(cv2.cvtColor(corpus.empty_room(), cv2.COLOR_BGR2GRAY),
+                       (gray.shape[1], gray.shape[0]))
+    assert [det.count(gray) for _ in range(3)] == [1, 1, 1]  # type: ignore[attr-defined]
+    assert det.count(empty) == 0  # type: ignore[attr-defined]
+
+
+def test_tracking_follows_a_moving_face_between_runs() -> None:
+    det = _tracker([[_ASTRONAUT_BOX]])
+    gray = _astronaut_gray()
+    det.count(gray)  # type: ignore[attr-defined]
+    shifted = np.ascontiguousarray(np.roll(gray, 24, axis=1))  # 24 px right at 384 wide
+    det.follow(shifted)  # type: ignore[attr-defined]
+    x = det.tracks[0].box[0]  # type: ignore[attr-defined]
+    assert abs(x - (_ASTRONAUT_BOX[0] + 24 * 240 / 384)) <= 1
