@@ -241,6 +241,14 @@ class SqliteStore:
                     raise StorageError(f"audit store write failed: {exc}") from exc
                 raise
 
+    def automatic_checkpoints(self, on: bool) -> None:
+        """SQLite's automatic WAL checkpoint inside a commit (on by default). Turn it off only
+        when something else checkpoints (:class:`~monitor.store_async.AsyncStore` does, on
+        its own connection)."""
+        with self._lock:
+            if not self._closed:
+                self._db.execute(f"PRAGMA wal_autocheckpoint={1000 if on else 0}")
+
     def forget_heads(self) -> None:
         """Drop the cached chain heads (after rolling back to a savepoint inside a
         transaction; the next append reads them again)."""

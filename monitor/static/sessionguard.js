@@ -7,6 +7,12 @@
 //   await guard.requestRecording("reason");    // resolves {id, approved}
 //   guard.close();
 //
+// Tokens expire. Pass getToken (async, returns a fresh token for the same session from the
+// platform's backend) and the SDK asks for one whenever its token has expired (by its exp,
+// or when the sidecar closes the channel with "token_expired") and reconnects with it;
+// unsent signals are kept meanwhile. Without getToken the SDK reports
+// onStatus({state: "expired"}) and waits for guard.setToken(fresh).
+//
 // Import this module before any other script of the page: the capture-API wrappers are
 // installed at import time, so later scripts calling getDisplayMedia, MediaRecorder or
 // captureStream are seen. The wrappers behave exactly like the originals (same return,
@@ -166,10 +172,11 @@ function decodeConsent(token) {
     const payload = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
     const c = payload.consent || {};
     return { sid: String(payload.sid || ""),
+      exp: typeof payload.exp === "number" ? payload.exp * 1000 : null,
       consent: { monitoring: Array.isArray(c.monitoring) ? c.monitoring : [],
         recording: c.recording || "prohibited" } };
   } catch (_e) {
-    return { sid: "", consent: { monitoring: [], recording: "prohibited" } };
+    return { sid: "", exp: null, consent: { monitoring: [], recording: "prohibited" } };
   }
 }
 
@@ -199,6 +206,10 @@ class Guard {
     const decoded = decodeConsent(this._token);
     this._salt = decoded.sid;
     this._consent = decoded.consent;
+    this._expiresAt = decoded.exp;    // epoch ms, from the token's exp (null: unknown)
+    this._stale = false;              // the sidecar said the token expired
+    this._renewing = false;
+    this._waitingForToken = false;
     this._seq = Date.now() * 1000;   // above any earlier page's numbers after a reload
     this._unacked = new Map();        // seq -> message, in send order
     this._dropped = 0;
@@ -248,13 +259,65 @@ class Guard {
     this._status({ state: "closed" });
   }
 
+  // A fresh token for the same session (after "expired" was reported, or ahead of expiry).
+  setToken(token) {
+    if (this._closed || !token) return;
+    this._token = String(token);
+    this._expiresAt = decodeConsent(this._token).exp;
+    this._stale = false;
+    if (this._waitingForToken) {
+      this._waitingForToken = false;
+      this._attempt = 0;
+      this._open();
+    }
+  }
+
   get consent() { return { ...this._consent }; }
   get pending() { return this._unacked.size; }
 
   // ---- connection
 
+  _expired() {
+    return this._stale || (this._expiresAt !== null && Date.now() >= this._expiresAt - 1000);
+  }
+
+  // The token expired: ask the page for a fresh one (options.getToken), or wait for
+  // setToken(). The sidecar refuses an expired token, so reconnecting with it is pointless.
+  _renew() {
+    if (typeof this._cb.getToken !== "function") {
+      this._waitingForToken = true;
+      this._status({ state: "expired", error: "token_expired" });
+      this._firstOpen?.();
+      return;
+    }
+    if (this._renewing) return;
+    this._renewing = true;
+    let pending;
+    try {
+      pending = Promise.resolve(this._cb.getToken());
+    } catch (e) {
+      pending = Promise.reject(e);
+    }
+    pending.then((token) => {
+      this._renewing = false;
+      if (this._closed) return;
+      if (!token) throw new Error("getToken returned no token");
+      this._token = String(token);
+      this._expiresAt = decodeConsent(this._token).exp;
+      this._stale = false;
+      if (this._expired()) throw new Error("getToken returned an expired token");
+      this._open();
+    }).catch(quiet((e) => {
+      this._renewing = false;
+      if (this._closed) return;
+      this._status({ state: "expired", error: "token_renewal_failed: " + String(e) });
+      this._retry();  // ask again after a backoff
+    }));
+  }
+
   _open() {
     if (this._closed) return;
+    if (this._expired()) { this._renew(); return; }
     const sep = this._url.includes("?") ? "&" : "?";
     let ws;
     try {
@@ -359,6 +422,7 @@ class Guard {
         break;
       }
       case "error":
+        if (m.code === "token_expired") this._stale = true;  // the close follows; renew then
         this._status({ error: { code: m.code, message: m.message } });
         break;
       default:

@@ -287,3 +287,68 @@ async def test_switching_tab_raises_visibility_and_reaches_the_clinician(
                 for s in b))
     visible = [s for s in stored if s["signal"] == "client.visibility"][-1]
     assert visible["data"]["away_ms"] >= 0
+
+
+async def _short_token_page(ctx: Any, site: StaticSite, sc: LiveSidecar, session: str,
+                            name: str, options: str = "") -> Any:
+    # 3 s: the sidecar closes the channel at expiry ("token_expired", 1008)
+    token = sc.token(session, "pat", "patient", FULL, ttl_s=3)
+    url = site.add(f"{name}.html", sdk_page(sc.sdk_url, sc.ws_url, token,
+                                            connect_options=options))
+    page = await ctx.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    return page, url
+
+
+async def test_an_expired_token_is_renewed_through_get_token(chromium: Any, site: StaticSite,
+                                                              sidecar: LiveSidecar) -> None:
+    ctx = await chromium()
+    page, url = await _short_token_page(ctx, site, sidecar, "s-renew", "renew",
+                                        "getToken: () => window.freshToken(),")
+    asked: list[int] = []
+
+    def fresh_token() -> str:
+        asked.append(1)
+        return sidecar.token("s-renew", "pat", "patient", FULL)
+
+    await page.expose_function("freshToken", fresh_token)
+    await page.goto(url)
+    await page.wait_for_function("window.sg.ready === true && window.sg.consents.length > 0")
+    # the sidecar closes the channel at expiry; the SDK asks for a token and reconnects
+    await page.wait_for_function(
+        "window.sg.statuses.some((s) => s.error && s.error.code === 'token_expired')",
+        timeout=15_000)
+    await page.wait_for_function(
+        """(() => { const s = window.sg.statuses;
+                    const i = s.findIndex((x) => x.error && x.error.code === 'token_expired');
+                    return s.slice(i + 1).some((x) => x.state === 'connected'); })()""",
+        timeout=15_000)
+    assert len(asked) == 1
+    await page.keyboard.press("PrintScreen")
+    await wait_stored(sidecar.db, "s-renew", lambda b: "client.key" in names(b))
+    assert not await page.evaluate("window.sg.statuses.some((s) => s.state === 'expired')")
+    assert page.errors == []
+
+
+async def test_without_get_token_the_sdk_waits_for_set_token(chromium: Any, site: StaticSite,
+                                                             sidecar: LiveSidecar) -> None:
+    ctx = await chromium()
+    page, url = await _short_token_page(ctx, site, sidecar, "s-expire", "expire")
+    await page.goto(url)
+    await page.wait_for_function("window.sg.ready === true && window.sg.consents.length > 0")
+    await page.wait_for_function("window.sg.statuses.some((s) => s.state === 'expired')",
+                                 timeout=15_000)
+    await page.keyboard.press("PrintScreen")  # observed and kept until a token arrives
+    assert await page.evaluate("window.sg.guard.pending") >= 1
+    fresh = sidecar.token("s-expire", "pat", "patient", FULL)
+    await page.evaluate("(t) => window.sg.guard.setToken(t)", fresh)
+    await page.wait_for_function("window.sg.guard.pending === 0", timeout=15_000)
+    await wait_stored(sidecar.db, "s-expire", lambda b: "client.key" in names(b))
+    # the SDK did not retry with the dead token: the sidecar refused no handshake
+    registry = sidecar.sidecar.metrics.registry
+    refused = sum(m.value for metric in registry.collect()
+                  if metric.name == "sessionguard_handshakes_refused"
+                  for m in metric.samples if m.name.endswith("_total"))
+    assert refused == 0
+    assert page.errors == []

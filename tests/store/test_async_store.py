@@ -156,3 +156,21 @@ async def test_a_write_lingers_to_share_its_commit(db_path: Path) -> None:
     # a read never waits: it is answered at once even with a long linger
     assert len(await asyncio.wait_for(store.entries("s1"), timeout=0.5)) == 1
     await store.aclose()
+
+
+async def test_checkpoints_run_beside_the_writer(db_path: Path) -> None:
+    """The writer's connection never checkpoints inside a commit; a background connection
+    copies the WAL into the database file instead."""
+    store = AsyncStore(db_path, checkpoint_interval_s=0.05)
+    assert store.store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    empty_size = db_path.stat().st_size
+    await asyncio.gather(*(store.append(f"s{i % 5}", "signal", i, {"pad": "x" * 400, "i": i})
+                           for i in range(400)))
+    # 400 entries of ~0.5 KB sit in the WAL until a checkpoint copies them into the file
+    # (SQLite's own checkpoint would wait for 1,000 pages, about 4 MB)
+    async with asyncio.timeout(10):
+        while db_path.stat().st_size < empty_size + 150_000:
+            await asyncio.sleep(0.02)
+    await store.aclose()
+    with SqliteStore(db_path) as reopened:
+        assert reopened.verify("s0").ok and reopened.verify("s0").checked == 80
