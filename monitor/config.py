@@ -72,6 +72,9 @@ class Limits(_Model):
 class WebhookConfig(_Model):
     urls: tuple[str, ...] = ()
     secret_env: str = "SESSIONGUARD_WEBHOOK_SECRET"
+    #: a receiver that has refused an alert this long after it was queued is given up on
+    #: (the alert stays in the audit store; the ledger records the abandon). 0: never.
+    give_up_after_hours: float = Field(default=72.0, ge=0)
 
 
 class MediaConfig(_Model):

@@ -123,6 +123,7 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
     skipped = 0
     skips: list[dict[str, Any]] = []
     deliveries = 0
+    abandoned = 0
     participants: set[str] = set()
 
     for entry in entries:
@@ -195,7 +196,10 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
                           "signal": _get(body, "signal", default=""),
                           "missing": [str(m) for m in _get(body, "missing", default=[])]})
         elif kind == "delivery":
-            deliveries += 1
+            if _get(body, "abandoned", default=False) is True:
+                abandoned += 1
+            else:
+                deliveries += 1
 
     for ack in acks:
         if ack["id"] in alerts and alerts[ack["id"]]["acknowledged_at"] is None:
@@ -235,6 +239,7 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
             "false_positive": sum(1 for a in alert_list if a["verdict"] == "false_positive"),
             "skipped_without_consent": skipped,
             "deliveries": deliveries,
+            "deliveries_abandoned": abandoned,
             "blind_ms": sum(p["end"] - p["start"] for p in blind),
         },
     }

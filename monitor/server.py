@@ -134,7 +134,9 @@ def _default_webhooks(config: Config, store: Any, clock: Clock,
         raise ConfigError(f"webhook URLs are configured but {config.webhooks.secret_env} "
                           "(their signing secret) is not set")
     targets = [WebhookTarget(url, config.webhook_secret) for url in config.webhooks.urls]
-    return WebhookDelivery(store, targets, clock=clock, registry=registry)
+    hours = config.webhooks.give_up_after_hours
+    return WebhookDelivery(store, targets, clock=clock, registry=registry,
+                           give_up_after_ms=int(hours * 3_600_000) if hours > 0 else None)
 
 
 class Sidecar:

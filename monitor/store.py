@@ -166,9 +166,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at   INTEGER NOT NULL,
     delivered_at INTEGER,
     last_status  INTEGER,
-    last_error   TEXT
+    last_error   TEXT,
+    abandoned_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at) WHERE delivered_at IS NULL;
+-- abandoned_at: given up after webhooks.give_up_after_hours of failures (see abandon())
 """
 
 
@@ -201,6 +203,9 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+            if "abandoned_at" not in columns:  # a database from before abandoning existed
+                self._db.execute("ALTER TABLE outbox ADD COLUMN abandoned_at INTEGER")
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open the audit store {str(path)!r}: {exc}") from exc
         self._lock = threading.RLock()
@@ -425,7 +430,7 @@ class SqliteStore:
             limit: int = 100) -> list[OutboxItem]:
         """Undelivered outbox items due at ``now`` (oldest first), for ``urls`` if given."""
         sql = ("SELECT id, session, seq, url, body, attempts, next_at, created_at FROM outbox "
-               "WHERE delivered_at IS NULL AND next_at <= ?")
+               "WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_at <= ?")
         params: list[Any] = [now]
         if urls is not None:
             if not urls:
@@ -438,7 +443,8 @@ class SqliteStore:
 
     def next_due_at(self, urls: Sequence[str] | None = None) -> int | None:
         """When the earliest undelivered item falls due (epoch ms), or ``None``."""
-        sql = "SELECT MIN(next_at) FROM outbox WHERE delivered_at IS NULL"
+        sql = ("SELECT MIN(next_at) FROM outbox WHERE delivered_at IS NULL "
+               "AND abandoned_at IS NULL")
         params: list[Any] = []
         if urls is not None:
             if not urls:
@@ -449,16 +455,17 @@ class SqliteStore:
         return None if value is None else int(value)
 
     def pending(self) -> int:
-        """How many outbox items are not delivered yet."""
-        return int(self._read("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")[0][0])
+        """How many outbox items are still to be delivered (not delivered, not abandoned)."""
+        return int(self._read("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL "
+                              "AND abandoned_at IS NULL")[0][0])
 
     def mark_delivered(self, item_id: int, now: int, status: int) -> None:
         """Record a successful POST and write a ``delivery`` entry to the session's ledger."""
         with self.transaction() as db:
             row = db.execute("SELECT session, seq, url, attempts, delivered_at FROM outbox "
-                             "WHERE id = ?", (item_id,)).fetchone()
+                             "WHERE id = ? AND abandoned_at IS NULL", (item_id,)).fetchone()
             if row is None or row[4] is not None:
-                return  # purged meanwhile, or already recorded
+                return  # purged or abandoned meanwhile, or already recorded
             session, seq, url, attempts, _ = row
             db.execute("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, "
                        "last_status = ?, last_error = NULL WHERE id = ?", (now, status, item_id))
@@ -476,14 +483,32 @@ class SqliteStore:
             row = db.execute("SELECT attempts FROM outbox WHERE id = ?", (item_id,)).fetchone()
             return 0 if row is None else int(row[0])
 
+    def abandon(self, item_id: int, now: int, error: str, status: int | None = None) -> None:
+        """Give up on an item after its last failed attempt: it is never tried again, and a
+        ``delivery`` entry with ``"abandoned": true`` goes to the session's ledger."""
+        with self.transaction() as db:
+            row = db.execute("SELECT session, seq, url, attempts FROM outbox WHERE id = ? "
+                             "AND delivered_at IS NULL AND abandoned_at IS NULL",
+                             (item_id,)).fetchone()
+            if row is None:
+                return
+            session, seq, url, attempts = row
+            db.execute("UPDATE outbox SET abandoned_at = ?, attempts = attempts + 1, "
+                       "last_status = ?, last_error = ? WHERE id = ?",
+                       (now, status, error[:200], item_id))
+            body = {"channel": "webhook", "target": _target(url), "seq": seq,
+                    "status": status, "attempts": attempts + 1, "abandoned": True,
+                    "error": error[:200]}
+            self._append(db, session, "delivery", now, canonical_json(body))
+
     def outbox(self, session: str | None = None) -> list[dict[str, Any]]:
-        """Every outbox row (delivered or not), for reports and tests."""
+        """Every outbox row (delivered, pending or abandoned), for reports and tests."""
         sql = ("SELECT id, session, seq, url, attempts, next_at, created_at, delivered_at, "
-               "last_status, last_error FROM outbox")
+               "last_status, last_error, abandoned_at FROM outbox")
         params: tuple[Any, ...] = ()
         if session is not None:
             sql += " WHERE session = ?"
             params = (session,)
         names = ("id", "session", "seq", "url", "attempts", "next_at", "created_at",
-                 "delivered_at", "last_status", "last_error")
+                 "delivered_at", "last_status", "last_error", "abandoned_at")
         return [dict(zip(names, r, strict=True)) for r in self._read(sql + " ORDER BY id", params)]

@@ -318,5 +318,9 @@ class AsyncStore:
                          status: int | None = None) -> int:
         return await self._call(lambda s: s.reschedule(item_id, next_at, error, status), True)
 
+    async def abandon(self, item_id: int, now: int, error: str,
+                      status: int | None = None) -> None:
+        await self._call(lambda s: s.abandon(item_id, now, error, status), True)
+
     async def outbox(self, session: str | None = None) -> list[dict[str, Any]]:
         return await self._call(lambda s: s.outbox(session), False)

@@ -39,6 +39,7 @@ from monitor.store_async import AsyncStore
 from signals.errors import AuthError, ConfigError, SessionguardError
 
 __all__ = [
+    "DEFAULT_GIVE_UP_MS",
     "DELIVERY_HEADER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
@@ -223,8 +224,14 @@ class Backoff:
         return ceiling // 2 + int(self._rng.random() * (ceiling - ceiling // 2))
 
 
+DEFAULT_GIVE_UP_MS = 72 * 3600 * 1000  # three days, as Stripe does
+
+
 class WebhookDelivery:
-    """POSTs queued alerts to the configured targets until each one is accepted (2xx).
+    """POSTs queued alerts to the configured targets until each one is accepted (2xx), or
+    until ``give_up_after_ms`` after it was queued (default three days; ``None``: never):
+    then it is abandoned, counted in ``sessionguard_webhook_abandoned_total`` and recorded in
+    the ledger as a ``delivery`` entry with ``"abandoned": true``.
 
     ``clock`` returns epoch ms. ``registry`` (optional) receives
     ``sessionguard_webhook_attempts_total`` and ``sessionguard_webhook_failures_total``;
@@ -246,6 +253,7 @@ class WebhookDelivery:
         batch: int = 100,
         registry: CollectorRegistry | None = None,
         on_attempt: Callable[[str, bool, int | None], None] | None = None,
+        give_up_after_ms: int | None = DEFAULT_GIVE_UP_MS,
     ) -> None:
         self.store = store
         self.targets = {t.url: t for t in targets}
@@ -256,11 +264,17 @@ class WebhookDelivery:
         self.batch = batch
         self._limit = asyncio.Semaphore(concurrency)
         self._on_attempt = on_attempt
+        self.give_up_after_ms = give_up_after_ms
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._attempts: Counter | None = None
         self._failures: Counter | None = None
+        self._abandoned: Counter | None = None
         if registry is not None:
+            self._abandoned = Counter(
+                "sessionguard_webhook_abandoned",
+                "Webhook items given up after webhooks.give_up_after_hours of failures.",
+                registry=registry)
             self._attempts = Counter("sessionguard_webhook_attempts",
                                      "Webhook POST attempts.", registry=registry)
             self._failures = Counter("sessionguard_webhook_failures",
@@ -325,10 +339,21 @@ class WebhookDelivery:
             assert status is not None
             await self.store.mark_delivered(item.id, self.clock(), status)
         else:
+            now = self.clock()
             delay = self.backoff.delay_ms(item.attempts + 1)
-            await self.store.reschedule(item.id, self.clock() + delay, error, status)
-            _log.info("webhook to %s failed (%s); attempt %d, retry in %d ms",
-                      target.display, error, item.attempts + 1, delay)
+            if (self.give_up_after_ms is not None
+                    and now + delay - item.created_at > self.give_up_after_ms):
+                # the next try would come after the give-up time: stop here, on the record
+                await self.store.abandon(item.id, now, error, status)
+                if self._abandoned is not None:
+                    self._abandoned.inc()
+                _log.warning("webhook to %s abandoned after %d attempts (%s); the alert "
+                             "stays in the audit store", target.display, item.attempts + 1,
+                             error)
+            else:
+                await self.store.reschedule(item.id, now + delay, error, status)
+                _log.info("webhook to %s failed (%s); attempt %d, retry in %d ms",
+                          target.display, error, item.attempts + 1, delay)
         if self._on_attempt is not None:  # after the outcome is committed
             self._on_attempt(target.display, ok, status)
         return ok

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from monitor.store import SqliteStore
 from monitor.store_async import AsyncStore
 from monitor.webhooks import (
     DELIVERY_HEADER,
@@ -227,6 +228,55 @@ async def test_retry_schedule_with_an_injected_clock(store: AsyncStore) -> None:
     assert deliveries[0]["body"]["attempts"] == 4 and deliveries[0]["body"]["status"] == 204
 
 
+async def test_a_receiver_down_for_too_long_is_given_up_on_the_record(
+        store: AsyncStore) -> None:
+    clock = [NOW]
+    registry = CollectorRegistry()
+    transport = ScriptedTransport([503] * 50)
+    delivery = WebhookDelivery(store, [WebhookTarget("http://hooks.example/a", SECRET)],
+                               transport=transport, clock=lambda: clock[0],
+                               backoff=Backoff(1000, 60_000, random.Random(1)),
+                               registry=registry, give_up_after_ms=10 * 60_000)
+    await store.append_alert("s1", _alert(NOW), delivery.urls)
+    for _ in range(50):
+        await delivery.run_once()
+        (item,) = await store.outbox("s1")
+        if item["abandoned_at"] is not None:
+            break
+        assert item["next_at"] - NOW <= 10 * 60_000  # never scheduled past the give-up time
+        clock[0] = item["next_at"]
+    assert item["abandoned_at"] == clock[0] and item["delivered_at"] is None
+    tries = len(transport.sent)
+    assert item["attempts"] == tries and 5 <= tries < 50
+    # never tried again, not counted as pending, and on the record
+    clock[0] += 3_600_000
+    assert await delivery.run_once() == 0 and len(transport.sent) == tries
+    assert await store.pending() == 0 and await store.next_due_at(delivery.urls) is None
+    assert registry.get_sample_value("sessionguard_webhook_abandoned_total") == 1
+    (entry,) = [e for e in await store.entries("s1") if e["kind"] == "delivery"]
+    assert entry["body"]["abandoned"] is True and entry["body"]["status"] == 503
+    assert entry["body"]["target"] == "http://hooks.example"
+    assert (await store.verify("s1")).ok
+    # the alert itself stays: a clinician resuming still gets it
+    assert [a["seq"] for a in await store.alerts_after("s1", 0)] == [1]
+
+
+def test_an_older_database_gains_the_abandoned_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with SqliteStore(db) as s:
+        s.enqueue("s1", "http://hooks.example/a", {"seq": 1}, NOW)
+    raw = sqlite3.connect(db)
+    with raw:  # as created before abandoned_at existed
+        raw.execute("DROP INDEX outbox_due")
+        raw.execute("ALTER TABLE outbox DROP COLUMN abandoned_at")
+    raw.close()
+    with SqliteStore(db) as s:
+        assert [i.id for i in s.due(NOW)] == [1]
+        assert s.outbox()[0]["abandoned_at"] is None
+
+
 async def test_each_target_gets_its_own_signature(store: AsyncStore) -> None:
     transport = ScriptedTransport([])
     targets = [WebhookTarget("http://a.example/x", "secret-a"),
@@ -269,7 +319,8 @@ async def test_failed_status_is_retried(store: AsyncStore, receiver: Receiver) -
     receiver.statuses = [500, 302]
     attempts = Attempts()
     delivery = WebhookDelivery(store, targets_from([f"http://127.0.0.1:{receiver.port}/"],
-                                                   SECRET), backoff=_fast(), on_attempt=attempts)
+                                                   SECRET), backoff=_fast(), on_attempt=attempts,
+                               give_up_after_ms=None)  # alerts dated NOW (2023), wall clock
     delivery.start()
     await store.append_alert("s1", _alert(NOW), delivery.urls)
     delivery.notify()
@@ -284,7 +335,8 @@ async def test_receiver_down_then_back_loses_nothing(store: AsyncStore) -> None:
     attempts = Attempts()
     registry = CollectorRegistry()
     delivery = WebhookDelivery(store, targets_from([f"http://127.0.0.1:{port}/in"], SECRET),
-                               backoff=_fast(), on_attempt=attempts, registry=registry)
+                               backoff=_fast(), on_attempt=attempts, registry=registry,
+                               give_up_after_ms=None)  # alerts dated NOW (2023), wall clock
     delivery.start()
     for i in range(3):
         await store.append_alert("s1", _alert(NOW + i), delivery.urls)
@@ -319,7 +371,7 @@ async def test_restart_from_the_same_database_delivers_the_backlog(tmp_path: Pat
     first_store = AsyncStore(db)
     attempts = Attempts()
     first = WebhookDelivery(first_store, targets_from([url], SECRET), backoff=_fast(),
-                            on_attempt=attempts)
+                            on_attempt=attempts, give_up_after_ms=None)  # alerts dated 2023
     await first_store.append_alert("s1", _alert(NOW), first.urls)
     assert await first.run_once() == 0
     await first_store.append_alert("s1", _alert(NOW + 1), first.urls)
@@ -331,7 +383,7 @@ async def test_restart_from_the_same_database_delivers_the_backlog(tmp_path: Pat
     second_store = AsyncStore(db)
     attempts = Attempts()
     second = WebhookDelivery(second_store, targets_from([url], SECRET), backoff=_fast(),
-                             on_attempt=attempts)
+                             on_attempt=attempts, give_up_after_ms=None)
     second.start()
     try:
         got = sorted([json.loads((await receiver.next()).body)["seq"] for _ in range(2)])

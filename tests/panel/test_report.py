@@ -164,3 +164,12 @@ def test_cli_errors_are_one_sentence(store: SqliteStore, tmp_path: Path,
     with pytest.raises(SystemExit) as exit_info:
         main(["report", "--db", str(store.path)])
     assert exit_info.value.code == 2
+
+
+def test_abandoned_webhook_deliveries_are_counted_apart(store: SqliteStore) -> None:
+    before = build_report(store, "s-report")["counts"]
+    item = store.enqueue("s-report", "http://hooks.example/in", {"seq": 1}, T0 + 1_000)
+    store.abandon(item, T0 + 2_000, "HTTP 503", 503)
+    counts = build_report(store, "s-report")["counts"]
+    assert counts["deliveries"] == before["deliveries"]
+    assert counts["deliveries_abandoned"] == before["deliveries_abandoned"] + 1
