@@ -1,8 +1,9 @@
 """The sidecar's configuration: ``config/sessionguard.yaml`` plus ``SESSIONGUARD_*``
 environment overrides.
 
-The token secret is only ever read from the environment (``SESSIONGUARD_SECRET``); a secret
-key in the YAML file is refused, so it cannot end up in version control by accident.
+The token secret is only ever read from the environment (``SESSIONGUARD_SECRET``, and during a
+rotation the earlier ones in ``SESSIONGUARD_SECRET_PREVIOUS``); a secret key in the YAML file
+is refused, so it cannot end up in version control by accident.
 
 Environment overrides (each replaces the file's value)::
 
@@ -29,6 +30,7 @@ from signals.errors import ConfigError
 from signals.schema import first_error
 
 __all__ = [
+    "PREVIOUS_SECRETS_ENV",
     "SECRET_ENV",
     "Config",
     "Limits",
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 SECRET_ENV = "SESSIONGUARD_SECRET"
+#: comma-separated earlier secrets, still accepted for verification during a rotation
+PREVIOUS_SECRETS_ENV = "SESSIONGUARD_SECRET_PREVIOUS"
 
 
 class _Model(BaseModel):
@@ -96,6 +100,8 @@ class Config(_Model):
     webhooks: WebhookConfig = WebhookConfig()
     media: MediaConfig = MediaConfig()
     secret: str | None = Field(default=None, repr=False)
+    #: earlier token secrets still accepted while their tokens run out (rotation)
+    previous_secrets: tuple[str, ...] = Field(default=(), repr=False)
     webhook_secret: str | None = Field(default=None, repr=False)
 
     def with_overrides(self, **changes: Any) -> Config:
@@ -161,7 +167,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         raise ConfigError(f"config file {file} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {file} must be a mapping of keys to values")
-    if "secret" in raw or "webhook_secret" in raw:
+    if "secret" in raw or "webhook_secret" in raw or "previous_secrets" in raw:
         raise ConfigError(f"config file {file} must not contain secrets; set {SECRET_ENV}")
     _apply_env(raw, env)
     base = file.resolve().parent
@@ -174,6 +180,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     if isinstance(media, dict) and isinstance(media.get("params"), str):
         media["params"] = str(base / media["params"])
     raw["secret"] = env.get(SECRET_ENV) or None
+    raw["previous_secrets"] = [s for s in env.get(PREVIOUS_SECRETS_ENV, "").split(",") if s]
     webhooks = raw.get("webhooks")
     secret_env = "SESSIONGUARD_WEBHOOK_SECRET"
     if isinstance(webhooks, dict) and isinstance(webhooks.get("secret_env"), str):

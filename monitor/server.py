@@ -161,6 +161,8 @@ class Sidecar:
     ) -> None:
         self.config = config
         self.secret = secret if secret is not None else require_secret(config)
+        # tokens signed with an earlier secret stay valid during a rotation
+        self.secrets: tuple[str, ...] = (self.secret, *config.previous_secrets)
         self.clock = clock
         self.metrics = Metrics(registry)
         self.engine = engine if engine is not None else _default_engine(config)
@@ -268,7 +270,7 @@ class Sidecar:
         try:
             from monitor import tokens
 
-            claims = tokens.verify(self.secret, token, now=self.clock(), role="clinician")
+            claims = tokens.verify(self.secrets, token, now=self.clock(), role="clinician")
         except AuthError as exc:
             return exc.status, "application/json", json.dumps({"error": str(exc)}).encode()
         if claims.session != session:
@@ -304,7 +306,7 @@ class Sidecar:
         try:
             from monitor import tokens
 
-            claims = tokens.verify(self.secret, token, now=self.clock())
+            claims = tokens.verify(self.secrets, token, now=self.clock())
         except AuthError as exc:
             self.metrics.handshakes_refused.labels(str(exc.status)).inc()
             return json_response(exc.status, {"error": str(exc)})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,22 +115,41 @@ def mint(
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
-def verify(secret: str, token: str | None, now: int | None = None,
+def _decode(token: str, secrets: Sequence[str]) -> dict[str, Any]:
+    """The payload of ``token`` signed with any of ``secrets`` (the current one first)."""
+    for secret in secrets[:-1]:
+        try:
+            return _decode_with(token, secret)
+        except jwt.InvalidSignatureError:
+            continue
+    return _decode_with(token, secrets[-1])
+
+
+def _decode_with(token: str, secret: str) -> dict[str, Any]:
+    return jwt.decode(
+        token, secret, algorithms=[ALGORITHM],
+        options={"require": ["exp", "iat", "sid", "sub", "role"],
+                 "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+    )
+
+
+def verify(secret: str | Sequence[str], token: str | None, now: int | None = None,
            role: str | None = None) -> Claims:
     """Check ``token``'s signature, times and claims; return its :class:`Claims`.
 
-    ``now`` is epoch ms (default the wall clock). When ``role`` is given the token must carry
-    exactly that role (else 403).
+    ``secret`` may be several secrets during a rotation (the current one first, then the
+    earlier ones still accepted). ``now`` is epoch ms (default the wall clock). When ``role``
+    is given the token must carry exactly that role (else 403).
     """
-    _check_secret(secret)
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+    if not secrets:
+        _check_secret("")
+    for one in secrets:
+        _check_secret(one)
     if not token:
         raise AuthError("missing access token", status=401)
     try:
-        payload = jwt.decode(
-            token, secret, algorithms=[ALGORITHM],
-            options={"require": ["exp", "iat", "sid", "sub", "role"],
-                     "verify_exp": False, "verify_iat": False, "verify_nbf": False},
-        )
+        payload = _decode(token, secrets)
     except jwt.InvalidSignatureError as exc:
         raise AuthError("access token signature is invalid", status=401) from exc
     except jwt.MissingRequiredClaimError as exc:

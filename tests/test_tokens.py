@@ -187,3 +187,27 @@ def test_token_command_rejects_unknown_role(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as info:
         main(["token", "--session", "S", "--participant", "P", "--role", "admin"])
     assert info.value.code == 2
+
+
+def test_a_rotation_accepts_the_previous_secret_and_nothing_else() -> None:
+    old = "the-previous-secret-0123456789-0123456789"
+    token = mint(old, "sess-1", "pat-1", "patient", 3600, now=NOW)
+    assert verify([SECRET, old], token, now=NOW).session == "sess-1"
+    with pytest.raises(AuthError, match="signature"):
+        verify(SECRET, token, now=NOW)
+    # other failures are not hidden by trying the next secret
+    expired = mint(old, "sess-1", "pat-1", "patient", 10, now=NOW)
+    with pytest.raises(AuthError, match="expired"):
+        verify([SECRET, old], expired, now=NOW + 3_600_000)
+    with pytest.raises(ConfigError):
+        verify([], token, now=NOW)
+
+
+def test_previous_secrets_come_from_the_environment_only() -> None:
+    from monitor.config import load_config
+
+    previous = "old-one-0123456789,older-0123456789"
+    config = load_config(env={"SESSIONGUARD_SECRET": SECRET,
+                              "SESSIONGUARD_SECRET_PREVIOUS": previous})
+    assert config.previous_secrets == ("old-one-0123456789", "older-0123456789")
+    assert "old-one" not in repr(config)

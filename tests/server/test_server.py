@@ -81,6 +81,23 @@ async def test_alert_flow_end_to_end(serve: Factory) -> None:
     assert h.sidecar.store.store.verify("s1").ok
 
 
+async def test_tokens_of_a_previous_secret_are_accepted_during_a_rotation(
+        serve: Factory) -> None:
+    old = "the-previous-secret-0123456789-0123456789"
+    retired = "a-retired-secret-0123456789-0123456789!!"
+    h = await serve(env={"SESSIONGUARD_SECRET_PREVIOUS": old})
+    for secret in (SECRET, old):  # the current secret and the one being rotated out
+        async with websockets.connect(
+                h.url + "?token=" + token("s1", "p1", "patient", DEVICE, secret=secret)) as ws:
+            await ws.send(json.dumps({"type": "signal", "seq": 1, "signal": "client.heartbeat",
+                                      "at": 0, "data": {}}))
+            assert (await recv_type(ws, "ack"))["seq"] == 1
+    with pytest.raises(InvalidStatus) as info:
+        await websockets.connect(h.url + "?token=" + token("s1", "p1", "patient", DEVICE,
+                                                           secret=retired))
+    assert info.value.response.status_code == 401
+
+
 async def test_auth_matrix(serve: Factory) -> None:
     h = await serve()
     expired = token("s1", "p1", "patient", DEVICE, ttl_s=1)
