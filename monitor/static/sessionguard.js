@@ -8,9 +8,9 @@
 //   guard.close();
 //
 // Tokens expire. Pass getToken (async, returns a fresh token for the same session from the
-// platform's backend) and the SDK asks for one whenever its token has expired (by its exp,
-// or when the sidecar closes the channel with "token_expired") and reconnects with it;
-// unsent signals are kept meanwhile. Without getToken the SDK reports
+// platform's backend) and the SDK asks for one whenever its token has expired (the sidecar
+// closed the channel with "token_expired", or a reconnect failed past the token's exp) and
+// reconnects with it; unsent signals are kept meanwhile. Without getToken the SDK reports
 // onStatus({state: "expired"}) and waits for guard.setToken(fresh).
 //
 // Import this module before any other script of the page: the capture-API wrappers are
@@ -173,10 +173,12 @@ function decodeConsent(token) {
     const c = payload.consent || {};
     return { sid: String(payload.sid || ""),
       exp: typeof payload.exp === "number" ? payload.exp * 1000 : null,
+      iat: typeof payload.iat === "number" ? payload.iat * 1000 : null,
       consent: { monitoring: Array.isArray(c.monitoring) ? c.monitoring : [],
         recording: c.recording || "prohibited" } };
   } catch (_e) {
-    return { sid: "", exp: null, consent: { monitoring: [], recording: "prohibited" } };
+    return { sid: "", exp: null, iat: null,
+      consent: { monitoring: [], recording: "prohibited" } };
   }
 }
 
@@ -206,8 +208,8 @@ class Guard {
     const decoded = decodeConsent(this._token);
     this._salt = decoded.sid;
     this._consent = decoded.consent;
-    this._expiresAt = decoded.exp;    // epoch ms, from the token's exp (null: unknown)
-    this._stale = false;              // the sidecar said the token expired
+    this._stale = false;              // the token is known to be dead: renew before reconnecting
+    this._useToken(this._token);
     this._renewing = false;
     this._waitingForToken = false;
     this._seq = Date.now() * 1000;   // above any earlier page's numbers after a reload
@@ -262,9 +264,7 @@ class Guard {
   // A fresh token for the same session (after "expired" was reported, or ahead of expiry).
   setToken(token) {
     if (this._closed || !token) return;
-    this._token = String(token);
-    this._expiresAt = decodeConsent(this._token).exp;
-    this._stale = false;
+    this._useToken(String(token));
     if (this._waitingForToken) {
       this._waitingForToken = false;
       this._attempt = 0;
@@ -277,8 +277,21 @@ class Guard {
 
   // ---- connection
 
-  _expired() {
-    return this._stale || (this._expiresAt !== null && Date.now() >= this._expiresAt - 1000);
+  _useToken(token) {
+    const { exp, iat } = decodeConsent(token);
+    this._token = token;
+    this._stale = false;
+    this._expiresAt = exp;
+    // The page's clock may be hours off: judge expiry on the token's own clock, taking the
+    // token as minted about when the page received it (an older token is judged late, never
+    // early; the sidecar's "token_expired" is the authority anyway).
+    this._clockSkew = iat === null ? 0 : Date.now() - iat;
+  }
+
+  // Only asked after a handshake failed: the browser cannot see the 401, so a token past its
+  // exp is the likely reason.
+  _looksExpired() {
+    return this._expiresAt !== null && Date.now() - this._clockSkew >= this._expiresAt;
   }
 
   // The token expired: ask the page for a fresh one (options.getToken), or wait for
@@ -302,10 +315,7 @@ class Guard {
       this._renewing = false;
       if (this._closed) return;
       if (!token) throw new Error("getToken returned no token");
-      this._token = String(token);
-      this._expiresAt = decodeConsent(this._token).exp;
-      this._stale = false;
-      if (this._expired()) throw new Error("getToken returned an expired token");
+      this._useToken(String(token));
       this._open();
     }).catch(quiet((e) => {
       this._renewing = false;
@@ -317,7 +327,7 @@ class Guard {
 
   _open() {
     if (this._closed) return;
-    if (this._expired()) { this._renew(); return; }
+    if (this._stale) { this._renew(); return; }
     const sep = this._url.includes("?") ? "&" : "?";
     let ws;
     try {
@@ -329,7 +339,9 @@ class Guard {
     }
     this._ws = ws;
     this._status({ state: "connecting" });
+    let opened = false;
     ws.onopen = quiet(() => {
+      opened = true;
       this._attempt = 0;
       this._status({ state: "connected" });
       this._resend();
@@ -340,9 +352,11 @@ class Guard {
     ws.onclose = quiet((ev) => {
       if (this._ws !== ws) return;
       this._ws = null;
-      this._firstOpen?.();
-      if (this._closed) return;
+      if (this._closed) { this._firstOpen?.(); return; }
+      if (!opened && this._looksExpired()) this._stale = true;  // refused: renew first
       this._status({ state: "disconnected", code: ev.code, reason: ev.reason });
+      if (this._stale) { this._open(); return; }  // renews (or reports "expired") at once
+      this._firstOpen?.();
       this._retry();
     });
     ws.onerror = quiet(() => {});

@@ -352,3 +352,26 @@ async def test_without_get_token_the_sdk_waits_for_set_token(chromium: Any, site
                   for m in metric.samples if m.name.endswith("_total"))
     assert refused == 0
     assert page.errors == []
+
+
+async def test_a_page_clock_hours_off_does_not_make_a_token_look_expired(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    ctx = await chromium()
+    token = sidecar.token("s-skew", "pat", "patient", FULL, ttl_s=600)
+    fast_clock = "const realNow = Date.now; Date.now = () => realNow() + 3 * 3600 * 1000;"
+    url = site.add("skew.html", sdk_page(sidecar.sdk_url, sidecar.ws_url, token,
+                                         before=fast_clock,
+                                         connect_options="getToken: () => window.freshToken(),"))
+    page = await ctx.new_page()
+    asked: list[int] = []
+
+    def fresh_token() -> str:
+        asked.append(1)
+        return sidecar.token("s-skew", "pat", "patient", FULL)
+
+    await page.expose_function("freshToken", fresh_token)
+    await page.goto(url)
+    await page.wait_for_function("window.sg.ready === true && window.sg.consents.length > 0")
+    await page.keyboard.press("PrintScreen")
+    await wait_stored(sidecar.db, "s-skew", lambda b: "client.key" in names(b))
+    assert asked == []  # the token was used, not renewed because of the page's clock
