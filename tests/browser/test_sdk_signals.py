@@ -301,18 +301,25 @@ async def _short_token_page(ctx: Any, site: StaticSite, sc: LiveSidecar, session
     return page, url
 
 
+async def _token_source(page: Any, sc: LiveSidecar, session: str) -> list[int]:
+    """Expose ``window.freshToken()`` (what a page's getToken would fetch from its backend);
+    the returned list grows by one per call."""
+    asked: list[int] = []
+
+    def fresh_token() -> str:
+        asked.append(1)
+        return sc.token(session, "pat", "patient", FULL)
+
+    await page.expose_function("freshToken", fresh_token)
+    return asked
+
+
 async def test_an_expired_token_is_renewed_through_get_token(chromium: Any, site: StaticSite,
                                                               sidecar: LiveSidecar) -> None:
     ctx = await chromium()
     page, url = await _short_token_page(ctx, site, sidecar, "s-renew", "renew",
                                         "getToken: () => window.freshToken(),")
-    asked: list[int] = []
-
-    def fresh_token() -> str:
-        asked.append(1)
-        return sidecar.token("s-renew", "pat", "patient", FULL)
-
-    await page.expose_function("freshToken", fresh_token)
+    asked = await _token_source(page, sidecar, "s-renew")
     await page.goto(url)
     await page.wait_for_function("window.sg.ready === true && window.sg.consents.length > 0")
     # the sidecar closes the channel at expiry; the SDK asks for a token and reconnects
@@ -363,13 +370,7 @@ async def test_a_page_clock_hours_off_does_not_make_a_token_look_expired(
                                          before=fast_clock,
                                          connect_options="getToken: () => window.freshToken(),"))
     page = await ctx.new_page()
-    asked: list[int] = []
-
-    def fresh_token() -> str:
-        asked.append(1)
-        return sidecar.token("s-skew", "pat", "patient", FULL)
-
-    await page.expose_function("freshToken", fresh_token)
+    asked = await _token_source(page, sidecar, "s-skew")
     await page.goto(url)
     await page.wait_for_function("window.sg.ready === true && window.sg.consents.length > 0")
     await page.keyboard.press("PrintScreen")
