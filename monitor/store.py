@@ -109,6 +109,11 @@ class AuditStore(Protocol):
     def close(self) -> None: ...
 
 
+#: outbox rows still to be tried (neither delivered nor abandoned)
+_UNSETTLED = "delivered_at IS NULL AND abandoned_at IS NULL"
+#: chain heads kept in memory; beyond this the least recently written are read again
+_HEAD_CACHE = 10_000
+
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                               allow_nan=False)
 
@@ -288,7 +293,7 @@ class SqliteStore:
             raise StorageError(f"unknown entry kind {kind!r}")
         if not isinstance(at, int) or isinstance(at, bool):
             raise StorageError("entry time must be epoch milliseconds as an int")
-        head = self._heads.get(session)
+        head = self._heads.pop(session, None)  # re-inserted below: most recent last
         if head is None:
             row = db.execute("SELECT count, head_hash FROM sessions WHERE session = ?",
                              (session,)).fetchone()
@@ -304,6 +309,8 @@ class SqliteStore:
                    "last_at = MAX(last_at, excluded.last_at)",
                    (session, index + 1, digest, at, at))
         self._heads[session] = (index + 1, digest)
+        if len(self._heads) > _HEAD_CACHE:  # bounded: drop the least recently written
+            del self._heads[next(iter(self._heads))]
         return Entry(session=session, index=index, kind=kind, at=at,
                      body=json.loads(body_json) if body is None else body, prev_hash=prev,
                      hash=digest)
@@ -430,7 +437,7 @@ class SqliteStore:
             limit: int = 100) -> list[OutboxItem]:
         """Undelivered outbox items due at ``now`` (oldest first), for ``urls`` if given."""
         sql = ("SELECT id, session, seq, url, body, attempts, next_at, created_at FROM outbox "
-               "WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_at <= ?")
+               f"WHERE {_UNSETTLED} AND next_at <= ?")
         params: list[Any] = [now]
         if urls is not None:
             if not urls:
@@ -443,8 +450,7 @@ class SqliteStore:
 
     def next_due_at(self, urls: Sequence[str] | None = None) -> int | None:
         """When the earliest undelivered item falls due (epoch ms), or ``None``."""
-        sql = ("SELECT MIN(next_at) FROM outbox WHERE delivered_at IS NULL "
-               "AND abandoned_at IS NULL")
+        sql = f"SELECT MIN(next_at) FROM outbox WHERE {_UNSETTLED}"
         params: list[Any] = []
         if urls is not None:
             if not urls:
@@ -456,8 +462,7 @@ class SqliteStore:
 
     def pending(self) -> int:
         """How many outbox items are still to be delivered (not delivered, not abandoned)."""
-        return int(self._read("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL "
-                              "AND abandoned_at IS NULL")[0][0])
+        return int(self._read(f"SELECT COUNT(*) FROM outbox WHERE {_UNSETTLED}")[0][0])
 
     def mark_delivered(self, item_id: int, now: int, status: int) -> None:
         """Record a successful POST and write a ``delivery`` entry to the session's ledger."""
@@ -478,7 +483,7 @@ class SqliteStore:
         """Record a failed attempt and when to try again. Returns the attempts so far."""
         with self.transaction() as db:
             db.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?, "
-                       "last_status = ? WHERE id = ? AND delivered_at IS NULL",
+                       "last_status = ? WHERE id = ? AND " + _UNSETTLED,
                        (next_at, error[:200], status, item_id))
             row = db.execute("SELECT attempts FROM outbox WHERE id = ?", (item_id,)).fetchone()
             return 0 if row is None else int(row[0])
@@ -487,9 +492,8 @@ class SqliteStore:
         """Give up on an item after its last failed attempt: it is never tried again, and a
         ``delivery`` entry with ``"abandoned": true`` goes to the session's ledger."""
         with self.transaction() as db:
-            row = db.execute("SELECT session, seq, url, attempts FROM outbox WHERE id = ? "
-                             "AND delivered_at IS NULL AND abandoned_at IS NULL",
-                             (item_id,)).fetchone()
+            row = db.execute("SELECT session, seq, url, attempts FROM outbox "
+                             f"WHERE id = ? AND {_UNSETTLED}", (item_id,)).fetchone()
             if row is None:
                 return
             session, seq, url, attempts = row

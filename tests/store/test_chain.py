@@ -208,3 +208,14 @@ def test_rolled_back_append_leaves_no_cached_head(store: SqliteStore) -> None:
     entry = store.append("s1", "signal", 3, {"n": 3})
     assert entry["index"] == 1
     assert store.verify("s1").ok
+
+
+def test_the_head_cache_is_bounded_and_evicted_heads_are_read_again(
+        store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("monitor.store._HEAD_CACHE", 2)
+    for session in ("a", "b", "c"):  # "a" is the least recently written: evicted
+        store.append(session, "signal", 1, {"n": 1})
+    assert list(store._heads) == ["b", "c"]
+    entry = store.append("a", "signal", 2, {"n": 2})
+    assert entry["index"] == 1 and list(store._heads) == ["c", "a"]
+    assert all(store.verify(s).ok for s in ("a", "b", "c"))
