@@ -89,7 +89,14 @@ class AsyncStore:
                 target=self._checkpoint_loop, args=(checkpoint_interval_s,),
                 name="sessionguard-checkpoint", daemon=True)
             self._checkpointer.start()
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        # Calls made on an event loop gather in a per-loop list that is handed to the writer
+        # thread in one piece: at once for a read, after ``linger_s`` for writes (so a burst
+        # shares one commit and one fsync), and the thread is woken once per hand-over, not
+        # once per call. Measured under load (bench_load): a wake-up per call cost about as
+        # much CPU as the SQL it carried.
+        self._queue: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
+        self._pending: dict[asyncio.AbstractEventLoop,
+                            tuple[list[_Op], asyncio.Handle | None]] = {}
         self._closing = False
         self._write_seconds = None if registry is None else Histogram(
             "sessionguard_audit_write_seconds",
@@ -105,22 +112,18 @@ class AsyncStore:
             first = self._queue.get()
             if first is None:
                 break
-            batch = [first]
+            batch = list(first)
             stop = False
-            # a write waits up to linger_s (from its own queueing) for company: one commit
-            # and one fsync for the group instead of one each
-            until = first.queued + self._linger_s if first.write else 0.0
+            # whatever else the loop(s) handed over meanwhile joins this commit
             while len(batch) < self._max_batch:
                 try:
-                    wait = until - time.perf_counter()
-                    nxt = (self._queue.get(timeout=wait) if wait > 0
-                           else self._queue.get_nowait())
+                    more = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is None:
+                if more is None:
                     stop = True
                     break
-                batch.append(nxt)
+                batch.extend(more)
             self._run_batch(batch)
             if stop:
                 break
@@ -222,8 +225,30 @@ class AsyncStore:
             raise StorageError("the audit store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, write, loop, future))
+        op = _Op(fn, write, loop, future)
+        pending = self._pending.get(loop)
+        if pending is None:
+            handle = (loop.call_later(self._linger_s, self._hand_over, loop)
+                      if write and self._linger_s > 0 else None)
+            pending = self._pending[loop] = ([], handle)
+            if handle is None:
+                loop.call_soon(self._hand_over, loop)
+        pending[0].append(op)
+        if not write:  # a read never waits for the linger (the writes before it go along)
+            self._hand_over(loop)
         return future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Give the calls gathered on ``loop`` to the writer thread, in order."""
+        ops, handle = self._pending.pop(loop, ([], None))
+        if handle is not None:
+            handle.cancel()
+        if ops:
+            self._queue.put(ops)
+
+    def _hand_over_all(self) -> None:
+        for loop in list(self._pending):
+            self._hand_over(loop)
 
     async def _call(self, fn: Callable[[SqliteStore], T], write: bool) -> T:
         return await self._submit(fn, write)
@@ -233,6 +258,7 @@ class AsyncStore:
         """Run everything already queued, then close the database."""
         if not self._closing:
             self._closing = True
+            self._hand_over_all()
             self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
 
@@ -240,6 +266,7 @@ class AsyncStore:
         """Blocking :meth:`aclose`, for code outside the event loop."""
         if not self._closing:
             self._closing = True
+            self._hand_over_all()
             self._queue.put(None)
         self._thread.join()
 

@@ -148,9 +148,9 @@ async def test_a_write_lingers_to_share_its_commit(db_path: Path) -> None:
 
     store.store.transaction = counting  # type: ignore[method-assign,assignment]
     first = store.append_soon("s1", "signal", 1, {"n": 1})
-    while not store._queue.empty():  # the writer thread has taken the first write ...
-        await asyncio.sleep(0.001)
-    second = store.append_soon("s2", "signal", 2, {"n": 2})  # ... and waits for company
+    await asyncio.sleep(0.05)  # the first write waits for company ...
+    assert not first.done()
+    second = store.append_soon("s2", "signal", 2, {"n": 2})  # ... and gets it
     await asyncio.wait_for(asyncio.gather(first, second), timeout=5)
     assert commits == 1
     # a read never waits: it is answered at once even with a long linger
@@ -174,3 +174,23 @@ async def test_checkpoints_run_beside_the_writer(db_path: Path) -> None:
     await store.aclose()
     with SqliteStore(db_path) as reopened:
         assert reopened.verify("s0").ok and reopened.verify("s0").checked == 80
+
+
+async def test_writes_of_one_loop_turn_share_one_commit_without_linger(db_path: Path) -> None:
+    """Calls made in one turn of the event loop reach the writer thread as one hand-over, so
+    they commit together even with no linger (the thread is woken once, not once per call)."""
+    store = AsyncStore(db_path, linger_s=0.0)
+    commits = 0
+    original = store.store.transaction
+
+    def counting() -> object:
+        nonlocal commits
+        commits += not store.store._db.in_transaction
+        return original()
+
+    store.store.transaction = counting  # type: ignore[method-assign,assignment]
+    writes = [store.append_soon(f"s{i % 7}", "signal", i, {"i": i}) for i in range(50)]
+    await asyncio.wait_for(asyncio.gather(*writes), timeout=5)
+    assert commits == 1
+    assert [e["body"]["i"] for e in await store.entries("s0")] == list(range(0, 50, 7))
+    await store.aclose()
