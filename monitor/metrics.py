@@ -65,6 +65,16 @@ class Metrics:
             "sessionguard_status_changes_total", "Status messages sent to clinicians, by cause",
             ["cause"], registry=r)
 
+        self._signal_children: dict[str, object] = {}
+
+    def count_signal(self, name: str) -> None:
+        """``sessionguard_signals_total{signal=name}`` + 1 (the labelled child is looked up
+        once per name: this runs for every signal)."""
+        child = self._signal_children.get(name)
+        if child is None:
+            child = self._signal_children[name] = self.signals.labels(name)
+        child.inc()  # type: ignore[attr-defined]
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

@@ -146,6 +146,33 @@ def test_fuzz_parser_raises_only_invalid_signal(frame: Any, role: str) -> None:
             assert sig.name in CATALOGUE and sig.source in ("client", "os")
 
 
+signal_shaped = st.fixed_dictionaries(
+    {"type": st.just("signal")},
+    optional={"seq": json_values | st.integers(-5, 2**60) | st.sampled_from([0, 2**53, 2**53 + 1]),
+              "signal": names | st.text(max_size=70), "data": json_values,
+              "at": json_values | st.integers(-5, 2**60)
+              | st.floats(min_value=-1.0, max_value=2.0**54)
+              | st.sampled_from([float("inf"), float("nan"), 2**53, 2.0**53, 0.0, -0.0])})
+
+
+@settings(max_examples=2000, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(raw=signal_shaped)
+def test_fast_signal_path_agrees_with_the_validator(raw: dict[str, Any]) -> None:
+    """A well-formed ``signal`` item skips pydantic (a measured fifth of the per-signal CPU);
+    it must accept exactly what the validator accepts, with the same values."""
+    from pydantic import ValidationError
+
+    from monitor.protocol import _plain_signal
+    fast = _plain_signal(raw)
+    try:
+        checked = SignalItem.model_validate(raw)
+    except ValidationError:
+        assert fast is None
+        return
+    assert fast is not None and fast == checked and type(fast.at) is type(checked.at)
+
+
 def test_deeply_nested_json_is_a_clear_error() -> None:
     frame = '{"type":"signal","data":' + "[" * 100_000 + "]" * 100_000 + "}"
     assert code_of(frame, max_bytes=10**6) in ("bad_json", "bad_field")
