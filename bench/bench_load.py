@@ -292,17 +292,27 @@ async def _generate(kind: str, port: int, sessions: list[str], warmup: float, du
     return result
 
 
+def _pin_to(cpus: set[int]) -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, cpus)
+
+
 def run_load(kind: str, patients: int, duration: float, rate: float, alert_every: int = 4,
-             seed: int = 1, workers: int = 2) -> LoadResult:
+             seed: int = 1, workers: int = 2, pin: bool = False) -> LoadResult:
     """Start the ``kind`` server (``echo``, ``sidecar-FULL``, ``sidecar-NORMAL``: the store's
-    synchronous mode) in a child process and load it."""
+    synchronous mode) in a child process and load it. ``pin``: the server on the first CPU,
+    the load generators on the others (so they do not take turns on the server's core)."""
     raise_nofile()
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pin = pin and len(cpus) >= 2
+    server_cpus, load_cpus = ({cpus[0]}, set(cpus[1:])) if pin else (set(cpus), set(cpus))
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp:
         port_file = Path(tmp) / "port"
         proc = subprocess.Popen([sys.executable, "-m", "bench.bench_load", "serve",
                                  kind, str(port_file), tmp],
                                 cwd=Path(__file__).resolve().parent.parent,
-                                stderr=subprocess.DEVNULL)
+                                stderr=subprocess.DEVNULL,
+                                preexec_fn=(lambda: _pin_to(server_cpus)) if pin else None)
         try:
             deadline = time.monotonic() + 60
             while not port_file.exists() or not port_file.read_text():
@@ -317,7 +327,8 @@ def run_load(kind: str, patients: int, duration: float, rate: float, alert_every
             warmup = 8.0 + patients / 100
             idle_rss = _proc_rss_kib(proc.pid)
             ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers) as pool:
+            initializer = _pin_to if pin else None
+            with ctx.Pool(workers, initializer, (load_cpus,) if pin else ()) as pool:
                 pending = pool.map_async(_worker, [
                     (kind, port, chunk, warmup, duration, rate, alert_every, seed + i)
                     for i, chunk in enumerate(chunks)])
@@ -369,6 +380,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alert-every", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--pin", action="store_true",
+                        help="server on the first CPU, load generators on the others")
     parser.add_argument("--only", choices=("echo", "sidecar-FULL", "sidecar-NORMAL",
                                            "sidecar-MEMORY"), action="append",
                         help="run only these servers and print their rows (implies --no-write)")
@@ -378,13 +391,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.only:
         for kind in args.only:
             print(_row(run_load(kind, args.patients, args.duration, args.rate,
-                                args.alert_every, workers=args.workers)), flush=True)
+                                args.alert_every, workers=args.workers, pin=args.pin)),
+                  flush=True)
         return
     results = []
     loads = [os.getloadavg()[0]]
     for kind in ("echo", "sidecar-FULL", "sidecar-NORMAL"):
         r = run_load(kind, args.patients, args.duration, args.rate, args.alert_every,
-                     workers=args.workers)
+                     workers=args.workers, pin=args.pin)
         print(_row(r), flush=True)
         results.append(r)
         loads.append(os.getloadavg()[0])

@@ -58,7 +58,7 @@ class StoreConfig(_Model):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     #: how long a write may wait for others to share its commit (and fsync): CPU per signal
     #: against latency. 0 commits whatever is queued at once.
-    group_commit_ms: float = Field(default=2.0, ge=0, le=50)
+    group_commit_ms: float = Field(default=10.0, ge=0, le=50)
 
 
 class Limits(_Model):

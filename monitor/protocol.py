@@ -158,24 +158,7 @@ def _first_error(exc: ValidationError) -> str:
     return first_error(exc, "message")
 
 
-_MAX_INT = 2**53
-
-
-def _plain_signal(raw: dict[str, Any]) -> SignalItem | None:
-    """The common case, a well-formed ``signal`` item, built without running the validator
-    (pydantic was about 5 % of the sidecar's CPU under load). Exactly the checks of
-    :class:`SignalItem` (a property test holds them equal); anything else returns ``None``
-    and goes through pydantic, which then says what is wrong."""
-    seq: Any = raw.get("seq")
-    name: Any = raw.get("signal")
-    at: Any = raw.get("at")
-    data: Any = raw.get("data") if "data" in raw else {}
-    if (type(seq) is int and 0 <= seq <= _MAX_INT
-            and type(name) is str and 1 <= len(name) <= 64
-            and type(at) in (int, float) and 0 <= at <= _MAX_INT
-            and type(data) is dict):  # JSON object keys are always strings
-        return SignalItem.model_construct(seq=seq, signal=name, at=at, data=data)
-    return None
+_SIGNAL_PREFIX = '{"type":"signal",'
 
 
 def parse_message(
@@ -191,6 +174,15 @@ def parse_message(
         raise InvalidSignal("a frame must be JSON text", "bad_json")
     if len(frame) > max_bytes or len(frame.encode("utf-8", "surrogatepass")) > max_bytes:
         raise InvalidSignal(f"message larger than {max_bytes} bytes", "too_large")
+    if role == "patient" and frame.startswith(_SIGNAL_PREFIX):
+        # The common case, one signal item (as the SDK writes it): parsed and validated in
+        # one pass by pydantic's own JSON reader, about half the CPU of json.loads followed
+        # by validation. It accepts exactly what the path below accepts, with the same values
+        # (property-tested); anything it refuses goes that way, which says what is wrong.
+        try:
+            return SignalItem.model_validate_json(frame)
+        except (ValidationError, ValueError, RecursionError):
+            pass
     try:
         raw = json.loads(frame)
     except (ValueError, RecursionError) as exc:
@@ -204,10 +196,6 @@ def parse_message(
         if kind in _BY_ROLE[other]:
             raise InvalidSignal(f"a {role} may not send {kind!r} messages", "forbidden")
         raise InvalidSignal(f"unknown message type {kind[:40]!r}", "unknown_type")
-    if model is SignalItem:
-        fast = _plain_signal(raw)
-        if fast is not None:
-            return fast
     if model is SignalsBatch:
         items = raw.get("items")
         if isinstance(items, list) and len(items) > max_batch:

@@ -157,20 +157,53 @@ signal_shaped = st.fixed_dictionaries(
 
 @settings(max_examples=2000, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
-@given(raw=signal_shaped)
-def test_fast_signal_path_agrees_with_the_validator(raw: dict[str, Any]) -> None:
-    """A well-formed ``signal`` item skips pydantic (a measured fifth of the per-signal CPU);
-    it must accept exactly what the validator accepts, with the same values."""
+@given(raw=signal_shaped, ascii_only=st.booleans())
+def test_fast_signal_path_agrees_with_the_general_one(raw: dict[str, Any],
+                                                       ascii_only: bool) -> None:
+    """A frame starting like the SDK's ``signal`` items is read by pydantic's JSON parser in
+    one pass; it must give exactly what ``json.loads`` and validation give, or step aside."""
     from pydantic import ValidationError
-
-    from monitor.protocol import _plain_signal
-    fast = _plain_signal(raw)
+    ordered = {"type": "signal", **raw}  # the type first, as the SDK writes it
+    frame = json.dumps(ordered, ensure_ascii=ascii_only, separators=(",", ":"))
     try:
-        checked = SignalItem.model_validate(raw)
+        expected: Any = SignalItem.model_validate(json.loads(frame))
     except ValidationError:
-        assert fast is None
-        return
-    assert fast is not None and fast == checked and type(fast.at) is type(checked.at)
+        expected = "bad_field"
+    try:
+        got: Any = parse_message(frame, "patient")
+    except InvalidSignal as exc:
+        got = exc.code
+    assert got == expected or repr(got) == repr(expected)  # NaN != NaN, same text
+    if isinstance(got, SignalItem):
+        assert type(got.at) is type(expected.at)
+
+
+@pytest.mark.parametrize("odd", [
+    '{"type":"signal","seq":1,"signal":"client.focus","at":5,"data":{"x":"\\ud800"}}',
+    '{"type":"signal","seq":1,"signal":"client.focus","at":5,"data":{"x":NaN}}',
+    '{"type":"signal","seq":1,"signal":"client.focus","at":NaN}',
+    '{"type":"signal","seq":1,"seq":2,"signal":"client.focus","at":5}',
+    '{"type":"signal","seq":1,"signal":"client.focus","at":5,"data":{"x":1e400}}',
+    '{"type":"signal","seq":1,"signal":"client.focus","at":5,"data":' + "[" * 5000 + "]" * 5000
+    + "}",
+])
+def test_fast_signal_path_edge_cases(odd: str) -> None:
+    """Lone surrogates, NaN, duplicate keys, overflowing floats, deep nesting: same outcome
+    as json.loads and validation."""
+    try:
+        loaded = json.loads(odd)
+    except (ValueError, RecursionError):
+        expected: Any = "bad_json"
+    else:
+        try:
+            expected = SignalItem.model_validate(loaded)
+        except ValueError:
+            expected = "bad_field"
+    try:
+        got: Any = parse_message(odd, "patient", max_bytes=10**6)
+    except InvalidSignal as exc:
+        got = exc.code
+    assert repr(got) == repr(expected)
 
 
 def test_deeply_nested_json_is_a_clear_error() -> None:

@@ -194,3 +194,14 @@ async def test_writes_of_one_loop_turn_share_one_commit_without_linger(db_path: 
     assert commits == 1
     assert [e["body"]["i"] for e in await store.entries("s0")] == list(range(0, 50, 7))
     await store.aclose()
+
+
+async def test_an_alert_never_lingers_and_takes_the_queued_writes_along(db_path: Path) -> None:
+    """A clinician waits for an alert: it is committed at once even with a long linger, in
+    one commit with the writes queued before it (a signal entry precedes its alert)."""
+    store = AsyncStore(db_path, linger_s=30.0)
+    signal_write = store.append_soon("s1", "signal", 1, {"n": 1})
+    seq = await asyncio.wait_for(store.append_alert("s1", alert(2)), timeout=5)
+    assert seq == 1 and signal_write.done()
+    assert [e["kind"] for e in await store.entries("s1")] == ["signal", "alert"]
+    await store.aclose()
