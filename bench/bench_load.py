@@ -429,8 +429,8 @@ a `client.key` that a bench rule turns into an alert, the rest `client.focus`: e
 is stored) and {args.patients}
 clinician channels, one session each, for {args.duration:g} s after a warm-up; load generated
 by {args.workers} separate processes on the same {os.cpu_count()}-core machine
-({placement}; the generators collect no garbage while measuring, so their own
-pauses do not count as the server's; each patient's alerting signals at a random phase).
+({placement}). The generators collect no garbage while measuring, so their own
+pauses do not count as the server's; each patient's alerting signals come at a random phase.
 Latency: signal sent → alert received by the clinician. CPU and RSS are the server
 process's (RSS per session = growth from idle to loaded, divided by the sessions). The
 sidecar stores every signal and alert in SQLite (WAL, group commit) before acknowledging or
