@@ -228,15 +228,18 @@ class AsyncStore:
         future: asyncio.Future[T] = loop.create_future()
         op = _Op(fn, write, loop, future)
         pending = self._pending.get(loop)
-        if pending is None:
-            handle = (loop.call_later(self._linger_s, self._hand_over, loop)
-                      if write and self._linger_s > 0 else None)
-            pending = self._pending[loop] = ([], handle)
+        soon = urgent or not write or self._linger_s <= 0
+        if pending is None or (soon and pending[1] is not None):
+            # A read or an alert never waits for the linger (the writes before it go along);
+            # it still waits for the end of this loop turn, so the alerts and reads of one
+            # turn share one wake-up of the writer thread.
+            if pending is not None and pending[1] is not None:
+                pending[1].cancel()
+            handle = None if soon else loop.call_later(self._linger_s, self._hand_over, loop)
+            pending = self._pending[loop] = (pending[0] if pending else [], handle)
             if handle is None:
                 loop.call_soon(self._hand_over, loop)
         pending[0].append(op)
-        if urgent or not write:  # never waits for the linger (the writes before it go along)
-            self._hand_over(loop)
         return future
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
