@@ -124,7 +124,8 @@ class AsyncStore:
                     stop = True
                     break
                 batch.extend(more)
-            self._run_batch(batch)
+            for i in range(0, len(batch), self._max_batch):  # bounded transactions
+                self._run_batch(batch[i:i + self._max_batch])
             if stop:
                 break
         self._stop_checkpoints.set()

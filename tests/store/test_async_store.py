@@ -205,3 +205,21 @@ async def test_an_alert_never_lingers_and_takes_the_queued_writes_along(db_path:
     assert seq == 1 and signal_write.done()
     assert [e["kind"] for e in await store.entries("s1")] == ["signal", "alert"]
     await store.aclose()
+
+
+async def test_a_large_hand_over_is_committed_in_bounded_transactions(db_path: Path) -> None:
+    store = AsyncStore(db_path, max_batch=10)
+    commits = 0
+    original = store.store.transaction
+
+    def counting() -> object:
+        nonlocal commits
+        commits += not store.store._db.in_transaction
+        return original()
+
+    store.store.transaction = counting  # type: ignore[method-assign,assignment]
+    writes = [store.append_soon("s1", "signal", i, {"i": i}) for i in range(35)]
+    await asyncio.wait_for(asyncio.gather(*writes), timeout=5)
+    assert commits == 4
+    assert (await store.verify("s1")).ok and (await store.verify("s1")).checked == 35
+    await store.aclose()
