@@ -15,6 +15,19 @@ from signals.errors import StorageError
 from tests.store.conftest import alert
 
 
+def count_commits(store: AsyncStore) -> list[int]:
+    """Count the store's outer transactions (commits) from now on: ``[n]``, updated live."""
+    commits = [0]
+    original = store.store.transaction
+
+    def counting() -> object:
+        commits[0] += not store.store._db.in_transaction  # outer transactions only
+        return original()
+
+    store.store.transaction = counting  # type: ignore[method-assign,assignment]
+    return commits
+
+
 async def test_concurrent_alerts_get_unique_contiguous_seqs(db_path: Path) -> None:
     registry = CollectorRegistry()
     store = AsyncStore(db_path, registry=registry)
@@ -138,21 +151,13 @@ async def test_a_write_failing_after_its_append_does_not_break_the_chain(db_path
 
 async def test_a_write_lingers_to_share_its_commit(db_path: Path) -> None:
     store = AsyncStore(db_path, linger_s=1.0)
-    commits = 0
-    original = store.store.transaction
-
-    def counting() -> object:
-        nonlocal commits
-        commits += not store.store._db.in_transaction  # outer transactions only
-        return original()
-
-    store.store.transaction = counting  # type: ignore[method-assign,assignment]
+    commits = count_commits(store)
     first = store.append_soon("s1", "signal", 1, {"n": 1})
     await asyncio.sleep(0.05)  # the first write waits for company ...
     assert not first.done()
     second = store.append_soon("s2", "signal", 2, {"n": 2})  # ... and gets it
     await asyncio.wait_for(asyncio.gather(first, second), timeout=5)
-    assert commits == 1
+    assert commits[0] == 1
     # a read never waits: it is answered at once even with a long linger
     assert len(await asyncio.wait_for(store.entries("s1"), timeout=0.5)) == 1
     await store.aclose()
@@ -180,18 +185,10 @@ async def test_writes_of_one_loop_turn_share_one_commit_without_linger(db_path: 
     """Calls made in one turn of the event loop reach the writer thread as one hand-over, so
     they commit together even with no linger (the thread is woken once, not once per call)."""
     store = AsyncStore(db_path, linger_s=0.0)
-    commits = 0
-    original = store.store.transaction
-
-    def counting() -> object:
-        nonlocal commits
-        commits += not store.store._db.in_transaction
-        return original()
-
-    store.store.transaction = counting  # type: ignore[method-assign,assignment]
+    commits = count_commits(store)
     writes = [store.append_soon(f"s{i % 7}", "signal", i, {"i": i}) for i in range(50)]
     await asyncio.wait_for(asyncio.gather(*writes), timeout=5)
-    assert commits == 1
+    assert commits[0] == 1
     assert [e["body"]["i"] for e in await store.entries("s0")] == list(range(0, 50, 7))
     await store.aclose()
 
@@ -209,17 +206,9 @@ async def test_an_alert_never_lingers_and_takes_the_queued_writes_along(db_path:
 
 async def test_a_large_hand_over_is_committed_in_bounded_transactions(db_path: Path) -> None:
     store = AsyncStore(db_path, max_batch=10)
-    commits = 0
-    original = store.store.transaction
-
-    def counting() -> object:
-        nonlocal commits
-        commits += not store.store._db.in_transaction
-        return original()
-
-    store.store.transaction = counting  # type: ignore[method-assign,assignment]
+    commits = count_commits(store)
     writes = [store.append_soon("s1", "signal", i, {"i": i}) for i in range(35)]
     await asyncio.wait_for(asyncio.gather(*writes), timeout=5)
-    assert commits == 4
+    assert commits[0] == 4
     assert (await store.verify("s1")).ok and (await store.verify("s1")).checked == 35
     await store.aclose()
