@@ -1,10 +1,12 @@
 """The audit store for asyncio code: every call runs on one dedicated writer thread.
 
 :class:`AsyncStore` wraps a :class:`~monitor.store.SqliteStore`; the event loop never touches
-SQLite. Calls are queued in order and the writer thread runs them one by one. Writes that are
-queued together are committed in one transaction (group commit, each in its own savepoint, so
-one bad write fails alone): an ``await store.append(...)`` returns only once its entry is
-committed and fsynced, yet a burst of signals costs one fsync, not one each.
+SQLite. Calls run in the order they were made. The calls of one event-loop turn reach the
+writer thread together: reads and alerts at the end of that turn, other writes after up to
+``linger_s`` (so more can join them). Writes handed over together are committed in one
+transaction of at most ``max_batch`` (group commit; if one fails, the group is replayed with a
+savepoint per write, so only the bad one fails): an ``await store.append(...)`` returns only
+once its entry is committed and fsynced, yet a burst of signals costs one fsync, not one each.
 
     store = AsyncStore(SqliteStore("var/sessionguard.db"), registry=registry)
     seq = await store.append_alert(session, alert.to_wire(0) minus "seq", webhook_urls)
