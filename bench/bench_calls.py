@@ -11,7 +11,11 @@ worker) and resident memory. The child runs in one of two modes on the same stre
 Figures: CPU per call for each mode, their ratio (target ≤ 2×), the calls one process can
 hold at 75 % of a core (target ≥ 12, from the per-call cost, then checked by a run at that
 many calls), memory per call, and how many frames the analysis dropped.
-``BENCH_CALLS_SECONDS`` (default 10) sets the measuring window.
+``BENCH_CALLS_SECONDS`` (default 10) sets the measuring window, ``BENCH_CALLS_REPEATS``
+(default 3) how many times each mode is measured: the modes take turns, and each row is the
+median run (by CPU per call) with the spread of all runs beside it, because one 10 s run
+moved by ±20 % from one to the next. On a machine with two or more CPUs the receiving
+process is pinned to the first and the senders to the others, as in ``bench_load``.
 """
 
 from __future__ import annotations
@@ -245,8 +249,19 @@ def _totals(receivers: list[MediaReceiver]) -> dict[str, int]:
     return out
 
 
+def _cpus() -> tuple[set[int], set[int]] | None:
+    """(receiver CPUs, sender CPUs) when there are at least two CPUs to split, else None."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return ({cpus[0]}, set(cpus[1:])) if len(cpus) >= 2 else None
+
+
 def _child(conn: Connection, mode: str, calls: int, seconds: float,
-           video: dict[str, Any] | None) -> None:
+           video: dict[str, Any] | None, cpus: set[int] | None) -> None:
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
     asyncio.run(_receive(conn, mode, calls, seconds, video))
 
 
@@ -254,9 +269,14 @@ async def _run(mode: str, calls: int, seconds: float,
                video: dict[str, Any] | None = None, label: str = "") -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     ours, theirs = ctx.Pipe()
-    child = ctx.Process(target=_child, args=(theirs, mode, calls, seconds, video),
-                        daemon=True)
+    split = _cpus()
+    child = ctx.Process(target=_child, daemon=True,
+                        args=(theirs, mode, calls, seconds, video,
+                              None if split is None else split[0]))
     child.start()
+    before = os.sched_getaffinity(0) if split is not None else None
+    if split is not None:
+        os.sched_setaffinity(0, split[1])
     loop = asyncio.get_running_loop()
     pictures, voice = _pictures(), _voice()
     senders: list[RTCPeerConnection] = []
@@ -279,6 +299,8 @@ async def _run(mode: str, calls: int, seconds: float,
         child.join(timeout=10)
         if child.is_alive():
             child.kill()
+        if before is not None:
+            os.sched_setaffinity(0, before)
     return result
 
 
@@ -292,7 +314,14 @@ def _per_call(r: dict[str, Any]) -> float:
 def _line(r: dict[str, Any]) -> str:
     return (f"| {r['label']} | {r['calls']} | {r['cpu_share'] * 100:.1f} % | "
             f"{_per_call(r) * 100:.2f} % | {r['rss_per_call_kib'] / 1024:.1f} MiB "
-            f"(first call {r['rss_first_kib'] / 1024:.0f} MiB) | {_drops(r)} |")
+            f"(first call {r['rss_first_kib'] / 1024:.0f} MiB) | {_drops(r)} | {_spread(r)} |")
+
+
+def _spread(r: dict[str, Any]) -> str:
+    if "spread" not in r:
+        return "one run"
+    low, high, n = r["spread"]
+    return f"{low * 100:.2f}–{high * 100:.2f} % ({n} runs)"
 
 
 def _drops(r: dict[str, Any]) -> str:
@@ -308,41 +337,62 @@ def _drops(r: dict[str, Any]) -> str:
 LEAN = {"faces": {"profile_every": 0}}
 
 
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run by CPU per call (the lower middle one of an even count), with the
+    spread of every run's CPU per call."""
+    ranked = sorted(runs, key=_per_call)
+    row = dict(ranked[(len(ranked) - 1) // 2])
+    row["spread"] = (_per_call(ranked[0]), _per_call(ranked[-1]), len(ranked))
+    return row
+
+
 def main() -> None:
     seconds = float(os.environ.get("BENCH_CALLS_SECONDS", "10"))
     calls = int(os.environ.get("BENCH_CALLS_N", "4"))
+    repeats = max(1, int(os.environ.get("BENCH_CALLS_REPEATS", "3")))
     load_before = os.getloadavg()[0]
-    rows: list[dict[str, Any]] = []
-
-    def run(mode: str, n: int, video: dict[str, Any] | None = None, label: str = "") -> Any:
-        result = asyncio.run(_run(mode, n, seconds, video, label))
-        rows.append(result)
-        print(_line(result), flush=True)
-        return result
-
-    floor = run("floor", calls)
-    monitored = run("monitored", calls, label="monitored (default detector params)")
-    run("monitored", calls, PLUMBING, label="receiver with null analyzers (plumbing)")
-    lean = run("monitored", calls, LEAN, label="monitored, no profile-face cascade")
+    modes: list[tuple[str, dict[str, Any] | None, str]] = [
+        ("floor", None, "floor"),
+        ("monitored", None, "monitored (default detector params)"),
+        ("monitored", PLUMBING, "receiver with null analyzers (plumbing)"),
+        ("monitored", LEAN, "monitored, no profile-face cascade"),
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for _, _, label in modes}
+    for i in range(repeats):  # the modes take turns, so drift in the machine hits them all
+        for mode, video, label in modes:
+            result = asyncio.run(_run(mode, calls, seconds, video, label))
+            runs[label].append(result)
+            print(f"run {i + 1}/{repeats}: {_line(result)}", flush=True)
+    rows = [_median(runs[label]) for _, _, label in modes]
+    floor, monitored, _, lean = rows
     floor_call, mon_call, lean_call = _per_call(floor), _per_call(monitored), _per_call(lean)
+    ratios = sorted(_per_call(m) / _per_call(f)
+                    for m, f in zip(runs[modes[1][2]], runs["floor"], strict=True))
     capacity = int(0.75 / mon_call) if mon_call > 0 else 0
     lean_capacity = int(0.75 / lean_call) if lean_call > 0 else 0
-    check = run("monitored", max(capacity, 1), label="monitored, capacity check")
+    check = asyncio.run(_run("monitored", max(capacity, 1), seconds, None,
+                             "monitored, capacity check"))
+    print(_line(check), flush=True)
+    rows.append(check)
     body = "\n".join([
         f"Each call: {WIDTH}x{HEIGHT} {FPS} fps VP8 + 48 kHz Opus over loopback UDP, sent by a "
         f"separate process (a drifting photograph with sensor noise, a voice-like signal); the "
-        f"receiving process is measured for {seconds:.0f} s after a {WARMUP_S:.0f} s warm-up. "
+        f"receiving process (pinned to one CPU, the senders to the other) is measured for "
+        f"{seconds:.0f} s after a {WARMUP_S:.0f} s warm-up; each mode {repeats} times, taking "
+        "turns, and the row is the median run (the spread of all runs in the last column). "
         "Process CPU = CPU time of every thread / wall time. *CPU per call* divides it by the "
         "call-seconds of media actually received (60 frames a call-second), so a sender that "
         "falls behind on a loaded machine does not flatter a mode.",
         "",
-        "| mode | calls | process CPU | CPU per call | memory per extra call | frames |",
-        "|---|---|---|---|---|---|",
+        "| mode | calls | process CPU | CPU per call | memory per extra call | frames | "
+        "CPU per call, all runs |",
+        "|---|---|---|---|---|---|---|",
         *[_line(r) for r in rows],
         "",
-        f"- monitored / floor CPU per call: **{mon_call / floor_call:.2f}×** with the default "
-        f"detector parameters, **{lean_call / floor_call:.2f}×** without the profile-face "
-        "cascade (target ≤ 2×)",
+        f"- monitored / floor CPU per call (medians): **{mon_call / floor_call:.2f}×** with the "
+        f"default detector parameters, **{lean_call / floor_call:.2f}×** without the "
+        f"profile-face cascade (target ≤ 2×); run by run (each monitored run over the floor "
+        f"run just before it): {', '.join(f'{r:.2f}×' for r in ratios)}",
         f"- monitored calls per process at 75 % of a core: **{capacity}** (default), "
         f"**{lean_capacity}** (no profile cascade), from the per-call cost; target ≥ 12. "
         f"Capacity check with {check['calls']} calls: {check['cpu_share'] * 100:.0f} % of a "
