@@ -111,6 +111,9 @@ class AuditStore(Protocol):
 
 #: outbox rows still to be tried (neither delivered nor abandoned)
 _UNSETTLED = "delivered_at IS NULL AND abandoned_at IS NULL"
+#: bytes the write-ahead log file is cut back to when it restarts (it may grow past this
+#: between checkpoints under heavy load)
+_WAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: chain heads kept in memory; beyond this the least recently written are read again
 _HEAD_CACHE = 10_000
 
@@ -207,6 +210,8 @@ class SqliteStore:
                                        isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            # after the log is restarted, a write log grown past this is cut back to it
+            self._db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
             self._db.executescript(_SCHEMA)
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
             if "abandoned_at" not in columns:  # a database from before abandoning existed
@@ -258,6 +263,19 @@ class SqliteStore:
         with self._lock:
             if not self._closed:
                 self._db.execute(f"PRAGMA wal_autocheckpoint={1000 if on else 0}")
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """A passive WAL checkpoint on this connection, between transactions: ``(busy, frames
+        in the log, frames copied to the database)``. When it copies every frame, the next
+        write transaction starts the log again from the beginning instead of appending."""
+        with self._lock:
+            if self._closed or self._db.in_transaction:
+                return (1, -1, -1)
+            try:
+                busy, log, done = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                raise StorageError(f"audit store checkpoint failed: {exc}") from exc
+            return int(busy), int(log), int(done)
 
     def forget_heads(self) -> None:
         """Drop the cached chain heads (after rolling back to a savepoint inside a

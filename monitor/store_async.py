@@ -83,7 +83,16 @@ class AsyncStore:
         # on their own connection and thread, so a commit never waits for one. Measured under
         # load before this: SQLite's automatic checkpoint inside a commit held alerts back
         # for 100-300 ms every few seconds.
+        #
+        # A passive checkpoint copies the frames that were in the log when it started; the
+        # log restarts from its beginning only if a write transaction begins while every
+        # frame is copied. Under steady load commits land during every checkpoint, so that
+        # never happened and the log file grew without bound (measured: 150 MB in 3 s next to
+        # a 14 MB database). So after each checkpoint the writer thread, between two of its
+        # transactions, copies the few frames written meanwhile (``_restart_wal``): its next
+        # transaction then restarts the log.
         self._stop_checkpoints = threading.Event()
+        self._restart_wal = threading.Event()
         self._checkpointer: threading.Thread | None = None
         if checkpoint_interval_s > 0 and str(self.store.path) != ":memory:":
             self.store.automatic_checkpoints(False)
@@ -128,6 +137,9 @@ class AsyncStore:
                 batch.extend(more)
             for i in range(0, len(batch), self._max_batch):  # bounded transactions
                 self._run_batch(batch[i:i + self._max_batch])
+            if self._restart_wal.is_set():
+                self._restart_wal.clear()
+                self._copy_log_tail()
             if stop:
                 break
         self._stop_checkpoints.set()
@@ -147,11 +159,22 @@ class AsyncStore:
         try:
             while not self._stop_checkpoints.wait(interval_s):
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    busy, log, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:
                     _log.warning("audit store checkpoint failed: %s", type(exc).__name__)
+                    continue
+                if not busy and log > 0:
+                    self._restart_wal.set()
         finally:
             db.close()
+
+    def _copy_log_tail(self) -> None:
+        """On the writer thread, between transactions: checkpoint the frames written since the
+        checkpointer's last run, so the next transaction restarts the log."""
+        try:
+            self.store.checkpoint()
+        except StorageError as exc:
+            _log.warning("audit store checkpoint failed: %s", exc)
 
     def _run_batch(self, batch: list[_Op]) -> None:
         results: list[tuple[_Op, bool, Any]] = []

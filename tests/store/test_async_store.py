@@ -181,6 +181,38 @@ async def test_checkpoints_run_beside_the_writer(db_path: Path) -> None:
         assert reopened.verify("s0").ok and reopened.verify("s0").checked == 80
 
 
+def _log_restarts(wal: Path) -> int:
+    """The write-ahead log header's checkpoint sequence: SQLite adds one each time the log
+    restarts from its beginning (https://sqlite.org/fileformat.html, WAL header bytes 12-15)."""
+    try:
+        with wal.open("rb") as f:
+            header = f.read(16)
+    except FileNotFoundError:
+        return 0
+    return int.from_bytes(header[12:16], "big") if len(header) == 16 else 0
+
+
+async def test_the_write_ahead_log_restarts_under_steady_writes(db_path: Path) -> None:
+    """Commits landing during every background checkpoint used to keep the log from ever
+    restarting, so its file grew without bound under load. Writes here never pause; the log
+    must still restart again and again."""
+    store = AsyncStore(SqliteStore(db_path, synchronous="NORMAL"), checkpoint_interval_s=0.01)
+    wal = db_path.with_name(db_path.name + "-wal")
+    first = None
+    n = 0
+    async with asyncio.timeout(60):
+        while first is None or _log_restarts(wal) < first + 3:
+            await asyncio.gather(*(store.append(f"s{i % 50}", "signal", i, {"pad": "x" * 200})
+                                   for i in range(n, n + 5)))
+            n += 5
+            if first is None:
+                first = _log_restarts(wal)
+    assert store.store._db.execute("PRAGMA journal_size_limit").fetchone()[0] > 0
+    await store.aclose()
+    with SqliteStore(db_path) as reopened:
+        assert reopened.verify("s0").ok and reopened.verify("s0").checked == (n + 49) // 50
+
+
 async def test_writes_of_one_loop_turn_share_one_commit_without_linger(db_path: Path) -> None:
     """Calls made in one turn of the event loop reach the writer thread as one hand-over, so
     they commit together even with no linger (the thread is woken once, not once per call)."""
