@@ -109,9 +109,9 @@ class LoopIndex:
         # each run takes the match nearest its offset (ties: the closer hash, then the
         # oldest frame); a run without one is kept while its gap is short
         gap = np.abs(offsets[None, :] - self._off[:, None])
-        near = gap <= tol
-        gap = np.where(near, gap, np.inf)
-        near &= gap == gap.min(axis=1, initial=np.inf)[:, None]
+        within = gap <= tol
+        gap = np.where(within, gap, np.inf)
+        near = within & (gap == gap.min(axis=1, initial=np.inf)[:, None])
         d = np.where(near, dist[None, :], 65)
         near &= d == d.min(axis=1, initial=65)[:, None]
         found = near.any(axis=1)
@@ -127,7 +127,7 @@ class LoopIndex:
         kept = self._off[keep]
         # matches no kept run covers open runs of their own
         fresh: list[tuple[float, int]] = []
-        free = ~np.any(np.abs(offsets[None, :] - kept[:, None]) <= tol, axis=0)
+        free = ~within[keep].any(axis=0)
         for off, dd in zip(offsets[free].tolist(), dist[free].tolist(), strict=True):
             if off in used or any(abs(off - o) <= tol for o, _ in fresh):
                 continue
