@@ -29,6 +29,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from monitor.mediafile import gray_picture
 from signals.media.detection import Detection
 
 __all__ = [
@@ -48,7 +49,9 @@ __all__ = [
 class VideoSink(Protocol):
     """What ``signals.media``'s ``VideoAnalyzer`` offers (docs/internals.md)."""
 
-    def push(self, frame_bgr: npt.NDArray[np.uint8], t: float) -> list[Detection]: ...
+    def push(self, picture: npt.NDArray[np.uint8], t: float) -> list[Detection]:
+        """``picture``: the frame's gray luma (HxW ``uint8``), see ``gray_picture``."""
+        ...
 
     def finish(self, t: float) -> list[Detection]: ...
 
@@ -215,8 +218,7 @@ class VideoPipeline(_Base):
         self.last_t = t
 
         def analyse() -> list[Detection]:
-            picture: npt.NDArray[np.uint8] = frame.to_ndarray(format="bgr24")  # type: ignore[assignment]
-            return sink.push(picture, t)
+            return sink.push(gray_picture(frame), t)
 
         self.stats.analysed += 1
         self._submit(analyse)

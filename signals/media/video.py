@@ -92,8 +92,9 @@ class VideoAnalyzer:
         """Would a frame at ``t`` be analysed? (Others are dropped unseen.)"""
         return self._last_t is None or t - self._last_t >= self._period - 1e-6 or t < self._last_t
 
-    def push(self, frame_bgr: npt.NDArray[np.uint8], t: float) -> list[Detection]:
-        frame = check_frame(frame_bgr)
+    def push(self, picture: npt.NDArray[np.uint8], t: float) -> list[Detection]:
+        """Analyse one picture (HxW gray or HxWx3 BGR ``uint8``) taken at ``t`` seconds."""
+        frame = check_frame(picture)
         t = float(t)
         if not self.wants(t):
             return []

@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import skimage.data
 
+from monitor.mediafile import gray_picture
+
 __all__ = [
     "FPS",
     "VP8_OPTIONS",
@@ -268,12 +270,13 @@ def frames_to_bytes(frames: list[Frame], fps: int = FPS, codec: str = "libvpx",
 
 
 def vp8_round_trip(clip: Clip, bitrate: int = 400_000) -> Clip:
-    """The clip after a VP8 encode and decode, in memory."""
+    """The clip after a VP8 encode and decode, in memory, as the sidecar's decoders hand it
+    to the detectors (gray luma, :func:`monitor.mediafile.gray_picture`)."""
     data = frames_to_bytes(clip.frames, clip.fps, bitrate=bitrate)
     frames: list[Frame] = []
     with av.open(io.BytesIO(data), "r") as inp:
         for frame in inp.decode(video=0):
-            frames.append(cast(Frame, frame.to_ndarray(format="bgr24")))
+            frames.append(gray_picture(frame))
     return Clip(clip.name + "-vp8", frames[: len(clip.frames)], clip.labels, clip.fps)
 
 

@@ -25,11 +25,11 @@ class DarkVideo:
         self._dark_since: float | None = None
         self._open = False
 
-    def push(self, frame_bgr: npt.NDArray[np.uint8], t: float) -> list[Detection]:
+    def push(self, picture: npt.NDArray[np.uint8], t: float) -> list[Detection]:
         self.times.append(t)
-        self.shapes.add(frame_bgr.shape)
+        self.shapes.add(picture.shape)
         self.threads.add(threading.current_thread().name)
-        mean = float(frame_bgr.mean())
+        mean = float(picture.mean())
         if mean < 20:
             if self._dark_since is None:
                 self._dark_since = t

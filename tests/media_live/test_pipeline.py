@@ -50,9 +50,9 @@ class GatedVideo:
         self.gate.set()
         self.seen: list[tuple[float, int]] = []
 
-    def push(self, frame_bgr: np.ndarray, t: float) -> list[Detection]:
+    def push(self, picture: np.ndarray, t: float) -> list[Detection]:
         self.gate.wait(10)
-        self.seen.append((round(t, 3), int(frame_bgr[0, 0, 0])))
+        self.seen.append((round(t, 3), int(picture[0, 0])))
         return []
 
     def finish(self, t: float) -> list[Detection]:

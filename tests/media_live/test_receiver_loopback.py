@@ -106,9 +106,9 @@ async def test_covered_camera_and_silent_mic_are_detected_and_status_flows(
     assert silent.data["duration_s"] >= 0.5
     assert silent.confidence == pytest.approx(0.7)
 
-    # Frames arrived decoded at the sent size, at most ~10 per second, in order, analysed
-    # off the event loop; audio arrived as float32 mono.
-    assert video.shapes == {(240, 320, 3)}
+    # Frames arrived decoded at the sent size (as gray luma), at most ~10 per second, in
+    # order, analysed off the event loop; audio arrived as float32 mono.
+    assert video.shapes == {(240, 320)}
     assert all(b > a for a, b in zip(video.times, video.times[1:], strict=False))
     gaps = np.diff(video.times)
     assert gaps.min() >= 0.09 - 1e-6
