@@ -51,6 +51,7 @@ __all__ = [
     "door",
     "keyboard_typing",
     "knock",
+    "load_file",
     "load_sound",
     "opus_round_trip",
     "room_noise",
@@ -137,19 +138,24 @@ def _resample(x: npt.NDArray[np.floating], rate: int, to: int = RATE) -> Audio:
 
 
 @functools.cache
-def _load_cached(name: str) -> Audio:
-    with av.open(str(SOUNDS / f"{name}.oga")) as container:
+def _load_cached(path: Path) -> Audio:
+    with av.open(str(path)) as container:
         stream = container.streams.audio[0]
         rate = stream.rate
         parts = [_to_mono(f) for f in container.decode(stream)]
     return _resample(np.concatenate(parts), rate)
 
 
-def load_sound(name: str) -> Audio:
-    """A sound of the freedesktop theme, decoded with PyAV, mono at 48 kHz, trimmed."""
-    x = _load_cached(name)
+def load_file(path: Path) -> Audio:
+    """A sound file (any format FFmpeg reads), decoded with PyAV, mono at 48 kHz, trimmed."""
+    x = _load_cached(Path(path))
     loud = np.flatnonzero(np.abs(x) > 1e-4)
     return x[loud[0]: loud[-1] + 1].copy() if len(loud) else x.copy()
+
+
+def load_sound(name: str) -> Audio:
+    """A sound of the freedesktop theme, decoded with PyAV, mono at 48 kHz, trimmed."""
+    return load_file(SOUNDS / f"{name}.oga")
 
 
 @functools.cache
@@ -333,13 +339,15 @@ def _synth(name: str, rng: np.random.Generator) -> Audio:
 
 def shutter_clip(rng: np.random.Generator, split: Split, *, event: str, positive: bool,
                  seconds: float = 6.0, snr_db: float = 0.0, floor_dbfs: float = -55.0,
-                 opus: int | None = None, name: str = "") -> Clip:
-    """Speech over room noise with one ``event`` sound (a theme sound or a synthetic class)
-    at a random time, at ``snr_db`` relative to the speech level; then optionally Opus."""
+                 opus: int | None = None, name: str = "", sound: Audio | None = None) -> Clip:
+    """Speech over room noise with one ``event`` sound (a theme sound or a synthetic class,
+    or ``sound`` itself when given, e.g. from :func:`load_file`) at a random time, at
+    ``snr_db`` relative to the speech level; then optionally Opus."""
     speech_db = -24.0
     bed = speech_bed(rng, split, seconds, speech_db)
     bed += room_noise(len(bed), rng, floor_dbfs, "pink" if rng.random() < 0.5 else "brown")
-    sound = load_sound(event) if event in SOUNDS_ALL else _synth(event, rng)
+    if sound is None:
+        sound = load_sound(event) if event in SOUNDS_ALL else _synth(event, rng)
     if event in SHUTTER_SOUNDS or event not in SYNTH_DISTRACTORS:
         sound = _pitch(sound, rng.uniform(0.92, 1.08))
     if positive:
