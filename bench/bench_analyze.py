@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.results import write_section
+from monitor.allocator import keep_freed_memory
 from monitor.commands.analyze import analyze_file
 from tests.media import corpus_video as corpus
 
@@ -60,6 +61,7 @@ def _cpu(fn: object, *args: object) -> float:
 
 
 def main() -> None:
+    keep_freed_memory()  # as `sessionguard analyze` does (decode-only runs in this process too)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "call.webm"
         make_file(path)

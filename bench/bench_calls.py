@@ -36,6 +36,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from bench.results import write_section
+from monitor.allocator import keep_freed_memory
 from monitor.media import IceConfig, MediaParams, MediaReceiver
 from monitor.media_ice import use_host_addresses
 from signals.consent import FULL_MONITORING
@@ -262,6 +263,7 @@ def _child(conn: Connection, mode: str, calls: int, seconds: float,
            video: dict[str, Any] | None, cpus: set[int] | None) -> None:
     if cpus is not None:
         os.sched_setaffinity(0, cpus)
+    keep_freed_memory()  # as `sessionguard serve` does (every mode, the floor too)
     asyncio.run(_receive(conn, mode, calls, seconds, video))
 
 

@@ -467,6 +467,9 @@ delivering (alerts are committed at once, signals may wait up to 10 ms for compa
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "serve":
         raise_nofile()
+        from monitor.allocator import keep_freed_memory
+
+        keep_freed_memory()  # as `sessionguard serve` does (the echo floor too)
         if sys.argv[2].startswith("sidecar"):
             asyncio.run(_serve_sidecar(Path(sys.argv[3]), Path(sys.argv[4]),
                                        sys.argv[2].split("-", 1)[1]))

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from monitor.allocator import keep_freed_memory
 from monitor.mediafile import AudioItem, VideoItem, decode, probe
 from signals.media.detection import Detection
 from signals.media.params import MediaParams, load_media_params
@@ -141,6 +142,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_freed_memory()
     params = load_media_params(args.params)
     bar = _Bar(sys.stderr) if sys.stderr.isatty() else None
     try:

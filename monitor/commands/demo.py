@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from config import DEFAULT_RULES_DIR
+from monitor.allocator import keep_freed_memory
 from signals.consent import FULL_MONITORING
 
 __all__ = ["DEMO_RULES", "DEMO_TTL_S", "Demo", "demo_running", "register", "run"]
@@ -145,6 +146,7 @@ def _print_urls(demo: Demo) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_freed_memory()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

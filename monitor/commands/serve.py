@@ -23,8 +23,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from monitor.allocator import keep_freed_memory
     from monitor.config import load_config, require_secret
     from monitor.server import Sidecar, serve_forever
+
+    keep_freed_memory()
 
     config = load_config(args.config)
     overrides: dict[str, Any] = {}
