@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from signals.media.audio import AudioAnalyzer
+from signals.media.audio_shutter import row_percentile
 from signals.media.detection import Detection
 from tests.media.corpus_audio import (
     DISTRACTOR_SOUNDS,
@@ -116,3 +117,13 @@ def test_disabled_shutter_reports_nothing() -> None:
     clip = shutter_clip(rng, "dev", event="camera-shutter", positive=True, seconds=3.0)
     analyzer = AudioAnalyzer({"shutter": {"enabled": False}})
     assert [d for d in run(clip.samples, analyzer=analyzer) if d.signal == "audio.shutter"] == []
+
+
+@pytest.mark.parametrize("q", [0.0, 10.0, 25.0, 37.5, 50.0, 62.5, 90.0, 100.0])
+@pytest.mark.parametrize("width", [3, 4, 40, 41, 250])
+def test_row_percentile_is_numpys_percentile(q: float, width: int) -> None:
+    rng = np.random.default_rng(int(q * 10) + width)
+    rows = rng.normal(-50, 12, (30, width))
+    rows[::3] = np.round(rows[::3])  # ties
+    rows[5] = -80.0  # a constant row
+    assert np.array_equal(row_percentile(rows, q), np.percentile(rows, q, axis=1))
