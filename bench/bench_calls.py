@@ -61,7 +61,7 @@ class _NullAudio:
 class _NullVideo:
     """Takes every picture (converted to numpy) and finds nothing: the receiver's plumbing."""
 
-    def push(self, frame_bgr: Any, t: float) -> list[Any]:
+    def push(self, picture: Any, t: float) -> list[Any]:
         return []
 
     def finish(self, t: float) -> list[Any]:
