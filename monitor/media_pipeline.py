@@ -29,7 +29,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from monitor.mediafile import gray_picture
+from monitor.mediafile import bgr_picture, gray_picture
 from signals.media.detection import Detection
 
 __all__ = [
@@ -50,7 +50,8 @@ class VideoSink(Protocol):
     """What ``signals.media``'s ``VideoAnalyzer`` offers (docs/internals.md)."""
 
     def push(self, picture: npt.NDArray[np.uint8], t: float) -> list[Detection]:
-        """``picture``: the frame's gray luma (HxW ``uint8``), see ``gray_picture``."""
+        """``picture``: the frame's gray luma (HxW ``uint8``, ``gray_picture``), or BGR
+        (``bgr_picture``) when the sink has a true ``wants_colour``."""
         ...
 
     def finish(self, t: float) -> list[Detection]: ...
@@ -218,7 +219,8 @@ class VideoPipeline(_Base):
         self.last_t = t
 
         def analyse() -> list[Detection]:
-            return sink.push(gray_picture(frame), t)
+            colour = getattr(sink, "wants_colour", False)
+            return sink.push(bgr_picture(frame) if colour else gray_picture(frame), t)
 
         self.stats.analysed += 1
         self._submit(analyse)

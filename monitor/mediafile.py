@@ -23,7 +23,8 @@ import numpy.typing as npt
 
 from signals.errors import MediaError
 
-__all__ = ["AudioItem", "MediaInfo", "VideoItem", "decode", "gray_picture", "probe"]
+__all__ = ["AudioItem", "MediaInfo", "VideoItem", "bgr_picture", "decode", "gray_picture",
+           "probe"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +85,10 @@ def decode(
     audio: bool = True,
     max_width: int = 320,
     want_video: Callable[[float], bool] | None = None,
+    colour: bool = False,
 ) -> Iterator[VideoItem | AudioItem]:
-    """Yield the video frames and audio chunks of ``path`` in file order."""
+    """Yield the video frames and audio chunks of ``path`` in file order (pictures as gray
+    luma, or BGR with ``colour``)."""
     with _open(path) as c:
         streams: list[av.stream.Stream] = []
         vs = c.streams.video[0] if video and c.streams.video else None
@@ -108,7 +111,9 @@ def decode(
                     if isinstance(frame, av.VideoFrame):
                         if want_video is not None and not want_video(t):
                             continue
-                        yield VideoItem(gray_picture(frame, max_width), t)
+                        picture = (bgr_picture(frame, max_width) if colour
+                                   else gray_picture(frame, max_width))
+                        yield VideoItem(picture, t)
                     elif resampler is not None:
                         for out in resampler.resample(frame):
                             yield AudioItem(_mono(out), int(out.sample_rate), t)
@@ -130,7 +135,8 @@ def gray_picture(frame: av.VideoFrame, max_width: int | None = None) -> npt.NDAr
     """The frame's luma as a full-range gray ``uint8`` picture (a new array), downscaled by
     area averaging to at most ``max_width``.
 
-    The detectors look at brightness only, so nothing converts colour: for the usual decoder
+    The detectors look at brightness only (all but the optional object model, which gets
+    :func:`bgr_picture`), so nothing converts colour: for the usual decoder
     outputs (8-bit YUV, the only thing VP8, H.264 and aiortc's decoders give) the Y plane is
     read in place and expanded from limited to full range, which is the luma a BGR-to-gray
     conversion computes (within rounding: FFmpeg's swscale path came out about one level
@@ -155,6 +161,17 @@ def gray_picture(frame: av.VideoFrame, max_width: int | None = None) -> npt.NDAr
     if limited:
         return np.ascontiguousarray(cv2.LUT(arr, _LIMITED_TO_FULL), dtype=np.uint8)
     return np.array(arr, dtype=np.uint8, order="C")  # a copy: the decoder reuses its buffers
+
+
+def bgr_picture(frame: av.VideoFrame, max_width: int | None = None) -> npt.NDArray[np.uint8]:
+    """The frame in colour (BGR ``uint8``, a new array), downscaled by area averaging to at
+    most ``max_width``: for analyzers that need colour (``wants_colour``)."""
+    w, h = frame.width, frame.height
+    arr: npt.NDArray[Any] = frame.to_ndarray(format="bgr24")
+    if max_width is not None and w > max_width:
+        nh = max(2, round(h * max_width / w / 2) * 2)
+        arr = cv2.resize(arr, (max_width, nh), interpolation=cv2.INTER_AREA)
+    return np.array(arr, dtype=np.uint8, order="C")
 
 
 def _mono(frame: av.AudioFrame) -> npt.NDArray[np.float32]:

@@ -71,7 +71,8 @@ def analyze_file(
     last = 0.0
     for item in decode(path, video=v is not None, audio=a is not None,
                        max_width=params.video.work_width,
-                       want_video=v.wants if v is not None else None):
+                       want_video=v.wants if v is not None else None,
+                       colour=v is not None and v.wants_colour):
         if isinstance(item, VideoItem) and v is not None:
             found += v.push(item.frame, item.t)
             result.video_frames += 1

@@ -15,7 +15,7 @@ Loading the model is the one file read of this package and happens once, at cons
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -65,7 +65,10 @@ class ObjectDetector:
     def phone(self, frame_bgr: npt.NDArray[np.uint8]) -> tuple[bool, float, float]:
         """(phone held toward the camera, score, area fraction)."""
         s = self.p.input_size
-        blob = cv2.dnn.blobFromImage(frame_bgr, 1 / 255.0, (s, s), swapRB=True, crop=False)
+        image = frame_bgr
+        if image.ndim == 2:  # a gray picture: the model still gets three channels
+            image = cast(npt.NDArray[np.uint8], cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+        blob = cv2.dnn.blobFromImage(image, 1 / 255.0, (s, s), swapRB=True, crop=False)
         self._net.setInput(blob)
         out = self._net.forward()
         best = (0.0, 0.0)

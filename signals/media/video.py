@@ -88,6 +88,13 @@ class VideoAnalyzer:
         }
         self.frames_analysed = 0
 
+    @property
+    def wants_colour(self) -> bool:
+        """Does a picture need its colours? Only for the optional object model (a COCO-style
+        detector takes colour); every other detector looks at brightness, so decoders hand
+        over the luma alone unless this is true."""
+        return self._objects is not None
+
     def wants(self, t: float) -> bool:
         """Would a frame at ``t`` be analysed? (Others are dropped unseen.)"""
         return self._last_t is None or t - self._last_t >= self._period - 1e-6 or t < self._last_t

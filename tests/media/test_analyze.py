@@ -66,6 +66,35 @@ def test_analyze_file_feeds_both_analyzers(mp4: Path) -> None:
     assert all(d.end is not None for d in result.detections)
 
 
+def test_analyze_hands_colour_to_an_object_model(webm: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from signals.media.params import MediaParams, ObjectParams, VideoParams
+    from tests.media.test_video_units import _fixed_output_model
+
+    model = tmp_path / "phone.onnx"
+    _fixed_output_model(model, 64, [([32, 32, 30, 40], 67, 0.9)])
+    params = MediaParams(video=VideoParams(objects=ObjectParams(model=str(model), input_size=64)))
+    import monitor.commands.analyze as analyze_module
+
+    shapes: set[tuple[int, ...]] = set()
+
+    def spying_decode(*args: object, **kwargs: object) -> object:
+        for item in decode(*args, **kwargs):  # type: ignore[arg-type]
+            if isinstance(item, VideoItem):
+                shapes.add(item.frame.shape)
+            yield item
+
+    monkeypatch.setattr(analyze_module, "decode", spying_decode)
+    result = analyze_file(webm, params)
+    assert any(d.signal == "video.phone" for d in result.detections)
+    assert shapes and all(len(s) == 3 for s in shapes)  # colour, not luma
+    shapes.clear()
+    analyze_file(webm)
+    assert shapes and all(len(s) == 2 for s in shapes)  # no model: luma only
+    colour = [i.frame.shape for i in decode(webm, audio=False, colour=True)][:3]
+    assert all(len(s) == 3 and s[2] == 3 for s in colour)
+
+
 def test_decoder_downscales_and_times_frames(tmp_path: Path) -> None:
     path = tmp_path / "big.webm"
     big = [np.ascontiguousarray(np.repeat(np.repeat(f, 2, 0), 2, 1))

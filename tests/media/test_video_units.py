@@ -169,6 +169,18 @@ def test_object_hook_flags_a_large_phone(tmp_path: Path) -> None:
     assert phone[-1].evidence["area_fraction"] == pytest.approx(30 * 40 / 64**2, abs=1e-3)
 
 
+def test_only_the_object_model_needs_colour(tmp_path: Path) -> None:
+    model = tmp_path / "phone.onnx"
+    _fixed_output_model(model, 64, [([32, 32, 30, 40], 67, 0.9)])
+    assert not VideoAnalyzer(VideoParams()).wants_colour
+    with_model = VideoAnalyzer(VideoParams(objects=ObjectParams(model=str(model), input_size=64)))
+    assert with_model.wants_colour
+    # a gray picture still reaches a three-channel model (as three equal channels)
+    det = ObjectDetector(ObjectParams(model=str(model), input_size=64))
+    held, score, _ = det.phone(np.full((240, 320), 128, np.uint8))
+    assert held and score == pytest.approx(0.9, abs=1e-3)
+
+
 def test_object_hook_ignores_small_or_other_classes(tmp_path: Path) -> None:
     model = tmp_path / "nophone.onnx"
     _fixed_output_model(model, 64, [([32, 32, 4, 4], 67, 0.9), ([32, 32, 40, 40], 0, 0.95)])

@@ -146,3 +146,28 @@ async def test_planar_stereo_batches_become_the_channel_mean() -> None:
     await pipe.close()
     assert len(got) == 1 and got[0].shape == (1920,) and got[0].dtype == np.float32
     assert got[0][0] == pytest.approx(0.05) and got[0][-1] == pytest.approx(0.1)
+
+
+class ShapeVideo:
+    """Records the shape of every picture; asks for colour when told to."""
+
+    def __init__(self, wants_colour: bool) -> None:
+        self.wants_colour = wants_colour
+        self.shapes: list[tuple[int, ...]] = []
+
+    def push(self, picture: np.ndarray, t: float) -> list[Detection]:
+        self.shapes.append(picture.shape)
+        return []
+
+    def finish(self, t: float) -> list[Detection]:
+        return []
+
+
+@pytest.mark.parametrize("colour,shape", [(False, (32, 32)), (True, (32, 32, 3))])
+async def test_pictures_are_luma_unless_the_analyzer_wants_colour(
+        colour: bool, shape: tuple[int, ...]) -> None:
+    sink = ShapeVideo(colour)
+    pipe = VideoPipeline(emit=lambda d: None, sink=sink, max_fps=10)
+    pipe.offer(video_frame(90), 0.0)
+    await pipe.close()
+    assert sink.shapes == [shape]
