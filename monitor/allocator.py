@@ -4,11 +4,11 @@ The media detectors allocate and free arrays of a few hundred KiB for every anal
 (a 320x240 float32 picture is 300 KiB). glibc serves blocks that large with ``mmap`` and
 returns the top of its heap to the kernel whenever more than 128 KiB is free there, so
 nearly every such array was new memory the kernel had to fault in again page by page.
-Measured here (a 2-core VM, where a page fault is dear): ``sessionguard analyze`` took about
-16,800 page faults per 20 s file, and the camera-noise estimate ran 3.4 times slower inside
-the detector than in a loop that reuses its arrays; with the two limits below the faults
-disappear (about 10 per file) and ``analyze`` spends 15-25 % less CPU, with the same peak
-memory.
+Measured here (a 2-core VM): ``sessionguard analyze`` took 5,000-17,000 page faults per 20 s
+file; with the two limits below about 30. The camera-noise estimate then ran 2.6 times
+faster inside ``analyze``, and live calls used 10.2 % instead of 10.9 % of a core each
+(medians of three runs); ``analyze`` as a whole moved within run-to-run noise (its decoder
+gains as much as the detectors). Peak memory was the same.
 
 :func:`keep_freed_memory` raises glibc's ``mmap`` threshold to 32 MiB (larger blocks are
 still mapped one by one) and the trim threshold to 128 MiB (the heap gives memory back once
