@@ -27,8 +27,10 @@ class ShutterParams(_Strict):
 
     A *click* is a 4 ms frame whose high-band (``band_hz``) level rises at least
     ``click_rise_db`` above the frames just before it, lies at most ``max_low_excess_db``
-    below the whole-band level (the energy is mostly high-frequency), has a spectral
-    flatness of at least ``min_flatness`` (noise-like, not tonal) and falls back by
+    below the whole-band level (the energy is mostly high-frequency), whose *onset flatness*
+    (the spectral flatness of what the frame adds over the frames 8-12 ms before it, see
+    :class:`~signals.media.audio_stream.FrameFeatures`) is at least ``min_flatness``
+    (noise-like, not tonal) and falls back by
     ``click_decay_db`` within ``decay_frames`` frames (impulsive, not a fricative).
     """
 
@@ -41,7 +43,7 @@ class ShutterParams(_Strict):
     attack_db: float = Field(default=6.0, ge=0)
     click_decay_db: float = Field(default=5.0, ge=0)
     decay_frames: int = Field(default=3, ge=1, le=10)
-    min_flatness: float = Field(default=0.35, ge=0, le=1)
+    min_flatness: float = Field(default=0.18, ge=0, le=1)
     max_low_excess_db: float = Field(default=12.0, ge=0)
     min_clicks: int = Field(default=3, ge=1)
     max_clicks: int = Field(default=8, ge=1)

@@ -6,12 +6,13 @@ Shutter sounds, mechanical or simulated, are a short burst of two or more *click
 broadband, mostly high-frequency transients a few tens of milliseconds apart, the whole
 thing over in well under half a second, and nothing like it around. Each 4 ms frame's
 level in the 3-7.5 kHz band is compared with the frames just before it: a *click* rises
-``click_rise_db`` above them within two frames, is noise-like there (spectral flatness), is
-not dominated by low frequencies, and falls back within a few frames. Clicks closer than
-``cluster_gap_s`` form a cluster; a cluster of ``min_clicks``..``max_clicks`` clicks spanning
-at most ``max_span_s`` and with no other click within ``isolation_s`` either side is
-reported. The decision waits ``isolation_s`` after the last click (so about a second of
-latency).
+``click_rise_db`` above them within two frames, is noise-like there (the spectral flatness of
+what the frame adds to the 8-12 ms before it, so voiced speech or a chime underneath does not
+hide it), is not dominated by low frequencies, and falls back within a few frames. Clicks
+closer than ``cluster_gap_s`` form a cluster; a cluster of ``min_clicks``..``max_clicks``
+clicks spanning at most ``max_span_s`` and with no other click within ``isolation_s`` either
+side is reported. The decision waits ``isolation_s`` after the last click (so about a second
+of latency).
 
 What it rejects, and why: notification chimes, bells and ring tones are tonal (low
 flatness, no impulsive high-band onset); typing is a long train of clicks (never isolated);
@@ -22,7 +23,9 @@ Confidence grows with the number of clicks, their rise above the background and 
 flatness, from 0.55 to at most 0.9.
 
 Known failure modes: a single isolated keystroke pair, a pen click or a lighter can look
-like a shutter; a phone set to silent makes no sound at all; a shutter far quieter than the
+like a shutter; resonant mechanical shutters (ringing clicks merging into a rattle) and
+shutter sounds recorded at a low sample rate (nothing above 5 kHz) are often missed; a
+phone set to silent makes no sound at all; a shutter far quieter than the
 room (more than ~10 dB under speech, or under a loud broadband floor) is missed; aggressive
 noise suppression in the browser can remove the clicks.
 """
@@ -91,7 +94,7 @@ class ShutterDetector:
         self._t = np.concatenate([self._t, f.t])
         self._high = np.concatenate([self._high, f.high_db])
         self._full = np.concatenate([self._full, f.full_db])
-        self._flat = np.concatenate([self._flat, f.flatness])
+        self._flat = np.concatenate([self._flat, f.onset_flatness])
         self._find_clicks()
         return self._decide(float(f.t[-1]), final=False)
 

@@ -18,12 +18,18 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal as sps
 
-__all__ = ["BLOCK", "HOP", "RATE", "WIN", "FrameFeatures", "Framer", "StreamResampler"]
+__all__ = ["BLOCK", "HOP", "ONSET_FLOOR", "ONSET_LAGS", "RATE", "WIN", "FrameFeatures", "Framer",
+           "StreamResampler"]
 
 RATE = 16_000          # working rate
 HOP = RATE // 250      # 4 ms between analysis windows
 WIN = 2 * HOP          # 8 ms Hann window
 BLOCK = RATE // 100    # 10 ms level blocks (noise floor)
+#: onset flatness compares each window with the windows this many hops before it (2 and 3:
+#: 8-12 ms earlier, so they do not overlap it)
+ONSET_LAGS = (2, 3)
+#: ... and counts a band bin that did not rise as this fraction of its power
+ONSET_FLOOR = 0.1
 
 Float = npt.NDArray[np.float32]
 
@@ -74,15 +80,21 @@ class FrameFeatures:
     """Features of the frames a chunk completed (arrays of equal length per time base).
 
     Every :data:`HOP` (4 ms) an 8 ms Hann window: ``t`` (window centre, seconds from stream
-    start), ``high_db`` / ``full_db`` (band levels, dBFS) and ``flatness`` (spectral
-    flatness in the high band, 0 tonal .. 1 white). Every :data:`BLOCK` (10 ms), for the noise
-    floor: ``block_t`` (block start) and ``block_db`` (level in dBFS, ``-inf`` for zeros).
+    start), ``high_db`` / ``full_db`` (band levels, dBFS), ``flatness`` (spectral
+    flatness in the high band, 0 tonal .. 1 white) and ``onset_flatness``: the flatness of what
+    is *new* in the window, its high-band power spectrum minus the larger of the two windows
+    8 and 12 ms before it (:data:`ONSET_LAGS`), bin by bin, where a bin that did not rise
+    counts as :data:`ONSET_FLOOR` of its power. A click over voiced speech or a chime keeps a
+    high onset flatness (the steady harmonics are taken away), while its plain flatness drops
+    with the harmonics underneath. Every :data:`BLOCK` (10 ms), for the noise floor:
+    ``block_t`` (block start) and ``block_db`` (level in dBFS, ``-inf`` for zeros).
     """
 
     t: npt.NDArray[np.float64]
     high_db: npt.NDArray[np.float64]
     full_db: npt.NDArray[np.float64]
     flatness: npt.NDArray[np.float64]
+    onset_flatness: npt.NDArray[np.float64]
     block_t: npt.NDArray[np.float64]
     block_db: npt.NDArray[np.float64]
 
@@ -104,6 +116,8 @@ class Framer:
         freqs = np.fft.rfftfreq(WIN, 1 / RATE)
         self._high = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
         self._full = freqs >= 60.0
+        # the high-band spectra of the last max(ONSET_LAGS) windows (none yet: all new)
+        self._recent = np.zeros((max(ONSET_LAGS), int(np.sum(self._high))))
 
     def push(self, y: Float) -> FrameFeatures:
         block_t, block_db = self._push_blocks(y)
@@ -114,16 +128,28 @@ class Framer:
         if n <= 0:
             self._tail = buf
             empty = np.zeros(0)
-            return FrameFeatures(empty, empty, empty, empty, block_t, block_db)
+            return FrameFeatures(empty, empty, empty, empty, empty, block_t, block_db)
         frames = np.lib.stride_tricks.sliding_window_view(buf, WIN)[::HOP][:n]
         spec = np.abs(np.fft.rfft(frames * self._window, axis=1)) ** 2 / self._norm + 1e-14
         high = spec[:, self._high]
         high_db = 10 * np.log10(np.sum(high, axis=1))
         full_db = 10 * np.log10(np.sum(spec[:, self._full], axis=1))
-        flatness = np.exp(np.mean(np.log(high), axis=1)) / np.mean(high, axis=1)
+        flatness = _flatness(high)
+        onset = _flatness(self._onset(high))
         t = self._t0 + (start + np.arange(n) * HOP + WIN / 2) / RATE
         self._tail = buf[n * HOP:]
-        return FrameFeatures(t, high_db, full_db, flatness, block_t, block_db)
+        return FrameFeatures(t, high_db, full_db, flatness, onset, block_t, block_db)
+
+    def _onset(self, high: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """What each window adds to the high band over the windows :data:`ONSET_LAGS` before
+        it (see :class:`FrameFeatures`)."""
+        lags = max(ONSET_LAGS)
+        ext = np.concatenate([self._recent, high])
+        n = len(high)
+        ref = np.maximum.reduce([ext[lags - lag: lags - lag + n] for lag in ONSET_LAGS])
+        self._recent = ext[-lags:]
+        new: npt.NDArray[np.float64] = np.maximum(high - ref, ONSET_FLOOR * high)
+        return new
 
     def _push_blocks(self, y: Float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         buf = np.concatenate([self._block_tail, y]) if len(self._block_tail) else y
@@ -135,3 +161,9 @@ class Framer:
         self._blocks += n
         self._block_tail = buf[n * BLOCK:]
         return t, db
+
+
+def _flatness(power: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Spectral flatness of each row: geometric over arithmetic mean (0 tonal .. 1 white)."""
+    out: npt.NDArray[np.float64] = np.exp(np.mean(np.log(power), axis=1)) / np.mean(power, axis=1)
+    return out

@@ -125,7 +125,9 @@ def _to_mono(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
     channels = len(frame.layout.channels)
     arr = data.reshape(channels, -1).T if frame.format.is_planar else data.reshape(-1, channels)
     if arr.dtype.kind in "iu":
-        arr = arr.astype(np.float32) / float(2 ** (8 * arr.dtype.itemsize - 1))
+        half = float(2 ** (8 * arr.dtype.itemsize - 1))
+        offset = half if arr.dtype.kind == "u" else 0.0  # 8-bit WAV is unsigned: 128 is 0
+        arr = (arr.astype(np.float32) - offset) / half
     return np.asarray(arr.mean(axis=1), dtype=np.float32)
 
 

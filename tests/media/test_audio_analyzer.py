@@ -123,3 +123,56 @@ def test_framer_reports_exact_zeros_as_minus_infinity() -> None:
     assert len(feats.block_db) == 10 and np.all(np.isneginf(feats.block_db))
     assert feats.block_t[0] == pytest.approx(1.0) and feats.block_t[1] == pytest.approx(1.01)
     assert len(feats) > 0 and np.all(np.isfinite(feats.high_db))
+
+
+def _features(framer: Framer, x: np.ndarray, sizes: list[int]) -> dict[str, np.ndarray]:
+    parts, i = [], 0
+    for n in sizes:
+        parts.append(framer.push(x[i:i + n]))
+        i += n
+    parts.append(framer.push(x[i:]))
+    return {name: np.concatenate([getattr(p, name) for p in parts])
+            for name in ("t", "high_db", "flatness", "onset_flatness")}
+
+
+def test_framer_features_do_not_depend_on_chunk_sizes() -> None:
+    rng = np.random.default_rng(4)
+    x = (0.05 * rng.standard_normal(16_000)).astype(np.float32)
+    whole = _features(Framer((3000.0, 7500.0), 0.0), x, [])
+    sizes = [int(n) for n in rng.integers(1, 700, size=60)]
+    chunked = _features(Framer((3000.0, 7500.0), 0.0), x, sizes)
+    for name, values in whole.items():
+        # the FFT of a different batch of windows may round the last float32 bit differently
+        np.testing.assert_allclose(chunked[name], values, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def _tone(seconds: float, level: float = 0.1) -> np.ndarray:
+    t = np.arange(int(16_000 * seconds)) / 16_000
+    # partials 1 kHz apart up to 7 kHz, as a chime puts in the high band (the 8 ms windows
+    # resolve them: its plain flatness is low)
+    return (level * sum(np.sin(2 * np.pi * 1000 * k * t) / k for k in range(1, 8))).astype(
+        np.float32)
+
+
+def test_onset_flatness_sees_a_click_through_a_tone_that_hides_it_from_plain_flatness() -> None:
+    rng = np.random.default_rng(5)
+    x = _tone(0.5)
+    at = 4000  # 0.25 s
+    click = np.zeros_like(x)
+    click[at:at + 48] = 0.1 * rng.standard_normal(48) * np.exp(-np.arange(48) / 12)
+    feats = _features(Framer((3000.0, 7500.0), 0.0), x + click, [])
+    near = np.abs(feats["t"] - at / 16_000) < 0.006  # the windows holding the click
+    assert near.sum() >= 2
+    # the partials underneath keep the plain flatness under the old 0.35 threshold ...
+    assert feats["flatness"][near].max() < 0.35
+    # ... while what is new in those windows is noise
+    assert feats["onset_flatness"][near].max() > 0.3
+    assert feats["onset_flatness"][~near].max() < 0.01  # and the steady tone is tonal
+
+
+def test_onset_flatness_of_a_steady_tone_stays_tonal() -> None:
+    x = np.concatenate([np.zeros(4000, dtype=np.float32), _tone(0.25)])
+    feats = _features(Framer((3000.0, 7500.0), 0.0), x, [])
+    steady = feats["t"] > 0.3
+    assert steady.sum() > 20
+    assert np.all(feats["onset_flatness"][steady] < 0.05)
