@@ -43,6 +43,7 @@ __all__ = [
     "RATE",
     "SHUTTER_SOUNDS",
     "SOUNDS",
+    "Audio",
     "Clip",
     "Label",
     "Split",
@@ -148,9 +149,12 @@ def _load_cached(path: Path) -> Audio:
     return _resample(np.concatenate(parts), rate)
 
 
-def load_file(path: Path) -> Audio:
-    """A sound file (any format FFmpeg reads), decoded with PyAV, mono at 48 kHz, trimmed."""
+def load_file(path: Path, trim: bool = True) -> Audio:
+    """A sound file (any format FFmpeg reads), decoded with PyAV, mono at 48 kHz, trimmed of
+    leading and trailing silence unless ``trim`` is false."""
     x = _load_cached(Path(path))
+    if not trim:
+        return x.copy()
     loud = np.flatnonzero(np.abs(x) > 1e-4)
     return x[loud[0]: loud[-1] + 1].copy() if len(loud) else x.copy()
 

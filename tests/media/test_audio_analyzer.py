@@ -176,3 +176,25 @@ def test_onset_flatness_of_a_steady_tone_stays_tonal() -> None:
     steady = feats["t"] > 0.3
     assert steady.sum() > 20
     assert np.all(feats["onset_flatness"][steady] < 0.05)
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_corpus_loader_centres_8_bit_wav_and_scales_16_bit(tmp_path: Path, width: int) -> None:
+    """8-bit WAV samples are unsigned (128 is silence); Tux Paint's sounds are such files."""
+    import wave
+
+    from tests.media.corpus_audio import load_file
+
+    t = np.arange(11_025) / 11_025
+    wave_ = 0.5 * np.sin(2 * np.pi * 440 * t)
+    raw = (np.round(wave_ * 127 + 128).astype(np.uint8).tobytes() if width == 1
+           else np.round(wave_ * 32767).astype("<i2").tobytes())
+    path = tmp_path / "tone.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(width)
+        w.setframerate(11_025)
+        w.writeframes(raw)
+    x = load_file(path)
+    assert abs(float(np.mean(x))) < 0.01
+    assert float(np.max(np.abs(x))) == pytest.approx(0.5, abs=0.03)
