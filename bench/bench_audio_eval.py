@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -125,18 +125,24 @@ def fetch_other_sounds(into: Path) -> Path:
     """Download :data:`OTHER_PACKAGES` with ``apt-get download`` and unpack them with
     ``dpkg -x`` under ``into`` (nothing is installed). Returns the ``usr/share/sounds``
     directory; raises ``RuntimeError`` with the reason when apt cannot fetch them."""
+    _debian_packages(OTHER_PACKAGES, into)
+    return into / "root" / "usr" / "share" / "sounds"
+
+
+def _debian_packages(packages: Sequence[str], into: Path) -> None:
+    """``apt-get download`` ``packages`` into ``into/debs`` and unpack them under
+    ``into/root`` with ``dpkg -x`` (nothing is installed)."""
     if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
         raise RuntimeError("apt-get/dpkg not available")
     debs = into / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["apt-get", "download", *OTHER_PACKAGES], cwd=debs,
+    done = subprocess.run(["apt-get", "download", *packages], cwd=debs,
                           capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"apt-get download failed: {done.stderr.strip()[:200]}")
     for deb in debs.glob("*.deb"):
         subprocess.run(["dpkg", "-x", str(deb), str(into / "root")], check=True,
                        capture_output=True, timeout=120)
-    return into / "root" / "usr" / "share" / "sounds"
 
 
 def _clip_maker(seed: int) -> Callable[[Audio, bool, str], Clip]:
@@ -210,8 +216,6 @@ def fetch_study_sounds(into: Path) -> Path:
     ``into`` (unpacked, nothing installed). Raises ``RuntimeError`` when either fails."""
     if shutil.which("npm") is None:
         raise RuntimeError("npm not available")
-    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
-        raise RuntimeError("apt-get/dpkg not available")
     into.mkdir(parents=True, exist_ok=True)
     for spec in STUDY_NPM:
         done = subprocess.run(["npm", "pack", "--silent", spec], cwd=into, capture_output=True,
@@ -221,13 +225,7 @@ def fetch_study_sounds(into: Path) -> Path:
         name = spec.rsplit("@", 1)[0]
         with tarfile.open(into / done.stdout.strip().splitlines()[-1]) as tar:
             tar.extractall(into / name, filter="data")
-    done = subprocess.run(["apt-get", "download", *STUDY_DEBIAN], cwd=into,
-                          capture_output=True, text=True, timeout=300, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"apt-get download failed: {done.stderr.strip()[:200]}")
-    for deb in into.glob("*.deb"):
-        subprocess.run(["dpkg", "-x", str(deb), str(into / "root")], check=True,
-                       capture_output=True, timeout=120)
+    _debian_packages(STUDY_DEBIAN, into)
     return into
 
 
