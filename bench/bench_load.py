@@ -84,10 +84,11 @@ async def _serve_sidecar(port_file: Path, workdir: Path, synchronous: str) -> No
                               "SESSIONGUARD_DB_SYNCHRONOUS": "NORMAL" if memory else synchronous})
     limits = config.limits.model_copy(update={"rate_per_s": 1000.0, "burst": 1000})
     config = config.model_copy(update={"limits": limits})
-    if os.environ.get("SG_BENCH_GROUP_COMMIT_MS"):  # A/B runs of the group-commit linger
-        store = config.store.model_copy(
-            update={"group_commit_ms": float(os.environ["SG_BENCH_GROUP_COMMIT_MS"])})
-        config = config.model_copy(update={"store": store})
+    for variable, key in (("SG_BENCH_GROUP_COMMIT_MS", "group_commit_ms"),
+                          ("SG_BENCH_COMMIT_INTERVAL_MS", "commit_interval_ms")):
+        if os.environ.get(variable):  # A/B runs of the store's group-commit settings
+            store = config.store.model_copy(update={key: float(os.environ[variable])})
+            config = config.model_copy(update={"store": store})
     sidecar = Sidecar(config)
     def ready(port: int) -> None:
         port_file.write_text(str(port))

@@ -59,6 +59,9 @@ class StoreConfig(_Model):
     #: how long a write may wait for others to share its commit (and fsync): CPU per signal
     #: against latency. 0 commits whatever is queued at once.
     group_commit_ms: float = Field(default=10.0, ge=0, le=50)
+    #: commits start at most this often: under load, what arrives meanwhile (alerts too)
+    #: waits for the next commit and shares it; after a quiet spell a write commits at once.
+    commit_interval_ms: float = Field(default=10.0, ge=0, le=100)
 
 
 class Limits(_Model):

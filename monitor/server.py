@@ -173,7 +173,8 @@ class Sidecar:
             store = AsyncStore(SqliteStore(config.store.db,
                                            synchronous=config.store.synchronous),
                                registry=self.metrics.registry,
-                               linger_s=config.store.group_commit_ms / 1000)
+                               linger_s=config.store.group_commit_ms / 1000,
+                               commit_interval_s=config.store.commit_interval_ms / 1000)
         self.store = store
         self.media_factory = media_factory if config.media.enabled else None
         if webhooks is None and config.webhooks.urls:

@@ -244,3 +244,31 @@ async def test_a_large_hand_over_is_committed_in_bounded_transactions(db_path: P
     assert commits[0] == 4
     assert (await store.verify("s1")).ok and (await store.verify("s1")).checked == 35
     await store.aclose()
+
+
+async def test_commits_start_at_most_once_per_commit_interval(db_path: Path) -> None:
+    """Under load, alerts arriving while the last commit is recent wait for the next one and
+    share it; the first write after a quiet spell is committed at once."""
+    store = AsyncStore(db_path, commit_interval_s=0.3)
+    commits = count_commits(store)
+    assert await asyncio.wait_for(store.append_alert("s1", alert(1)), timeout=5) == 1
+    assert commits[0] == 1
+    pending = []
+    for i in range(2, 12):  # one alert every 5 ms, each in its own loop turn
+        pending.append(asyncio.ensure_future(store.append_alert("s1", alert(i))))
+        await asyncio.sleep(0.005)
+    seqs = await asyncio.wait_for(asyncio.gather(*pending), timeout=5)
+    assert seqs == list(range(2, 12))
+    # without the interval each alert is its own commit (10); with it they share one or two
+    assert commits[0] <= 3
+    assert (await store.verify("s1")).ok
+    await store.aclose()
+
+
+async def test_no_commit_interval_commits_each_loop_turn(db_path: Path) -> None:
+    store = AsyncStore(db_path, commit_interval_s=0.0)
+    commits = count_commits(store)
+    for i in range(1, 6):
+        await asyncio.wait_for(store.append_alert("s1", alert(i)), timeout=5)
+    assert commits[0] == 5
+    await store.aclose()
