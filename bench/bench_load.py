@@ -435,7 +435,8 @@ pauses do not count as the server's; each patient's alerting signals come at a r
 Latency: signal sent → alert received by the clinician. CPU and RSS are the server
 process's (RSS per session = growth from idle to loaded, divided by the sessions). The
 sidecar stores every signal and alert in SQLite (WAL, group commit) before acknowledging or
-delivering (alerts are committed at once, signals may wait up to 10 ms for company);
+delivering (alerts do not linger, signals may wait up to 10 ms for company, and commits
+start at most every 10 ms: `store.commit_interval_ms`);
 `sidecar-FULL` fsyncs every commit (the default, survives power loss), `sidecar-NORMAL`
 (`store.synchronous: NORMAL`) survives a killed process but not a power cut.
 
