@@ -17,6 +17,9 @@ low contrast and — documented for face detectors generally — on darker skin.
 then says ``lighting: poor`` and carries a note. ``no_person`` is worded as an observation
 about the picture ("no face detected"), never as something the patient did.
 
+A head tilted to one side is looked for only when no cascade found a face: the frontal
+cascade runs again on the picture turned by +/- ``tilt_degrees`` (20°).
+
 Known failure modes: faces turned more than about 45°, small faces (under
 ``min_face_frac`` of the width), masks and heavy shadows are missed; posters, photos and
 screens showing faces are counted as people.
@@ -178,9 +181,29 @@ class FaceDetector:
             mirrored = np.ascontiguousarray(eq[:, ::-1])
             side += [(int(width - x - w), int(y), int(w), int(h))
                      for x, y, w, h in self._profile.detectMultiScale(mirrored, **kw)]
+        if not frontal and not side and p.tilt_degrees > 0:
+            # a head tilted to one side (resting on a hand) defeats both cascades; this runs
+            # only when nothing else was found, so a visible face costs nothing extra
+            frontal = self._tilted(cast(Gray, eq), kw | {"minNeighbors": p.min_neighbors})
         self._last = self._update_tracks(work, _merge(frontal), _merge(frontal + side),
                                          profile_run)
         return self._last
+
+    def _tilted(self, eq: Gray, kw: dict[str, Any]) -> list[Box]:
+        """The frontal cascade on ``eq`` turned by +/- ``tilt_degrees`` about its centre; each
+        box found is turned back (its centre; the box keeps its size)."""
+        h, w = eq.shape[:2]
+        centre = (w / 2, h / 2)
+        found: list[Box] = []
+        for angle in (self.p.tilt_degrees, -self.p.tilt_degrees):
+            turn = cv2.getRotationMatrix2D(centre, angle, 1.0)
+            turned = cv2.warpAffine(eq, turn, (w, h), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)
+            back = cv2.invertAffineTransform(turn)
+            for x, y, bw, bh in self._frontal.detectMultiScale(turned, **kw):
+                cx, cy = (float(v) for v in back @ np.array([x + bw / 2, y + bh / 2, 1.0]))
+                found.append((round(cx - bw / 2), round(cy - bh / 2), int(bw), int(bh)))
+        return found
 
     def _update_tracks(self, work: Gray, frontal: list[Box], found: list[Box],
                        profile_run: bool) -> int:

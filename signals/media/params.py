@@ -51,6 +51,9 @@ class FaceParams(_Strict):
     scale_factor: float = Field(default=1.2, gt=1)
     min_neighbors: int = Field(default=5, ge=1)
     profile_min_neighbors: int = Field(default=3, ge=1)  # the profile cascade is weaker
+    # when no cascade finds a face, the frontal one runs again on the picture turned by
+    # +/- this many degrees (a head tilted to one side); 0 turns it off
+    tilt_degrees: float = Field(default=20.0, ge=0, le=45)
     extra_min_s: float = Field(default=2.0, ge=0)
     none_min_s: float = Field(default=3.0, ge=0)
     gap_s: float = Field(default=1.5, ge=0)               # a missed detection this short is bridged

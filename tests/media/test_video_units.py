@@ -255,8 +255,10 @@ class _ScriptedCascade:
 
     def __init__(self, script: list[list[tuple[int, int, int, int]]]) -> None:
         self.script = list(script)
+        self.calls = 0
 
     def detectMultiScale(self, img: np.ndarray, **kw: object) -> object:
+        self.calls += 1
         return self.script.pop(0)
 
 
@@ -269,7 +271,8 @@ def _tracker(script: list[list[tuple[int, int, int, int]]]) -> object:
     from signals.media.faces import FaceDetector
     from signals.media.params import FaceParams
 
-    det = FaceDetector(FaceParams(profile_every=0, track_hold_runs=2))
+    # tilt_degrees=0: the scripted cascade answers one call per run
+    det = FaceDetector(FaceParams(profile_every=0, track_hold_runs=2, tilt_degrees=0))
     det._frontal = _ScriptedCascade(script)  # type: ignore[assignment]
     return det
 
@@ -325,3 +328,39 @@ def test_tracking_follows_a_moving_face_between_runs() -> None:
     det.follow(shifted)  # type: ignore[attr-defined]
     x = det.tracks[0].box[0]  # type: ignore[attr-defined]
     assert abs(x - (_ASTRONAUT_BOX[0] + 24 * 240 / 384)) <= 1
+
+
+def _turned(gray: np.ndarray, angle: float) -> np.ndarray:
+    h, w = gray.shape
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    return cv2.warpAffine(gray, turn, (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+
+@pytest.mark.parametrize("angle", [-28.0, 28.0])
+def test_a_head_tilted_to_one_side_is_still_counted(angle: float) -> None:
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    tilted = _turned(_astronaut_gray(), angle)
+    assert FaceDetector(FaceParams(profile_every=0, tilt_degrees=0)).count(tilted) == 0
+    det = FaceDetector(FaceParams(profile_every=0))
+    assert det.count(tilted) == 1
+    # the box is turned back onto the face: its centre is where the face's centre went
+    h, w = tilted.shape
+    x, y, bw, bh = _ASTRONAUT_BOX
+    scale = w / 240  # _ASTRONAUT_BOX is at the 240-wide working size
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    cx, cy = turn @ np.array([(x + bw / 2) * scale, (y + bh / 2) * scale, 1.0])
+    tx, ty, tw, th = det.tracks[0].box
+    assert abs((tx + tw / 2) * scale - cx) < 0.25 * bw * scale
+    assert abs((ty + th / 2) * scale - cy) < 0.25 * bh * scale
+
+
+def test_the_tilted_search_runs_only_when_nothing_was_found() -> None:
+    det = _tracker([[_ASTRONAUT_BOX], [], [], []])
+    det.p = det.p.model_copy(update={"tilt_degrees": 20.0})  # type: ignore[attr-defined]
+    gray = _astronaut_gray()
+    assert det.count(gray) == 1  # type: ignore[attr-defined]
+    assert det._frontal.calls == 1  # type: ignore[attr-defined]
+    assert det.count(gray) == 0  # type: ignore[attr-defined]
+    assert det._frontal.calls == 4  # type: ignore[attr-defined]  # upright, +20, -20
