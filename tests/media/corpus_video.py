@@ -31,6 +31,7 @@ __all__ = [
     "Clip",
     "all_clips",
     "frames_to_bytes",
+    "photo_clip",
     "vp8_round_trip",
     "write_media_file",
 ]
@@ -138,6 +139,14 @@ def _flat(level: tuple[int, int, int], n: int, rng: np.random.Generator,
 
 def _secs(s: float) -> int:
     return round(s * FPS)
+
+
+def photo_clip(name: str, photo: Frame, seed: int, dur: float = 10.0,
+               labels: dict[str, list[tuple[float, float]]] | None = None) -> Clip:
+    """Any photograph (BGR, ideally 4:3) through the same seeded camera as the corpus's own:
+    drift, zoom and sensor noise, 320x240 at 10 fps."""
+    rng = np.random.default_rng(seed)
+    return Clip(name, _camera(photo, _secs(dur), rng, 3.0, move=0.7), dict(labels or {}))
 
 
 def clip_person(seed: int, who: str = "astronaut", dur: float = 8.0, noise: float = 3.0) -> Clip:
