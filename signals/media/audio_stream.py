@@ -80,20 +80,20 @@ class FrameFeatures:
     """Features of the frames a chunk completed (arrays of equal length per time base).
 
     Every :data:`HOP` (4 ms) an 8 ms Hann window: ``t`` (window centre, seconds from stream
-    start), ``high_db`` / ``full_db`` (band levels, dBFS), ``flatness`` (spectral
-    flatness in the high band, 0 tonal .. 1 white) and ``onset_flatness``: the flatness of what
-    is *new* in the window, its high-band power spectrum minus the larger of the two windows
-    8 and 12 ms before it (:data:`ONSET_LAGS`), bin by bin, where a bin that did not rise
-    counts as :data:`ONSET_FLOOR` of its power. A click over voiced speech or a chime keeps a
-    high onset flatness (the steady harmonics are taken away), while its plain flatness drops
-    with the harmonics underneath. Every :data:`BLOCK` (10 ms), for the noise floor:
-    ``block_t`` (block start) and ``block_db`` (level in dBFS, ``-inf`` for zeros).
+    start), ``high_db`` / ``full_db`` (band levels, dBFS) and ``onset_flatness``: the
+    spectral flatness (0 tonal .. 1 white) of what is *new* in the window, its high-band power
+    spectrum minus the larger of the two windows 8 and 12 ms before it (:data:`ONSET_LAGS`),
+    bin by bin, where a bin that did not rise counts as :data:`ONSET_FLOOR` of its power (with
+    a floor of 1 it is the window's plain flatness). A click over voiced speech or a chime
+    keeps a high onset flatness (the steady harmonics are taken away), while the window's
+    plain flatness drops with the harmonics underneath. Every :data:`BLOCK` (10 ms), for the
+    noise floor: ``block_t`` (block start) and ``block_db`` (level in dBFS, ``-inf`` for
+    zeros).
     """
 
     t: npt.NDArray[np.float64]
     high_db: npt.NDArray[np.float64]
     full_db: npt.NDArray[np.float64]
-    flatness: npt.NDArray[np.float64]
     onset_flatness: npt.NDArray[np.float64]
     block_t: npt.NDArray[np.float64]
     block_db: npt.NDArray[np.float64]
@@ -128,17 +128,16 @@ class Framer:
         if n <= 0:
             self._tail = buf
             empty = np.zeros(0)
-            return FrameFeatures(empty, empty, empty, empty, empty, block_t, block_db)
+            return FrameFeatures(empty, empty, empty, empty, block_t, block_db)
         frames = np.lib.stride_tricks.sliding_window_view(buf, WIN)[::HOP][:n]
         spec = np.abs(np.fft.rfft(frames * self._window, axis=1)) ** 2 / self._norm + 1e-14
         high = spec[:, self._high]
         high_db = 10 * np.log10(np.sum(high, axis=1))
         full_db = 10 * np.log10(np.sum(spec[:, self._full], axis=1))
-        flatness = _flatness(high)
         onset = _flatness(self._onset(high))
         t = self._t0 + (start + np.arange(n) * HOP + WIN / 2) / RATE
         self._tail = buf[n * HOP:]
-        return FrameFeatures(t, high_db, full_db, flatness, onset, block_t, block_db)
+        return FrameFeatures(t, high_db, full_db, onset, block_t, block_db)
 
     def _onset(self, high: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """What each window adds to the high band over the windows :data:`ONSET_LAGS` before
