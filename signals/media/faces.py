@@ -202,7 +202,11 @@ class FaceDetector:
             back = cv2.invertAffineTransform(turn)
             for x, y, bw, bh in self._frontal.detectMultiScale(turned, **kw):
                 cx, cy = (float(v) for v in back @ np.array([x + bw / 2, y + bh / 2, 1.0]))
-                found.append((round(cx - bw / 2), round(cy - bh / 2), int(bw), int(bh)))
+                # turned back, a box near a corner can stick out of the picture: keep it in
+                # (its picture becomes the tracking template)
+                bx = min(max(round(cx - bw / 2), 0), w - int(bw))
+                by = min(max(round(cy - bh / 2), 0), h - int(bh))
+                found.append((bx, by, int(bw), int(bh)))
         return found
 
     def _update_tracks(self, work: Gray, frontal: list[Box], found: list[Box],

@@ -364,3 +364,18 @@ def test_the_tilted_search_runs_only_when_nothing_was_found() -> None:
     assert det._frontal.calls == 1  # type: ignore[attr-defined]
     assert det.count(gray) == 0  # type: ignore[attr-defined]
     assert det._frontal.calls == 4  # type: ignore[attr-defined]  # upright, +20, -20
+
+
+def test_a_tilted_box_near_a_corner_is_kept_inside_the_picture() -> None:
+    # a box in the corner of the turned picture turns back to partly outside the upright
+    # one; it must stay inside, or its tracking template would be empty or wrapped around
+    det = _tracker([[], [(0, 0, 40, 40)], [(0, 0, 40, 40)]])
+    det.p = det.p.model_copy(update={"tilt_degrees": 20.0})  # type: ignore[attr-defined]
+    gray = _astronaut_gray()
+    assert det.count(gray) == 2  # type: ignore[attr-defined]
+    h, w = round(gray.shape[0] * 240 / gray.shape[1]), 240
+    for track in det.tracks:  # type: ignore[attr-defined]
+        x, y, bw, bh = track.box
+        assert x >= 0 and y >= 0 and x + bw <= w and y + bh <= h
+        assert track.template.shape == (bh, bw)
+    det.follow(gray)  # type: ignore[attr-defined]
