@@ -154,7 +154,9 @@ def fetch_photos(into: Path) -> dict[str, np.ndarray]:
                                   capture_output=True, text=True, timeout=600, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"pip download {spec} failed: {done.stderr.strip()[-200:]}")
-        archive = next(folder.iterdir())
+        archive = next(folder.iterdir(), None)
+        if archive is None:
+            raise RuntimeError(f"pip download {spec} left no file")
         if archive.suffix == ".whl":
             with zipfile.ZipFile(archive) as z:
                 data = z.read(member)
