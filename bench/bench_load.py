@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -205,6 +206,7 @@ async def _generate(kind: str, port: int, sessions: list[str], warmup: float, du
     received: set[tuple[str, int]] = set()
     connect_limit = asyncio.Semaphore(50)
     measuring = asyncio.Event()
+    window = [math.inf, math.inf]  # perf_counter bounds of the measurement
     stop = asyncio.Event()
 
     async def open_ws(url: str) -> Any:
@@ -230,7 +232,11 @@ async def _generate(kind: str, port: int, sessions: list[str], warmup: float, du
                     continue
                 received.add(key)
                 started = sent_alerting.get(key)
-                if started is not None and measuring.is_set():
+                # the alerts of signals sent within the window, whenever they arrive (the
+                # readers run on after it): an alert sent before it and read late because
+                # the generator was collecting its garbage as the window opened is not the
+                # server's latency, and a slow one sent just before the end still counts
+                if started is not None and window[0] <= started <= window[1]:
                     result.latencies_ms.append((time.perf_counter() - started) * 1000)
 
     async def patient(ws: Any, session: str) -> None:
@@ -291,9 +297,11 @@ async def _generate(kind: str, port: int, sessions: list[str], warmup: float, du
     gc.freeze()
     gc.disable()
     t0, cpu0 = time.perf_counter(), time.process_time()
+    window[0] = t0
     measuring.set()
     await asyncio.sleep(duration)
-    result.duration_s = time.perf_counter() - t0
+    window[1] = time.perf_counter()
+    result.duration_s = window[1] - t0
     result.generator_cpu_s = time.process_time() - cpu0
     gc.enable()
     measuring.clear()
