@@ -296,6 +296,9 @@ async def _generate(kind: str, port: int, sessions: list[str], warmup: float, du
     gc.collect()
     gc.freeze()
     gc.disable()
+    # That collection paused the generator (tens of ms): it then sent what it held back in a
+    # burst. Let the burst pass before the window opens.
+    await asyncio.sleep(_SETTLE_S)
     t0, cpu0 = time.perf_counter(), time.process_time()
     window[0] = t0
     measuring.set()
@@ -313,6 +316,10 @@ async def _generate(kind: str, port: int, sessions: list[str], warmup: float, du
     result.alerts_expected = len(acked_alerting)
     result.alerts_received = len(received & acked_alerting)
     return result
+
+
+#: seconds between the generators' last garbage collection and the start of the window
+_SETTLE_S = 1.0
 
 
 def _pin_to(cpus: set[int]) -> None:
@@ -355,7 +362,7 @@ def run_load(kind: str, patients: int, duration: float, rate: float, alert_every
                 pending = pool.map_async(_worker, [
                     (kind, port, chunk, warmup, duration, rate, alert_every, seed + i)
                     for i, chunk in enumerate(chunks)])
-                time.sleep(warmup + 0.5)
+                time.sleep(warmup + _SETTLE_S + 0.5)  # inside the generators' window
                 cpu0, t0 = _proc_cpu_s(proc.pid), time.perf_counter()
                 time.sleep(duration - 1.0)
                 cpu_s, wall = _proc_cpu_s(proc.pid) - cpu0, time.perf_counter() - t0
