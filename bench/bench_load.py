@@ -446,8 +446,10 @@ is stored) and {args.patients}
 clinician channels, one session each, for {args.duration:g} s after a warm-up; load generated
 by {args.workers} separate processes on the same {os.cpu_count()}-core machine
 ({placement}). The generators collect no garbage while measuring, so their own
-pauses do not count as the server's; each patient's alerting signals come at a random phase.
-Latency: signal sent → alert received by the clinician. CPU and RSS are the server
+pauses do not count as the server's (the window opens {_SETTLE_S:g} s after their last
+collection); each patient's alerting signals come at a random phase. Latency: signal
+sent → alert received by the clinician, for every alerting signal sent within the window.
+CPU and RSS are the server
 process's (RSS per session = growth from idle to loaded, divided by the sessions). The
 sidecar stores every signal and alert in SQLite (WAL, group commit) before acknowledging or
 delivering (alerts do not linger, signals may wait up to 10 ms for company, and commits
