@@ -28,11 +28,11 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypedDict, get_args
+from typing import Any, Literal, Protocol, TypedDict, cast, get_args
 
 from signals.errors import StorageError
 
@@ -41,6 +41,8 @@ __all__ = [
     "DEFAULT_RETENTION_MS",
     "GENESIS_HASH",
     "KINDS",
+    "AlertItem",
+    "AppendItem",
     "AuditStore",
     "Entry",
     "Kind",
@@ -193,6 +195,33 @@ def _target(url: str) -> str:
     return f"{scheme}://{rest.split('/', 1)[0].rsplit('@', 1)[-1]}"
 
 
+#: a plain append for :meth:`SqliteStore.write_many`: ``(session, kind, at, body)``
+AppendItem = tuple[str, str, int, dict[str, Any]]
+#: an alert for :meth:`SqliteStore.write_many`: ``(session, alert wire dict without seq,
+#: webhook URLs)``
+AlertItem = tuple[str, dict[str, Any], Sequence[str]]
+#: a checked write: ``(session, kind, at, body, body JSON, webhook URLs)``; an alert has URLs
+#: (maybe none) and its body JSON is made once it has its seq
+_Prepared = tuple[str, str, int, dict[str, Any], str, Sequence[str] | None]
+
+
+def _prepare(item: AppendItem | AlertItem) -> _Prepared:
+    """Check one write before the write lock is taken (an alert's body is encoded with its
+    seq, inside the transaction)."""
+    if len(item) == 4:
+        session, kind, at, body = item
+        if kind not in KINDS:
+            raise StorageError(f"unknown entry kind {kind!r}")
+        if not isinstance(at, int) or isinstance(at, bool):
+            raise StorageError("entry time must be epoch milliseconds as an int")
+        return (session, kind, at, body, canonical_json(body), None)
+    session, alert, urls = item
+    alert_at = alert.get("at")
+    if not isinstance(alert_at, int) or isinstance(alert_at, bool):
+        raise StorageError("alert needs an integer 'at' (epoch ms)")
+    return (session, "alert", alert_at, alert, "", urls)
+
+
 class SqliteStore:
     """The embedded audit store (stdlib ``sqlite3``). Thread-safe (one connection, one lock);
     every public method is one transaction. Reopening the same path resumes every chain and
@@ -220,10 +249,10 @@ class SqliteStore:
             raise StorageError(f"cannot open the audit store {str(path)!r}: {exc}") from exc
         self._lock = threading.RLock()
         self._closed = False
-        # Each session's (entry count, head hash), so an append needs no read. Valid only while
-        # no other connection has written: PRAGMA data_version tells (checked once per
-        # transaction); a rollback forgets it too.
-        self._heads: dict[str, tuple[int, str]] = {}
+        # Each session's (entry count, head hash, next alert seq), so a write needs no read.
+        # Valid only while no other connection has written: PRAGMA data_version tells (checked
+        # once per transaction); a rollback forgets it too.
+        self._heads: dict[str, tuple[int, str, int]] = {}
         self._data_version = -1
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -304,61 +333,113 @@ class SqliteStore:
         self.close()
 
     # -- the ledger -------------------------------------------------------------------------
+    def _write(self, db: sqlite3.Connection, items: Sequence[_Prepared]) -> list[Entry | int]:
+        """Chain ``items`` (checked by :func:`_prepare`) onto their sessions, in order, inside
+        the current transaction: each plain append's :class:`Entry`, each alert's ``seq``.
+
+        Every write of the ledger comes here, one item or a group commit's worth. The entries
+        go in with one ``executemany``; each session's head (``sessions`` row) is written
+        once, with its last state, after them, so a later statement in the transaction
+        reads it current. Until then the heads of this call live in ``batch``; the cached
+        heads it took are put back only once every statement has run (a failed statement
+        leaves them out, to be read again)."""
+        heads = self._heads
+        # (count, head hash, next alert seq, first at here, greatest at here), most recently
+        # written last
+        batch: dict[str, tuple[int, str, int, int, int]] = {}
+        rows: list[tuple[str, int, str, int, str, str, str, int | None]] = []
+        outbox: list[tuple[str, int, str, str, int, int]] = []
+        results: list[Entry | int] = []
+        for session, kind, at, body, body_json, urls in items:
+            state = batch.pop(session, None)
+            if state is None:
+                head = heads.pop(session, None)
+                if head is None:
+                    row = db.execute("SELECT count, head_hash, next_seq FROM sessions "
+                                     "WHERE session = ?", (session,)).fetchone()
+                    head = ((0, GENESIS_HASH, 1) if row is None
+                            else (int(row[0]), str(row[1]), int(row[2])))
+                index, prev, next_seq = head
+                first_at = last_at = at
+            else:
+                index, prev, next_seq, first_at, last_at = state
+                last_at = max(last_at, at)
+            if urls is None:  # a plain append
+                seq = None
+            else:  # an alert: its body is the wire dict with the session's next seq
+                seq = next_seq
+                next_seq += 1
+                body = {**body, "seq": seq}
+                body_json = canonical_json(body)
+                outbox.extend((session, seq, url, body_json, at, at) for url in urls)
+            digest = entry_hash(session, index, kind, at, body_json, prev)
+            rows.append((session, index, kind, at, body_json, prev, digest, seq))
+            results.append({"session": session, "index": index, "kind": kind, "at": at,
+                            "body": body, "prev_hash": prev, "hash": digest}
+                           if seq is None else seq)
+            batch[session] = (index + 1, digest, next_seq, first_at, last_at)
+        db.executemany("INSERT INTO entries (session, idx, kind, at, body, prev_hash, hash, seq) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        # One entry at a time, first_at was the first entry's at (it only counts when the
+        # row is new) and last_at grew to the greatest at: the same with one write each.
+        db.executemany("INSERT INTO sessions (session, count, head_hash, next_seq, first_at, "
+                       "last_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session) DO UPDATE SET "
+                       "count = excluded.count, head_hash = excluded.head_hash, "
+                       "next_seq = excluded.next_seq, last_at = MAX(last_at, excluded.last_at)",
+                       [(session, *state) for session, state in batch.items()])
+        if outbox:
+            db.executemany("INSERT INTO outbox (session, seq, url, body, next_at, created_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", outbox)
+        for session, (count, digest, next_seq, _, _) in batch.items():
+            heads[session] = (count, digest, next_seq)
+        while len(heads) > _HEAD_CACHE:  # bounded: drop the least recently written
+            del heads[next(iter(heads))]
+        return results
+
     def _append(self, db: sqlite3.Connection, session: str, kind: str, at: int,
-                body_json: str, seq: int | None = None,
-                body: dict[str, Any] | None = None) -> Entry:
-        if kind not in KINDS:
-            raise StorageError(f"unknown entry kind {kind!r}")
-        if not isinstance(at, int) or isinstance(at, bool):
-            raise StorageError("entry time must be epoch milliseconds as an int")
-        head = self._heads.pop(session, None)  # re-inserted below: most recent last
-        if head is None:
-            row = db.execute("SELECT count, head_hash FROM sessions WHERE session = ?",
-                             (session,)).fetchone()
-            head = (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
-        index, prev = head
-        digest = entry_hash(session, index, kind, at, body_json, prev)
-        db.execute("INSERT INTO entries (session, idx, kind, at, body, prev_hash, hash, seq) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (session, index, kind, at, body_json, prev, digest, seq))
-        db.execute("INSERT INTO sessions (session, count, head_hash, next_seq, first_at, last_at) "
-                   "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (session) DO UPDATE SET "
-                   "count = excluded.count, head_hash = excluded.head_hash, "
-                   "last_at = MAX(last_at, excluded.last_at)",
-                   (session, index + 1, digest, at, at))
-        self._heads[session] = (index + 1, digest)
-        if len(self._heads) > _HEAD_CACHE:  # bounded: drop the least recently written
-            del self._heads[next(iter(self._heads))]
-        return Entry(session=session, index=index, kind=kind, at=at,
-                     body=json.loads(body_json) if body is None else body, prev_hash=prev,
-                     hash=digest)
+                body: dict[str, Any]) -> Entry:
+        return cast(Entry, self._write(db, [_prepare((session, kind, at, body))])[0])
 
     def append(self, session: str, kind: str, at: int, body: dict[str, Any]) -> Entry:
         """Append one entry to ``session``'s chain and return it (with index and hash)."""
-        body_json = canonical_json(body)
+        item = _prepare((session, kind, at, body))
         with self.transaction() as db:
-            return self._append(db, session, kind, at, body_json, body=body)
+            return cast(Entry, self._write(db, [item])[0])  # an append gives its entry
+
+    def append_many(self, items: Iterable[AppendItem]) -> list[Entry]:
+        """:meth:`append` each ``(session, kind, at, body)`` in order, in one transaction,
+        and return their entries: the same rows, hashes and entries as one by one, with
+        fewer statements (see :meth:`write_many`). All or nothing: a bad item (unknown kind,
+        ``at`` not an int, a body that is not plain JSON) fails the call before anything is
+        written."""
+        return cast(list[Entry], self.write_many(list(items)))  # appends give entries
+
+    def write_many(self, items: Sequence[AppendItem | AlertItem]) -> list[Entry | int]:
+        """Plain appends ``(session, kind, at, body)`` and alerts ``(session, alert,
+        webhook_urls)`` in order, in one transaction: each append's entry, each alert's
+        ``seq``, exactly as :meth:`append` and :meth:`append_alert` one by one would store
+        and return them. The writer thread of :class:`~monitor.store_async.AsyncStore`
+        hands it each run of such calls in a group commit: one ``executemany`` for the
+        entries and one head write per session instead of two to four statements and a
+        nested transaction per entry.
+
+        All or nothing: one bad item fails the whole call (a bad append before anything is
+        written; an alert whose body is not plain JSON, inside the transaction)."""
+        prepared = [_prepare(item) for item in items]
+        if not prepared:
+            return []
+        with self.transaction() as db:
+            return self._write(db, prepared)
 
     def append_alert(self, session: str, alert: dict[str, Any],
                      webhook_urls: Sequence[str] = ()) -> int:
         """Give ``alert`` (the wire dict, without ``seq``) the session's next ``seq``, store it
         as an ``alert`` entry and queue it for every webhook URL, all in one transaction.
         Returns the seq. The entry's ``at`` is the alert's ``at``."""
-        at = alert.get("at")
-        if not isinstance(at, int) or isinstance(at, bool):
-            raise StorageError("alert needs an integer 'at' (epoch ms)")
+        item = _prepare((session, alert, tuple(webhook_urls)))
         canonical_json(alert)  # fail before taking the write lock
         with self.transaction() as db:
-            row = db.execute("SELECT next_seq FROM sessions WHERE session = ?",
-                             (session,)).fetchone()
-            seq = 1 if row is None else int(row[0])
-            wire = {**alert, "seq": seq}
-            body_json = canonical_json(wire)
-            self._append(db, session, "alert", at, body_json, seq=seq)
-            db.execute("UPDATE sessions SET next_seq = ? WHERE session = ?", (seq + 1, session))
-            for url in webhook_urls:
-                self._enqueue(db, session, seq, url, body_json, at)
-            return seq
+            return cast(int, self._write(db, [item])[0])  # an alert gives its seq
 
     def alerts_after(self, session: str, seq: int) -> list[dict[str, Any]]:
         """The alert wire dicts of ``session`` with ``seq`` greater than ``seq``, in order."""
@@ -494,7 +575,7 @@ class SqliteStore:
                        "last_status = ?, last_error = NULL WHERE id = ?", (now, status, item_id))
             body = {"channel": "webhook", "target": _target(url), "seq": seq,
                     "status": status, "attempts": attempts + 1}
-            self._append(db, session, "delivery", now, canonical_json(body))
+            self._append(db, session, "delivery", now, body)
 
     def reschedule(self, item_id: int, next_at: int, error: str,
                    status: int | None = None) -> int:
@@ -521,7 +602,7 @@ class SqliteStore:
             body = {"channel": "webhook", "target": _target(url), "seq": seq,
                     "status": status, "attempts": attempts + 1, "abandoned": True,
                     "error": error[:200]}
-            self._append(db, session, "delivery", now, canonical_json(body))
+            self._append(db, session, "delivery", now, body)
 
     def outbox(self, session: str | None = None) -> list[dict[str, Any]]:
         """Every outbox row (delivered, pending or abandoned), for reports and tests."""

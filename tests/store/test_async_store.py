@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.store import SqliteStore
+from monitor.store import AlertItem, AppendItem, SqliteStore
 from monitor.store_async import AsyncStore
 from signals.errors import StorageError
 from tests.store.conftest import alert
@@ -48,13 +48,13 @@ async def test_concurrent_alerts_get_unique_contiguous_seqs(db_path: Path) -> No
 async def test_writes_run_on_the_store_thread(db_path: Path) -> None:
     store = AsyncStore(db_path)
     seen: list[str] = []
-    original = store.store.append
+    original = store.store.write_many  # appends reach the store through it
 
     def spy(*args: object, **kwargs: object) -> object:
         seen.append(threading.current_thread().name)
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    store.store.append = spy  # type: ignore[method-assign,assignment]
+    store.store.write_many = spy  # type: ignore[method-assign,assignment]
     await store.append("s1", "status", 1, {"blind": False})
     assert seen == ["sessionguard-store"] != [threading.current_thread().name]
     await store.aclose()
@@ -274,4 +274,95 @@ async def test_no_commit_interval_commits_each_loop_turn(db_path: Path) -> None:
     for i in range(1, 6):
         await asyncio.wait_for(store.append_alert("s1", alert(i)), timeout=5)
     assert commits[0] == 5
+    await store.aclose()
+
+
+async def test_appends_and_alerts_of_one_group_match_one_by_one(db_path: Path,
+                                                                 tmp_path: Path) -> None:
+    """A hand-over mixing sessions, appends and alerts (with webhooks) is one commit, and
+    stores exactly what the same calls one by one on a plain store do."""
+    items: list[AppendItem | AlertItem] = []
+    for i in range(40):
+        session = f"s{i % 3}"
+        items.append((session, "signal", 1000 - i, {"i": i, "q": "\"\\\n"}))
+        if i % 6 == 2:
+            items.append((session, alert(2000 + i), ("http://h/x",)))
+    store = AsyncStore(db_path)
+    await store.append("s0", "status", 1, {"before": True})  # a cached head
+    commits = count_commits(store)
+    results = await asyncio.gather(*(
+        store.append(*item) if len(item) == 4 else store.append_alert(*item) for item in items))
+    assert commits[0] == 1
+    with SqliteStore(tmp_path / "reference.db") as reference:
+        reference.append("s0", "status", 1, {"before": True})
+        expected = [reference.append(*item) if len(item) == 4 else reference.append_alert(*item)
+                    for item in items]
+        assert list(results) == expected
+        for session in ("s0", "s1", "s2"):
+            assert await store.entries(session) == reference.entries(session)
+            assert (await store.verify(session)).ok
+        assert [(r["session"], r["seq"], r["url"]) for r in await store.outbox()] == [
+            (r["session"], r["seq"], r["url"]) for r in reference.outbox()]
+    await store.aclose()
+
+
+async def test_a_bad_item_in_a_batch_fails_alone(db_path: Path, tmp_path: Path) -> None:
+    """Appends and alerts of one group go to the database in one call; when one of them is
+    bad the group is replayed one write at a time, and only the bad ones fail."""
+    store = AsyncStore(db_path)
+    results = await asyncio.gather(
+        store.append("s1", "signal", 1, {"n": 1}),
+        store.append("s2", "signal", 1, {"n": 1}),
+        store.append_alert("s1", alert(2)),
+        store.append("s1", "nonsense", 3, {}),  # bad kind: fails before the transaction
+        store.append("s2", "signal", 4, {"n": {1, 2}}),  # not JSON
+        store.append_alert("s2", alert(5, extra={1, 2})),  # not JSON once it has its seq
+        store.append_alert("s1", {"type": "alert"}),  # no at
+        store.append("s2", "signal", 6, {"n": 6}),
+        store.append_alert("s2", alert(7)),
+        store.append("s1", "signal", 8, {"n": 8}),
+        return_exceptions=True)
+    bad = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+    assert bad == [3, 4, 5, 6]
+    assert all(isinstance(results[i], StorageError) for i in bad)
+    assert (results[2], results[8]) == (1, 1)  # seqs contiguous: the bad alert took none
+    with SqliteStore(tmp_path / "reference.db") as reference:
+        reference.append("s1", "signal", 1, {"n": 1})
+        reference.append("s2", "signal", 1, {"n": 1})
+        reference.append_alert("s1", alert(2))
+        reference.append("s2", "signal", 6, {"n": 6})
+        reference.append_alert("s2", alert(7))
+        reference.append("s1", "signal", 8, {"n": 8})
+        for session in ("s1", "s2"):
+            assert await store.entries(session) == reference.entries(session)
+            assert (await store.verify(session)).ok
+    await store.aclose()
+
+
+async def test_a_write_between_batched_appends_sees_their_heads(db_path: Path) -> None:
+    """Other writes keep their place between runs of appends, and find the heads the run
+    before them wrote, even with no head cached (read from the ``sessions`` table)."""
+    store = AsyncStore(db_path)
+    commits = count_commits(store)
+    seen: list[tuple[int, int]] = []
+
+    def between(s: SqliteStore) -> int:
+        seen.append(s._db.execute("SELECT count, next_seq FROM sessions WHERE session = 's1'"
+                                  ).fetchone())
+        s.forget_heads()
+        return s.append("s1", "status", 4, {"between": True})["index"]
+
+    async def write_between() -> int:
+        return await store._submit(between, True)
+
+    results = await asyncio.gather(
+        store.append("s1", "signal", 1, {}), store.append_alert("s1", alert(2)),
+        store.append("s2", "signal", 3, {}), write_between(),
+        store.append("s1", "signal", 5, {}), store.append_alert("s1", alert(6)))
+    assert commits[0] == 1
+    assert seen == [(2, 2)] and results[3] == 2
+    assert results[5] == 2 and results[4]["index"] == 3
+    assert [e["kind"] for e in await store.entries("s1")] == [
+        "signal", "alert", "status", "signal", "alert"]
+    assert (await store.verify("s1")).ok and (await store.verify("s2")).ok
     await store.aclose()
