@@ -116,6 +116,9 @@ _UNSETTLED = "delivered_at IS NULL AND abandoned_at IS NULL"
 #: bytes the write-ahead log file is cut back to when it restarts (it may grow past this
 #: between checkpoints under heavy load)
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: one webhook delivery queued: (session, seq, url, body JSON, due at, created at)
+_OUTBOX_INSERT = ("INSERT INTO outbox (session, seq, url, body, next_at, created_at) "
+                  "VALUES (?, ?, ?, ?, ?, ?)")
 #: chain heads kept in memory; beyond this the least recently written are read again
 _HEAD_CACHE = 10_000
 
@@ -388,8 +391,7 @@ class SqliteStore:
                        "next_seq = excluded.next_seq, last_at = MAX(last_at, excluded.last_at)",
                        [(session, *state) for session, state in batch.items()])
         if outbox:
-            db.executemany("INSERT INTO outbox (session, seq, url, body, next_at, created_at) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", outbox)
+            db.executemany(_OUTBOX_INSERT, outbox)
         for session, (count, digest, next_seq, _, _) in batch.items():
             heads[session] = (count, digest, next_seq)
         while len(heads) > _HEAD_CACHE:  # bounded: drop the least recently written
@@ -521,8 +523,7 @@ class SqliteStore:
     # -- the webhook outbox -----------------------------------------------------------------
     def _enqueue(self, db: sqlite3.Connection, session: str, seq: int | None, url: str,
                  body_json: str, now: int) -> int:
-        cur = db.execute("INSERT INTO outbox (session, seq, url, body, next_at, created_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", (session, seq, url, body_json, now, now))
+        cur = db.execute(_OUTBOX_INSERT, (session, seq, url, body_json, now, now))
         return int(cur.lastrowid or 0)
 
     def enqueue(self, session: str, url: str, body: dict[str, Any], now: int) -> int:
