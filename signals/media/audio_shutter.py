@@ -45,6 +45,9 @@ __all__ = ["SIGNAL", "ShutterDetector", "row_percentile"]
 
 SIGNAL = "audio.shutter"
 _FRAME_S = 0.004
+# The click-band level taken for the time before a stream's first frame: below anything a
+# frame measures (digital silence measures about -124 dBFS there).
+_SILENCE_DB = -140.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +83,24 @@ class ShutterDetector:
         self._look = params.decay_frames
         self._clicks: list[_Click] = []
         self._decided_until = -1.0  # clicks up to this time belong to decided clusters
-        self.reset()
+        self.reset(stream_start=True)
 
-    def reset(self) -> None:
-        """Forget the frame context (a gap in the stream); pending clicks are kept."""
-        empty = np.zeros(0)
-        self._t, self._high, self._full, self._flat = empty, empty, empty, empty
-        self._evaluated = self._ctx  # index in the buffers of the next frame to evaluate
+    def reset(self, stream_start: bool = False) -> None:
+        """Forget the frame context (a gap in the stream); pending clicks are kept.
+
+        After a gap, frames are judged once ``context_frames`` new ones are there to judge
+        them against. At a stream's start nothing came before it: the time before is taken
+        as silence, as when a file is played, so a file that opens with a shutter is judged
+        as the same sound would be after a quiet moment. The stream's first frame is not
+        judged: its window straddles the start, where a sound cut off mid-way would look
+        like an onset."""
+        ctx = self._ctx if stream_start else 0
+        self._t = np.zeros(ctx)  # never read: only frames after the context become clicks
+        self._high = np.full(ctx, _SILENCE_DB)
+        self._full = np.full(ctx, _SILENCE_DB)
+        self._flat = np.zeros(ctx)
+        # index in the buffers of the next frame to evaluate
+        self._evaluated = self._ctx + 1 if stream_start else self._ctx
 
     def push(self, f: FrameFeatures) -> list[Detection]:
         if not self.p.enabled or len(f) == 0:

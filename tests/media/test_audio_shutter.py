@@ -16,8 +16,10 @@ from tests.media.corpus_audio import (
     DISTRACTOR_SOUNDS,
     RATE,
     SHUTTER_SOUNDS,
+    SOUNDS,
     Clip,
     keyboard_typing,
+    load_file,
     load_sound,
     room_noise,
     shutter_clip,
@@ -110,6 +112,59 @@ def test_detection_does_not_depend_on_chunk_size() -> None:
     assert len([d for d in reference if d.signal == "audio.shutter"]) == 1
     for chunk in (441, 1234, 48_000):
         assert run(clip.samples, chunk=chunk) == reference
+
+
+def _sound_file(name: str) -> np.ndarray:
+    """A theme sound as its file holds it, untrimmed (camera-shutter.oga opens with 61 ms of
+    digital silence, less than the 160 ms of context a click is judged against)."""
+    return load_file(SOUNDS / f"{name}.oga", trim=False)
+
+
+def test_shutter_at_the_start_of_a_stream_fires() -> None:
+    # `sessionguard analyze camera-shutter.oga`: the stream opens with the shutter; the time
+    # before a stream is taken as silence, as a player would play the file
+    x = _sound_file("camera-shutter")
+    found = [d for d in run(x) if d.signal == "audio.shutter"]
+    assert len(found) == 1, found
+    assert 0.06 <= found[0].t <= 0.2
+    # the same, for every way of cutting the stream into chunks
+    for chunk in (441, 1234, 48_000):
+        assert run(x, chunk=chunk) == run(x)
+
+
+def test_shutter_at_the_start_is_judged_as_after_a_quiet_moment() -> None:
+    rng = np.random.default_rng(4)
+    shot = load_sound("camera-shutter") * 0.3
+    quiet = np.zeros(RATE, dtype=np.float32)
+    at_start = [d for d in run(shot) if d.signal == "audio.shutter"]
+    later = [d for d in run(np.concatenate([quiet, shot])) if d.signal == "audio.shutter"]
+    assert len(at_start) == len(later) == 1
+    # the same clicks; only their rise differs (above silence either way, by > 50 dB)
+    start_ev, later_ev = dict(at_start[0].evidence), dict(later[0].evidence)
+    assert min(start_ev.pop("rise_db"), later_ev.pop("rise_db")) > 50
+    assert start_ev == later_ev
+    assert at_start[0].t == pytest.approx(later[0].t - 1.0, abs=0.005)
+    # a stream that opens in the middle of a loud sound is not a click at its first frame:
+    # a steady noise burst cut at sample 0 raises nothing
+    burst = (rng.normal(0, 0.1, RATE)).astype(np.float32)
+    assert [d for d in run(burst) if d.signal == "audio.shutter"] == []
+
+
+def test_after_a_gap_clicks_wait_for_new_context() -> None:
+    # a jump in the stream's time restarts the framing: the frames after it are judged only
+    # once 160 ms of new ones are there (what came in between is unknown, not silence)
+    shot = load_sound("camera-shutter") * 0.3
+    analyzer = AudioAnalyzer()
+    rng = np.random.default_rng(8)
+    lead = room_noise(RATE, rng, -60.0)
+    out: list[Detection] = []
+    for i in range(0, len(lead), 960):
+        out.extend(analyzer.push(lead[i:i + 960], RATE, i / RATE))
+    resumed = shot.astype(np.float32)
+    for i in range(0, len(resumed), 960):
+        out.extend(analyzer.push(resumed[i:i + 960], RATE, 5.0 + i / RATE))
+    out.extend(analyzer.finish(5.0 + len(resumed) / RATE))
+    assert [d for d in out if d.signal == "audio.shutter"] == []
 
 
 def test_disabled_shutter_reports_nothing() -> None:
