@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from monitor.allocator import keep_freed_memory
 from monitor.mediafile import AudioItem, VideoItem, decode, probe
+from signals.errors import MediaError
 from signals.media.detection import Detection
 from signals.media.params import MediaParams, load_media_params
 from signals.media.video import VideoAnalyzer
@@ -52,6 +53,13 @@ class AnalyzeResult:
     duration: float = 0.0
     video_frames: int = 0
     audio_chunks: int = 0
+    #: the duration the file declares, when decoding stopped well before it (a truncated or
+    #: damaged file: ``duration`` is what could be decoded)
+    declared: float | None = None
+
+
+#: decoding that stops more than this short of the declared duration (and 5 % of it) is reported
+_SHORT_BY_S = 1.0
 
 
 def analyze_file(
@@ -83,7 +91,13 @@ def analyze_file(
             last = max(last, item.t + len(item.samples) / max(item.rate, 1))
         if progress is not None and info.duration:
             progress(min(1.0, item.t / info.duration))
+    if not result.video_frames and not result.audio_chunks:
+        raise MediaError(f"{path}: no audio or video could be decoded from it "
+                         "(an empty, truncated or damaged file?)")
     end = max(last, info.duration or 0.0)
+    if info.duration and info.duration - last > max(_SHORT_BY_S, 0.05 * info.duration):
+        # the file ends early: what follows would be judged on nothing
+        end, result.declared = last, info.duration
     if progress is not None:
         progress(1.0)
     for analyzer in (v, a):
@@ -151,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.done()
+    if result.declared is not None:
+        sys.stderr.write(f"sessionguard analyze: note: decoding stopped at "
+                         f"{result.duration:.1f} s of the {result.declared:.1f} s {args.file} "
+                         "declares; the rest is missing or damaged and was not analysed\n")
     out = sys.stdout
     if args.json:
         for d in result.detections:

@@ -138,6 +138,41 @@ def test_truncated_file_does_not_crash(webm: Path, tmp_path: Path,
         json.loads(line)
 
 
+def test_a_file_cut_short_is_analysed_as_far_as_it_goes(webm: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    # the header still declares the whole duration; episodes must not be stretched to it
+    declared = probe(webm).duration
+    assert declared is not None and declared > 5
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(webm.read_bytes()[: webm.stat().st_size // 2])
+    result = analyze_file(cut)
+    assert result.declared == pytest.approx(declared)
+    assert 0 < result.duration < declared - 1
+    assert all(d.end is not None and d.end <= result.duration + 1e-6
+               for d in result.detections)
+    assert main(["analyze", str(cut)]) == 0
+    err = capsys.readouterr().err
+    assert f"decoding stopped at {result.duration:.1f} s of the {declared:.1f} s" in err
+    assert err.count("\n") == 1
+    # a whole file declares what it holds: no note
+    assert analyze_file(webm).declared is None
+    assert main(["analyze", str(webm)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_file_with_nothing_decodable_is_an_error(webm: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # the container header is there, no frame is: "no media signals in 0 s" would mislead
+    head = tmp_path / "head.webm"
+    head.write_bytes(webm.read_bytes()[:600])
+    with pytest.raises(MediaError, match="no audio or video could be decoded"):
+        analyze_file(head)
+    assert main(["analyze", str(head)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sessionguard analyze: ") and "\n" not in err
+
+
 def test_progress_bar_on_a_terminal(webm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     class Tty(io.StringIO):
         def isatty(self) -> bool:
