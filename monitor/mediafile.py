@@ -155,27 +155,53 @@ def gray_picture(frame: av.VideoFrame, max_width: int | None = None) -> npt.NDAr
     else:
         arr = frame.to_ndarray(format="gray")
         limited = False
-    arr = _fit(arr, max_width)
+    turns = _quarter_turns(frame)
+    arr = _fit(arr, max_width, turns)
     if limited:
-        return np.ascontiguousarray(cv2.LUT(arr, _LIMITED_TO_FULL), dtype=np.uint8)
-    return np.array(arr, dtype=np.uint8, order="C")  # a copy: the decoder reuses its buffers
+        arr = cv2.LUT(arr, _LIMITED_TO_FULL)
+    elif not turns:
+        return np.array(arr, dtype=np.uint8, order="C")  # a copy: the decoder reuses its buffers
+    return _upright(arr, turns)
 
 
 def bgr_picture(frame: av.VideoFrame, max_width: int | None = None) -> npt.NDArray[np.uint8]:
     """The frame in colour (BGR ``uint8``, a new array), downscaled by area averaging to at
     most ``max_width``: for analyzers that need colour (``wants_colour``)."""
-    arr = _fit(frame.to_ndarray(format="bgr24"), max_width)
-    return np.array(arr, dtype=np.uint8, order="C")
+    turns = _quarter_turns(frame)
+    arr = _fit(frame.to_ndarray(format="bgr24"), max_width, turns)
+    if not turns:
+        return np.array(arr, dtype=np.uint8, order="C")
+    return _upright(arr, turns)
 
 
-def _fit(arr: npt.NDArray[Any], max_width: int | None) -> npt.NDArray[Any]:
-    """Downscale to at most ``max_width`` (even height), by OpenCV's area averaging, which
-    is faster here than swscale's scaler."""
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """How many quarter turns counter-clockwise show the frame upright (0..3): a phone's
+    recording stores the sensor's landscape pictures with a display rotation (its display
+    matrix) instead of turning them. A face lying on its side is not found, so the detectors
+    get the picture as a player would show it. Mirroring and other angles are ignored."""
+    angle = getattr(frame, "rotation", 0) or 0
+    return round(float(angle) / 90) % 4
+
+
+def _upright(arr: npt.NDArray[Any], turns: int) -> npt.NDArray[np.uint8]:
+    return np.ascontiguousarray(np.rot90(arr, turns), dtype=np.uint8)
+
+
+def _fit(arr: npt.NDArray[Any], max_width: int | None, turns: int = 0) -> npt.NDArray[Any]:
+    """Downscale, by OpenCV's area averaging (faster here than swscale's scaler), so that
+    the picture once upright (``turns`` quarter turns) is at most ``max_width`` wide (even
+    sides, not turned yet)."""
     h, w = arr.shape[:2]
-    if max_width is None or w <= max_width:
+    sideways = turns % 2 == 1
+    across = h if sideways else w  # the side that becomes the upright picture's width
+    if max_width is None or across <= max_width:
         return arr
-    nh = max(2, round(h * max_width / w / 2) * 2)
-    return cv2.resize(arr, (max_width, nh), interpolation=cv2.INTER_AREA)
+    scale = max_width / across
+    if sideways:
+        size = (max(2, round(w * scale / 2) * 2), max_width)
+    else:
+        size = (max_width, max(2, round(h * scale / 2) * 2))
+    return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
 
 
 def _mono(frame: av.AudioFrame) -> npt.NDArray[np.float32]:

@@ -11,6 +11,7 @@ memory, as a WebRTC call would.
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -319,3 +320,23 @@ def write_media_file(path: Path, frames: list[Frame], fmt: str, vcodec: str, aco
         for stream in (vs, a_s):
             for pkt in stream.encode():
                 out.mux(pkt)
+
+
+def set_display_rotation(mp4: bytes, degrees: int) -> bytes:
+    """``mp4`` with its first track's display matrix (ISO/IEC 14496-12 ``tkhd``) set to turn
+    the stored pictures ``degrees`` clockwise for display (90, 180 or 270), as a phone held
+    upright stores its sensor's landscape pictures. FFmpeg reads it back as the frames'
+    display matrix (PyAV: ``VideoFrame.rotation``, counter-clockwise, so 90 reads as -90)."""
+    one = 0x10000
+    a, b, c, d = {90: (0, one, -one, 0), 180: (-one, 0, 0, -one),
+                  270: (0, -one, one, 0)}[degrees]
+    at = mp4.find(b"tkhd")
+    if at < 0:
+        raise ValueError("no track header (tkhd) in the file")
+    version = mp4[at + 4]
+    # after the type: version+flags, times, track id, reserved, duration (wider in version
+    # 1), reserved (8), layer, alternate group, volume, reserved (2 bytes each)
+    start = at + 4 + 4 + (8 + 8 + 4 + 4 + 8 if version == 1 else 4 + 4 + 4 + 4 + 4) + 8 + 8
+    matrix = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 0x40000000)
+    return mp4[:start] + matrix + mp4[start + 36:]
+

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -108,6 +109,51 @@ def test_decoder_downscales_and_times_frames(tmp_path: Path) -> None:
     assert not any(isinstance(i, AudioItem) for i in items)
     skipped = list(decode(path, want_video=lambda t: t >= 0.5))
     assert len(skipped) == 5
+
+
+@pytest.fixture(scope="module")
+def sideways(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[np.ndarray]]:
+    """Two people, stored turned a quarter counter-clockwise as a phone held upright stores
+    them: once with the display rotation that turns them back, once without it."""
+    upright = corpus.clip_two_people(3, dur=8.0).frames
+    stored = [np.ascontiguousarray(np.rot90(f)) for f in upright]
+    folder = tmp_path_factory.mktemp("phone")
+    plain = folder / "sideways.mp4"
+    write_av(plain, stored, "mp4", "libx264", "aac")
+    phone = folder / "phone.mp4"
+    phone.write_bytes(corpus.set_display_rotation(plain.read_bytes(), 90))
+    return phone, plain, upright
+
+
+def test_a_phone_recording_is_analysed_upright(
+        sideways: tuple[Path, Path, list[np.ndarray]]) -> None:
+    phone, plain, upright = sideways
+    pictures = [i for i in decode(phone, audio=False) if isinstance(i, VideoItem)]
+    assert pictures and all(i.frame.shape == (240, 320) for i in pictures)
+    assert all(i.frame.flags["C_CONTIGUOUS"] for i in pictures)
+    first = cv2.cvtColor(upright[0], cv2.COLOR_BGR2GRAY).astype(np.float64)
+    assert np.corrcoef(first.ravel(), pictures[0].frame.astype(np.float64).ravel())[0, 1] > 0.95
+    colour = [i for i in decode(phone, audio=False, colour=True) if isinstance(i, VideoItem)]
+    assert colour[0].frame.shape == (240, 320, 3)
+    # without the display rotation the pictures stay as stored: nothing is turned blindly
+    stored = [i for i in decode(plain, audio=False) if isinstance(i, VideoItem)]
+    assert stored[0].frame.shape == (320, 240)
+    # two faces lying on their side are no face at all; upright, they are two people
+    assert {d.signal for d in analyze_file(plain).detections} == {"video.no_person"}
+    assert {d.signal for d in analyze_file(phone).detections} == {"video.extra_person"}
+
+
+def test_a_turned_picture_is_fitted_by_its_upright_width(tmp_path: Path) -> None:
+    stored = [np.ascontiguousarray(np.rot90(cv2.resize(f, (640, 480))))
+              for f in corpus.clip_person(1, dur=1.0).frames]
+    plain = tmp_path / "tall.mp4"
+    write_av(plain, stored, "mp4", "libx264", "aac")
+    phone = tmp_path / "phone.mp4"
+    phone.write_bytes(corpus.set_display_rotation(plain.read_bytes(), 270))
+    # stored 480 wide and 640 tall, shown 640 wide: at most 320 wide once shown (upside down
+    # here: 270 degrees clockwise is one quarter turn too many, and that is what a player shows)
+    got = next(i for i in decode(phone, audio=False, max_width=320) if isinstance(i, VideoItem))
+    assert got.frame.shape == (240, 320)
 
 
 def test_unreadable_file_is_one_sentence(tmp_path: Path,
