@@ -22,6 +22,7 @@ from signals.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MEDIA_YAML",
+    "BarParams",
     "FaceParams",
     "FrozenParams",
     "LoopParams",
@@ -66,6 +67,15 @@ class FaceParams(_Strict):
     track_margin: float = Field(default=0.5, gt=0, le=2)
     poor_light_luma: float = Field(default=60.0, ge=0)
     poor_contrast: float = Field(default=30.0, ge=0)
+
+
+class BarParams(_Strict):
+    """Black bars (letterbox, pillarbox) trimmed off the picture before any analysis."""
+
+    enabled: bool = True
+    max_luma: int = Field(default=24, ge=0, le=128)  # a bar's rows/columns are never brighter
+    min_content: float = Field(default=0.4, gt=0, le=1)  # the picture left, per direction
+    hold_frames: int = Field(default=3, ge=1, le=100)  # a new trim is used once this steady
 
 
 class ObscuredParams(_Strict):
@@ -130,6 +140,7 @@ class VideoParams(_Strict):
 
     work_width: int = Field(default=320, ge=64, le=1920)  # frames are downscaled to this width
     cheap_fps: float = Field(default=5.0, gt=0, le=30)    # obscured/frozen/loop checks per second
+    bars: BarParams = BarParams()
     faces: FaceParams = FaceParams()
     obscured: ObscuredParams = ObscuredParams()
     frozen: FrozenParams = FrozenParams()

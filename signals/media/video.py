@@ -2,7 +2,8 @@
 
 Frames may arrive at any size and rate. Each pushed frame is validated; frames closer than
 ``1 / cheap_fps`` to the last analysed one are dropped unseen (``wants(t)`` tells a caller
-in advance, so a decoder can skip converting them). Analysed frames are downscaled to
+in advance, so a decoder can skip converting them). Analysed frames lose their black bars
+(letterbox, pillarbox: :class:`~signals.media.frames.BarTrim`), are downscaled to
 ``work_width`` and gray; the cheap checks (obscured, frozen, loop) run on every analysed
 frame, the noise estimate every ``synthetic.interval_s``, the face detector every
 ``faces.interval_s`` and the optional object model every ``objects.interval_s``.
@@ -26,7 +27,7 @@ import numpy.typing as npt
 from signals.media.detection import Detection
 from signals.media.episodes import Episode
 from signals.media.faces import POOR_LIGHT_NOTE, FaceDetector, lighting_factor
-from signals.media.frames import Gray, check_frame, prepare
+from signals.media.frames import BarTrim, Gray, check_frame, prepare
 from signals.media.frozen import FrozenCheck
 from signals.media.loop import LoopIndex, phash
 from signals.media.objects import ObjectDetector
@@ -66,6 +67,7 @@ class VideoAnalyzer:
         self._last_t: float | None = None
         self._prev_small: Gray | None = None
         self._prev_t = 0.0
+        self._bars = BarTrim(p.bars)
         self._faces = FaceDetector(p.faces)
         self._obscured = ObscuredCheck(p.obscured)
         self._frozen = FrozenCheck(p.frozen)
@@ -108,6 +110,7 @@ class VideoAnalyzer:
         self._last_t = t
         self.frames_analysed += 1
         p = self.params
+        frame = self._bars(frame)
         prep = prepare(frame, p.work_width)
         out: list[Detection] = []
         pic = measure_picture(prep.small)

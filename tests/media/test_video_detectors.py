@@ -142,3 +142,43 @@ def test_time_going_backwards_does_not_crash() -> None:
         a.push(frame, t)
     a.push(np.zeros((240, 320, 3), np.uint8), 9.5)
     assert all(d.end is not None for d in a.finish(10.0))
+
+
+def _barred(clip: corpus.Clip, sides: str, level: int = 0, frac: float = 0.22) -> corpus.Clip:
+    """``clip`` with black bars painted over its edges (after the VP8 round trip, as a
+    recording that composited a 4:3 camera into 16:9 would show them)."""
+    frames = []
+    for f in clip.frames:
+        g = f.copy()
+        h, w = g.shape[:2]
+        if sides == "pillar":
+            b = int(w * frac)
+            g[:, :b] = level
+            g[:, w - b:] = level
+        else:
+            b = int(h * frac)
+            g[:b] = level
+            g[h - b:] = level
+        frames.append(g)
+    return corpus.Clip(clip.name + "-" + sides, frames, clip.labels, clip.fps)
+
+
+@pytest.mark.parametrize("kind,level", [("pillar", 0), ("pillar", 16), ("letter", 0),
+                                        ("letter", 20)])
+def test_black_bars_raise_nothing(kind: str, level: int) -> None:
+    # a dim room in a pillarbox used to be "obscured" (the bars darkened the picture), and
+    # bars a little above black were "synthetic" (flat, noise-free pixels)
+    for clip in (corpus.clip_dim_person(10), corpus.clip_person(11)):
+        barred = _barred(corpus.vp8_round_trip(clip), kind, level)
+        assert [d.signal for d in run(barred)] == [], barred.name
+
+
+def test_a_covered_camera_in_bars_is_still_obscured() -> None:
+    barred = _barred(corpus.vp8_round_trip(corpus.clip_covered(0)), "pillar")
+    assert [d.evidence["kind"] for d in run(barred)
+            if d.signal == "video.obscured" and d.end is not None] == ["dark"]
+
+
+def test_two_people_in_bars_are_still_two() -> None:
+    barred = _barred(corpus.vp8_round_trip(corpus.clip_two_people(0)), "letter", frac=0.1)
+    assert {d.signal for d in run(barred) if d.end is not None} == {"video.extra_person"}

@@ -12,9 +12,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from signals.errors import ConfigError, MediaError
 from signals.media.episodes import Episode
+from signals.media.frames import BarTrim, find_bars
 from signals.media.loop import hamming, phash
 from signals.media.objects import ObjectDetector, parse_detections
 from signals.media.params import (
+    BarParams,
     MediaParams,
     ObjectParams,
     VideoParams,
@@ -379,3 +381,59 @@ def test_a_tilted_box_near_a_corner_is_kept_inside_the_picture() -> None:
         assert x >= 0 and y >= 0 and x + bw <= w and y + bh <= h
         assert track.template.shape == (bh, bw)
     det.follow(gray)  # type: ignore[attr-defined]
+
+
+def _picture(rng: np.random.Generator, h: int = 240, w: int = 320) -> np.ndarray:
+    return rng.integers(40, 220, (h, w), dtype=np.uint8)
+
+
+def test_find_bars_measures_black_edges() -> None:
+    rng = np.random.default_rng(3)
+    pic = _picture(rng)
+    assert find_bars(pic, 24, 0.4) == (0, 0, 0, 0)
+    pic[:30] = 0
+    pic[-20:] = 24                      # at the limit still counts as black
+    pic[:, :50] = 10
+    pic[:, -50:] = 3
+    assert find_bars(pic, 24, 0.4) == (30, 20, 50, 50)
+    colour = np.repeat(pic[..., None], 3, axis=2)
+    assert find_bars(colour, 24, 0.4) == (30, 20, 50, 50)
+    pic[:, 100] = 0                      # a dark column inside the picture is not a bar
+    assert find_bars(pic, 24, 0.4) == (30, 20, 50, 50)
+    pic[-20:] = 25
+    assert find_bars(pic, 24, 0.4)[1] == 0
+
+
+def test_find_bars_leaves_a_black_or_mostly_black_picture_whole() -> None:
+    assert find_bars(np.zeros((240, 320), np.uint8), 24, 0.4) == (0, 0, 0, 0)
+    pic = np.zeros((240, 320), np.uint8)
+    pic[100:140, 60:260] = 128           # only 17 % of the rows are picture: not bars
+    assert find_bars(pic, 24, 0.4) == (0, 0, 60, 60)
+    assert find_bars(pic, 24, 0.1) == (100, 100, 60, 60)
+
+
+def test_bar_trim_holds_its_trim_until_a_new_one_is_steady() -> None:
+    rng = np.random.default_rng(4)
+    trim = BarTrim(BarParams(hold_frames=3))
+    plain = _picture(rng)
+    barred = plain.copy()
+    barred[:, :40] = 0
+    barred[:, -40:] = 0
+    assert trim(plain).shape == (240, 320)
+    assert trim(barred).shape == (240, 320)          # once: held as it was
+    assert trim(barred).shape == (240, 320)
+    out = trim(barred)                               # the third picture in a row
+    assert out.shape == (240, 240) and np.shares_memory(out, barred)
+    assert np.array_equal(out, barred[:, 40:280])
+    wobble = barred.copy()
+    wobble[:, 40] = 0                                # a bar one pixel wider: the same bar
+    assert trim(wobble).shape == (240, 240)
+    assert trim(plain).shape == (240, 240)           # bars gone for a moment: still held
+    for _ in range(3):
+        out = trim(plain)
+    assert out.shape == (240, 320)
+    trim(barred)
+    trim(barred)
+    assert trim(np.zeros((120, 160), np.uint8)).shape == (120, 160)  # a new size: no bars
+    assert BarTrim(BarParams(enabled=False))(barred).shape == (240, 320)
+
