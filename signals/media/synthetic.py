@@ -7,12 +7,14 @@ regions after encoding. We estimate the noise standard deviation with Immerkær'
 flat regions carry less than ``max_noise_sigma`` of noise, sustained for ``min_s`` seconds
 of samples, is synthetic. Pictures with too few flat pixels are not judged.
 
-Confidence: 0.85 ("strong") below ``strong_noise_sigma`` — clean content such as a shared
+Confidence: 0.85 per picture below ``strong_noise_sigma`` — clean content such as a shared
 screen; 0.35–0.55 ("weak", with a note) between that and ``max_noise_sigma``, where codecs
-smoothing a real camera at low bitrates land too. Best read together with other signals
-(``client.virtual_device``, ``client.display_capture``). Known failure modes: a camera with
-heavy in-camera denoising, or a very low bitrate call, can look noise-free; a virtual
-camera that adds artificial grain is not detected.
+smoothing a real camera at low bitrates land too. An episode's confidence is the mean over
+its pictures, and its ``strength`` is worded from that (strong from 0.6). Best read
+together with other signals (``client.virtual_device``, ``client.display_capture``).
+
+Known failure modes: a camera with heavy in-camera denoising, or a very low bitrate call,
+can look noise-free; a virtual camera that adds artificial grain is not detected.
 """
 
 from __future__ import annotations
@@ -20,10 +22,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from signals.media.detection import Detection
 from signals.media.frames import Gray
 from signals.media.params import SyntheticParams
 
-__all__ = ["NoiseCheck", "estimate_noise"]
+__all__ = ["STRONG_CONFIDENCE", "WEAK_NOTE", "NoiseCheck", "estimate_noise", "with_strength"]
+
+#: an episode whose mean confidence reaches this is "strong" (its pictures mostly clean)
+STRONG_CONFIDENCE = 0.6
+WEAK_NOTE = ("little sensor noise: a virtual camera, or a real camera smoothed by a "
+             "low-bitrate codec")
 
 _KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
 _SCALE = float(np.sqrt(np.pi / 2) / 6)
@@ -62,7 +70,19 @@ class NoiseCheck:
         if sigma < self.p.max_noise_sigma:
             span = max(self.p.max_noise_sigma - self.p.strong_noise_sigma, 1e-6)
             conf = 0.35 + 0.2 * (self.p.max_noise_sigma - sigma) / span
-            return True, conf, {**evidence, "strength": "weak",
-                                "note": "little sensor noise: a virtual camera, or a real "
-                                        "camera smoothed by a low-bitrate codec"}
+            return True, conf, {**evidence, "strength": "weak", "note": WEAK_NOTE}
         return False, 0.0, evidence
+
+
+def with_strength(detections: list[Detection]) -> list[Detection]:
+    """Word an episode's ``strength`` (and the note of a weak one) by its confidence, the
+    mean over its pictures, rather than by its last picture's: an episode of clean pictures
+    that ends on a few weak ones is strong, and says so."""
+    for d in detections:
+        strong = d.confidence >= STRONG_CONFIDENCE
+        d.evidence["strength"] = "strong" if strong else "weak"
+        if strong:
+            d.evidence.pop("note", None)
+        else:
+            d.evidence["note"] = WEAK_NOTE
+    return detections

@@ -33,7 +33,7 @@ from signals.media.loop import LoopIndex, phash
 from signals.media.objects import ObjectDetector
 from signals.media.obscured import ObscuredCheck, measure_picture
 from signals.media.params import MediaParams, VideoParams, media_params_from_dict
-from signals.media.synthetic import NoiseCheck
+from signals.media.synthetic import NoiseCheck, with_strength
 
 __all__ = ["VIDEO_SIGNALS", "VideoAnalyzer"]
 
@@ -137,10 +137,10 @@ class VideoAnalyzer:
             if not obscured:
                 synth, sconf, sev = self._noise.judge(prep.gray)
                 if synth is not None:
-                    out += self._ep["video.synthetic_source"].update(
-                        synth, t, sconf, sev if synth else None)
+                    out += with_strength(self._ep["video.synthetic_source"].update(
+                        synth, t, sconf, sev if synth else None))
             else:
-                out += self._ep["video.synthetic_source"].update(False, t)
+                out += with_strength(self._ep["video.synthetic_source"].update(False, t))
         if t >= self._next_face or t < self._next_face - 2 * p.faces.interval_s:
             self._next_face = t + p.faces.interval_s
             out += self._faces_at(prep.gray, pic.luma, pic.contrast, obscured, t)
@@ -178,7 +178,8 @@ class VideoAnalyzer:
 
     def finish(self, t: float) -> list[Detection]:
         out: list[Detection] = []
-        for ep in self._ep.values():
-            out += ep.finish(float(t))
+        for name, ep in self._ep.items():
+            closed = ep.finish(float(t))
+            out += with_strength(closed) if name == "video.synthetic_source" else closed
         out.sort(key=lambda d: (d.t, d.signal))
         return out

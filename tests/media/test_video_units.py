@@ -437,3 +437,28 @@ def test_bar_trim_holds_its_trim_until_a_new_one_is_steady() -> None:
     assert trim(np.zeros((120, 160), np.uint8)).shape == (120, 160)  # a new size: no bars
     assert BarTrim(BarParams(enabled=False))(barred).shape == (240, 320)
 
+
+
+def _plateaus(rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Flat areas (all but their edges judged by the noise estimate) with ``sigma`` of noise."""
+    base = np.full((240, 320), 100.0)
+    base[:, 160:] = 160
+    base[60:120, 40:100] = 70
+    return np.clip(np.round(base + rng.normal(0, sigma, base.shape)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("first,last,strength", [(0.0, 0.4, "strong"), (0.4, 0.0, "weak")])
+def test_synthetic_strength_is_worded_from_the_whole_episode(first: float, last: float,
+                                                             strength: str) -> None:
+    # clean pictures (0.85 each) then weak ones (about 0.45), or the other way round: the
+    # words follow the episode's mean confidence, not its last picture
+    rng = np.random.default_rng(6)
+    analyzer = VideoAnalyzer()
+    out = []
+    for i in range(100):
+        out += analyzer.push(_plateaus(rng, first if i < 80 else last), i / 10)
+    out += analyzer.finish(10.0)
+    [closed] = [d for d in out if d.signal == "video.synthetic_source" and d.end is not None]
+    assert (closed.confidence >= 0.6) == (strength == "strong")
+    assert closed.evidence["strength"] == strength
+    assert ("note" in closed.evidence) == (strength == "weak")
