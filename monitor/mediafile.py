@@ -102,19 +102,29 @@ def decode(
             streams.append(as_)
         start = c.start_time / 1_000_000 if c.start_time else 0.0
         resampler = av.AudioResampler(format="flt", layout="mono") if as_ is not None else None
+        # Frames without timestamps (a raw H.264 stream, say) are timed by their order: the
+        # frame rate FFmpeg guesses for video, the samples so far for audio.
+        frame_s = 1.0 / float(vs.guessed_rate or vs.average_rate or 25) if vs is not None else 0.0
+        next_video = next_audio = 0.0
         try:
             for packet in c.demux(*streams):
                 for frame in packet.decode():
                     if not isinstance(frame, av.VideoFrame | av.AudioFrame):
                         continue
-                    t = max(0.0, float(frame.time if frame.time is not None else 0.0) - start)
+                    if frame.time is not None:
+                        t = max(0.0, float(frame.time) - start)
+                    else:
+                        t = next_video if isinstance(frame, av.VideoFrame) else next_audio
                     if isinstance(frame, av.VideoFrame):
+                        next_video = round(t + frame_s, 6)
                         if want_video is not None and not want_video(t):
                             continue
                         picture = (bgr_picture(frame, max_width) if colour
                                    else gray_picture(frame, max_width))
                         yield VideoItem(picture, t)
-                    elif resampler is not None:
+                        continue
+                    next_audio = round(t + frame.samples / max(frame.sample_rate, 1), 6)
+                    if resampler is not None:
                         for out in resampler.resample(frame):
                             yield AudioItem(_mono(out), int(out.sample_rate), t)
         except av.error.FFmpegError as exc:

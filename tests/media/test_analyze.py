@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -154,6 +155,29 @@ def test_a_turned_picture_is_fitted_by_its_upright_width(tmp_path: Path) -> None
     # here: 270 degrees clockwise is one quarter turn too many, and that is what a player shows)
     got = next(i for i in decode(phone, audio=False, max_width=320) if isinstance(i, VideoItem))
     assert got.frame.shape == (240, 320)
+
+
+def test_a_raw_stream_without_timestamps_is_timed_by_frame_rate(tmp_path: Path) -> None:
+    # a raw H.264 elementary stream (what some recorders dump) carries no timestamps: every
+    # frame used to be taken at t=0, so one picture was analysed and the rest dropped
+    clip = corpus.clip_frozen(0)
+    raw = tmp_path / "call.h264"
+    with av.open(str(raw), "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=clip.fps)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for frame in clip.frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    times = [i.t for i in decode(raw, audio=False)]
+    assert len(times) == len(clip.frames)
+    assert times == pytest.approx([i / clip.fps for i in range(len(clip.frames))])
+    result = analyze_file(raw)
+    assert result.video_frames >= 40
+    [frozen] = [d for d in result.detections if d.signal == "video.frozen"]
+    [(start, end)] = clip.labels["video.frozen"]
+    assert start - 0.5 <= frozen.t and frozen.end is not None and frozen.end <= end + 0.5
 
 
 def test_unreadable_file_is_one_sentence(tmp_path: Path,
