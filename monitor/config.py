@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from config import DEFAULT_CONFIG
 from signals.errors import ConfigError
 from signals.schema import first_error
+from signals.yaml_errors import describe_yaml_error
 
 __all__ = [
     "PREVIOUS_SECRETS_ENV",
@@ -167,7 +168,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {file} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config file {file} is not valid YAML "
+                          f"({describe_yaml_error(exc)})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {file} must be a mapping of keys to values")
     if "secret" in raw or "webhook_secret" in raw or "previous_secrets" in raw:

@@ -26,6 +26,7 @@ from rules.predicates import Predicate, context_types, expand
 from rules.ruleset import CompiledRule, Ruleset, Step
 from signals.catalog import CATALOGUE
 from signals.errors import RuleError
+from signals.yaml_errors import describe_yaml_error
 
 __all__ = ["check_rules", "load_rules", "rule_files"]
 
@@ -162,10 +163,7 @@ class _Loader:
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            self.error(file, None, f"YAML syntax error{where}: {problem}")
+            self.error(file, None, f"YAML syntax error at {describe_yaml_error(exc)}")
             return
         if doc is None:
             self.warn(file, None, "the file is empty")

@@ -22,6 +22,7 @@ from config import CONFIG_DIR
 from signals.errors import ConfigError
 from signals.model import Signal
 from signals.schema import first_error
+from signals.yaml_errors import describe_yaml_error
 
 __all__ = [
     "CATEGORIES",
@@ -94,7 +95,7 @@ class DeviceClassifier:
         try:
             doc = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{name}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{name}: not valid YAML ({describe_yaml_error(exc)})") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("devices"), list):
             raise ConfigError(f"{name}: expected a mapping with a 'devices' list")
         return cls(doc["devices"])

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from signals.errors import ConfigError
+from signals.yaml_errors import describe_yaml_error
 
 __all__ = [
     "DEFAULT_MEDIA_YAML",
@@ -177,7 +178,8 @@ def _read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"cannot read media parameters {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"media parameters {path} are not valid YAML: {exc}") from None
+        raise ConfigError(f"media parameters {path} are not valid YAML "
+                          f"({describe_yaml_error(exc)})") from None
 
 
 def load_media_params(source: str | Path | Mapping[str, Any] | None = None) -> MediaParams:
