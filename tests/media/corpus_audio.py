@@ -207,6 +207,23 @@ def room_noise(n: int, rng: np.random.Generator, floor_dbfs: float = -60.0,
     return np.asarray(y, dtype=np.float32)
 
 
+def room_echo(rng: np.random.Generator, rt60_s: float, direct_db: float) -> Audio:
+    """A simulated room impulse response at 48 kHz: the direct sound, then from 3 ms a tail
+    of noise decaying 60 dB in ``rt60_s`` (gently low-passed: walls absorb the highs first),
+    scaled so that the direct sound is ``direct_db`` above the tail's energy (the
+    direct-to-reverberant ratio: about +10 dB for a phone held near the laptop, below 0 across
+    a large bare room)."""
+    n = int(RATE * rt60_s * 1.2)
+    t = np.arange(n) / RATE
+    tail = rng.standard_normal(n) * 10 ** (-3 * t / rt60_s)
+    tail[: int(0.003 * RATE)] = 0.0
+    b, a = sps.butter(1, 6000 / (RATE / 2))
+    tail = sps.lfilter(b, a, tail)
+    h = tail / np.sqrt(np.sum(tail ** 2)) * 10 ** (-direct_db / 20)
+    h[0] += 1.0
+    return h.astype(np.float32)
+
+
 def _band(x: npt.NDArray[np.floating], lo: float, hi: float) -> Audio:
     sos = sps.butter(4, [lo, hi], btype="bandpass", fs=RATE, output="sos")
     return np.asarray(sps.sosfilt(sos, x), dtype=np.float32)
