@@ -10,6 +10,7 @@ sample does not split an episode.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from signals.media.detection import Detection
@@ -20,10 +21,15 @@ __all__ = ["Episode"]
 class Episode:
     """The state machine of one media signal."""
 
-    def __init__(self, signal: str, min_s: float, gap_s: float) -> None:
+    def __init__(self, signal: str, min_s: float, gap_s: float,
+                 word: Callable[[Detection], None] | None = None) -> None:
+        """``word``, when given, rewrites the evidence of each reported detection from the
+        episode as a whole (its mean confidence), where the evidence is otherwise the last
+        sample's."""
         self.signal = signal
         self.min_s = min_s
         self.gap_s = gap_s
+        self._word = word
         self._start: float | None = None
         self._last: float = 0.0
         self._open = False
@@ -80,5 +86,8 @@ class Episode:
         assert self._start is not None
         conf = self._conf_sum / self._conf_n if self._conf_n else 0.0
         evidence = {**self._evidence, "episode": state}
-        return Detection(self.signal, self._start, end, round(min(1.0, max(0.0, conf)), 3),
-                         evidence)
+        detection = Detection(self.signal, self._start, end,
+                              round(min(1.0, max(0.0, conf)), 3), evidence)
+        if self._word is not None:
+            self._word(detection)
+        return detection

@@ -119,4 +119,3 @@ class BarTrim:
         top, bottom, left, right = self.bars
         h, w = frame.shape[:2]
         return frame[top:h - bottom, left:w - right]
-

@@ -26,7 +26,7 @@ from signals.media.detection import Detection
 from signals.media.frames import Gray
 from signals.media.params import SyntheticParams
 
-__all__ = ["STRONG_CONFIDENCE", "WEAK_NOTE", "NoiseCheck", "estimate_noise", "with_strength"]
+__all__ = ["STRONG_CONFIDENCE", "WEAK_NOTE", "NoiseCheck", "estimate_noise", "word_strength"]
 
 #: an episode whose mean confidence reaches this is "strong" (its pictures mostly clean)
 STRONG_CONFIDENCE = 0.6
@@ -74,15 +74,14 @@ class NoiseCheck:
         return False, 0.0, evidence
 
 
-def with_strength(detections: list[Detection]) -> list[Detection]:
+def word_strength(detection: Detection) -> None:
     """Word an episode's ``strength`` (and the note of a weak one) by its confidence, the
     mean over its pictures, rather than by its last picture's: an episode of clean pictures
-    that ends on a few weak ones is strong, and says so."""
-    for d in detections:
-        strong = d.confidence >= STRONG_CONFIDENCE
-        d.evidence["strength"] = "strong" if strong else "weak"
-        if strong:
-            d.evidence.pop("note", None)
-        else:
-            d.evidence["note"] = WEAK_NOTE
-    return detections
+    that ends on a few weak ones is strong, and says so (the ``word`` of its
+    :class:`~signals.media.episodes.Episode`)."""
+    strong = detection.confidence >= STRONG_CONFIDENCE
+    detection.evidence["strength"] = "strong" if strong else "weak"
+    if strong:
+        detection.evidence.pop("note", None)
+    else:
+        detection.evidence["note"] = WEAK_NOTE

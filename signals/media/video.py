@@ -33,7 +33,7 @@ from signals.media.loop import LoopIndex, phash
 from signals.media.objects import ObjectDetector
 from signals.media.obscured import ObscuredCheck, measure_picture
 from signals.media.params import MediaParams, VideoParams, media_params_from_dict
-from signals.media.synthetic import NoiseCheck, with_strength
+from signals.media.synthetic import NoiseCheck, word_strength
 
 __all__ = ["VIDEO_SIGNALS", "VideoAnalyzer"]
 
@@ -85,7 +85,7 @@ class VideoAnalyzer:
             "video.frozen": Episode("video.frozen", p.frozen.min_s, p.frozen.gap_s),
             "video.loop": Episode("video.loop", p.loop.min_s, p.loop.gap_s),
             "video.synthetic_source": Episode("video.synthetic_source", p.synthetic.min_s,
-                                              p.synthetic.gap_s),
+                                              p.synthetic.gap_s, word=word_strength),
             "video.phone": Episode("video.phone", p.objects.min_s, p.objects.gap_s),
         }
         self.frames_analysed = 0
@@ -137,10 +137,10 @@ class VideoAnalyzer:
             if not obscured:
                 synth, sconf, sev = self._noise.judge(prep.gray)
                 if synth is not None:
-                    out += with_strength(self._ep["video.synthetic_source"].update(
-                        synth, t, sconf, sev if synth else None))
+                    out += self._ep["video.synthetic_source"].update(
+                        synth, t, sconf, sev if synth else None)
             else:
-                out += with_strength(self._ep["video.synthetic_source"].update(False, t))
+                out += self._ep["video.synthetic_source"].update(False, t)
         if t >= self._next_face or t < self._next_face - 2 * p.faces.interval_s:
             self._next_face = t + p.faces.interval_s
             out += self._faces_at(prep.gray, pic.luma, pic.contrast, obscured, t)
@@ -178,8 +178,7 @@ class VideoAnalyzer:
 
     def finish(self, t: float) -> list[Detection]:
         out: list[Detection] = []
-        for name, ep in self._ep.items():
-            closed = ep.finish(float(t))
-            out += with_strength(closed) if name == "video.synthetic_source" else closed
+        for ep in self._ep.values():
+            out += ep.finish(float(t))
         out.sort(key=lambda d: (d.t, d.signal))
         return out

@@ -339,4 +339,3 @@ def set_display_rotation(mp4: bytes, degrees: int) -> bytes:
     start = at + 4 + 4 + (8 + 8 + 4 + 4 + 8 if version == 1 else 4 + 4 + 4 + 4 + 4) + 8 + 8
     matrix = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 0x40000000)
     return mp4[:start] + matrix + mp4[start + 36:]
-
