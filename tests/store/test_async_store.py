@@ -250,17 +250,20 @@ async def test_a_large_hand_over_is_committed_in_bounded_transactions(db_path: P
 async def test_commits_start_at_most_once_per_commit_interval(db_path: Path) -> None:
     """Under load, alerts arriving while the last commit is recent wait for the next one and
     share it; the first write after a quiet spell is committed at once."""
-    store = AsyncStore(db_path, commit_interval_s=1.0)
+    store = AsyncStore(db_path, commit_interval_s=3.0)
     commits = count_commits(store)
     started = time.perf_counter()
-    assert await asyncio.wait_for(store.append_alert("s1", alert(1)), timeout=5) == 1
-    assert time.perf_counter() - started < 0.5  # nothing to wait for: not held the interval
+    assert await asyncio.wait_for(store.append_alert("s1", alert(1)), timeout=10) == 1
+    # nothing to wait for: not held the interval. Half of it is left for the new database's
+    # first fsyncs on a busy disk (this allowed 0.5 s, and it is the suite's only assertion
+    # on elapsed time: the likeliest test behind one unexplained failed run in ten)
+    assert time.perf_counter() - started < 1.5
     assert commits[0] == 1
     pending = []
     for i in range(2, 12):  # one alert every 5 ms, each in its own loop turn
         pending.append(asyncio.ensure_future(store.append_alert("s1", alert(i))))
         await asyncio.sleep(0.005)
-    seqs = await asyncio.wait_for(asyncio.gather(*pending), timeout=5)
+    seqs = await asyncio.wait_for(asyncio.gather(*pending), timeout=10)
     assert seqs == list(range(2, 12))
     # without the interval each alert is its own commit (10); with it they share one or two
     assert commits[0] <= 3
