@@ -199,3 +199,53 @@ async def test_covered_camera_in_chromium_alerts_the_clinician(tmp_path: Path) -
         assert 0 < evidence["data"]["confidence"] <= 1
         assert evidence["data"]["mean_luma"] < 30
         await recv_until(clinician, is_status("pat-2", video="stopped"), timeout=30, seen=seen)
+
+
+RECORD = """async (ms) => {
+  const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
+  const rec = new MediaRecorder(stream, {mimeType: "video/webm;codecs=vp8,opus"});
+  const parts = [];
+  rec.ondataavailable = (e) => parts.push(e.data);
+  const stopped = new Promise((resolve) => { rec.onstop = resolve; });
+  rec.start(500);
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  rec.stop();
+  await stopped;
+  stream.getTracks().forEach((t) => t.stop());
+  const bytes = new Uint8Array(await new Blob(parts).arrayBuffer());
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+}"""
+
+
+async def test_analyze_reads_a_recording_the_browser_made(tmp_path: Path) -> None:
+    """What a platform keeps of a call is often a MediaRecorder WebM, whose header declares
+    no duration (Chromium's does not) and which has no index. ``analyze`` reads it to the
+    end and finds the covered camera the recording shows, up to the recording's end."""
+    import base64
+
+    from monitor.commands.analyze import analyze_file
+    from monitor.mediafile import probe
+
+    video = covered_camera(tmp_path / "covered.y4m")
+    audio = write_wav(tmp_path / "voice.wav", 1.0, freq=180.0, amplitude=0.2, noise=0.01)
+    with StaticSite() as site:
+        url = site.add("rec.html", "<!doctype html><title>recorder</title>")
+        async with playwright_context(tmp_path / "profile", video_file=video,
+                                      audio_file=audio) as ctx:
+            page = await ctx.new_page()
+            await page.goto(url)
+            data = base64.b64decode(await page.evaluate(RECORD, 4000))
+    recording = tmp_path / "call.webm"
+    recording.write_bytes(data)
+    info = probe(recording)
+    assert info.has_video and info.has_audio
+    result = analyze_file(recording)
+    assert result.declared is None and 3.0 < result.duration < 6.0
+    assert result.video_frames >= 12 and result.audio_chunks > 0
+    [covered] = [d for d in result.detections if d.signal == "video.obscured"]
+    assert covered.evidence["kind"] == "dark" and covered.t < 1.0
+    assert covered.end == pytest.approx(result.duration, abs=0.5)
