@@ -117,6 +117,8 @@ class SyntheticParams(_Strict):
     interval_s: float = Field(default=0.5, gt=0)
     max_noise_sigma: float = Field(default=0.52, ge=0)
     strong_noise_sigma: float = Field(default=0.2, ge=0)
+    max_temporal_sigma: float = Field(default=0.6, ge=0)
+    temporal_pictures: int = Field(default=3, ge=1)
     flat_gradient: float = Field(default=12.0, gt=0)
     min_flat_frac: float = Field(default=0.05, ge=0, le=1)
     min_s: float = Field(default=4.0, ge=0)

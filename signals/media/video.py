@@ -35,6 +35,9 @@ from signals.media.obscured import ObscuredCheck, measure_picture
 from signals.media.params import MediaParams, VideoParams, media_params_from_dict
 from signals.media.synthetic import NoiseCheck, word_strength
 
+#: the noise check compares a picture with the previous analysed one only this close to it
+_PAIR_MAX_S = 0.6
+
 __all__ = ["VIDEO_SIGNALS", "VideoAnalyzer"]
 
 VIDEO_SIGNALS = (
@@ -67,6 +70,9 @@ class VideoAnalyzer:
         self._last_t: float | None = None
         self._prev_small: Gray | None = None
         self._prev_t = 0.0
+        # the previous analysed picture at work width, for the noise check's temporal part
+        self._prev_gray: Gray | None = None
+        self._prev_gray_t = 0.0
         self._bars = BarTrim(p.bars)
         self._faces = FaceDetector(p.faces)
         self._obscured = ObscuredCheck(p.obscured)
@@ -120,6 +126,7 @@ class VideoAnalyzer:
                                 "contrast": round(pic.contrast, 1)} if obscured else None)
         prev, prev_t = self._prev_small, self._prev_t
         self._prev_small, self._prev_t = prep.small, t
+        same = False
         if prev is not None and not obscured:
             same, fconf, diff = self._frozen.judge(prev, prep.small)
             out += self._ep["video.frozen"].update(
@@ -132,14 +139,21 @@ class VideoAnalyzer:
             looping, lconf, ev = self._loop.push(t, phash(prep.small))
             since = ev.pop("since", None) if looping else None
             out += self._ep["video.loop"].update(looping, t, lconf, ev or None, since=since)
+        recent, recent_t = self._prev_gray, self._prev_gray_t
+        if recent is None or same or not 0 < t - recent_t <= _PAIR_MAX_S:
+            # a frozen picture explains a missing change (video.frozen says so)
+            recent = None
+        # a copy: a caller may hand us a view of a buffer it reuses
+        self._prev_gray, self._prev_gray_t = (None if obscured else prep.gray.copy()), t
         if t >= self._next_noise or t < self._next_noise - 2 * p.synthetic.interval_s:
             self._next_noise = t + p.synthetic.interval_s
             if not obscured:
-                synth, sconf, sev = self._noise.judge(prep.gray)
+                synth, sconf, sev = self._noise.judge(prep.gray, recent)
                 if synth is not None:
                     out += self._ep["video.synthetic_source"].update(
                         synth, t, sconf, sev if synth else None)
             else:
+                self._noise.forget()
                 out += self._ep["video.synthetic_source"].update(False, t)
         if t >= self._next_face or t < self._next_face - 2 * p.faces.interval_s:
             self._next_face = t + p.faces.interval_s

@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from signals.errors import ConfigError, MediaError
+from signals.media.detection import Detection
 from signals.media.episodes import Episode
 from signals.media.frames import BarTrim, find_bars
 from signals.media.loop import hamming, phash
@@ -19,11 +20,12 @@ from signals.media.params import (
     BarParams,
     MediaParams,
     ObjectParams,
+    SyntheticParams,
     VideoParams,
     load_media_params,
     media_params_from_dict,
 )
-from signals.media.synthetic import estimate_noise
+from signals.media.synthetic import NoiseCheck, estimate_noise, temporal_noise
 from signals.media.video import VideoAnalyzer
 from tests.media import corpus_video as corpus
 
@@ -447,18 +449,89 @@ def _plateaus(rng: np.random.Generator, sigma: float) -> np.ndarray:
     return np.clip(np.round(base + rng.normal(0, sigma, base.shape)), 0, 255).astype(np.uint8)
 
 
+def _moved(picture: np.ndarray, i: int) -> np.ndarray:
+    """``picture`` moved 2 px to the right per step, as a still image a virtual camera
+    pans over: its pixels, noise included, travel with it."""
+    return np.roll(picture, 2 * i, axis=1)
+
+
 @pytest.mark.parametrize("first,last,strength", [(0.0, 0.4, "strong"), (0.4, 0.0, "weak")])
 def test_synthetic_strength_is_worded_from_the_whole_episode(first: float, last: float,
                                                              strength: str) -> None:
     # clean pictures (0.85 each) then weak ones (about 0.45), or the other way round: the
-    # words follow the episode's mean confidence, not its last picture
+    # words follow the episode's mean confidence, not its last picture. The weak ones are
+    # one still picture moving (its noise does not change between pictures).
     rng = np.random.default_rng(6)
+    still = {s: _plateaus(rng, s) for s in (first, last)}
     analyzer = VideoAnalyzer()
     out = []
     for i in range(100):
-        out += analyzer.push(_plateaus(rng, first if i < 80 else last), i / 10)
+        out += analyzer.push(_moved(still[first if i < 80 else last], i), i / 10)
     out += analyzer.finish(10.0)
     [closed] = [d for d in out if d.signal == "video.synthetic_source" and d.end is not None]
     assert (closed.confidence >= 0.6) == (strength == "strong")
     assert closed.evidence["strength"] == strength
     assert ("note" in closed.evidence) == (strength == "weak")
+
+
+def test_temporal_noise_tells_new_noise_from_a_moved_picture() -> None:
+    rng = np.random.default_rng(8)
+    still = _plateaus(rng, 0.4)
+    # the same pixels moved: nothing new (the shift is found and undone)
+    assert temporal_noise(still, _moved(still, 3), 12.0) == pytest.approx(0.0, abs=0.05)
+    # a camera: new noise in each picture, however little of it survives spatially
+    fresh = temporal_noise(_plateaus(rng, 2.0), _plateaus(rng, 2.0), 12.0)
+    assert fresh is not None and 1.2 < fresh < 2.5
+    assert temporal_noise(still, still[:200], 12.0) is None  # sizes differ
+    busy = rng.integers(0, 256, (240, 320), dtype=np.uint8)
+    assert temporal_noise(busy, busy, 12.0) is None  # nothing flat to measure on
+
+
+def _weak_stream(rng: np.random.Generator, fresh: bool, seconds: float = 10.0,
+                 **synthetic: float) -> list[Detection]:
+    """10 pictures a second in the weak band of the noise estimate (sigma about 0.4): new
+    noise in each (a camera smoothed by a codec) or one still picture moving."""
+    analyzer = VideoAnalyzer({"synthetic": synthetic})
+    still = _plateaus(rng, 0.4)
+    out: list[Detection] = []
+    for i in range(int(seconds * 10)):
+        out += analyzer.push(_plateaus(rng, 0.4) if fresh else _moved(still, i), i / 10)
+    return out + analyzer.finish(seconds)
+
+
+def test_weak_pictures_whose_noise_is_new_each_time_are_a_camera() -> None:
+    rng = np.random.default_rng(9)
+    assert [d for d in _weak_stream(rng, fresh=True)
+            if d.signal == "video.synthetic_source"] == []
+    [closed] = [d for d in _weak_stream(rng, fresh=False)
+                if d.signal == "video.synthetic_source" and d.end is not None]
+    assert closed.evidence["strength"] == "weak"
+    assert 0 <= closed.evidence["temporal_sigma"] < 0.6
+    # max_temporal_sigma 0 turns the temporal check off: the spatial estimate alone decides
+    off = [d for d in _weak_stream(rng, fresh=True, max_temporal_sigma=0.0)
+           if d.signal == "video.synthetic_source" and d.end is not None]
+    assert len(off) == 1 and "temporal_sigma" not in off[0].evidence
+
+
+def test_a_weak_picture_needs_its_predecessor() -> None:
+    check = NoiseCheck(SyntheticParams())
+    still = _plateaus(np.random.default_rng(10), 0.4)
+    verdicts = [check.judge(_moved(still, i), _moved(still, i - 1) if i else None)[0]
+                for i in range(5)]
+    # the first has no predecessor; the median needs temporal_pictures (3) in a row
+    assert verdicts == [None, None, None, True, True]
+    check.forget()
+    assert check.judge(_moved(still, 6), _moved(still, 5))[0] is None
+
+
+def test_a_frozen_weak_picture_is_frozen_not_synthetic() -> None:
+    # one picture repeated has no new noise either, but video.frozen explains that
+    rng = np.random.default_rng(11)
+    still = _plateaus(rng, 0.4)
+    analyzer = VideoAnalyzer()
+    out: list[Detection] = []
+    for i in range(100):
+        out += analyzer.push(still, i / 10)
+    out += analyzer.finish(10.0)
+    signals = {d.signal for d in out}
+    assert "video.frozen" in signals and "video.synthetic_source" not in signals
