@@ -18,11 +18,16 @@ then says ``lighting: poor`` and carries a note. ``no_person`` is worded as an o
 about the picture ("no face detected"), never as something the patient did.
 
 A head tilted to one side is looked for only when no cascade found a face: the frontal
-cascade runs again on the picture turned by +/- ``tilt_degrees`` (20°).
+cascade runs again on the picture turned by +/- ``tilt_degrees`` (20°). When that finds
+nothing either, smaller faces (a patient sitting back from the camera: under
+``min_face_frac``, 15 % of the width, down to ``small_face_frac``, 8 %) are looked for on the
+picture as analysed (320 wide, not the 240-wide working picture) with a finer scale step.
+Both cost only while no face is found; in an empty room the small-face search (the dearest)
+runs every other second.
 
-Known failure modes: faces turned more than about 45°, small faces (under
-``min_face_frac`` of the width), masks and heavy shadows are missed; posters, photos and
-screens showing faces are counted as people.
+Known failure modes: faces turned more than about 45°, faces under ``small_face_frac`` of
+the width (someone far from the camera), masks and heavy shadows are missed; posters,
+photos and screens showing faces are counted as people.
 """
 
 from __future__ import annotations
@@ -117,6 +122,7 @@ class FaceDetector:
         self._profile = _cascade("haarcascade_profileface.xml")
         self._runs = 0
         self._last = 0
+        self._small_wait = 0  # runs the small-face search still skips (after a fruitless one)
         self.tracks: list[_Track] = []
 
     def _work(self, gray: Gray) -> Gray:
@@ -185,9 +191,38 @@ class FaceDetector:
             # a head tilted to one side (resting on a hand) defeats both cascades; this runs
             # only when nothing else was found, so a visible face costs nothing extra
             frontal = self._tilted(cast(Gray, eq), kw | {"minNeighbors": p.min_neighbors})
+        if not frontal and not side and p.small_face_frac > 0:
+            # someone sitting back from the camera: a face too small for the search above.
+            # The dearest search: after one that found nothing (an empty room) it skips a
+            # run; a no_person episode needs none_min_s (3 s) of runs without a face.
+            if self._small_wait:
+                self._small_wait -= 1
+            else:
+                frontal = self._small(gray, work.shape[1], size, poor_light)
+                self._small_wait = 0 if frontal else 1
+        else:
+            self._small_wait = 0
         self._last = self._update_tracks(work, _merge(frontal), _merge(frontal + side),
                                          profile_run)
         return self._last
+
+    def _small(self, gray: Gray, work_width: int, size: int, poor_light: bool) -> list[Box]:
+        """The frontal cascade on the picture as analysed (wider than the working picture),
+        for faces from ``small_face_frac`` of its width up to a little over the smallest the
+        normal search finds; boxes in working-picture coordinates."""
+        p = self.p
+        width = gray.shape[1]
+        lo = max(20, int(width * p.small_face_frac))
+        hi = int(size * max(1.0, width / work_width) * 1.3)
+        if hi <= lo:
+            return []
+        eq = cv2.equalizeHist(gray) if poor_light else gray
+        scale = work_width / max(width, work_width)
+        return [(round(x * scale), round(y * scale), max(1, round(w * scale)),
+                 max(1, round(h * scale)))
+                for x, y, w, h in self._frontal.detectMultiScale(
+                    eq, scaleFactor=p.small_scale_factor, minNeighbors=p.min_neighbors,
+                    minSize=(lo, lo), maxSize=(hi, hi))]
 
     def _tilted(self, eq: Gray, kw: dict[str, Any]) -> list[Box]:
         """The frontal cascade on ``eq`` turned by +/- ``tilt_degrees`` about its centre; each

@@ -56,6 +56,10 @@ class FaceParams(_Strict):
     # when no cascade finds a face, the frontal one runs again on the picture turned by
     # +/- this many degrees (a head tilted to one side); 0 turns it off
     tilt_degrees: float = Field(default=20.0, ge=0, le=45)
+    # when still nothing is found, faces down to this fraction of the analysed picture's width
+    # (a patient sitting back) are looked for at its full width; 0 turns it off
+    small_face_frac: float = Field(default=0.08, ge=0, lt=1)
+    small_scale_factor: float = Field(default=1.1, gt=1)
     extra_min_s: float = Field(default=2.0, ge=0)
     none_min_s: float = Field(default=3.0, ge=0)
     gap_s: float = Field(default=1.5, ge=0)               # a missed detection this short is bridged

@@ -275,8 +275,9 @@ def _tracker(script: list[list[tuple[int, int, int, int]]]) -> object:
     from signals.media.faces import FaceDetector
     from signals.media.params import FaceParams
 
-    # tilt_degrees=0: the scripted cascade answers one call per run
-    det = FaceDetector(FaceParams(profile_every=0, track_hold_runs=2, tilt_degrees=0))
+    # tilt_degrees=0, small_face_frac=0: the scripted cascade answers one call per run
+    det = FaceDetector(FaceParams(profile_every=0, track_hold_runs=2, tilt_degrees=0,
+                                  small_face_frac=0))
     det._frontal = _ScriptedCascade(script)  # type: ignore[assignment]
     return det
 
@@ -535,3 +536,75 @@ def test_a_frozen_weak_picture_is_frozen_not_synthetic() -> None:
     out += analyzer.finish(10.0)
     signals = {d.signal for d in out}
     assert "video.frozen" in signals and "video.synthetic_source" not in signals
+
+
+def _sitting_back(face_frac: float, dx: int = 0) -> np.ndarray:
+    """The corpus's empty room, 320x240, with the astronaut's head pasted small enough that
+    her face is ``face_frac`` of the picture's width (the face is a quarter of the head
+    picture's width): someone sitting back from the camera."""
+    room = cv2.cvtColor(cv2.resize(corpus.empty_room(), (320, 240)), cv2.COLOR_BGR2GRAY)
+    head = _astronaut_gray()
+    width = round(320 * face_frac / 0.25)
+    small = cv2.resize(head, (width, round(width * head.shape[0] / head.shape[1])),
+                       interpolation=cv2.INTER_AREA)
+    y, x = 120 - small.shape[0] // 2, 160 - width // 2 + dx
+    room[y:y + small.shape[0], x:x + width] = small
+    return room
+
+
+@pytest.mark.parametrize("face_frac", [0.13, 0.10])
+def test_a_face_too_small_for_the_normal_search_is_still_counted(face_frac: float) -> None:
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    for dx in (-40, 0, 40):
+        picture = _sitting_back(face_frac, dx)
+        assert FaceDetector(FaceParams(small_face_frac=0)).count(picture) == 0
+        det = FaceDetector(FaceParams())
+        assert det.count(picture) == 1
+        # the box is in the 240-wide working picture's coordinates, on the face
+        x, _, w, _ = det.tracks[0].box
+        assert 0.6 * face_frac * 240 < w < 1.6 * face_frac * 240
+        assert abs((x + w / 2) * 320 / 240 - (160 + dx)) < w
+
+
+def test_the_small_face_search_finds_nothing_in_an_empty_room() -> None:
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    room = cv2.cvtColor(cv2.resize(corpus.empty_room(), (320, 240)), cv2.COLOR_BGR2GRAY)
+    rng = np.random.default_rng(12)
+    det = FaceDetector(FaceParams())
+    for _ in range(5):
+        noisy = np.clip(room + rng.normal(0, 3, room.shape), 0, 255).astype(np.uint8)
+        assert det.count(noisy) == 0
+
+
+class _SmallSearchCounter:
+    """The real frontal cascade, counting the small-face searches (the calls with a
+    ``maxSize``)."""
+
+    def __init__(self, real: object) -> None:
+        self.real, self.small_calls = real, 0
+
+    def detectMultiScale(self, img: np.ndarray, **kw: object) -> object:
+        self.small_calls += "maxSize" in kw
+        return self.real.detectMultiScale(img, **kw)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("present,searches", [(False, 3), (True, 6)])
+def test_the_small_face_search_skips_every_other_run_while_it_finds_nothing(
+        present: bool, searches: int) -> None:
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    det = FaceDetector(FaceParams(profile_every=0, tilt_degrees=0))
+    counting = _SmallSearchCounter(det._frontal)
+    det._frontal = counting  # type: ignore[assignment]
+    picture = _sitting_back(0.11) if present else cv2.cvtColor(
+        cv2.resize(corpus.empty_room(), (320, 240)), cv2.COLOR_BGR2GRAY)
+    counts = [det.count(picture) for _ in range(6)]
+    assert counting.small_calls == searches
+    # a face found is searched for again at the next run (and so tracked); an empty room
+    # is looked at every other run
+    assert counts == ([1] * 6 if present else [0] * 6)
