@@ -122,11 +122,11 @@ class NoiseCheck:
 
     def __init__(self, params: SyntheticParams) -> None:
         self.p = params
-        self._recent: deque[float] = deque(maxlen=max(1, params.temporal_pictures))
+        self._need = max(1, params.temporal_pictures)
+        self._recent: deque[float] = deque(maxlen=self._need)
 
     def forget(self) -> None:
-        """The stream broke (a gap, an obscured picture): recent temporal figures no longer
-        describe it."""
+        """The picture was obscured: the recent temporal figures no longer describe it."""
         self._recent.clear()
 
     def judge(self, gray: Gray, prev: Gray | None = None
@@ -158,7 +158,7 @@ class NoiseCheck:
                 self._recent.clear()
             else:
                 self._recent.append(moving)
-            if len(self._recent) < self._recent.maxlen:  # type: ignore[operator]
+            if len(self._recent) < self._need:
                 return None, 0.0, evidence
             temporal = float(np.median(self._recent))
             evidence["temporal_sigma"] = round(temporal, 3)

@@ -35,10 +35,10 @@ from signals.media.obscured import ObscuredCheck, measure_picture
 from signals.media.params import MediaParams, VideoParams, media_params_from_dict
 from signals.media.synthetic import NoiseCheck, word_strength
 
+__all__ = ["VIDEO_SIGNALS", "VideoAnalyzer"]
+
 #: the noise check compares a picture with the previous analysed one only this close to it
 _PAIR_MAX_S = 0.6
-
-__all__ = ["VIDEO_SIGNALS", "VideoAnalyzer"]
 
 VIDEO_SIGNALS = (
     "video.extra_person",
