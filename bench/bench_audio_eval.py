@@ -365,7 +365,7 @@ def real_speech(into: Path) -> list[str]:
     voices = sorted((into / "root" / "usr" / "share" / "asterisk" / "sounds").glob("*"))
     for voice in voices:
         rows.append(_speech_row(f"telephone prompts, {voice.name}",
-                                sorted(voice.glob("*.g722"))))
+                                sorted(voice.rglob("*.g722"))))
     tests = sorted(sdist.glob("*/test/**/*.wav")) + sorted(sdist.glob("*/test/**/*.raw"))
     rows.append(_speech_row("pocketsphinx test recordings", tests))
     return rows
