@@ -24,7 +24,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import av
 import cv2
@@ -36,7 +35,14 @@ from bench.results import write_section
 from bench.scoring import Score
 from signals.media.detection import Detection
 from signals.media.video import VideoAnalyzer
-from tests.media.corpus_video import Clip, all_clips, empty_room, photo_clip, vp8_round_trip
+from tests.media.corpus_video import (
+    Clip,
+    all_clips,
+    empty_room,
+    frames_to_bytes,
+    photo_clip,
+    vp8_round_trip,
+)
 
 __all__ = ["Run", "Score", "evaluate", "main"]
 
@@ -311,22 +317,6 @@ ENCODINGS: list[tuple[str, str, str, dict[str, str], int | None]] = [
 ]
 
 
-def _encode(path: Path, frames: Frames, fps: int, container: str, codec: str,
-            options: dict[str, str], rate: int | None) -> None:
-    with av.open(str(path), "w", format=container) as out:
-        stream: Any = out.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-        stream.pix_fmt = "yuv420p"
-        if rate:
-            stream.bit_rate = rate
-        stream.options = options
-        for f in frames:
-            for pkt in stream.encode(av.VideoFrame.from_ndarray(f, format="bgr24")):
-                out.mux(pkt)
-        for pkt in stream.encode():
-            out.mux(pkt)
-
-
 def altered_footage(into: Path, names: dict[str, Path]) -> list[str]:
     """Rows for real footage re-encoded as a recording or a platform would (H.264 at
     FFmpeg's default quality, VP8 at a WebRTC rate) and altered as a virtual camera or a
@@ -342,7 +332,8 @@ def altered_footage(into: Path, names: dict[str, Path]) -> list[str]:
         for alteration, what, build, expected in ALTERATIONS:
             for label, container, codec, options, rate in ENCODINGS:
                 path = into / f"altered.{container}"
-                _encode(path, build(frames, fps), fps, container, codec, options, rate)
+                path.write_bytes(frames_to_bytes(build(frames, fps), fps, codec, container, rate,
+                                                 options))
                 found = [d for d in analyze_file(path, audio=False).detections
                          if d.signal in SIGNALS]
                 raised = {d.signal for d in found}

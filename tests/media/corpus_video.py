@@ -261,15 +261,21 @@ def all_clips(seeds: range = range(3)) -> Iterator[Clip]:
 
 
 def frames_to_bytes(frames: list[Frame], fps: int = FPS, codec: str = "libvpx",
-                    fmt: str = "webm", bitrate: int = 400_000) -> bytes:
-    """Encode ``frames`` in memory (VP8/WebM by default)."""
+                    fmt: str = "webm", bitrate: int | None = 400_000,
+                    options: dict[str, str] | None = None) -> bytes:
+    """Encode ``frames`` in memory (VP8/WebM by default). ``bitrate`` ``None`` leaves the
+    codec its own rate control (x264's CRF); ``options`` default to :data:`VP8_OPTIONS` for
+    libvpx."""
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
         stream: Any = out.add_stream(codec, rate=fps)
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"
-        stream.bit_rate = bitrate
-        if codec == "libvpx":
+        if bitrate is not None:
+            stream.bit_rate = bitrate
+        if options is not None:
+            stream.options = options
+        elif codec == "libvpx":
             stream.options = VP8_OPTIONS
         for f in frames:
             for pkt in stream.encode(av.VideoFrame.from_ndarray(f, format="bgr24")):
