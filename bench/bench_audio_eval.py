@@ -326,12 +326,8 @@ def _speech_row(label: str, paths: list[Path]) -> str:
         if decoded is None:
             continue
         x, rate = decoded
-        analyzer = AudioAnalyzer()
-        found: list[Detection] = []
-        step = rate // 50  # 20 ms pieces, as a call delivers them
-        for i in range(0, len(x), step):
-            found += analyzer.push(x[i:i + step], rate, i / rate)
-        found += analyzer.finish(len(x) / rate)
+        found, _ = analyse_clip(Clip(path.stem, x, "heldout", "speech", rate=rate),
+                                chunk=rate // 50)  # 20 ms pieces, as a call delivers them
         files += 1
         seconds += len(x) / rate
         shutters += [f"{path.stem} {d.t:.1f} s" for d in found if d.signal == "audio.shutter"]

@@ -213,14 +213,17 @@ def test_yolov5_layout_is_parsed() -> None:
 
 
 class _CountingCascade:
-    """Wraps a cascade and counts its ``detectMultiScale`` calls."""
+    """Wraps a cascade and counts its ``detectMultiScale`` calls, and among them the
+    small-face searches (the calls with a ``maxSize``)."""
 
     def __init__(self, inner: cv2.CascadeClassifier) -> None:
         self.inner = inner
         self.calls = 0
+        self.small_calls = 0
 
     def detectMultiScale(self, img: np.ndarray, **kw: object) -> object:
         self.calls += 1
+        self.small_calls += "maxSize" in kw
         return self.inner.detectMultiScale(img, **kw)
 
 
@@ -580,18 +583,6 @@ def test_the_small_face_search_finds_nothing_in_an_empty_room() -> None:
         assert det.count(noisy) == 0
 
 
-class _SmallSearchCounter:
-    """The real frontal cascade, counting the small-face searches (the calls with a
-    ``maxSize``)."""
-
-    def __init__(self, real: object) -> None:
-        self.real, self.small_calls = real, 0
-
-    def detectMultiScale(self, img: np.ndarray, **kw: object) -> object:
-        self.small_calls += "maxSize" in kw
-        return self.real.detectMultiScale(img, **kw)  # type: ignore[attr-defined]
-
-
 @pytest.mark.parametrize("present,searches", [(False, 3), (True, 6)])
 def test_the_small_face_search_skips_every_other_run_while_it_finds_nothing(
         present: bool, searches: int) -> None:
@@ -599,7 +590,7 @@ def test_the_small_face_search_skips_every_other_run_while_it_finds_nothing(
     from signals.media.params import FaceParams
 
     det = FaceDetector(FaceParams(profile_every=0, tilt_degrees=0))
-    counting = _SmallSearchCounter(det._frontal)
+    counting = _CountingCascade(det._frontal)
     det._frontal = counting  # type: ignore[assignment]
     picture = _sitting_back(0.11) if present else cv2.cvtColor(
         cv2.resize(corpus.empty_room(), (320, 240)), cv2.COLOR_BGR2GRAY)
