@@ -22,6 +22,8 @@ import numpy.typing as npt
 from monitor.allocator import keep_freed_memory
 from monitor.mediafile import AudioItem, VideoItem, decode, probe
 from signals.errors import MediaError
+from signals.media.audio_params import audio_params_from_dict
+from signals.media.audio_shutter import narrow_band_note
 from signals.media.detection import Detection
 from signals.media.params import MediaParams, load_media_params
 from signals.media.video import VideoAnalyzer
@@ -56,6 +58,8 @@ class AnalyzeResult:
     #: the duration the file declares, when decoding stopped well before it (a truncated or
     #: damaged file: ``duration`` is what could be decoded)
     declared: float | None = None
+    #: the lowest sample rate of the audio analysed (``None``: no audio)
+    audio_rate: int | None = None
 
 
 #: decoding that stops more than this short of the declared duration (and 5 % of it) is reported
@@ -88,6 +92,7 @@ def analyze_file(
         elif isinstance(item, AudioItem) and a is not None:
             found += a.push(item.samples, item.rate, item.t)
             result.audio_chunks += 1
+            result.audio_rate = min(result.audio_rate or item.rate, item.rate)
             last = max(last, item.t + len(item.samples) / max(item.rate, 1))
         if progress is not None and info.duration:
             progress(min(1.0, item.t / info.duration))
@@ -169,6 +174,11 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"sessionguard analyze: note: decoding stopped at "
                          f"{result.duration:.1f} s of the {result.declared:.1f} s {args.file} "
                          "declares; the rest is missing or damaged and was not analysed\n")
+    if result.audio_rate is not None:
+        note = narrow_band_note(result.audio_rate,
+                                audio_params_from_dict(params.audio or None).shutter)
+        if note is not None:
+            sys.stderr.write(f"sessionguard analyze: note: {note}\n")
     out = sys.stdout
     if args.json:
         for d in result.detections:

@@ -41,7 +41,7 @@ from signals.media.audio_params import ShutterParams
 from signals.media.audio_stream import FrameFeatures
 from signals.media.detection import Detection
 
-__all__ = ["SIGNAL", "ShutterDetector", "row_percentile"]
+__all__ = ["SIGNAL", "ShutterDetector", "narrow_band_note", "row_percentile"]
 
 SIGNAL = "audio.shutter"
 _FRAME_S = 0.004
@@ -55,6 +55,20 @@ class _Click:
     t: float
     rise: float
     flatness: float
+
+
+def narrow_band_note(sample_rate: int, params: ShutterParams) -> str | None:
+    """A sentence for a user when audio at ``sample_rate`` cannot carry the band the clicks
+    are measured in (a telephone or narrowband recording), else ``None``: such a file's
+    silence about shutters means little."""
+    top = sample_rate / 2
+    lo, hi = params.band_hz
+    if not params.enabled or top >= hi:
+        return None
+    holds = "nothing of it" if top <= lo else f"only {lo:.0f}-{top:.0f} Hz of it"
+    return (f"audio sampled at {sample_rate} Hz holds nothing above {top:.0f} Hz; "
+            f"{SIGNAL} listens for clicks at {lo:.0f}-{hi:.0f} Hz and hears {holds}, "
+            "so a shutter here is likely missed")
 
 
 def row_percentile(rows: npt.NDArray[np.float64], q: float) -> npt.NDArray[np.float64]:

@@ -260,3 +260,49 @@ def test_console_script_end_to_end(webm: Path) -> None:
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert any(json.loads(line)["signal"] == "video.frozen" for line in proc.stdout.splitlines())
+
+
+def _wav(path: Path, rate: int, seconds: float = 1.0) -> Path:
+    """A quiet tone over a little noise, ``rate`` samples a second, as a 16-bit WAV."""
+    import wave
+
+    rng = np.random.default_rng(rate)
+    t = np.arange(int(rate * seconds)) / rate
+    x = 0.05 * np.sin(2 * np.pi * 440 * t) + rng.normal(0, 0.001, len(t))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("rate,noted", [(8_000, "holds nothing above 4000 Hz"),
+                                        (11_025, "hears only 3000-5512 Hz of it"),
+                                        (16_000, None), (48_000, None)])
+def test_audio_too_narrow_for_the_shutter_band_gets_a_note(
+        rate: int, noted: str | None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # a telephone recording cannot carry a shutter's clicks: "no media signals" alone would
+    # read as "no shutter"
+    path = _wav(tmp_path / f"tone-{rate}.wav", rate)
+    assert analyze_file(path).audio_rate == rate
+    assert main(["analyze", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "no media signals" in captured.out
+    if noted is None:
+        assert captured.err == ""
+    else:
+        assert noted in captured.err and "audio.shutter" in captured.err
+        assert captured.err.count("\n") == 1
+
+
+def test_the_narrow_band_note_follows_the_shutter_params() -> None:
+    from signals.media.audio_params import ShutterParams
+    from signals.media.audio_shutter import narrow_band_note
+
+    assert narrow_band_note(8_000, ShutterParams(enabled=False)) is None
+    assert narrow_band_note(8_000, ShutterParams(band_hz=(1000.0, 3500.0))) is None
+    assert "hears only 3000-4000 Hz of it" in (narrow_band_note(8_000, ShutterParams()) or "")
+    assert "hears nothing of it" in (narrow_band_note(6_000, ShutterParams()) or "")
+    assert narrow_band_note(15_000, ShutterParams()) is None  # 7.5 kHz: the whole band
