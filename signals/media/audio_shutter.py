@@ -8,9 +8,11 @@ thing over in well under half a second, and nothing like it around. Each 4 ms fr
 level in the 3-7.5 kHz band is compared with the frames just before it: a *click* rises
 ``click_rise_db`` above them within two frames, is noise-like there (the spectral flatness of
 what the frame adds to the 8-12 ms before it, so voiced speech or a chime underneath does not
-hide it), is not dominated by low frequencies, and falls back within a few frames. Clicks
-closer than ``cluster_gap_s`` form a cluster; a cluster of ``min_clicks``..``max_clicks``
-clicks spanning at most ``max_span_s`` and with no other click within ``isolation_s`` either
+hide it), is not dominated by low frequencies, and falls back within ``decay_frames`` frames;
+a second peak within those frames is a ripple of the same click and is not counted again.
+Clicks closer than ``cluster_gap_s`` form a cluster; a cluster of
+``min_clicks``..``max_clicks`` clicks spanning at most ``max_span_s`` and with no other click
+within ``isolation_s`` either
 side is reported. The decision waits ``isolation_s`` after the last click (so about a second
 of latency).
 
@@ -148,14 +150,25 @@ class ShutterDetector:
                   & (self._full[k] - peak <= p.max_low_excess_db))
             for i in np.flatnonzero(ok).tolist():
                 j = int(k[i])
-                self._clicks.append(_Click(float(self._t[j]), float(peak[i] - background[i]),
-                                           float(self._flat[j])))
+                self._add(_Click(float(self._t[j]), float(peak[i] - background[i]),
+                                 float(self._flat[j])))
             self._evaluated = hi
         keep = max(0, len(h) - ctx - look - 2)
         if keep:
             self._t, self._high = self._t[keep:], self._high[keep:]
             self._full, self._flat = self._full[keep:], self._flat[keep:]
             self._evaluated -= keep
+
+    def _add(self, click: _Click) -> None:
+        """Keep ``click``, or fold it into the previous click when it peaks within that
+        click's decay (``decay_frames``): a ripple of one sound is one click, so a single
+        noisy burst (a plosive in speech) is not counted as two or three."""
+        last = self._clicks[-1] if self._clicks else None
+        if last is None or click.t - last.t > self._look * _FRAME_S + 1e-6:
+            self._clicks.append(click)
+        else:
+            self._clicks[-1] = _Click(last.t, max(last.rise, click.rise),
+                                      max(last.flatness, click.flatness))
 
     def _decide(self, now: float, final: bool) -> list[Detection]:
         p = self.p

@@ -221,7 +221,7 @@ def room_echo(rng: np.random.Generator, rt60_s: float, direct_db: float) -> Audi
     tail = sps.lfilter(b, a, tail)
     h = tail / np.sqrt(np.sum(tail ** 2)) * 10 ** (-direct_db / 20)
     h[0] += 1.0
-    return h.astype(np.float32)
+    return np.asarray(h, dtype=np.float32)
 
 
 def _band(x: npt.NDArray[np.floating], lo: float, hi: float) -> Audio:

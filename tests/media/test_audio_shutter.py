@@ -168,6 +168,32 @@ def test_after_a_gap_clicks_wait_for_new_context() -> None:
     assert [d for d in out if d.signal == "audio.shutter"] == []
 
 
+def _bursts(offsets_ms: list[float], seed: int) -> np.ndarray:
+    """Short decaying white-noise bursts (each about 1 ms) at ``offsets_ms`` after 1 s of a
+    -60 dBFS room, 2 s in all."""
+    rng = np.random.default_rng(seed)
+    x = room_noise(RATE * 2, rng, -60.0)
+    n = int(0.004 * RATE)
+    shape = np.exp(-np.arange(n) / (0.001 * RATE)).astype(np.float32)
+    for ms in offsets_ms:
+        i = int((1.0 + ms / 1000) * RATE)
+        x[i:i + n] += 0.2 * rng.standard_normal(n).astype(np.float32) * shape
+    return x
+
+
+def test_a_ripple_within_a_clicks_decay_is_not_another_click() -> None:
+    # Three bursts 30 ms apart are three clicks: a shutter.
+    spaced = [d for d in run(_bursts([0, 30, 60], seed=3)) if d.signal == "audio.shutter"]
+    assert len(spaced) == 1 and spaced[0].evidence["clicks"] == 3, spaced
+    # Two of them 8 ms apart are one click's ripple (a noisy plosive burst in speech does
+    # this): two clicks, too few for a shutter.
+    assert [d for d in run(_bursts([0, 8, 60], seed=3)) if d.signal == "audio.shutter"] == []
+    # A fourth burst 8 ms after the last makes three clicks again, counted once each.
+    four = [d for d in run(_bursts([0, 8, 60, 68, 100], seed=3))
+            if d.signal == "audio.shutter"]
+    assert len(four) == 1 and four[0].evidence["clicks"] == 3, four
+
+
 def test_room_echo_has_the_asked_direct_to_reverberant_ratio() -> None:
     echo = room_echo(np.random.default_rng(1), 0.5, 5.0)
     tail = float(np.sum(echo[1:].astype(np.float64) ** 2))
