@@ -11,7 +11,10 @@ The patient's SDK sends a ``webrtc.offer`` on its channel; the server hands the 
   ``on_signal``;
 * reports ``on_status(kind, "flowing" | "stopped")`` when the first frame of a kind
   arrives, when none arrived for ``stall_after_s``, when frames resume, when the track ends,
-  when the consent for it is withdrawn and when the peer closes.
+  when the consent for it is withdrawn and when the peer closes;
+* reports ``on_limit(kind, "narrowband" | None)`` when the audio analyzer's band check
+  (``signals.media.audio_band``) finds the audio cannot carry a shutter's clicks, when it
+  can again, and (``None``) when the track ends.
 
 Nothing here writes media anywhere, and nothing personal is logged.
 """
@@ -49,11 +52,13 @@ from signals.model import Signal
 
 __all__ = [
     "MAX_SDP_BYTES",
+    "NARROWBAND",
     "IceConfig",
     "MediaKind",
     "MediaParams",
     "MediaReceiver",
     "MediaState",
+    "OnLimit",
     "OnSignal",
     "OnStatus",
     "detection_to_signal",
@@ -67,7 +72,11 @@ MediaKind = Literal["audio", "video"]
 MediaState = Literal["flowing", "stopped"]
 OnSignal = Callable[[Signal], Awaitable[None] | None]
 OnStatus = Callable[[MediaKind, MediaState], Awaitable[None] | None]
+OnLimit = Callable[[MediaKind, str | None], Awaitable[None] | None]
 MAX_SDP_BYTES = 64 * 1024
+#: ``signals.media.audio_band.NARROWBAND``, the band state reported as a limit (not imported:
+#: that module pulls in scipy, which this one avoids loading at import)
+NARROWBAND = "narrowband"
 _KINDS: tuple[MediaKind, ...] = ("audio", "video")
 
 
@@ -165,6 +174,7 @@ class _Track:
     task: asyncio.Task[None] | None = None
     received: int = 0
     analysis: PipelineStats = field(default_factory=PipelineStats)  # across its pipelines
+    limit: str | None = None  # what the track cannot carry, as last reported
 
 
 class MediaReceiver:
@@ -180,6 +190,7 @@ class MediaReceiver:
         on_signal: OnSignal | None = None,
         on_status: OnStatus | None = None,
         clock: Callable[[], int] = epoch_ms,
+        on_limit: OnLimit | None = None,
     ) -> None:
         self.session = session
         self.participant = participant
@@ -188,6 +199,7 @@ class MediaReceiver:
         self._ice = ice or IceConfig()
         self._on_signal = on_signal
         self._on_status = on_status
+        self._on_limit = on_limit
         self._clock = clock
         self._pc: RTCPeerConnection | None = None
         self._tracks: dict[MediaKind, _Track] = {}
@@ -284,6 +296,7 @@ class MediaReceiver:
                     track.pipeline = None
                 track.start_ms = None
                 await self._set_state(track, "stopped")
+                self._set_limit(track, None)
 
     async def close(self) -> None:
         """Close the peer: open episodes are reported, then every flowing kind is ``stopped``."""
@@ -353,6 +366,9 @@ class MediaReceiver:
             if start is not None:
                 for detection in detections:
                     self._emit_detection(detection, start)
+            band = getattr(sink, "band", None)  # the audio analyzer's band check, if any
+            if band is not None and state.state == "flowing":
+                self._set_limit(state, NARROWBAND if band.state == NARROWBAND else None)
 
         try:
             sink = self._ready.pop(state.kind, None) or self._build(state.kind)
@@ -379,6 +395,14 @@ class MediaReceiver:
         if pipeline is not None:
             await pipeline.close()
         await self._set_state(state, "stopped")
+        self._set_limit(state, None)
+
+    def _set_limit(self, state: _Track, limit: str | None) -> None:
+        if state.limit == limit:
+            return
+        state.limit = limit
+        if self._on_limit is not None:
+            self._schedule(self._on_limit, state.kind, limit)
 
     # -- status ----------------------------------------------------------------------------
 
@@ -413,9 +437,12 @@ class MediaReceiver:
         except SessionguardError as exc:
             log.warning("dropped a detection the catalogue refuses: %s", exc)
             return
-        if self._on_signal is None:
-            return
-        result = self._invoke(self._on_signal, signal)
+        if self._on_signal is not None:
+            self._schedule(self._on_signal, signal)
+
+    def _schedule(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn`` now; if it returns an awaitable, run it as a task (kept until done)."""
+        result = self._invoke(fn, *args)
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             self._pending_calls.add(task)

@@ -41,7 +41,7 @@ from monitor import protocol as proto
 from monitor.config import Config, require_secret
 from monitor.http import HttpRoutes, json_response, split_path
 from monitor.metrics import CONTENT_TYPE, Metrics
-from monitor.sessions import Session, SessionRegistry, merge_claim
+from monitor.sessions import LIMIT_WORDS, Session, SessionRegistry, merge_claim
 from signals.catalog import CATALOGUE
 from signals.consent import Consent
 from signals.errors import (
@@ -59,7 +59,8 @@ log = logging.getLogger("sessionguard.server")
 
 Clock = Callable[[], int]
 #: ``(sidecar, session, participant, consent) -> MediaReceiver-like`` (``handle_offer``,
-#: ``set_consent``, ``close``); it reports through ``sidecar.media_signal`` / ``media_status``.
+#: ``set_consent``, ``close``); it reports through ``sidecar.media_signal`` / ``media_status``
+#: / ``media_limit``.
 MediaFactory = Callable[["Sidecar", str, str, Consent], Any]
 
 SESSION_IDLE_EVICT_MS = 3_600_000
@@ -112,6 +113,9 @@ def _default_media(sidecar: Sidecar, session: str, participant: str, consent: Co
     async def on_status(kind: str, state: str) -> None:
         await sidecar.media_status(session, participant, kind, state)
 
+    async def on_limit(kind: str, limit: str | None) -> None:
+        await sidecar.media_limit(session, participant, kind, limit)
+
     hosts = tuple(sidecar.config.media.ice_hosts)
     params = sidecar.__dict__.get("_live_media_params")
     if params is None:
@@ -123,7 +127,7 @@ def _default_media(sidecar: Sidecar, session: str, participant: str, consent: Co
         sidecar.__dict__["_live_media_params"] = params
     return MediaReceiver(session, participant, consent, params=params,
                          ice=IceConfig(host_addresses=hosts), on_signal=on_signal,
-                         on_status=on_status, clock=sidecar.clock)
+                         on_status=on_status, on_limit=on_limit, clock=sidecar.clock)
 
 
 def _default_webhooks(config: Config, store: Any, clock: Clock,
@@ -754,6 +758,16 @@ class Sidecar:
             return
         if session.set_media(participant, kind, state) and not self._stopping:  # type: ignore[arg-type]
             await self._status(session, self.clock(), f"media_{state}")
+
+    async def media_limit(self, session_id: str, participant: str, kind: str,
+                          limit: str | None) -> None:
+        """A :class:`~monitor.media.MediaReceiver` reports what a flowing ``kind`` cannot
+        carry (``"narrowband"`` audio), or ``None`` when that no longer holds."""
+        if limit is not None and limit not in LIMIT_WORDS:
+            return
+        session = self.sessions.get(session_id)
+        if session.set_limit(participant, kind, limit) and not self._stopping:
+            await self._status(session, self.clock(), f"{kind}_{limit or 'unlimited'}")
 
     # -- status and tick ------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from signals.consent import NO_CONSENT, Consent
 
 __all__ = [
+    "LIMIT_WORDS",
     "MEDIA_KINDS",
     "MediaStatus",
     "PatientState",
@@ -27,6 +28,12 @@ __all__ = [
 
 SdkStatus = Literal["connected", "silent", "disconnected"]
 MediaStatus = Literal["flowing", "stopped", "none"]
+#: the sentence a ``status`` gives for each media limit
+LIMIT_WORDS = {
+    "narrowband": ("audio from patient {participant} carries nothing above about 6 kHz (a "
+                   "headset in its telephone mode, or a weak connection): shutter sounds "
+                   "cannot be heard"),
+}
 MEDIA_KINDS: tuple[Literal["audio", "video"], ...] = ("audio", "video")
 
 
@@ -70,6 +77,8 @@ class PatientState:
     silent: bool = False
     media: dict[str, MediaStatus] = field(
         default_factory=lambda: {"audio": "none", "video": "none"})
+    #: what a flowing track cannot carry, by kind (``{"audio": "narrowband"}``)
+    limits: dict[str, str] = field(default_factory=dict)
     seqs: SeqTracker = field(default_factory=SeqTracker)
 
     @property
@@ -162,13 +171,28 @@ class Session:
         state.media[kind] = status
         return True
 
+    def set_limit(self, participant: str, kind: str, limit: str | None) -> bool:
+        """Record what ``kind`` from ``participant`` cannot carry (``None``: nothing known);
+        ``True`` if it changed."""
+        state = self.patient(participant)
+        if state.limits.get(kind) == limit:
+            return False
+        if limit is None:
+            del state.limits[kind]
+        else:
+            state.limits[kind] = limit
+        return True
+
     # -- status ----------------------------------------------------------------------------
 
     def status(self, now: int) -> dict[str, Any]:
         """The ``status`` message of docs/internals.md. ``blind`` is true whenever the sidecar
         cannot see what the consent says it should: no patient channel, a patient
-        disconnected or silent, nothing consented, or consented media that stopped."""
+        disconnected or silent, nothing consented, or consented media that stopped.
+        ``limited`` lists what flowing media cannot show (narrowband audio: no shutter
+        sounds), without making the session blind."""
         reasons: list[str] = []
+        limited: list[str] = []
         participants = []
         monitoring = self.consent.monitoring
         if not self.patients or not any(p.connections for p in self.patients.values()):
@@ -177,7 +201,7 @@ class Session:
             reasons.append("the patient has not consented to any monitoring")
         for state in sorted(self.patients.values(), key=lambda p: p.participant):
             participants.append({"participant": state.participant, "sdk": state.sdk,
-                                 "media": dict(state.media)})
+                                 "media": dict(state.media), "limits": dict(state.limits)})
             if state.sdk == "disconnected":
                 reasons.append(f"patient {state.participant} is disconnected")
             elif state.sdk == "silent":
@@ -185,6 +209,10 @@ class Session:
             for kind in MEDIA_KINDS:
                 if kind in monitoring and state.media.get(kind) == "stopped":
                     reasons.append(f"{kind} from patient {state.participant} has stopped")
+                limit = state.limits.get(kind)
+                if kind in monitoring and state.media.get(kind) == "flowing" and limit:
+                    limited.append(LIMIT_WORDS.get(limit, f"{kind} is {limit}").format(
+                        participant=state.participant))
         return {
             "type": "status",
             "session": self.id,
@@ -193,6 +221,7 @@ class Session:
             "consent": self.consent.to_dict(),
             "participants": participants,
             "reasons": reasons,
+            "limited": limited,
         }
 
 

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from monitor.allocator import keep_freed_memory
 from monitor.mediafile import AudioItem, VideoItem, decode, probe
 from signals.errors import MediaError
+from signals.media.audio_band import NARROWBAND, narrowband_note
 from signals.media.audio_params import audio_params_from_dict
 from signals.media.audio_shutter import narrow_band_note
 from signals.media.detection import Detection
@@ -60,6 +61,9 @@ class AnalyzeResult:
     declared: float | None = None
     #: the lowest sample rate of the audio analysed (``None``: no audio)
     audio_rate: int | None = None
+    #: the band check's verdict at the end (``signals.media.audio_band``) and its level
+    audio_band: str | None = None
+    audio_band_db: float | None = None
 
 
 #: decoding that stops more than this short of the declared duration (and 5 % of it) is reported
@@ -109,6 +113,9 @@ def analyze_file(
         if analyzer is not None:
             found += analyzer.finish(end)
     result.duration = end
+    band = getattr(a, "band", None)
+    if band is not None:
+        result.audio_band, result.audio_band_db = band.state, band.level_db
     # live streams need both the "open" and the "closed" report; a file needs the episode once
     result.detections = sorted(
         (d for d in found if d.end is not None or d.evidence.get("episode") != "open"),
@@ -175,8 +182,10 @@ def run(args: argparse.Namespace) -> int:
                          f"{result.duration:.1f} s of the {result.declared:.1f} s {args.file} "
                          "declares; the rest is missing or damaged and was not analysed\n")
     if result.audio_rate is not None:
-        note = narrow_band_note(result.audio_rate,
-                                audio_params_from_dict(params.audio or None).shutter)
+        audio_params = audio_params_from_dict(params.audio or None)
+        note = narrow_band_note(result.audio_rate, audio_params.shutter)
+        if note is None and result.audio_band == NARROWBAND and audio_params.shutter.enabled:
+            note = narrowband_note(result.audio_band_db, audio_params.band)
         if note is not None:
             sys.stderr.write(f"sessionguard analyze: note: {note}\n")
     out = sys.stdout

@@ -13,6 +13,9 @@ levels, spectral flatness) and in 10 ms blocks (level), and handed to the two de
 * ``audio.shutter`` — :mod:`signals.media.audio_shutter`
 * ``audio.virtual_source`` — :mod:`signals.media.audio_floor`
 
+and to the band check (:mod:`signals.media.audio_band`), whose ``band.state`` says whether the
+audio can carry a shutter's clicks at all (not a signal: a limit the ``status`` reports).
+
 State is a few hundred samples and a few dozen numbers; a jump in ``t`` (dropped frames) or a
 change of rate restarts the framing. Pure: no I/O, no clock, no logging of the audio itself.
 """
@@ -27,9 +30,11 @@ import numpy as np
 import numpy.typing as npt
 
 from signals.errors import MediaError
+from signals.media.audio_band import BandCheck
 from signals.media.audio_floor import VirtualSourceDetector
 from signals.media.audio_params import (
     AudioParams,
+    BandParams,
     ShutterParams,
     VirtualSourceParams,
     audio_params_from_dict,
@@ -41,6 +46,7 @@ from signals.media.detection import Detection
 __all__ = [
     "AudioAnalyzer",
     "AudioParams",
+    "BandParams",
     "ShutterParams",
     "VirtualSourceParams",
     "audio_params_from_dict",
@@ -60,6 +66,7 @@ class AudioAnalyzer:
             self.params = audio_params_from_dict(params)
         self.shutter = ShutterDetector(self.params.shutter)
         self.virtual_source = VirtualSourceDetector(self.params.virtual_source)
+        self.band = BandCheck(self.params.band)
         self._rate: int | None = None
         self._next_t = 0.0
         self._resampler: StreamResampler | None = None
@@ -94,6 +101,7 @@ class AudioAnalyzer:
         feats = self._framer.push(self._resampler.push(x))
         out = self.virtual_source.push(feats)
         out.extend(self.shutter.push(feats))
+        self.band.push(feats)
         return out
 
     def finish(self, t: float) -> list[Detection]:
@@ -111,9 +119,11 @@ class AudioAnalyzer:
         if self._rate is not None:
             self.shutter.reset()
             self.virtual_source.interrupt()
+            if rate != self._rate:
+                self.band.reset()
         self._rate = rate
         self._resampler = StreamResampler(rate)
-        self._framer = Framer(self.params.shutter.band_hz, t)
+        self._framer = Framer(self.params.shutter.band_hz, t, self.params.band.top_band_hz)
         return out
 
     @staticmethod

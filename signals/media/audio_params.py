@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from signals.errors import ConfigError
 from signals.schema import first_error
 
-__all__ = ["AudioParams", "ShutterParams", "VirtualSourceParams", "audio_params_from_dict"]
+__all__ = ["AudioParams", "BandParams", "ShutterParams", "VirtualSourceParams",
+           "audio_params_from_dict"]
 
 
 class _Strict(BaseModel):
@@ -94,6 +95,37 @@ class VirtualSourceParams(_Strict):
         return self
 
 
+class BandParams(_Strict):
+    """The band check: does the audio carry what ``audio.shutter`` listens for?
+
+    A 4 ms frame whose whole-band level is at least ``sound_dbfs`` is *sound*; for each, the
+    level of ``top_band_hz`` under its whole-band level. Once ``min_sound_s`` of sound has
+    been heard, the ``percentile`` of that difference over the last ``window_s`` of sound
+    decides: below ``narrow_below_db`` the audio is *narrowband* (nothing up there but
+    filter leakage); it is wideband again above ``wide_above_db``.
+    """
+
+    enabled: bool = True
+    top_band_hz: tuple[float, float] = (6500.0, 7500.0)
+    sound_dbfs: float = Field(default=-40.0, le=0)
+    min_sound_s: float = Field(default=3.0, gt=0)
+    window_s: float = Field(default=10.0, gt=0)
+    percentile: float = Field(default=95.0, gt=0, le=100)
+    narrow_below_db: float = Field(default=-55.0, le=0)
+    wide_above_db: float = Field(default=-45.0, le=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> BandParams:
+        lo, hi = self.top_band_hz
+        if not 0 < lo < hi <= 8000:
+            raise ValueError("top_band_hz must be [low, high] with 0 < low < high <= 8000")
+        if self.wide_above_db < self.narrow_below_db:
+            raise ValueError("wide_above_db must not be below narrow_below_db")
+        if self.window_s < self.min_sound_s:
+            raise ValueError("window_s must not be shorter than min_sound_s")
+        return self
+
+
 class AudioParams(_Strict):
     """Everything :class:`~signals.media.audio.AudioAnalyzer` is tuned by."""
 
@@ -101,9 +133,10 @@ class AudioParams(_Strict):
     max_jump_s: float = Field(default=0.06, gt=0)  # a larger jump in ``t`` restarts the framing
     shutter: ShutterParams = ShutterParams()
     virtual_source: VirtualSourceParams = VirtualSourceParams()
+    band: BandParams = BandParams()
 
 
-_NOT_A_MAPPING = "audio parameters must be a mapping (shutter:, virtual_source:)"
+_NOT_A_MAPPING = "audio parameters must be a mapping (shutter:, virtual_source:, band:)"
 
 
 def audio_params_from_dict(data: Mapping[str, Any] | None) -> AudioParams:

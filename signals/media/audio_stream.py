@@ -80,7 +80,8 @@ class FrameFeatures:
     """Features of the frames a chunk completed (arrays of equal length per time base).
 
     Every :data:`HOP` (4 ms) an 8 ms Hann window: ``t`` (window centre, seconds from stream
-    start), ``high_db`` / ``full_db`` (band levels, dBFS) and ``onset_flatness``: the
+    start), ``high_db`` / ``full_db`` / ``top_db`` (levels of the click band, of everything from
+    60 Hz and of the band check's top band, dBFS) and ``onset_flatness``: the
     spectral flatness (0 tonal .. 1 white) of what is *new* in the window, its high-band power
     spectrum minus the larger of the two windows 8 and 12 ms before it (:data:`ONSET_LAGS`),
     bin by bin, where a bin that did not rise counts as :data:`ONSET_FLOOR` of its power (with
@@ -95,6 +96,7 @@ class FrameFeatures:
     high_db: npt.NDArray[np.float64]
     full_db: npt.NDArray[np.float64]
     onset_flatness: npt.NDArray[np.float64]
+    top_db: npt.NDArray[np.float64]
     block_t: npt.NDArray[np.float64]
     block_db: npt.NDArray[np.float64]
 
@@ -105,7 +107,8 @@ class FrameFeatures:
 class Framer:
     """Cut the working-rate stream into short windows and measure them."""
 
-    def __init__(self, band_hz: tuple[float, float], t0: float) -> None:
+    def __init__(self, band_hz: tuple[float, float], t0: float,
+                 top_hz: tuple[float, float] = (6500.0, 7500.0)) -> None:
         self._t0 = t0
         self._count = 0                      # working-rate samples consumed so far
         self._tail = np.zeros(0, dtype=np.float32)
@@ -116,6 +119,7 @@ class Framer:
         freqs = np.fft.rfftfreq(WIN, 1 / RATE)
         self._high = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
         self._full = freqs >= 60.0
+        self._top = (freqs >= top_hz[0]) & (freqs <= top_hz[1])
         # the high-band spectra of the last max(ONSET_LAGS) windows (none yet: all new)
         self._recent = np.zeros((max(ONSET_LAGS), int(np.sum(self._high))))
 
@@ -128,16 +132,17 @@ class Framer:
         if n <= 0:
             self._tail = buf
             empty = np.zeros(0)
-            return FrameFeatures(empty, empty, empty, empty, block_t, block_db)
+            return FrameFeatures(empty, empty, empty, empty, empty, block_t, block_db)
         frames = np.lib.stride_tricks.sliding_window_view(buf, WIN)[::HOP][:n]
         spec = np.abs(np.fft.rfft(frames * self._window, axis=1)) ** 2 / self._norm + 1e-14
         high = spec[:, self._high]
         high_db = 10 * np.log10(np.sum(high, axis=1))
         full_db = 10 * np.log10(np.sum(spec[:, self._full], axis=1))
+        top_db = 10 * np.log10(np.sum(spec[:, self._top], axis=1))
         onset = _flatness(self._onset(high))
         t = self._t0 + (start + np.arange(n) * HOP + WIN / 2) / RATE
         self._tail = buf[n * HOP:]
-        return FrameFeatures(t, high_db, full_db, onset, block_t, block_db)
+        return FrameFeatures(t, high_db, full_db, onset, top_db, block_t, block_db)
 
     def _onset(self, high: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """What each window adds to the high band over the windows :data:`ONSET_LAGS` before

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import av
@@ -264,7 +265,6 @@ def test_console_script_end_to_end(webm: Path) -> None:
 
 def _wav(path: Path, rate: int, seconds: float = 1.0) -> Path:
     """A quiet tone over a little noise, ``rate`` samples a second, as a 16-bit WAV."""
-    import wave
 
     rng = np.random.default_rng(rate)
     t = np.arange(int(rate * seconds)) / rate
@@ -306,3 +306,31 @@ def test_the_narrow_band_note_follows_the_shutter_params() -> None:
     assert "hears only 3000-4000 Hz of it" in (narrow_band_note(8_000, ShutterParams()) or "")
     assert "hears nothing of it" in (narrow_band_note(6_000, ShutterParams()) or "")
     assert narrow_band_note(15_000, ShutterParams()) is None  # 7.5 kHz: the whole band
+
+
+@pytest.mark.parametrize("cutoff,noted", [(3_400, True), (None, False)])
+def test_48_khz_audio_that_carries_only_a_telephone_band_gets_a_note(
+        cutoff: int | None, noted: bool, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # a phone call recorded at 48 kHz: the rate says nothing, the content does
+    from scipy import signal as sps
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(0, 0.05, 48_000 * 5)
+    if cutoff is not None:
+        x = sps.sosfilt(sps.butter(10, cutoff, fs=48_000, output="sos"), x)
+    path = tmp_path / "call.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+    result = analyze_file(path)
+    assert result.audio_band == ("narrowband" if noted else "wideband")
+    assert main(["analyze", str(path)]) == 0
+    err = capsys.readouterr().err
+    if noted:
+        assert "holds almost nothing above 6.5 kHz" in err and "audio.shutter" in err
+        assert err.count("\n") == 1
+    else:
+        assert err == ""

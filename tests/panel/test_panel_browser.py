@@ -203,3 +203,31 @@ async def test_panel_resumes_after_a_sidecar_restart(tmp_path: Path) -> None:
         ids = await page.locator(".sg-alert").evaluate_all(
             "els => els.map(e => e.dataset.alertId)")
         assert len(set(ids)) == 2  # the first alert was not shown twice
+
+
+async def test_panel_shows_a_media_limit_without_calling_it_blind(tmp_path: Path) -> None:
+    # The sidecar's media receiver reports narrowband audio (the live path is tested in
+    # tests/server/test_media_server.py); here the panel's wording of it.
+    async with live_sidecar(tmp_path / "audit.db") as sc, \
+            playwright_context(tmp_path / "profile") as ctx:
+        session = "s-limit"
+        page = await ctx.new_page()
+        clinician = sc.token(session, "dr", "clinician", FULL)
+        await page.goto(f"{sc.origin}/panel/panel.html?token={clinician}")
+        panel = page.locator("sessionguard-panel")
+        patient_url = f"{sc.ws_url}?token={sc.token(session, 'p1', 'patient', FULL)}"
+        async with websockets.connect(patient_url):
+            await page.wait_for_selector('sessionguard-panel[data-state="on"]')
+            await sc.sidecar.media_status(session, "p1", "audio", "flowing")
+            await sc.sidecar.media_limit(session, "p1", "audio", "narrowband")
+            await page.wait_for_selector('sessionguard-panel[data-state="limited"]')
+            assert "with a limit" in await panel.locator(".sg-state").inner_text()
+            reasons = await panel.locator(".sg-reasons").inner_text()
+            assert "shutter sounds cannot be heard" in reasons
+            assert "narrowband" in await panel.locator(".sg-details").inner_text()
+            # an unknown limit from a broken receiver is ignored, not shown
+            await sc.sidecar.media_limit(session, "p1", "video", "sideways")
+            await sc.sidecar.media_limit(session, "p1", "audio", None)
+            await page.wait_for_selector('sessionguard-panel[data-state="on"]')
+            assert await panel.locator(".sg-reasons").inner_text() == ""
+            assert "narrowband" not in await panel.locator(".sg-details").inner_text()

@@ -88,6 +88,36 @@ def test_status_is_blind_whenever_the_sidecar_cannot_see() -> None:
     assert s.idle_since == 7000
 
 
+def test_narrowband_audio_is_a_limit_not_blindness() -> None:
+    s = Session("s1", consent=Consent(frozenset({"device", "audio"})))
+    s.patient_connected("p1", 1000)
+    assert s.status(1000)["limited"] == []
+    assert s.status(1000)["participants"][0]["limits"] == {}
+    # a limit is recorded at once but shown only while that media flows
+    assert s.set_limit("p1", "audio", "narrowband") and not s.set_limit("p1", "audio", "narrowband")
+    assert s.status(1000)["limited"] == []
+    s.set_media("p1", "audio", "flowing")
+    st = s.status(2000)
+    assert not st["blind"] and st["reasons"] == []
+    assert st["participants"][0]["limits"] == {"audio": "narrowband"}
+    assert len(st["limited"]) == 1 and "shutter sounds cannot be heard" in st["limited"][0]
+    assert "p1" in st["limited"][0]
+    # stopped audio is blindness, not a limit
+    s.set_media("p1", "audio", "stopped")
+    st = s.status(3000)
+    assert st["blind"] and st["limited"] == []
+    # cleared
+    s.set_media("p1", "audio", "flowing")
+    assert s.set_limit("p1", "audio", None) and not s.set_limit("p1", "audio", None)
+    assert s.status(4000)["limited"] == [] and s.status(4000)["participants"][0]["limits"] == {}
+    # outside the consent nothing is said about it
+    t = Session("s2", consent=Consent(frozenset({"device"})))
+    t.patient_connected("p1", 1000)
+    t.set_media("p1", "audio", "flowing")
+    t.set_limit("p1", "audio", "narrowband")
+    assert t.status(1000)["limited"] == []
+
+
 def test_later_patient_tokens_can_only_narrow_monitoring() -> None:
     first = Consent(frozenset({"device", "audio"}), "patient_allowed")
     assert merge_claim(Consent(), first, True) == first

@@ -1,5 +1,6 @@
 """``webrtc.offer`` through the server to a real MediaReceiver, with a real aiortc peer; media
-status reaches clinicians (flowing, then stopped: blind)."""
+status reaches clinicians (flowing, then stopped: blind), and so does a limit of what the
+media can carry (narrowband audio)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import json
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from scipy import signal as sps
 
 from monitor.media_ice import use_host_addresses
-from tests.media_live.peers import GeneratedVideo
+from tests.media_live.peers import GeneratedAudio, GeneratedVideo
 from tests.server.conftest import Factory, recv_json, recv_type
 
 VIDEO = {"monitoring": ["device", "video"], "recording": "prohibited"}
+AUDIO = {"monitoring": ["device", "audio"], "recording": "prohibited"}
 
 
 def video_of(message: dict[str, object]) -> object:
@@ -49,3 +52,48 @@ async def test_offer_answered_and_media_status_reaches_clinicians(serve: Factory
         await pc.close()
     stopped = await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "stopped")
     assert stopped["blind"] is True and any("video" in r for r in stopped["reasons"])
+
+
+def audio_of(message: dict[str, object]) -> tuple[object, object]:
+    participants = message.get("participants")
+    assert isinstance(participants, list)
+    if not participants:
+        return None, None
+    return participants[0]["media"]["audio"], participants[0].get("limits")
+
+
+async def test_narrowband_audio_reaches_clinicians_as_a_limit(serve: Factory) -> None:
+    # A microphone that carries nothing above 3.4 kHz (a headset in its telephone mode):
+    # seeded noise low-passed at 3.4 kHz, sent as 48 kHz Opus like any browser's.
+    h = await serve(env={"SESSIONGUARD_MEDIA_ENABLED": "true",
+                         "SESSIONGUARD_MEDIA_ICE_HOSTS": "127.0.0.1"})
+    c = await h.clinician()
+    p = await h.patient(consent=AUDIO)
+    await recv_type(c, "status")
+    rng = np.random.default_rng(3)
+    sos = sps.butter(10, 3400, fs=48_000, output="sos")
+    noise = sps.sosfilt(sos, rng.standard_normal(48_000 * 30)) * 3000
+    pcm = np.clip(noise, -32768, 32767).astype(np.int16)
+    track = GeneratedAudio(lambda i: pcm[(i * 960) % len(pcm):][:960])
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTrack(track)
+        with use_host_addresses(("127.0.0.1",)):
+            await pc.setLocalDescription(await pc.createOffer())
+            await p.send(json.dumps({"type": "webrtc.offer", "sdp": pc.localDescription.sdp}))
+            answer = await recv_type(p, "webrtc.answer", timeout=30)
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        flowing = await recv_type(c, "status", timeout=30,
+                                  where=lambda m: audio_of(m)[0] == "flowing")
+        assert flowing["limited"] == [] and audio_of(flowing)[1] == {}
+        # after about 3 s of sound the band check decides
+        limited = await recv_type(c, "status", timeout=30,
+                                  where=lambda m: audio_of(m)[1] == {"audio": "narrowband"})
+        assert limited["blind"] is False and limited["reasons"] == []
+        assert len(limited["limited"]) == 1
+        assert "shutter sounds cannot be heard" in limited["limited"][0]
+    finally:
+        await pc.close()
+    stopped = await recv_type(c, "status", timeout=30,
+                              where=lambda m: audio_of(m)[0] == "stopped")
+    assert stopped["blind"] is True and stopped["limited"] == []

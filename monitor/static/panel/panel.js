@@ -369,6 +369,9 @@ export class SessionguardPanel extends HTMLElement {
     } else if (status.blind) {
       state = "blind";
       text = "Monitoring is blind: alerts may be missed.";
+    } else if (status.limited && status.limited.length) {
+      state = "limited";
+      text = "Monitoring is on, with a limit: some signs cannot be detected.";
     } else {
       state = "on";
       text = "Monitoring is on.";
@@ -377,8 +380,10 @@ export class SessionguardPanel extends HTMLElement {
     this.dataset.state = state;
     this.stateText.textContent = text;
 
-    this.reasons.replaceChildren(...(state === "blind" || state === "offline"
-      ? (status && status.reasons ? status.reasons : []).map((r) => el("li", { text: r })) : []));
+    const shown = state === "blind" || state === "offline"
+      ? [...((status && status.reasons) || []), ...((status && status.limited) || [])]
+      : state === "limited" ? status.limited : [];
+    this.reasons.replaceChildren(...shown.map((r) => el("li", { text: r })));
 
     const rows = [];
     const participants = (status && status.participants) || [];
@@ -389,7 +394,9 @@ export class SessionguardPanel extends HTMLElement {
       rows.push([who, SDK_WORDS[p.sdk] || p.sdk, p.sdk !== "connected"]);
       const media = p.media || {};
       rows.push(["Camera", MEDIA_WORDS[media.video] || media.video || "not shared", media.video === "stopped"]);
-      rows.push(["Microphone", MEDIA_WORDS[media.audio] || media.audio || "not shared", media.audio === "stopped"]);
+      const narrow = media.audio === "flowing" && (p.limits || {}).audio === "narrowband";
+      rows.push(["Microphone", narrow ? "analysed (narrowband: shutter sounds cannot be heard)"
+        : MEDIA_WORDS[media.audio] || media.audio || "not shared", media.audio === "stopped" || narrow]);
     }
     const consent = status && status.consent;
     if (consent) {
