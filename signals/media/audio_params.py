@@ -110,9 +110,9 @@ class BandParams(_Strict):
     sound_dbfs: float = Field(default=-40.0, le=0)
     min_sound_s: float = Field(default=3.0, gt=0)
     window_s: float = Field(default=10.0, gt=0)
-    percentile: float = Field(default=95.0, gt=0, le=100)
-    narrow_below_db: float = Field(default=-55.0, le=0)
-    wide_above_db: float = Field(default=-45.0, le=0)
+    percentile: float = Field(default=99.0, gt=0, le=100)
+    narrow_below_db: float = Field(default=-48.0, le=0)
+    wide_above_db: float = Field(default=-44.0, le=0)
 
     @model_validator(mode="after")
     def _order(self) -> BandParams:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,10 @@ def is_status(participant: str, **want: str) -> Callable[[dict[str, Any]], bool]
 
 @contextlib.asynccontextmanager
 async def call_page(tmp_path: Path, sc: LiveSidecar, session: str,
-                    participant: str) -> AsyncIterator[Any]:
+                    participant: str, audio: Path | None = None) -> AsyncIterator[Any]:
     video = covered_camera(tmp_path / "covered.y4m")
-    audio = write_wav(tmp_path / "voice.wav", 1.0, freq=180.0, amplitude=0.2, noise=0.01)
+    if audio is None:
+        audio = write_wav(tmp_path / "voice.wav", 1.0, freq=180.0, amplitude=0.2, noise=0.01)
     with StaticSite() as site:
         token = sc.token(session, participant, "patient", CONSENT)
         url = site.add("call.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=ATTACH))
@@ -195,10 +197,59 @@ async def test_covered_camera_in_chromium_alerts_the_clinician(tmp_path: Path) -
                 and any(e.get("signal") == "video.obscured" for e in m.get("evidence", [])),
                 timeout=30, seen=seen)
         assert alert["participant"] == "pat-2" and alert["session"] == "visit-2"
+        # the tone over a -40 dBFS noise floor is wideband: several seconds of it, no limit
+        assert not any(limits_of(m, "pat-2") for m in seen if m.get("type") == "status")
         evidence = next(e for e in alert["evidence"] if e["signal"] == "video.obscured")
         assert 0 < evidence["data"]["confidence"] <= 1
         assert evidence["data"]["mean_luma"] < 30
         await recv_until(clinician, is_status("pat-2", video="stopped"), timeout=30, seen=seen)
+
+
+def limits_of(msg: dict[str, Any], participant: str) -> dict[str, str]:
+    for p in msg.get("participants", []):
+        if p.get("participant") == participant:
+            return dict(p.get("limits", {}))
+    return {}
+
+
+def telephone_band_wav(path: Path) -> Path:
+    """A microphone that carries nothing above 3.4 kHz (a headset in its telephone mode):
+    espeak-ng speech (Debian ``espeak-ng``; speech, because the browser's noise suppression
+    removes a steady noise within a second or two) low-passed at 3.4 kHz, as a 48 kHz wav."""
+    from scipy import signal as sps
+
+    from tests.media.corpus_audio import speech
+
+    voice = speech("Hello, can you hear me? I think the connection is a little slow today, "
+                   "sorry about that. Shall we start where we left off last week?")
+    x = sps.sosfilt(sps.butter(10, 3400, fs=48_000, output="sos"), voice)
+    x *= 0.3 / (np.max(np.abs(x)) + 1e-9)
+    pcm = np.clip(x * 32767, -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+async def test_a_narrowband_microphone_in_chromium_is_a_limit_for_the_clinician(
+        tmp_path: Path) -> None:
+    """Chromium's own audio path (its processing, Opus at 48 kHz) keeps a telephone-band
+    microphone narrowband: the clinician's status says shutter sounds cannot be heard. The
+    wideband tone of the test above raises no such limit (checked there)."""
+    audio = telephone_band_wav(tmp_path / "telephone.wav")
+    async with live_sidecar(tmp_path / "audit.db", media=True) as sc, \
+            sc.clinician("visit-4") as clinician:
+        seen: list[dict[str, Any]] = []
+        async with call_page(tmp_path, sc, "visit-4", "pat-4", audio=audio):
+            await recv_until(clinician, is_status("pat-4", audio="flowing"), timeout=30,
+                             seen=seen)
+            limited = await recv_until(
+                clinician, lambda m: m.get("type") == "status"
+                and limits_of(m, "pat-4") == {"audio": "narrowband"}, timeout=30, seen=seen)
+        assert limited["blind"] is False
+        assert any("shutter sounds cannot be heard" in r for r in limited["limited"])
 
 
 RECORD = """async (ms) => {
