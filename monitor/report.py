@@ -168,8 +168,10 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
                             "recording": _get(body, "recording", default="prohibited"),
                             "by": _get(body, "by", "source", "reason")})
         elif kind == "status":
+            limited = [str(r) for r in _get(body, "limited", default=[])]
             statuses.append({"at": at, "blind": bool(_get(body, "blind", default=False)),
-                             "reasons": [str(r) for r in _get(body, "reasons", default=[])]})
+                             "reasons": [str(r) for r in _get(body, "reasons", default=[])],
+                             "limited": limited})
         elif kind == "feedback":
             item = {"at": at, "id": str(_get(body, "id", "alert", default="")),
                     "verdict": _get(body, "verdict"), "by": _get(body, "by", "participant")}
@@ -211,7 +213,8 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
 
     times = [_int(e.get("at"), 0) for e in entries if _int(e.get("at"), 0) > 0]
     start, end = (min(times), max(times)) if times else (0, 0)
-    blind = _blind_periods(statuses, end)
+    blind = _periods(statuses, end, "blind", "reasons")
+    limited = _periods(statuses, end, "limited", "limited")
     alert_list = sorted(alerts.values(), key=lambda a: (a["at"], a["id"]))
     report: dict[str, Any] = {
         "session": session_id,
@@ -224,6 +227,7 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
         "alerts": alert_list,
         "status": statuses,
         "blind_periods": blind,
+        "limited_periods": limited,
         "feedback": feedback,
         "acks": acks,
         "recording_requests": list(requests.values()),
@@ -241,23 +245,28 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
             "deliveries": deliveries,
             "deliveries_abandoned": abandoned,
             "blind_ms": sum(p["end"] - p["start"] for p in blind),
+            "limited_ms": sum(p["end"] - p["start"] for p in limited),
         },
     }
     report["summary"] = summary_text(report)
     return report
 
 
-def _blind_periods(statuses: list[dict[str, Any]], end: int) -> list[dict[str, Any]]:
+def _periods(statuses: list[dict[str, Any]], end: int, flag: str,
+             why: str) -> list[dict[str, Any]]:
+    """Periods during which ``status[flag]`` was true (``blind``, or a non-empty ``limited``),
+    with every sentence of ``status[why]`` seen during each."""
     periods: list[dict[str, Any]] = []
     open_period: dict[str, Any] | None = None
     for status in sorted(statuses, key=lambda s: s["at"]):
-        if status["blind"] and open_period is None:
-            open_period = {"start": status["at"], "end": None, "reasons": list(status["reasons"])}
-        elif status["blind"] and open_period is not None:
-            for reason in status["reasons"]:
+        on = bool(status.get(flag))
+        if on and open_period is None:
+            open_period = {"start": status["at"], "end": None, "reasons": list(status[why])}
+        elif on and open_period is not None:
+            for reason in status[why]:
                 if reason not in open_period["reasons"]:
                     open_period["reasons"].append(reason)
-        elif not status["blind"] and open_period is not None:
+        elif not on and open_period is not None:
             open_period["end"] = status["at"]
             periods.append(open_period)
             open_period = None
@@ -301,6 +310,11 @@ def summary_text(report: Mapping[str, Any]) -> str:
                      f"{_plural(len(blind), 'period')}.")
     else:
         lines.append("Monitoring was never reported blind.")
+    limited = report.get("limited_periods", [])
+    if limited:
+        lines.append(f"Monitoring was limited for {_duration(counts['limited_ms'])} in "
+                     f"{_plural(len(limited), 'period')} (some signs could not be detected, "
+                     "e.g. shutter sounds in narrowband audio).")
     requests = report["recording_requests"]
     if requests:
         decided = ", ".join(r["decision"] or "undecided" for r in requests)
@@ -621,6 +635,10 @@ def render_html(report: Mapping[str, Any]) -> str:
                    + (" (still blind at end)" if p.get("open") else ""),
                    _e(_duration(p["end"] - p["start"])), _e("; ".join(p["reasons"]))]
                   for p in report["blind_periods"]]
+    limited_rows = [[_clock(p["start"], start), _clock(p["end"], start)
+                     + (" (still limited at end)" if p.get("open") else ""),
+                     _e(_duration(p["end"] - p["start"])), _e("; ".join(p["reasons"]))]
+                    for p in report.get("limited_periods", [])]
     request_rows = [[_clock(r["at"], start), _e(r["reason"]), _e(r["decision"] or "undecided")]
                     for r in report["recording_requests"]]
     skip_rows = [[_clock(k["at"], start), _e(k["rule"]), _e(k["signal"]),
@@ -657,6 +675,9 @@ def render_html(report: Mapping[str, Any]) -> str:
         "<h2>Blind periods</h2>",
         _table(["From", "To", "Length", "Why"], blind_rows,
                "Monitoring was never reported blind."),
+        "<h2>Limited periods</h2>",
+        _table(["From", "To", "Length", "What could not be detected"], limited_rows,
+               "Monitoring was never reported limited."),
         "<h2>Recording requests</h2>",
         _table(["When", "Reason", "Decision"], request_rows, "No recording requests."),
         "<h2>Not analysed for lack of consent</h2>",

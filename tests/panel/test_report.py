@@ -173,3 +173,34 @@ def test_abandoned_webhook_deliveries_are_counted_apart(store: SqliteStore) -> N
     counts = build_report(store, "s-report")["counts"]
     assert counts["deliveries"] == before["deliveries"]
     assert counts["deliveries_abandoned"] == before["deliveries_abandoned"] + 1
+
+
+def test_limited_periods_are_reported_apart_from_blind_ones(tmp_path: Path) -> None:
+    # narrowband audio (the band check): monitoring stayed on, but shutters could not be heard
+    narrow = ("audio from patient p1 carries nothing above about 6 kHz (a headset in its "
+              "telephone mode, or a weak connection): shutter sounds cannot be heard")
+    with SqliteStore(tmp_path / "audit.db", synchronous="NORMAL") as db:
+        db.append("s-lim", "status", T0, {"blind": False, "reasons": [], "limited": []})
+        db.append("s-lim", "status", T0 + 30_000, {
+            "blind": False, "reasons": [], "limited": [narrow], "cause": "audio_narrowband"})
+        db.append("s-lim", "status", T0 + 150_000, {"blind": False, "reasons": [],
+                                                    "limited": [], "cause": "audio_unlimited"})
+        db.append("s-lim", "status", T0 + 200_000, {"blind": False, "reasons": [],
+                                                    "limited": [narrow]})
+        db.append("s-lim", "status", T0 + 260_000, {"blind": True, "reasons": ["gone"],
+                                                    "limited": []})
+        report = build_report(db, "s-lim")
+        html = render_html(report)
+    assert report["blind_periods"] == [{"start": T0 + 260_000, "end": T0 + 260_000,
+                                        "reasons": ["gone"], "open": True}]
+    assert report["limited_periods"] == [
+        {"start": T0 + 30_000, "end": T0 + 150_000, "reasons": [narrow]},
+        {"start": T0 + 200_000, "end": T0 + 260_000, "reasons": [narrow]}]
+    assert report["counts"]["limited_ms"] == 180_000
+    assert "limited for 3 min in 2 periods" in report["summary"]
+    assert "<h2>Limited periods</h2>" in html and "shutter sounds cannot be heard" in html
+    # a session without limits says so
+    with SqliteStore(tmp_path / "other.db", synchronous="NORMAL") as db:
+        populate(db)
+        assert build_report(db, "s-report")["limited_periods"] == []
+        assert "Monitoring was never reported limited." in render_html(build_report(db, "s-report"))
