@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from scipy import signal as sps
+from websockets.asyncio.client import ClientConnection
 
 from monitor.media_ice import use_host_addresses
 from tests.media_live.peers import GeneratedAudio, GeneratedVideo
@@ -16,6 +17,23 @@ from tests.server.conftest import Factory, recv_json, recv_type
 
 VIDEO = {"monitoring": ["device", "video"], "recording": "prohibited"}
 AUDIO = {"monitoring": ["device", "audio"], "recording": "prohibited"}
+
+
+async def offer_over(patient: ClientConnection, track: MediaStreamTrack) -> RTCPeerConnection:
+    """A client peer sending ``track``, negotiated over the patient's channel (loopback)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no public STUN from tests
+    try:
+        pc.addTrack(track)
+        with use_host_addresses(("127.0.0.1",)):
+            await pc.setLocalDescription(await pc.createOffer())
+            await patient.send(json.dumps({"type": "webrtc.offer",
+                                           "sdp": pc.localDescription.sdp}))
+            answer = await recv_type(patient, "webrtc.answer", timeout=30)
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+    except BaseException:
+        await pc.close()
+        raise
+    return pc
 
 
 def video_of(message: dict[str, object]) -> object:
@@ -37,14 +55,8 @@ async def test_offer_answered_and_media_status_reaches_clinicians(serve: Factory
     await recv_type(c, "status")
     rng = np.random.default_rng(1)
     track = GeneratedVideo(lambda i: rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), fps=10)
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no public STUN from tests
+    pc = await offer_over(p, track)
     try:
-        pc.addTrack(track)
-        with use_host_addresses(("127.0.0.1",)):
-            await pc.setLocalDescription(await pc.createOffer())
-            await p.send(json.dumps({"type": "webrtc.offer", "sdp": pc.localDescription.sdp}))
-            answer = await recv_type(p, "webrtc.answer", timeout=30)
-            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         flowing = await recv_type(c, "status", timeout=30,
                                   where=lambda m: video_of(m) == "flowing")
         assert flowing["blind"] is False
@@ -75,14 +87,8 @@ async def test_narrowband_audio_reaches_clinicians_as_a_limit(serve: Factory) ->
     noise = sps.sosfilt(sos, rng.standard_normal(48_000 * 30)) * 3000
     pcm = np.clip(noise, -32768, 32767).astype(np.int16)
     track = GeneratedAudio(lambda i: pcm[(i * 960) % len(pcm):][:960])
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc = await offer_over(p, track)
     try:
-        pc.addTrack(track)
-        with use_host_addresses(("127.0.0.1",)):
-            await pc.setLocalDescription(await pc.createOffer())
-            await p.send(json.dumps({"type": "webrtc.offer", "sdp": pc.localDescription.sdp}))
-            answer = await recv_type(p, "webrtc.answer", timeout=30)
-            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         flowing = await recv_type(c, "status", timeout=30,
                                   where=lambda m: audio_of(m)[0] == "flowing")
         assert flowing["limited"] == [] and audio_of(flowing)[1] == {}
