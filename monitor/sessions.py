@@ -30,8 +30,8 @@ SdkStatus = Literal["connected", "silent", "disconnected"]
 MediaStatus = Literal["flowing", "stopped", "none"]
 #: the sentence a ``status`` gives for each media limit
 LIMIT_WORDS = {
-    "narrowband": ("audio from patient {participant} carries nothing above about 6 kHz (a "
-                   "headset in its telephone mode, or a weak connection): shutter sounds "
+    "narrowband": ("audio from patient {participant} carries nothing above about 6.5 kHz "
+                   "(a headset in its telephone mode, or a weak connection): shutter sounds "
                    "cannot be heard"),
 }
 MEDIA_KINDS: tuple[Literal["audio", "video"], ...] = ("audio", "video")

@@ -12,9 +12,8 @@ hide it), is not dominated by low frequencies, and falls back within ``decay_fra
 a second peak within those frames is a ripple of the same click and is not counted again.
 Clicks closer than ``cluster_gap_s`` form a cluster; a cluster of
 ``min_clicks``..``max_clicks`` clicks spanning at most ``max_span_s`` and with no other click
-within ``isolation_s`` either
-side is reported. The decision waits ``isolation_s`` after the last click (so about a second
-of latency).
+within ``isolation_s`` either side is reported. The decision waits ``isolation_s`` after the
+last click (so about a second of latency).
 
 What it rejects, and why: notification chimes, bells and ring tones are tonal (low
 flatness, no impulsive high-band onset); typing is a long train of clicks (never isolated);

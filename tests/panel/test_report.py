@@ -177,7 +177,7 @@ def test_abandoned_webhook_deliveries_are_counted_apart(store: SqliteStore) -> N
 
 def test_limited_periods_are_reported_apart_from_blind_ones(tmp_path: Path) -> None:
     # narrowband audio (the band check): monitoring stayed on, but shutters could not be heard
-    narrow = ("audio from patient p1 carries nothing above about 6 kHz (a headset in its "
+    narrow = ("audio from patient p1 carries nothing above about 6.5 kHz (a headset in its "
               "telephone mode, or a weak connection): shutter sounds cannot be heard")
     with SqliteStore(tmp_path / "audit.db", synchronous="NORMAL") as db:
         db.append("s-lim", "status", T0, {"blind": False, "reasons": [], "limited": []})
