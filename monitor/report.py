@@ -168,10 +168,9 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
                             "recording": _get(body, "recording", default="prohibited"),
                             "by": _get(body, "by", "source", "reason")})
         elif kind == "status":
-            limited = [str(r) for r in _get(body, "limited", default=[])]
             statuses.append({"at": at, "blind": bool(_get(body, "blind", default=False)),
                              "reasons": [str(r) for r in _get(body, "reasons", default=[])],
-                             "limited": limited})
+                             "limited": [str(r) for r in _get(body, "limited", default=[])]})
         elif kind == "feedback":
             item = {"at": at, "id": str(_get(body, "id", "alert", default="")),
                     "verdict": _get(body, "verdict"), "by": _get(body, "by", "participant")}
