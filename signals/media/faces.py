@@ -191,14 +191,13 @@ class FaceDetector:
             # a head tilted to one side (resting on a hand) defeats both cascades; this runs
             # only when nothing else was found, so a visible face costs nothing extra
             frontal = self._tilted(cast(Gray, eq), kw | {"minNeighbors": p.min_neighbors})
-        # a face as large as the normal search finds, found or held at the last run
-        recent = any(t.box[2] >= size for t in self.tracks)
-        if not frontal and not side and p.small_face_frac > 0 and not recent:
+        held = any(t.box[2] >= size and t.hits >= p.track_min_hits for t in self.tracks)
+        if not frontal and not side and p.small_face_frac > 0 and not held:
             # someone sitting back from the camera: a face too small for the search above.
             # The dearest search: after one that found nothing (an empty room) it skips a
             # run; a no_person episode needs none_min_s (3 s) of runs without a face. Not
-            # right after a run that found or held a face of normal size: that miss is a
-            # blip (a turn, a blur; a held track counts it), and the face did not shrink.
+            # while a face the normal search found is still followed: that miss is a blip
+            # (a turn, a blur), and the held track counts it.
             if self._small_wait:
                 self._small_wait -= 1
             else:

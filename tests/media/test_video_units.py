@@ -632,16 +632,3 @@ def test_no_small_face_search_while_a_face_the_normal_search_found_is_held() -> 
     assert counts == [1, 1, 1, 1, 1, 0, 0]
     # no small search while the track is there; once it is gone, the search looks
     assert cascade.small_calls == 1
-
-
-def test_no_small_face_search_right_after_a_face_was_found_once() -> None:
-    # found once (not yet held): its miss next run is not searched small; the run after is
-    from signals.media.faces import FaceDetector
-    from signals.media.params import FaceParams
-
-    det = FaceDetector(FaceParams(profile_every=0, track_hold_runs=2, tilt_degrees=0))
-    cascade = _ScriptedWithSmall([[_ASTRONAUT_BOX], [], []])
-    det._frontal = cascade  # type: ignore[assignment]
-    gray = _astronaut_gray()
-    assert [det.count(gray) for _ in range(3)] == [1, 0, 0]
-    assert cascade.small_calls == 1
