@@ -12,9 +12,9 @@ The patient's SDK sends a ``webrtc.offer`` on its channel; the server hands the 
 * reports ``on_status(kind, "flowing" | "stopped")`` when the first frame of a kind
   arrives, when none arrived for ``stall_after_s``, when frames resume, when the track ends,
   when the consent for it is withdrawn and when the peer closes;
-* reports ``on_limit(kind, "narrowband" | None)`` when the audio analyzer's band check
-  (``signals.media.audio_band``) finds the audio cannot carry a shutter's clicks, when it
-  can again, and (``None``) when the track ends.
+* reports ``on_limit(kind, "narrowband" | None)`` when the analyzer's ``limit`` changes (the
+  audio analyzer's band check, ``signals.media.audio_band``: the audio cannot carry a
+  shutter's clicks), and ``None`` when the track ends.
 
 Nothing here writes media anywhere, and nothing personal is logged.
 """
@@ -52,7 +52,6 @@ from signals.model import Signal
 
 __all__ = [
     "MAX_SDP_BYTES",
-    "NARROWBAND",
     "IceConfig",
     "MediaKind",
     "MediaParams",
@@ -74,9 +73,6 @@ OnSignal = Callable[[Signal], Awaitable[None] | None]
 OnStatus = Callable[[MediaKind, MediaState], Awaitable[None] | None]
 OnLimit = Callable[[MediaKind, str | None], Awaitable[None] | None]
 MAX_SDP_BYTES = 64 * 1024
-#: ``signals.media.audio_band.NARROWBAND``, the band state reported as a limit (not imported:
-#: that module pulls in scipy, which this one avoids loading at import)
-NARROWBAND = "narrowband"
 _KINDS: tuple[MediaKind, ...] = ("audio", "video")
 
 
@@ -366,9 +362,8 @@ class MediaReceiver:
             if start is not None:
                 for detection in detections:
                     self._emit_detection(detection, start)
-            band = getattr(sink, "band", None)  # the audio analyzer's band check, if any
-            if band is not None and state.state == "flowing":
-                self._set_limit(state, NARROWBAND if band.state == NARROWBAND else None)
+            if state.state == "flowing":
+                self._set_limit(state, getattr(sink, "limit", None))  # analyzers may have one
 
         try:
             sink = self._ready.pop(state.kind, None) or self._build(state.kind)

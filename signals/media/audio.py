@@ -14,7 +14,8 @@ levels, spectral flatness) and in 10 ms blocks (level), and handed to the two de
 * ``audio.virtual_source`` — :mod:`signals.media.audio_floor`
 
 and to the band check (:mod:`signals.media.audio_band`), whose ``band.state`` says whether the
-audio can carry a shutter's clicks at all (not a signal: a limit the ``status`` reports).
+audio can carry a shutter's clicks at all; ``limit`` is that verdict as the media limit a
+clinician's ``status`` reports (not a signal).
 
 State is a few hundred samples and a few dozen numbers; a jump in ``t`` (dropped frames) or a
 change of rate restarts the framing. Pure: no I/O, no clock, no logging of the audio itself.
@@ -30,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from signals.errors import MediaError
-from signals.media.audio_band import BandCheck
+from signals.media.audio_band import NARROWBAND, BandCheck
 from signals.media.audio_floor import VirtualSourceDetector
 from signals.media.audio_params import (
     AudioParams,
@@ -74,6 +75,12 @@ class AudioAnalyzer:
         self._finished = False
         self._pending: list[npt.NDArray[np.float32]] = []
         self._pending_n = 0
+
+    @property
+    def limit(self) -> str | None:
+        """What this audio cannot carry: ``"narrowband"`` (no shutter can be heard), else
+        ``None``."""
+        return NARROWBAND if self.band.state == NARROWBAND else None
 
     def push(self, samples: npt.NDArray[Any], sample_rate: int, t: float) -> list[Detection]:
         """Analyse one chunk; returns the episodes it completed."""

@@ -47,7 +47,7 @@ def verdicts(x: np.ndarray, analyzer: AudioAnalyzer | None = None, rate: int = R
 
 def test_wideband_speech_reads_wideband_and_stays_so() -> None:
     analyzer, seen = verdicts(talk())
-    assert seen == ["unknown", "wideband"]
+    assert seen == ["unknown", "wideband"] and analyzer.limit is None
     assert analyzer.band.level_db is not None and analyzer.band.level_db > -44
 
 
@@ -58,7 +58,7 @@ def test_squeezed_speech_reads_narrowband(squeeze: str) -> None:
          "11.025 kHz": lambda: band_limited(x, 11_025),
          "Opus 8 kbit/s": lambda: opus_round_trip(x, 8_000)}[squeeze]()
     analyzer, seen = verdicts(y)
-    assert seen == ["unknown", NARROWBAND]
+    assert seen == ["unknown", NARROWBAND] and analyzer.limit == NARROWBAND
     assert analyzer.band.level_db is not None and analyzer.band.level_db < -48
 
 
