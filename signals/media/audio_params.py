@@ -119,6 +119,9 @@ class BandParams(_Strict):
         lo, hi = self.top_band_hz
         if not 0 < lo < hi <= 8000:
             raise ValueError("top_band_hz must be [low, high] with 0 < low < high <= 8000")
+        if hi - lo < 125:
+            # the 8 ms window's bins are 125 Hz apart: a narrower band can hold none
+            raise ValueError("top_band_hz must span at least 125 Hz")
         if self.wide_above_db < self.narrow_below_db:
             raise ValueError("wide_above_db must not be below narrow_below_db")
         if self.window_s < self.min_sound_s:

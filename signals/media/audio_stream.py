@@ -119,8 +119,8 @@ class Framer:
         freqs = np.fft.rfftfreq(WIN, 1 / RATE)
         self._high = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
         self._full = freqs >= 60.0
-        top = np.flatnonzero((freqs >= top_hz[0]) & (freqs <= top_hz[1]))
-        self._top = slice(int(top[0]), int(top[-1]) + 1) if len(top) else slice(0, 0)
+        top = np.flatnonzero((freqs >= top_hz[0]) & (freqs <= top_hz[1]))  # >= 1 bin (params)
+        self._top = slice(int(top[0]), int(top[-1]) + 1)
         # the high-band spectra of the last max(ONSET_LAGS) windows (none yet: all new)
         self._recent = np.zeros((max(ONSET_LAGS), int(np.sum(self._high))))
 
@@ -139,7 +139,7 @@ class Framer:
         high = spec[:, self._high]
         high_db = 10 * np.log10(np.sum(high, axis=1))
         full_db = 10 * np.log10(np.sum(spec[:, self._full], axis=1))
-        top_db = 10 * np.log10(np.sum(spec[:, self._top], axis=1) + 1e-14)
+        top_db = 10 * np.log10(np.sum(spec[:, self._top], axis=1))
         onset = _flatness(self._onset(high))
         t = self._t0 + (start + np.arange(n) * HOP + WIN / 2) / RATE
         self._tail = buf[n * HOP:]

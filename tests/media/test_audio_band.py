@@ -113,6 +113,7 @@ def test_disabled_band_check_stays_unknown() -> None:
 
 @pytest.mark.parametrize(("band", "words"), [
     ({"top_band_hz": [7000, 6000]}, "top_band_hz"),
+    ({"top_band_hz": [7010, 7100]}, "at least 125 Hz"),  # between two bins: none
     ({"narrow_below_db": -40, "wide_above_db": -50}, "wide_above_db"),
     ({"window_s": 2, "min_sound_s": 3}, "window_s"),
     ({"percentile": 0}, "percentile"),
