@@ -75,13 +75,14 @@ import json
 import shutil
 import tempfile
 import threading
-import wave
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import websockets
+
+from tests.media.corpus_audio import write_wav as write_samples
 
 __all__ = [
     "BASE_FLAGS",
@@ -195,13 +196,7 @@ def write_wav(
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
     samples = amplitude * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(t.size)
-    pcm = np.clip(samples * 32767, -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
+    return write_samples(path, samples, rate)
 
 
 # --------------------------------------------------------------------------- static site

@@ -60,6 +60,7 @@ __all__ = [
     "speech",
     "speech_bed",
     "virtual_source_clip",
+    "write_wav",
 ]
 
 Audio = npt.NDArray[np.float32]
@@ -157,6 +158,17 @@ def load_file(path: Path, trim: bool = True) -> Audio:
         return x.copy()
     loud = np.flatnonzero(np.abs(x) > 1e-4)
     return x[loud[0]: loud[-1] + 1].copy() if len(loud) else x.copy()
+
+
+def write_wav(path: Path, samples: npt.NDArray[np.floating], rate: int) -> Path:
+    """``samples`` (mono, -1..1, clipped) as a 16-bit PCM WAV at ``rate``; returns ``path``."""
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
 
 
 def load_sound(name: str) -> Audio:

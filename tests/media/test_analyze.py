@@ -6,7 +6,6 @@ import io
 import json
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import av
@@ -19,6 +18,7 @@ from monitor.commands.analyze import analyze_file
 from monitor.mediafile import AudioItem, VideoItem, decode, probe
 from signals.errors import MediaError
 from tests.media import corpus_video as corpus
+from tests.media.corpus_audio import write_wav
 
 write_av = corpus.write_media_file
 
@@ -269,12 +269,7 @@ def _wav(path: Path, rate: int, seconds: float = 1.0) -> Path:
     rng = np.random.default_rng(rate)
     t = np.arange(int(rate * seconds)) / rate
     x = 0.05 * np.sin(2 * np.pi * 440 * t) + rng.normal(0, 0.001, len(t))
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((x * 32767).astype("<i2").tobytes())
-    return path
+    return write_wav(path, x, rate)
 
 
 @pytest.mark.parametrize("rate,noted", [(8_000, "holds nothing above 4000 Hz"),
@@ -319,12 +314,7 @@ def test_48_khz_audio_that_carries_only_a_telephone_band_gets_a_note(
     x = rng.normal(0, 0.05, 48_000 * 5)
     if cutoff is not None:
         x = sps.sosfilt(sps.butter(10, cutoff, fs=48_000, output="sos"), x)
-    path = tmp_path / "call.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48_000)
-        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+    path = write_wav(tmp_path / "call.wav", x, 48_000)
     result = analyze_file(path)
     assert result.audio_band == ("narrowband" if noted else "wideband")
     assert main(["analyze", str(path)]) == 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -219,18 +218,12 @@ def telephone_band_wav(path: Path) -> Path:
     from scipy import signal as sps
 
     from tests.media.corpus_audio import speech
+    from tests.media.corpus_audio import write_wav as write_samples_wav
 
     voice = speech("Hello, can you hear me? I think the connection is a little slow today, "
                    "sorry about that. Shall we start where we left off last week?")
     x = sps.sosfilt(sps.butter(10, 3400, fs=48_000, output="sos"), voice)
-    x *= 0.3 / (np.max(np.abs(x)) + 1e-9)
-    pcm = np.clip(x * 32767, -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48_000)
-        w.writeframes(pcm.tobytes())
-    return path
+    return write_samples_wav(path, x * 0.3 / (np.max(np.abs(x)) + 1e-9), 48_000)
 
 
 async def test_a_narrowband_microphone_in_chromium_is_a_limit_for_the_clinician(
