@@ -56,6 +56,7 @@ __all__ = [
     "load_sound",
     "opus_round_trip",
     "room_noise",
+    "set_level",
     "shutter_clip",
     "speech",
     "speech_bed",
@@ -197,7 +198,7 @@ def _db(x: Audio) -> float:
     return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20))
 
 
-def _set_level(x: Audio, dbfs: float) -> Audio:
+def set_level(x: Audio, dbfs: float) -> Audio:
     """Scale ``x`` so the RMS of its loud part (within 30 dB of its peak) is ``dbfs``."""
     env = np.abs(x)
     active = x[env > env.max() * 0.03] if env.max() > 0 else x
@@ -349,7 +350,7 @@ def speech_bed(rng: np.random.Generator, split: Split, seconds: float,
     texts, voices = _TEXTS[split], _VOICES[split]
     while total < seconds * RATE:
         s = speech(str(rng.choice(texts)), str(rng.choice(voices)), int(rng.integers(130, 200)))
-        s = _set_level(s, level_dbfs + rng.uniform(-3, 3))
+        s = set_level(s, level_dbfs + rng.uniform(-3, 3))
         gap = np.zeros(int(rng.uniform(0.3, 1.5) * RATE), dtype=np.float32)
         out += [s, gap]
         total += len(s) + len(gap)
@@ -388,7 +389,7 @@ def shutter_clip(rng: np.random.Generator, split: Split, *, event: str, positive
     if positive:
         lo, hi = rng.uniform(80, 400), rng.uniform(9000, 20000)
         sound = _band(sound, lo, min(hi, 23000))
-    sound = _set_level(sound, speech_db + snr_db)
+    sound = set_level(sound, speech_db + snr_db)
     start = rng.uniform(0.5, max(0.6, seconds - len(sound) / RATE - 0.3))
     i = int(start * RATE)
     sound = sound[: len(bed) - i]

@@ -245,6 +245,54 @@ async def test_a_narrowband_microphone_in_chromium_is_a_limit_for_the_clinician(
         assert any("shutter sounds cannot be heard" in r for r in limited["limited"])
 
 
+def speech_with_shutters(path: Path) -> Path:
+    """10 s of espeak-ng speech (Debian ``espeak-ng``) over a -60 dBFS room, with the camera
+    shutter of Debian's ``sound-theme-freedesktop`` 3 dB over the speech at two moments, as a
+    48 kHz wav the fake microphone loops (the shutters 2.5 and 7 s into it)."""
+    from tests.media.corpus_audio import RATE, load_sound, room_noise, set_level, speech_bed
+    from tests.media.corpus_audio import write_wav as write_samples_wav
+
+    rng = np.random.default_rng(7)
+    seconds = 10.0
+    bed = speech_bed(rng, "heldout", seconds, -24.0)
+    bed += room_noise(len(bed), rng, -60.0, "pink")
+    shutter = set_level(load_sound("camera-shutter"), -21.0)
+    for t in (2.5, 7.0):
+        i = int(t * RATE)
+        bed[i:i + len(shutter)] += shutter
+    return write_samples_wav(path, bed, RATE)
+
+
+async def test_a_shutter_in_chromiums_microphone_alerts_the_clinician(tmp_path: Path) -> None:
+    """The audio half of the product path: a shutter sound in the microphone, through
+    Chromium's own audio processing (echo cancellation, noise suppression, gain control: the
+    SDK sends the track the page gives it) and Opus, reaches the clinician as an alert naming
+    ``audio.shutter``. Speech around it raises no alert of its own."""
+    audio = speech_with_shutters(tmp_path / "speech-shutter.wav")
+    async with live_sidecar(tmp_path / "audit.db", media=True) as sc, \
+            sc.clinician("visit-5") as clinician:
+        seen: list[dict[str, Any]] = []
+        async with call_page(tmp_path, sc, "visit-5", "pat-5", audio=audio):
+            await recv_until(clinician, is_status("pat-5", audio="flowing"), timeout=30,
+                             seen=seen)
+            alert = await recv_until(
+                clinician,
+                lambda m: m.get("type") == "alert"
+                and any(e.get("signal") == "audio.shutter" for e in m.get("evidence", [])),
+                timeout=30, seen=seen)
+        assert alert["participant"] == "pat-5" and alert["session"] == "visit-5"
+        evidence = next(e for e in alert["evidence"] if e["signal"] == "audio.shutter")
+        assert evidence["data"]["method"] == "click-cluster"
+        assert 3 <= evidence["data"]["clicks"] <= 8
+        assert 0.5 <= evidence["data"]["confidence"] <= 0.9
+        # the speech around the shutters raised nothing of its own
+        other = [m for m in seen if m.get("type") == "alert"
+                 and not any(e.get("signal") == "audio.shutter" for e in m["evidence"])]
+        assert not any(e.get("signal", "").startswith("audio.")
+                       for m in other for e in m["evidence"])
+        assert not any(limits_of(m, "pat-5") for m in seen if m.get("type") == "status")
+
+
 RECORD = """async (ms) => {
   const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
   const rec = new MediaRecorder(stream, {mimeType: "video/webm;codecs=vp8,opus"});
