@@ -300,6 +300,45 @@ def real_recordings(per_sound: int = 24, per_door: int = 3) -> list[str]:
                             per_distractor=per_door)
 
 
+#: Camera sounds of other applications, first run on 2026-11-29 (eleventh session) with the
+#: code as it was, nothing changed after: the shutter or snapshot sound of a phone's camera
+#: app (Lomiri, Ubuntu Touch's shell), a media centre, a colour-calibration tool, a YouTube
+#: client and two games, and as distractors every other sound of the first four: the phone's
+#: ringtones and notification sounds (the issue's chimes), the media centre's UI sounds
+APPS_DEBIAN = ("lomiri-sounds", "kodi-data", "displaycal", "minitube", "hedgewars-data",
+               "freedroidrpg-data")
+APPS_SHUTTERS = {
+    "Lomiri camera app click (a phone)": "usr/share/sounds/lomiri/camera/click/camera_click.ogg",
+    "Kodi screenshot shutter": "usr/share/kodi/addons/resource.uisounds.kodi/resources/shutter.wav",
+    "DisplayCAL camera shutter": "usr/share/DisplayCAL/camera_shutter.wav",
+    "Minitube snapshot": "usr/share/minitube/sounds/snapshot.wav",
+    "Hedgewars shutter click": "usr/share/games/hedgewars/Data/Sounds/shutterclick.ogg",
+    "FreedroidRPG camera": "usr/share/freedroidrpg/data/sound/effects/CameraTakesPicture.ogg",
+}
+APPS_DISTRACTORS = ("usr/share/sounds/lomiri", "usr/share/kodi/addons/resource.uisounds.kodi",
+                    "usr/share/DisplayCAL")
+
+
+def app_recordings(per_sound: int = 24) -> list[str]:
+    """Recall on :data:`APPS_SHUTTERS` and false alarms on every other sound under
+    :data:`APPS_DISTRACTORS`, under the held-out conditions (fetched into a temporary
+    directory; ``RuntimeError`` when apt cannot fetch them)."""
+    with tempfile.TemporaryDirectory(prefix="sg-apps-") as tmp:
+        into = Path(tmp)
+        _debian_packages(APPS_DEBIAN, into)
+        root = into / "root"
+        shutters = {label: load_file(root / rel) for label, rel in APPS_SHUTTERS.items()}
+        skip = {root / rel for rel in APPS_SHUTTERS.values()}
+        distractors: dict[str, Audio] = {}
+        for sub in APPS_DISTRACTORS:
+            for p in sorted((root / sub).rglob("*")):
+                if p.suffix in (".ogg", ".wav") and p not in skip:
+                    distractors[f"{p.parent.name}:{p.stem}"] = load_file(p)
+        return _recall_rows(_clip_maker(19), shutters, distractors,
+                            f"{len(distractors)} ringtones, notification, camera-focus and UI "
+                            "sounds of the first three packages", per_sound)
+
+
 #: Recorded human speech, never mixed with a shutter: Debian's telephone-prompt voices
 #: (wideband G.722, 16 kHz; one speaker per language), and the test recordings
 #: pocketsphinx's source ships (read speech, LibriVox excerpts, digits; 8-16 kHz)
@@ -506,6 +545,10 @@ def main() -> None:
         real = real_recordings()
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         real = [f"Not measured in this run: {exc}."]
+    try:
+        apps = app_recordings()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        apps = [f"Not measured in this run: {exc}."]
     with tempfile.TemporaryDirectory(prefix="sg-sounds-") as tmp:
         try:
             other = other_recordings(fetch_other_sounds(Path(tmp)))
@@ -584,6 +627,23 @@ def main() -> None:
         "after every parameter was fixed; nothing was changed after seeing them.",
         "",
         *real,
+        "",
+        "### Camera sounds of other applications (first run 2026-11-29)",
+        "",
+        "Fetched at bench time with `apt-get download` (nothing installed or stored): the",
+        "Debian packages " + ", ".join(f"`{p}`" for p in APPS_DEBIAN) + ". The",
+        "shutter or snapshot sound of a phone's camera app (Lomiri, the Ubuntu Touch shell),",
+        "a media centre's screenshot, a colour-calibration tool, a YouTube client and two",
+        "games, and as distractors the phone's 29 ringtones and 14 notification sounds, its",
+        "camera's focus beep and the media centre's UI sounds. Mixed as above, with the",
+        "parameters as they were: single-parameter changes were tried on the Kodi, DisplayCAL",
+        "and Hedgewars shutters (with the dev split and two of the recorded voices) and none",
+        "was kept, each trading false alarms on speech for recall. (The same",
+        "search found other camera-named sounds that are not shutters or are recorded at 8",
+        "kHz, left out: a zoom motor, games' spoken or tonal screenshot cues, Tux Paint's",
+        "35 mm camera stamp.)",
+        "",
+        *apps,
         "",
         "### Recorded speech, no shutter anywhere (first run 2026-11-29)",
         "",
