@@ -27,8 +27,9 @@ Known failure modes: a single isolated keystroke pair, a pen click or a lighter 
 like a shutter; resonant mechanical shutters (ringing clicks merging into a rattle) and
 shutter sounds recorded at a low sample rate (nothing above 5 kHz) are often missed; a
 phone set to silent makes no sound at all; a shutter far quieter than the
-room (more than ~10 dB under speech, or under a loud broadband floor) is missed; aggressive
-noise suppression in the browser can remove the clicks.
+room (more than ~10 dB under speech, or under a loud broadband floor) is missed; a noise
+suppressor outside the browser (the operating system's, a headset's) may remove the clicks
+(Chromium's default processing was measured to keep them: ``bench/bench_audio_browser.py``).
 """
 
 from __future__ import annotations
