@@ -14,7 +14,11 @@ The patient's SDK sends a ``webrtc.offer`` on its channel; the server hands the 
   when the consent for it is withdrawn and when the peer closes;
 * reports ``on_limit(kind, "narrowband" | None)`` when the analyzer's ``limit`` changes (the
   audio analyzer's band check, ``signals.media.audio_band``: the audio cannot carry a
-  shutter's clicks), and ``None`` when the track ends.
+  shutter's clicks), and ``None`` when the track ends;
+* refuses video that arrives at more than ``max_video_pixel_rate`` decoded pixels a second
+  for ``oversize_after_s`` (a patient's app that ignores the SDK's reduced copy would
+  otherwise take decoding time from every call in the process): it stops receiving that
+  track, reports it ``stopped`` and then ``on_limit("video", "oversized")``.
 
 Nothing here writes media anywhere, and nothing personal is logged.
 """
@@ -26,6 +30,7 @@ import importlib
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -60,6 +65,7 @@ __all__ = [
     "OnLimit",
     "OnSignal",
     "OnStatus",
+    "PixelRate",
     "detection_to_signal",
     "epoch_ms",
     "preload_analyzers",
@@ -114,6 +120,8 @@ class MediaParams:
 
     max_fps: float = 10.0
     stall_after_s: float = 3.0
+    max_video_pixel_rate: float = 640 * 480 * 15
+    oversize_after_s: float = 2.0
     audio_backlog_s: float = 1.0
     audio_batch_s: float = 0.1
     video: Any = None
@@ -126,6 +134,10 @@ class MediaParams:
             raise MediaError("media max_fps must be positive")
         if not self.stall_after_s > 0:
             raise MediaError("media stall_after_s must be positive")
+        if not self.max_video_pixel_rate > 0:
+            raise MediaError("media max_video_pixel_rate must be positive")
+        if not self.oversize_after_s >= 0:
+            raise MediaError("media oversize_after_s must not be negative")
         if not self.audio_backlog_s > 0:
             raise MediaError("media audio_backlog_s must be positive")
         if not 0 <= self.audio_batch_s <= self.audio_backlog_s:
@@ -158,6 +170,32 @@ def detection_to_signal(
     )
 
 
+class PixelRate:
+    """Decoded video pixels a second over the last second of arrivals, by the receiver's
+    clock (the sender controls its own timestamps). :meth:`over` is true once the rate has
+    stayed above ``limit`` for ``after_ms`` (a burst the jitter buffer releases at once is not
+    a stream)."""
+
+    def __init__(self, limit: float, after_ms: int) -> None:
+        self.limit = limit
+        self.after_ms = after_ms
+        self._window: deque[tuple[int, int]] = deque()
+        self._sum = 0
+        self._over_since: int | None = None
+
+    def over(self, pixels: int, now_ms: int) -> bool:
+        self._window.append((now_ms, pixels))
+        self._sum += pixels
+        while self._window[0][0] <= now_ms - 1000:
+            self._sum -= self._window.popleft()[1]
+        if self._sum <= self.limit:
+            self._over_since = None
+            return False
+        if self._over_since is None:
+            self._over_since = now_ms
+        return now_ms - self._over_since >= self.after_ms
+
+
 @dataclass
 class _Track:
     kind: MediaKind
@@ -171,6 +209,7 @@ class _Track:
     received: int = 0
     analysis: PipelineStats = field(default_factory=PipelineStats)  # across its pipelines
     limit: str | None = None  # what the track cannot carry, as last reported
+    refused: bool = False  # the sidecar stopped receiving it (oversized video)
 
 
 class MediaReceiver:
@@ -323,11 +362,16 @@ class MediaReceiver:
         previous = self._tracks.get(media_kind)
         if previous is not None and previous.task is not None:
             previous.task.cancel()
+        if previous is not None and previous.refused:
+            self._set_limit(previous, None)  # a new track (a new offer) starts afresh
         state = _Track(media_kind)
         self._tracks[media_kind] = state
         state.task = asyncio.create_task(self._consume(state, track))
 
     async def _consume(self, state: _Track, track: MediaStreamTrack) -> None:
+        p = self._params
+        guard = (PixelRate(p.max_video_pixel_rate, int(p.oversize_after_s * 1000))
+                 if state.kind == "video" else None)
         try:
             while True:
                 try:
@@ -335,6 +379,10 @@ class MediaReceiver:
                 except MediaStreamError:
                     break
                 state.received += 1
+                pixels = int(getattr(frame, "width", 0)) * int(getattr(frame, "height", 0))
+                if guard is not None and guard.over(pixels, self._clock()):
+                    await self._refuse(state, track)
+                    break
                 if not self._consent.allows(state.kind):
                     continue  # drained, never analysed
                 now = self._clock()
@@ -385,12 +433,22 @@ class MediaReceiver:
         except Exception as exc:
             raise MediaError(f"the {kind} analyzer could not start ({exc})") from exc
 
+    async def _refuse(self, state: _Track, track: MediaStreamTrack) -> None:
+        """Stop receiving ``track`` (oversized video): its decoding ends; ``_end_track`` then
+        reports it stopped, and refused."""
+        state.refused = True
+        log.warning("stopped receiving a video track over media max_video_pixel_rate "
+                    "(%.0f pixels a second)", self._params.max_video_pixel_rate)
+        for transceiver in self._pc.getTransceivers() if self._pc is not None else []:
+            if transceiver.receiver.track is track:
+                await transceiver.receiver.stop()
+
     async def _end_track(self, state: _Track) -> None:
         pipeline, state.pipeline = state.pipeline, None
         if pipeline is not None:
             await pipeline.close()
         await self._set_state(state, "stopped")
-        self._set_limit(state, None)
+        self._set_limit(state, "oversized" if state.refused else None)
 
     def _set_limit(self, state: _Track, limit: str | None) -> None:
         if state.limit == limit:

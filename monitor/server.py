@@ -123,7 +123,8 @@ def _default_media(sidecar: Sidecar, session: str, participant: str, consent: Co
         from signals.media.params import load_media_params
 
         loaded = load_media_params(sidecar.config.media.params)
-        params = MediaParams(video=loaded.video, audio=loaded.audio or None)
+        params = MediaParams(video=loaded.video, audio=loaded.audio or None,
+                             max_video_pixel_rate=sidecar.config.media.max_video_pixel_rate)
         sidecar.__dict__["_live_media_params"] = params
     return MediaReceiver(session, participant, consent, params=params,
                          ice=IceConfig(host_addresses=hosts), on_signal=on_signal,

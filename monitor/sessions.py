@@ -17,6 +17,7 @@ from signals.consent import NO_CONSENT, Consent
 __all__ = [
     "LIMIT_WORDS",
     "MEDIA_KINDS",
+    "REFUSALS",
     "MediaStatus",
     "PatientState",
     "SdkStatus",
@@ -33,7 +34,13 @@ LIMIT_WORDS = {
     "narrowband": ("audio from patient {participant} carries nothing above about 6.5 kHz "
                    "(a headset in its telephone mode, or a weak connection): shutter sounds "
                    "cannot be heard"),
+    "oversized": ("video from patient {participant} is not analysed: it arrived larger or "
+                  "faster than the sidecar accepts, so the sidecar stopped receiving it (the "
+                  "patient's app should send the reduced copy the SDK sends)"),
 }
+#: limits that are the reason media stopped (the sidecar refused it), not what flowing media
+#: cannot carry: their words replace "has stopped" among a ``status``'s ``reasons``
+REFUSALS = frozenset({"oversized"})
 MEDIA_KINDS: tuple[Literal["audio", "video"], ...] = ("audio", "video")
 
 
@@ -190,7 +197,8 @@ class Session:
         cannot see what the consent says it should: no patient channel, a patient
         disconnected or silent, nothing consented, or consented media that stopped.
         ``limited`` lists what flowing media cannot show (narrowband audio: no shutter
-        sounds), without making the session blind."""
+        sounds), without making the session blind; a refusal (:data:`REFUSALS`) on stopped
+        media is the reason it stopped."""
         reasons: list[str] = []
         limited: list[str] = []
         participants = []
@@ -207,9 +215,12 @@ class Session:
             elif state.sdk == "silent":
                 reasons.append(f"patient {state.participant} has gone silent")
             for kind in MEDIA_KINDS:
-                if kind in monitoring and state.media.get(kind) == "stopped":
-                    reasons.append(f"{kind} from patient {state.participant} has stopped")
                 limit = state.limits.get(kind)
+                if kind in monitoring and state.media.get(kind) == "stopped":
+                    # a refusal says why the media stopped (video the sidecar refused)
+                    reasons.append(LIMIT_WORDS[limit].format(participant=state.participant)
+                                   if limit in REFUSALS
+                                   else f"{kind} from patient {state.participant} has stopped")
                 if kind in monitoring and state.media.get(kind) == "flowing" and limit:
                     limited.append(LIMIT_WORDS.get(limit, f"{kind} is {limit}").format(
                         participant=state.participant))

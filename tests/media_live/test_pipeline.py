@@ -171,3 +171,22 @@ async def test_pictures_are_luma_unless_the_analyzer_wants_colour(
     pipe.offer(video_frame(90), 0.0)
     await pipe.close()
     assert sink.shapes == [shape]
+
+
+def test_pixel_rate_is_over_only_after_a_sustained_excess() -> None:
+    from monitor.media import PixelRate
+
+    qvga = 320 * 240
+    rate = PixelRate(limit=qvga * 10, after_ms=2000)
+    # 10 fps of 320x240 (the SDK's copy) for a minute: never over
+    assert not any(rate.over(qvga, t) for t in range(0, 60_000, 100))
+    # a burst of 30 frames released at once (after a stall) is over for an instant only
+    assert not any(rate.over(qvga, 60_000) for _ in range(30))
+    assert not any(rate.over(qvga, t) for t in range(60_100, 65_000, 100))
+    # 640x480 at 30 fps: over once it has lasted 2 s, not before
+    start = 70_000
+    got = [(t, rate.over(4 * qvga, t)) for t in range(start, start + 3000, 33)]
+    first = next(t for t, over in got if over)
+    assert start + 2000 <= first <= start + 2100
+    # back to the SDK's copy: no longer over once the last second is back under the limit
+    assert not rate.over(qvga, start + 5000)

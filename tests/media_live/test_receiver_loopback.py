@@ -217,3 +217,48 @@ async def test_an_analyzer_that_cannot_start_refuses_the_offer(cleanup: list[Any
     with pytest.raises(MediaError, match="video analyzer could not start"):
         await connect_client([GeneratedVideo(black)], rx.handle_offer)
     assert rx.media_state() == {"audio": "none", "video": "none"}
+
+
+async def test_video_over_the_pixel_rate_is_refused_and_audio_goes_on(
+        cleanup: list[Any]) -> None:
+    """A patient's app that sends more video than the sidecar accepts (here 320x240 at 15
+    fps against a limit of 320x240 at 5) is not decoded any further: the video is reported
+    stopped, then refused ("oversized"), while its audio keeps flowing and being analysed."""
+    rec = Recorder()
+    limits: list[tuple[str, str | None]] = []
+    media = MediaParams(video_factory=DarkVideo, audio_factory=SilentAudio,
+                        max_video_pixel_rate=320 * 240 * 5, oversize_after_s=0.5)
+    rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, rec.on_status,
+                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    cleanup.append(rx)
+    vtrack = GeneratedVideo(lambda i: np.full((240, 320, 3), 128, np.uint8), fps=15)
+    cleanup.append(await connect_client([vtrack, GeneratedAudio(silence)], rx.handle_offer))
+
+    await rec.until(lambda: ("video", "stopped") in rec.statuses)
+    await eventually(lambda: ("video", "oversized") in limits)
+    assert rec.statuses.index(("video", "flowing")) < rec.statuses.index(("video", "stopped"))
+    assert rx.media_state() == {"audio": "flowing", "video": "stopped"}
+    # decoding stopped: no further video frame arrives while audio still does
+    received = rx.stats()["video"]["received"]
+    audio_before = rx.stats()["audio"]["received"]
+    await eventually(lambda: rx.stats()["audio"]["received"] > audio_before + 25)
+    assert rx.stats()["video"]["received"] == received
+    # under 1 s at 15 fps before the rate is over the limit, then 0.5 s over it
+    assert 6 <= received <= 40
+    assert rx.media_state()["audio"] == "flowing"
+
+
+async def test_video_within_the_pixel_rate_is_not_refused(cleanup: list[Any]) -> None:
+    rec = Recorder()
+    limits: list[tuple[str, str | None]] = []
+    media = MediaParams(video_factory=DarkVideo, audio_factory=SilentAudio,
+                        max_video_pixel_rate=320 * 240 * 20, oversize_after_s=0.5)
+    rx = MediaReceiver("s-1", "p-1", Consent(frozenset({"video"})), media, LOOPBACK,
+                       rec.on_signal, rec.on_status,
+                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    cleanup.append(rx)
+    vtrack = GeneratedVideo(lambda i: np.full((240, 320, 3), 128, np.uint8), fps=15)
+    cleanup.append(await connect_client([vtrack], rx.handle_offer))
+    await rec.until(lambda: ("video", "flowing") in rec.statuses)
+    await eventually(lambda: rx.stats()["video"]["received"] >= 45)  # 3 s of it
+    assert ("video", "stopped") not in rec.statuses and limits == []

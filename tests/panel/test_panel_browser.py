@@ -206,6 +206,8 @@ async def test_panel_resumes_after_a_sidecar_restart(tmp_path: Path) -> None:
 
 
 async def test_panel_shows_a_media_limit_without_calling_it_blind(tmp_path: Path) -> None:
+    from playwright.async_api import expect
+
     # The sidecar's media receiver reports narrowband audio (the live path is tested in
     # tests/server/test_media_server.py); here the panel's wording of it.
     async with live_sidecar(tmp_path / "audit.db") as sc, \
@@ -231,3 +233,12 @@ async def test_panel_shows_a_media_limit_without_calling_it_blind(tmp_path: Path
             await page.wait_for_selector('sessionguard-panel[data-state="on"]')
             assert await panel.locator(".sg-reasons").inner_text() == ""
             assert "narrowband" not in await panel.locator(".sg-details").inner_text()
+            # video the sidecar refused (too large): blind, and the panel says why
+            await sc.sidecar.media_status(session, "p1", "video", "flowing")
+            await sc.sidecar.media_status(session, "p1", "video", "stopped")
+            await sc.sidecar.media_limit(session, "p1", "video", "oversized")
+            await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+            await expect(panel.locator(".sg-details")).to_contain_text(
+                "sent larger than the sidecar accepts")
+            assert "larger or faster than the sidecar accepts" in await panel.locator(
+                ".sg-reasons").inner_text()

@@ -118,6 +118,27 @@ def test_narrowband_audio_is_a_limit_not_blindness() -> None:
     assert t.status(1000)["limited"] == []
 
 
+def test_refused_video_says_why_it_stopped() -> None:
+    s = Session("s1", consent=Consent(frozenset({"device", "audio", "video"})))
+    s.patient_connected("p1", 1000)
+    s.set_media("p1", "video", "flowing")
+    s.set_media("p1", "audio", "flowing")
+    s.set_limit("p1", "audio", "narrowband")
+    # the receiver reports the refused video stopped, then why
+    s.set_media("p1", "video", "stopped")
+    assert "video from patient p1 has stopped" in s.status(2000)["reasons"]
+    assert s.set_limit("p1", "video", "oversized")
+    st = s.status(3000)
+    assert st["blind"] and st["participants"][0]["limits"] == {"audio": "narrowband",
+                                                               "video": "oversized"}
+    [reason] = st["reasons"]
+    assert reason.startswith("video from patient p1 is not analysed")
+    assert len(st["limited"]) == 1 and "shutter" in st["limited"][0]  # audio still flows
+    # a narrowband limit still held when audio stops is not a reason: audio simply stopped
+    s.set_media("p1", "audio", "stopped")
+    assert "audio from patient p1 has stopped" in s.status(4000)["reasons"]
+
+
 def test_later_patient_tokens_can_only_narrow_monitoring() -> None:
     first = Consent(frozenset({"device", "audio"}), "patient_allowed")
     assert merge_claim(Consent(), first, True) == first

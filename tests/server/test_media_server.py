@@ -5,6 +5,7 @@ media can carry (narrowband audio)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -13,7 +14,7 @@ from websockets.asyncio.client import ClientConnection
 
 from monitor.media_ice import use_host_addresses
 from tests.media_live.peers import GeneratedAudio, GeneratedVideo
-from tests.server.conftest import Factory, recv_json, recv_type
+from tests.server.conftest import Factory, make_config, recv_json, recv_type
 
 VIDEO = {"monitoring": ["device", "video"], "recording": "prohibited"}
 AUDIO = {"monitoring": ["device", "audio"], "recording": "prohibited"}
@@ -103,3 +104,30 @@ async def test_narrowband_audio_reaches_clinicians_as_a_limit(serve: Factory) ->
     stopped = await recv_type(c, "status", timeout=30,
                               where=lambda m: audio_of(m)[0] == "stopped")
     assert stopped["blind"] is True and stopped["limited"] == []
+
+
+async def test_oversized_video_is_refused_and_the_clinician_is_told_why(
+        serve: Factory, tmp_path: Path) -> None:
+    # media.max_video_pixel_rate set below what this peer sends (160x120 at 10 fps)
+    cfg = make_config(tmp_path, SESSIONGUARD_MEDIA_ENABLED="true",
+                      SESSIONGUARD_MEDIA_ICE_HOSTS="127.0.0.1")
+    h = await serve(config=cfg.model_copy(update={"media": cfg.media.model_copy(
+        update={"max_video_pixel_rate": 160 * 120 * 3})}))
+    c = await h.clinician()
+    p = await h.patient(consent=VIDEO)
+    await recv_type(c, "status")
+    rng = np.random.default_rng(2)
+    track = GeneratedVideo(lambda i: rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), fps=10)
+    pc = await offer_over(p, track)
+    try:
+        await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "flowing")
+        refused = await recv_type(
+            c, "status", timeout=30,
+            where=lambda m: m["participants"] and m["participants"][0]["limits"]
+            == {"video": "oversized"})
+    finally:
+        await pc.close()
+    assert video_of(refused) == "stopped" and refused["blind"] is True
+    assert refused["limited"] == []
+    [reason] = [r for r in refused["reasons"] if "video" in r]
+    assert "larger or faster than the sidecar accepts" in reason and "has stopped" not in reason

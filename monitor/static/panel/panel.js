@@ -393,7 +393,9 @@ export class SessionguardPanel extends HTMLElement {
       const who = participants.length > 1 ? `Patient ${p.participant}` : "Patient app";
       rows.push([who, SDK_WORDS[p.sdk] || p.sdk, p.sdk !== "connected"]);
       const media = p.media || {};
-      rows.push(["Camera", MEDIA_WORDS[media.video] || media.video || "not shared", media.video === "stopped"]);
+      const refused = media.video === "stopped" && (p.limits || {}).video === "oversized";
+      rows.push(["Camera", refused ? "not analysed (sent larger than the sidecar accepts)"
+        : MEDIA_WORDS[media.video] || media.video || "not shared", media.video === "stopped"]);
       const narrow = media.audio === "flowing" && (p.limits || {}).audio === "narrowband";
       rows.push(["Microphone", narrow ? "analysed (narrowband: shutter sounds cannot be heard)"
         : MEDIA_WORDS[media.audio] || media.audio || "not shared", media.audio === "stopped" || narrow]);
