@@ -4,7 +4,9 @@ The patient's SDK sends a ``webrtc.offer`` on its channel; the server hands the 
 :meth:`MediaReceiver.handle_offer` and sends back the answer. From then on the receiver
 
 * accepts only the tracks the consent covers (``audio``, ``video``); others are answered
-  ``inactive``, so the browser does not even send them;
+  ``inactive``, so the browser does not even send them; an offer with more than one audio or
+  video section is refused (each would be decoded, one analysed: the other's frames would
+  pile up unread);
 * analyses frames in memory (:mod:`monitor.media_pipeline`) at most ``max_fps`` pictures a
   second and every audio frame, in the process's single analysis thread;
 * turns each :class:`~signals.media.Detection` into a ``Signal(source="media")`` through
@@ -92,6 +94,17 @@ def preload_analyzers() -> None:
     once at startup, off the event loop if it is running, so the first call does not wait."""
     importlib.import_module("signals.media.video")
     importlib.import_module("signals.media.audio")
+
+
+def _media_sections(sdp: str) -> dict[str, int]:
+    """How many audio and video sections of ``sdp`` are in use (an ``m=`` line whose port is
+    not 0: port 0 is a rejected or stopped section)."""
+    counts: dict[str, int] = {kind: 0 for kind in _KINDS}
+    for line in sdp.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("m=audio", "m=video") and parts[1] != "0":
+            counts[parts[0][2:]] += 1
+    return counts
 
 
 def _analyzer(module: str, name: str, params: Any) -> Any:
@@ -274,6 +287,13 @@ class MediaReceiver:
             raise MediaError("the WebRTC offer has no SDP")
         if len(sdp.encode("utf-8", "replace")) > MAX_SDP_BYTES:
             raise MediaError("the WebRTC offer is too large")
+        for kind, count in _media_sections(sdp).items():
+            if count > 1:
+                # each would be decoded, and only one analysed: the other's frames would
+                # pile up unread. Refused before the connection is touched (a re-offer
+                # leaves the call that already works alone).
+                raise MediaError(f"the WebRTC offer has {count} {kind} streams; send at most "
+                                 "one camera and one microphone")
         fresh = self._pc is None
         if self._pc is None:
             self._pc = RTCPeerConnection(configuration=self._ice.rtc_configuration())

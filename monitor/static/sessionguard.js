@@ -600,7 +600,9 @@ class Guard {
     if (!stream || this._closed || !this._ws || this._ws.readyState !== 1) return;
     try { this._pc?.close(); } catch (_e) { /* ignore */ }
     const scopes = this._consent.monitoring;
-    const tracks = stream.getTracks().filter((t) => scopes.includes(t.kind));
+    // one track of each consented kind (the sidecar refuses a second camera or microphone)
+    const tracks = stream.getTracks().filter((t, i, all) => scopes.includes(t.kind)
+      && all.findIndex((u) => u.kind === t.kind) === i);
     if (tracks.length === 0) { this._pc = null; return; }
     const pc = new RTCPeerConnection({ iceServers: [] });
     this._pc = pc;

@@ -58,3 +58,43 @@ async def test_attach_media_sends_only_consented_tracks_scaled_down(
     assert params["fps"] == 10
     assert (w, h) == (640, 480) and params["scale"] == 2
     assert params["scale"] == pytest.approx(max(1.0, w / 320, h / 240))
+
+
+ATTACH_TWO_CAMERAS = """
+const cam = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
+const canvas = document.createElement("canvas");
+canvas.width = 320; canvas.height = 240;
+const g = canvas.getContext("2d");
+setInterval(() => { g.fillStyle = `hsl(${Date.now() % 360}, 50%, 50%)`;
+                    g.fillRect(0, 0, 320, 240); }, 100);
+const second = canvas.captureStream(10).getVideoTracks()[0];
+sg.camera = cam.getVideoTracks()[0].id;
+await guard.attachMedia(new MediaStream([...cam.getTracks(), second]));
+"""
+
+
+async def test_attach_media_sends_one_track_of_each_kind(
+        chromium: Any, site: StaticSite, tmp_path: Path) -> None:
+    """A page that hands over a stream with two video tracks (a camera and a canvas) gets one
+    camera and one microphone sent: the sidecar refuses an offer with two of a kind."""
+    consent = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
+    async with live_sidecar(tmp_path / "media.db", media=True) as sc:
+        token = sc.token("s-two", "pat", "patient", consent)
+        url = site.add("two.html", sdk_page(sc.sdk_url, sc.ws_url, token,
+                                            after=ATTACH_TWO_CAMERAS, before=RECORD_FRAMES))
+        ctx = await chromium(fake_media=True)
+        async with sc.clinician("s-two") as clinician:
+            await recv_until(clinician, lambda m: m["type"] == "status")
+            page = await ctx.new_page()
+            await page.goto(url)
+            await recv_until(clinician, lambda m: m["type"] == "status" and any(
+                p["media"] == {"audio": "flowing", "video": "flowing"}
+                for p in m["participants"]), timeout=30)
+        frames = [json.loads(f) for f in await page.evaluate("window.sentFrames")]
+        [offer] = [f for f in frames if f["type"] == "webrtc.offer"]
+        assert offer["sdp"].count("m=video") == 1 and offer["sdp"].count("m=audio") == 1
+        sent = await page.evaluate("""() => window.sg.guard._pc.getSenders()
+            .filter((s) => s.track).map((s) => [s.track.kind, s.track.id])""")
+        camera = await page.evaluate("window.sg.camera")
+        assert sorted(kind for kind, _id in sent) == ["audio", "video"]
+        assert ["video", camera] in sent  # the first video track: the camera, not the canvas

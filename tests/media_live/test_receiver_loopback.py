@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from monitor.media import IceConfig, MediaParams, MediaReceiver
 from signals.consent import Consent
@@ -262,3 +262,37 @@ async def test_video_within_the_pixel_rate_is_not_refused(cleanup: list[Any]) ->
     await rec.until(lambda: ("video", "flowing") in rec.statuses)
     await eventually(lambda: rx.stats()["video"]["received"] >= 45)  # 3 s of it
     assert ("video", "stopped") not in rec.statuses and limits == []
+
+
+async def test_an_offer_with_two_cameras_is_refused_and_a_working_call_goes_on(
+        cleanup: list[Any]) -> None:
+    """Two video sections would both be decoded while one is analysed: the other's frames
+    would pile up unread (about 1 MB a second at 320x240 and 10 fps). Such an offer is
+    refused with a clear error, also as a re-offer, which leaves the running call alone."""
+    def grey(_i: int) -> np.ndarray:
+        return np.full((240, 320, 3), 100, np.uint8)
+
+    fresh = MediaReceiver("s", "p", BOTH, MediaParams(video_factory=DarkVideo,
+                                                      audio_factory=SilentAudio), LOOPBACK)
+    cleanup.append(fresh)
+    with pytest.raises(MediaError, match="2 video streams; send at most one camera"):
+        await connect_client([GeneratedVideo(grey), GeneratedVideo(grey)], fresh.handle_offer)
+    assert fresh.media_state() == {"audio": "none", "video": "none"}
+
+    rec = Recorder()
+    rx = receiver(rec, BOTH)
+    cleanup.append(rx)
+    cleanup.append(await connect_client([GeneratedVideo(grey), GeneratedAudio(silence)],
+                                        rx.handle_offer))
+    await rec.until(lambda: {("video", "flowing"), ("audio", "flowing")} <= set(rec.statuses))
+    second = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no public STUN from tests
+    cleanup.append(second)
+    for track in (GeneratedVideo(grey), GeneratedVideo(grey), GeneratedAudio(silence)):
+        second.addTransceiver(track, direction="sendonly")
+    await second.setLocalDescription(await second.createOffer())
+    with pytest.raises(MediaError, match="2 video streams"):
+        await rx.handle_offer(second.localDescription.sdp)
+    before = rx.stats()["video"]["received"]
+    await eventually(lambda: rx.stats()["video"]["received"] > before + 10)
+    assert rx.media_state() == {"audio": "flowing", "video": "flowing"}
+    assert ("video", "stopped") not in rec.statuses
