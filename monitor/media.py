@@ -107,6 +107,12 @@ def _media_sections(sdp: str) -> dict[str, int]:
     return counts
 
 
+def _fingerprints(sdp: str) -> set[str]:
+    """The DTLS certificate fingerprints an SDP names (``a=fingerprint:`` lines)."""
+    return {line.split(":", 1)[1].strip().lower() for line in sdp.splitlines()
+            if line.startswith("a=fingerprint:")}
+
+
 def _analyzer(module: str, name: str, params: Any) -> Any:
     cls = getattr(importlib.import_module(module), name)
     return cls() if params is None else cls(params)
@@ -261,6 +267,21 @@ class MediaReceiver:
     @property
     def consent(self) -> Consent:
         return self._consent
+
+    @property
+    def closed(self) -> bool:
+        """Closed (by :meth:`close`, or because its connection failed): it takes no offer."""
+        return self._closed
+
+    def same_peer(self, sdp: str) -> bool:
+        """Whether offer ``sdp`` comes from the peer already connected (the same DTLS
+        certificate fingerprint), i.e. renegotiates this connection. An offer from a new
+        peer connection (the browser SDK makes one for every ``attachMedia``) cannot be
+        applied here and needs a fresh receiver. ``True`` before any offer."""
+        current = self._pc.remoteDescription if self._pc is not None else None
+        if current is None:
+            return True
+        return _fingerprints(current.sdp) == _fingerprints(sdp)
 
     def media_state(self) -> dict[str, str]:
         """``{"audio": "flowing"|"stopped"|"none", "video": ...}`` for the status message."""

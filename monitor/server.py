@@ -59,8 +59,9 @@ log = logging.getLogger("sessionguard.server")
 
 Clock = Callable[[], int]
 #: ``(sidecar, session, participant, consent) -> MediaReceiver-like`` (``handle_offer``,
-#: ``set_consent``, ``close``); it reports through ``sidecar.media_signal`` / ``media_status``
-#: / ``media_limit``.
+#: ``set_consent``, ``close``; optionally ``closed`` and ``same_peer(sdp)``: a closed one, or
+#: an offer from another peer, gets a fresh receiver); it reports through
+#: ``sidecar.media_signal`` / ``media_status`` / ``media_limit``.
 MediaFactory = Callable[["Sidecar", str, str, Consent], Any]
 
 SESSION_IDLE_EVICT_MS = 3_600_000
@@ -743,6 +744,14 @@ class Sidecar:
                                 "not_consented")
         key = (channel.session, channel.participant)
         receiver = self.media.get(key)
+        if receiver is not None and (getattr(receiver, "closed", False) or not getattr(
+                receiver, "same_peer", lambda _sdp: True)(message.sdp)):
+            # a new peer connection (the SDK makes one for every attachMedia, e.g. after a
+            # camera switch or a failed connection): its media replaces the old one's
+            del self.media[key]
+            with contextlib.suppress(Exception):
+                await receiver.close()
+            receiver = None
         if receiver is None:
             receiver = self.media[key] = self.media_factory(
                 self, channel.session, channel.participant, session.consent)

@@ -98,3 +98,31 @@ async def test_attach_media_sends_one_track_of_each_kind(
         camera = await page.evaluate("window.sg.camera")
         assert sorted(kind for kind, _id in sent) == ["audio", "video"]
         assert ["video", camera] in sent  # the first video track: the camera, not the canvas
+
+
+async def test_attaching_a_new_stream_restarts_the_media(
+        chromium: Any, site: StaticSite, tmp_path: Path) -> None:
+    """A page that switches camera calls ``attachMedia`` again: the SDK makes a new peer
+    connection, the sidecar replaces its receiver, and the clinician sees the media stop and
+    flow again (it used to stay stopped: the second offer was refused)."""
+    consent = {"monitoring": ["device", "video"], "recording": "prohibited"}
+    async with live_sidecar(tmp_path / "media.db", media=True) as sc:
+        token = sc.token("s-switch", "pat", "patient", consent)
+        url = site.add("switch.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=ATTACH))
+        ctx = await chromium(fake_media=True)
+        async with sc.clinician("s-switch") as clinician:
+            def video(state: str) -> Any:
+                return lambda m: m["type"] == "status" and any(
+                    p["media"]["video"] == state for p in m["participants"])
+
+            await recv_until(clinician, lambda m: m["type"] == "status")
+            page = await ctx.new_page()
+            await page.goto(url)
+            await recv_until(clinician, video("flowing"), timeout=30)
+            await page.evaluate("""async () => {
+                const s = await navigator.mediaDevices.getUserMedia({video: true});
+                await window.sg.guard.attachMedia(s);
+            }""")
+            await recv_until(clinician, video("stopped"), timeout=30)
+            again = await recv_until(clinician, video("flowing"), timeout=30)
+        assert again["blind"] is False

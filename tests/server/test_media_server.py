@@ -131,3 +131,40 @@ async def test_oversized_video_is_refused_and_the_clinician_is_told_why(
     assert refused["limited"] == []
     [reason] = [r for r in refused["reasons"] if "video" in r]
     assert "larger or faster than the sidecar accepts" in reason and "has stopped" not in reason
+
+
+async def test_a_new_peer_connection_replaces_the_old_one(serve: Factory) -> None:
+    """The SDK makes a new peer connection for every ``attachMedia`` (a camera switch, a
+    connection that failed): its offer gets a fresh receiver and the media flows again,
+    where it used to be refused ("the WebRTC offer could not be used")."""
+    h = await serve(env={"SESSIONGUARD_MEDIA_ENABLED": "true",
+                         "SESSIONGUARD_MEDIA_ICE_HOSTS": "127.0.0.1"})
+    c = await h.clinician()
+    p = await h.patient(consent=VIDEO)
+    await recv_type(c, "status")
+    rng = np.random.default_rng(4)
+
+    def picture(_i: int) -> np.ndarray:
+        return rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+
+    first = await offer_over(p, GeneratedVideo(picture, fps=10))
+    try:
+        await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "flowing")
+    finally:
+        await first.close()  # the page closed it to attach a new stream
+    second = await offer_over(p, GeneratedVideo(picture, fps=10))
+    try:
+        await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "stopped")
+        again = await recv_type(c, "status", timeout=30,
+                                where=lambda m: video_of(m) == "flowing")
+        assert again["blind"] is False
+        # and a renegotiation of that same connection keeps its receiver (the same peer)
+        receiver = h.sidecar.media[("s1", "p1")]
+        await second.setLocalDescription(await second.createOffer())
+        await p.send(json.dumps({"type": "webrtc.offer", "sdp": second.localDescription.sdp}))
+        answer = await recv_type(p, "webrtc.answer", timeout=30)
+        await second.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        assert h.sidecar.media[("s1", "p1")] is receiver and not receiver.closed
+    finally:
+        await second.close()
+    await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "stopped")
