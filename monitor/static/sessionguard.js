@@ -39,6 +39,8 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const FIRST_OPEN_WAIT_MS = 5000;
 const ICE_WAIT_MS = 5000;
+const MEDIA_RETRY_MS = 5000;        // a media connection down this long is offered anew ...
+const MEDIA_RETRY_MAX_MS = 60000;   // ... doubling after each try that did not connect
 const TARGET_W = 320;
 const TARGET_H = 240;
 const MAX_FPS = 10;
@@ -227,6 +229,8 @@ class Guard {
     this._blurAt = null;
     this._pc = null;
     this._stream = null;
+    this._mediaTries = 0;             // offers since the media connection was last connected
+    this._mediaCheck = null;          // the peer connection a retry is pending for
     this._requests = [];              // resolvers of requestRecording, oldest first
     this._noticeEl = null;
     this._firstOpen = null;
@@ -606,7 +610,10 @@ class Guard {
     if (tracks.length === 0) { this._pc = null; return; }
     const pc = new RTCPeerConnection({ iceServers: [] });
     this._pc = pc;
-    pc.onconnectionstatechange = quiet(() => this._status({ media: pc.connectionState }));
+    pc.onconnectionstatechange = quiet(() => {
+      this._status({ media: pc.connectionState });
+      this._watchMedia(pc);
+    });
     for (const track of tracks) {
       const tr = pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
       if (track.kind === "video") await this._scaleVideo(tr.sender, track);
@@ -622,6 +629,25 @@ class Guard {
     this._raw({ type: "webrtc.offer", sdp: pc.localDescription.sdp });
     // Camera/mic permission is granted by now: device labels become readable.
     if (this._observing && !this._devicesLabelled) this._scanDevices().catch(() => {});
+  }
+
+  // A media connection that failed, or stayed disconnected for a while (the network went,
+  // the sidecar restarted), is offered anew on a fresh peer connection, with backoff; the
+  // sidecar gives that offer a fresh receiver. While it is down the clinician sees the media
+  // stopped.
+  _watchMedia(pc) {
+    const state = pc.connectionState;
+    if (state === "connected") { this._mediaTries = 0; return; }
+    if ((state !== "failed" && state !== "disconnected") || this._mediaCheck === pc) return;
+    this._mediaCheck = pc;
+    const wait = Math.min(MEDIA_RETRY_MAX_MS, MEDIA_RETRY_MS * 2 ** this._mediaTries);
+    this._later(wait, () => {
+      if (this._mediaCheck === pc) this._mediaCheck = null;
+      const down = pc.connectionState === "failed" || pc.connectionState === "disconnected";
+      if (this._closed || this._pc !== pc || !this._stream || !down) return;
+      this._mediaTries += 1;
+      this._offer().catch((e) => this._status({ media: "failed", error: String(e) }));
+    });
   }
 
   async _scaleVideo(sender, track) {

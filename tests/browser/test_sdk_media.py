@@ -126,3 +126,31 @@ async def test_attaching_a_new_stream_restarts_the_media(
             await recv_until(clinician, video("stopped"), timeout=30)
             again = await recv_until(clinician, video("flowing"), timeout=30)
         assert again["blind"] is False
+
+
+async def test_a_media_connection_that_goes_down_is_offered_anew(
+        chromium: Any, site: StaticSite, tmp_path: Path) -> None:
+    """The sidecar's side of the media connection goes away (here it is closed, as after a
+    network loss or a failed connection): the page's peer connection becomes disconnected,
+    the SDK offers anew after 5 s, and the clinician sees the video stop and flow again."""
+    consent = {"monitoring": ["device", "video"], "recording": "prohibited"}
+    async with live_sidecar(tmp_path / "media.db", media=True) as sc:
+        token = sc.token("s-down", "pat", "patient", consent)
+        url = site.add("down.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=ATTACH,
+                                             before=RECORD_FRAMES))
+        ctx = await chromium(fake_media=True)
+        async with sc.clinician("s-down") as clinician:
+            def video(state: str) -> Any:
+                return lambda m: m["type"] == "status" and any(
+                    p["media"]["video"] == state for p in m["participants"])
+
+            await recv_until(clinician, lambda m: m["type"] == "status")
+            page = await ctx.new_page()
+            await page.goto(url)
+            await recv_until(clinician, video("flowing"), timeout=30)
+            await sc.sidecar.media[("s-down", "pat")].close()
+            await recv_until(clinician, video("stopped"), timeout=30)
+            again = await recv_until(clinician, video("flowing"), timeout=45)
+        assert again["blind"] is False
+        frames = [json.loads(f) for f in await page.evaluate("window.sentFrames")]
+        assert len([f for f in frames if f["type"] == "webrtc.offer"]) == 2
