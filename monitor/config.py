@@ -89,9 +89,9 @@ class MediaConfig(_Model):
     enabled: bool = True
     ice_hosts: tuple[str, ...] = ()
     params: Path | None = None
-    # decoded video a patient may send, in pixels a second (default 640x480 at 15 fps, six
-    # times what the SDK sends); over it for 2 s, the sidecar stops receiving that video
-    max_video_pixel_rate: int = Field(default=640 * 480 * 15, gt=0)
+    # decoded video a patient may send, in pixels a second (default 640x480 at 30 fps,
+    # twelve times what the SDK sends); over it for 2 s, the sidecar stops receiving that video
+    max_video_pixel_rate: int = Field(default=640 * 480 * 30, gt=0)
 
 
 class Config(_Model):

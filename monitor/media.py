@@ -139,7 +139,7 @@ class MediaParams:
 
     max_fps: float = 10.0
     stall_after_s: float = 3.0
-    max_video_pixel_rate: float = 640 * 480 * 15
+    max_video_pixel_rate: float = 640 * 480 * 30
     oversize_after_s: float = 2.0
     audio_backlog_s: float = 1.0
     audio_batch_s: float = 0.1
