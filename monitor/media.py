@@ -190,10 +190,10 @@ def detection_to_signal(
 
 
 class PixelRate:
-    """Decoded video pixels a second over the last second of arrivals, by the receiver's
-    clock (the sender controls its own timestamps). :meth:`over` is true once the rate has
-    stayed above ``limit`` for ``after_ms`` (a burst the jitter buffer releases at once is not
-    a stream)."""
+    """Decoded video pixels a second over the last second of arrivals, by a monotonic clock
+    of the receiver's (the sender controls its own timestamps; a wall clock can step back).
+    :meth:`over` is true once the rate has stayed above ``limit`` for ``after_ms`` (a burst
+    the jitter buffer releases at once is not a stream)."""
 
     def __init__(self, limit: float, after_ms: int) -> None:
         self.limit = limit
@@ -203,6 +203,10 @@ class PixelRate:
         self._over_since: int | None = None
 
     def over(self, pixels: int, now_ms: int) -> bool:
+        if self._window and now_ms < self._window[-1][0]:  # a clock that went back: start over
+            self._window.clear()
+            self._sum = 0
+            self._over_since = None
         self._window.append((now_ms, pixels))
         self._sum += pixels
         while self._window[0][0] <= now_ms - 1000:
@@ -421,7 +425,7 @@ class MediaReceiver:
                     break
                 state.received += 1
                 pixels = int(getattr(frame, "width", 0)) * int(getattr(frame, "height", 0))
-                if guard is not None and guard.over(pixels, self._clock()):
+                if guard is not None and guard.over(pixels, time.monotonic_ns() // 1_000_000):
                     await self._refuse(state, track)
                     break
                 if not self._consent.allows(state.kind):

@@ -190,3 +190,7 @@ def test_pixel_rate_is_over_only_after_a_sustained_excess() -> None:
     assert start + 2000 <= first <= start + 2100
     # back to the SDK's copy: no longer over once the last second is back under the limit
     assert not rate.over(qvga, start + 5000)
+    # a clock that goes back never makes a stream look faster than it is
+    rate = PixelRate(limit=qvga * 10, after_ms=2000)
+    assert not any(rate.over(qvga, t) for t in range(10_000, 20_000, 100))
+    assert not any(rate.over(qvga, t) for t in range(0, 10_000, 100))
