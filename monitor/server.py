@@ -191,6 +191,8 @@ class Sidecar:
         self.sessions = SessionRegistry()
         self.channels: dict[str, set[Channel]] = {}
         self.media: dict[tuple[str, str], Any] = {}
+        #: the channel whose offer the receiver of (session, participant) answered last
+        self.media_channels: dict[tuple[str, str], Channel] = {}
         self._reply_locks: dict[str, asyncio.Lock] = {}
         self._pending_claims: weakref.WeakKeyDictionary[ServerConnection, Any] = (
             weakref.WeakKeyDictionary())
@@ -232,6 +234,7 @@ class Sidecar:
             with contextlib.suppress(Exception):
                 await receiver.close()
         self.media.clear()
+        self.media_channels.clear()
         for task in (self._ticker, self._purger):
             if task is not None:
                 task.cancel()
@@ -468,6 +471,7 @@ class Sidecar:
             patient = state.patient_disconnected(channel.participant, now)
             if patient.connections == 0:
                 receiver = self.media.pop((channel.session, channel.participant), None)
+                self.media_channels.pop((channel.session, channel.participant), None)
                 if receiver is not None:
                     with contextlib.suppress(Exception):
                         await receiver.close()
@@ -752,9 +756,17 @@ class Sidecar:
             with contextlib.suppress(Exception):
                 await receiver.close()
             receiver = None
+            old = self.media_channels.get(key)
+            if old is not None and old is not channel and not old.closing:
+                # the participant's other open channel (a second tab) sent the old media:
+                # it is told, so its SDK does not offer again and take the media back
+                self._send(old, {"type": "error", "code": "media_replaced",
+                                 "message": "another connection of this participant now "
+                                            "sends its media"})
         if receiver is None:
             receiver = self.media[key] = self.media_factory(
                 self, channel.session, channel.participant, session.consent)
+        self.media_channels[key] = channel
         try:
             answer = await receiver.handle_offer(message.sdp)
         except SessionguardError as exc:

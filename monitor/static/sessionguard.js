@@ -231,6 +231,7 @@ class Guard {
     this._stream = null;
     this._mediaTries = 0;             // offers since the media connection was last connected
     this._mediaCheck = null;          // the peer connection a retry is pending for
+    this._mediaYielded = false;       // another connection of this participant took the media
     this._requests = [];              // resolvers of requestRecording, oldest first
     this._noticeEl = null;
     this._firstOpen = null;
@@ -240,6 +241,7 @@ class Guard {
 
   attachMedia(stream) {
     this._stream = stream || null;
+    this._mediaYielded = false;
     return this._offer().catch((e) => this._status({ media: "failed", error: String(e) }));
   }
 
@@ -349,7 +351,7 @@ class Guard {
       this._attempt = 0;
       this._status({ state: "connected" });
       this._resend();
-      if (this._stream) this._offer().catch(() => {});
+      if (this._stream && !this._mediaYielded) this._offer().catch(() => {});
       this._firstOpen?.();
     });
     ws.onmessage = quiet((ev) => this._receive(ev.data));
@@ -441,6 +443,7 @@ class Guard {
       }
       case "error":
         if (m.code === "token_expired") this._stale = true;  // the close follows; renew then
+        if (m.code === "media_replaced") this._mediaYielded = true;  // until attachMedia again
         this._status({ error: { code: m.code, message: m.message } });
         break;
       default:
@@ -644,7 +647,7 @@ class Guard {
     this._later(wait, () => {
       if (this._mediaCheck === pc) this._mediaCheck = null;
       const down = pc.connectionState === "failed" || pc.connectionState === "disconnected";
-      if (this._closed || this._pc !== pc || !this._stream || !down) return;
+      if (this._closed || this._pc !== pc || !this._stream || !down || this._mediaYielded) return;
       this._mediaTries += 1;
       this._offer().catch((e) => this._status({ media: "failed", error: String(e) }));
     });

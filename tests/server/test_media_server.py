@@ -168,3 +168,46 @@ async def test_a_new_peer_connection_replaces_the_old_one(serve: Factory) -> Non
     finally:
         await second.close()
     await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "stopped")
+
+
+async def test_a_second_tab_takes_the_media_and_the_first_is_told(serve: Factory) -> None:
+    """Two open channels of one participant (two tabs) each attaching media: the later offer
+    wins and the earlier channel gets ``media_replaced``, so its SDK does not offer again and
+    take the media back (the two would otherwise swap it back and forth)."""
+    h = await serve(env={"SESSIONGUARD_MEDIA_ENABLED": "true",
+                         "SESSIONGUARD_MEDIA_ICE_HOSTS": "127.0.0.1"})
+    c = await h.clinician()
+    tab1 = await h.patient(consent=VIDEO)
+    tab2 = await h.patient(consent=VIDEO)
+    await recv_type(c, "status")
+    rng = np.random.default_rng(5)
+
+    def picture(_i: int) -> np.ndarray:
+        return rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+
+    first = await offer_over(tab1, GeneratedVideo(picture, fps=10))
+    second = None
+    try:
+        await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "flowing")
+        second = await offer_over(tab2, GeneratedVideo(picture, fps=10))
+        replaced = await recv_type(tab1, "error", timeout=30)
+        assert replaced["code"] == "media_replaced"
+        await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "flowing")
+        # a new offer of the tab that has the media (a camera switch) tells nobody
+        third = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            third.addTrack(GeneratedVideo(picture, fps=10))
+            with use_host_addresses(("127.0.0.1",)):
+                await third.setLocalDescription(await third.createOffer())
+            await tab2.send(json.dumps({"type": "webrtc.offer",
+                                        "sdp": third.localDescription.sdp}))
+            seen = [await recv_json(tab2, timeout=30)]
+            while seen[-1]["type"] != "webrtc.answer":
+                seen.append(await recv_json(tab2, timeout=30))
+        finally:
+            await third.close()
+        assert not [m for m in seen if m["type"] == "error"]
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
