@@ -747,30 +747,39 @@ class Sidecar:
             raise InvalidSignal("the patient has not consented to audio or video analysis",
                                 "not_consented")
         key = (channel.session, channel.participant)
-        receiver = self.media.get(key)
-        if receiver is not None and (getattr(receiver, "closed", False) or not getattr(
-                receiver, "same_peer", lambda _sdp: True)(message.sdp)):
-            # a new peer connection (the SDK makes one for every attachMedia, e.g. after a
-            # camera switch or a failed connection): its media replaces the old one's
-            del self.media[key]
+        current = self.media.get(key)
+        # an offer from a new peer connection (the SDK makes one for every attachMedia: a
+        # camera switch, a connection that failed) gets a fresh receiver, which replaces the
+        # current one once it has answered (a failed offer leaves the current call alone)
+        replace = current is not None and (getattr(current, "closed", False) or not getattr(
+            current, "same_peer", lambda _sdp: True)(message.sdp))
+        receiver = current if current is not None and not replace else self.media_factory(
+            self, channel.session, channel.participant, session.consent)
+        try:
+            answer = await receiver.handle_offer(message.sdp)
+        except SessionguardError as exc:
+            if receiver is not current:
+                with contextlib.suppress(Exception):
+                    await receiver.close()
+            raise InvalidSignal(str(exc), "bad_offer") from exc
+        if channel.closing and receiver is not current:  # the patient left meanwhile
             with contextlib.suppress(Exception):
                 await receiver.close()
-            receiver = None
+            return
+        if receiver is not current:
+            self.media[key] = receiver
+            if current is not None:
+                with contextlib.suppress(Exception):
+                    await current.close()
             old = self.media_channels.get(key)
-            if old is not None and old is not channel and not old.closing:
+            if current is not None and old is not None and old is not channel \
+                    and not old.closing:
                 # the participant's other open channel (a second tab) sent the old media:
                 # it is told, so its SDK does not offer again and take the media back
                 self._send(old, {"type": "error", "code": "media_replaced",
                                  "message": "another connection of this participant now "
                                             "sends its media"})
-        if receiver is None:
-            receiver = self.media[key] = self.media_factory(
-                self, channel.session, channel.participant, session.consent)
         self.media_channels[key] = channel
-        try:
-            answer = await receiver.handle_offer(message.sdp)
-        except SessionguardError as exc:
-            raise InvalidSignal(str(exc), "bad_offer") from exc
         self._send(channel, {"type": "webrtc.answer", "sdp": answer})
 
     async def media_status(self, session_id: str, participant: str, kind: str, state: str) -> None:

@@ -211,3 +211,35 @@ async def test_a_second_tab_takes_the_media_and_the_first_is_told(serve: Factory
         await first.close()
         if second is not None:
             await second.close()
+
+
+async def test_a_failed_offer_from_a_new_peer_leaves_the_call_alone(serve: Factory) -> None:
+    h = await serve(env={"SESSIONGUARD_MEDIA_ENABLED": "true",
+                         "SESSIONGUARD_MEDIA_ICE_HOSTS": "127.0.0.1"})
+    c = await h.clinician()
+    p = await h.patient(consent=VIDEO)
+    await recv_type(c, "status")
+    rng = np.random.default_rng(6)
+
+    def picture(_i: int) -> np.ndarray:
+        return rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+
+    call = await offer_over(p, GeneratedVideo(picture, fps=10))
+    try:
+        await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "flowing")
+        receiver = h.sidecar.media[("s1", "p1")]
+        # another peer connection offers two cameras: refused, and the call goes on
+        bad = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            for _ in range(2):
+                bad.addTrack(GeneratedVideo(picture, fps=10))
+            await bad.setLocalDescription(await bad.createOffer())
+            await p.send(json.dumps({"type": "webrtc.offer", "sdp": bad.localDescription.sdp}))
+            error = await recv_type(p, "error", timeout=30)
+        finally:
+            await bad.close()
+        assert error["code"] == "bad_offer" and "2 video streams" in error["message"]
+        assert h.sidecar.media[("s1", "p1")] is receiver and not receiver.closed
+        assert receiver.media_state()["video"] == "flowing"
+    finally:
+        await call.close()
