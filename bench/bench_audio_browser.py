@@ -17,7 +17,6 @@ through libopus at 32 kbit/s, without a browser, is the reference row.
 from __future__ import annotations
 
 import asyncio
-import base64
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -50,29 +49,6 @@ SNRS_DB = (-9.0, -6.0, -3.0, 0.0, 3.0, 6.0)
 SOUNDS = ("camera-shutter", "screen-capture")
 SLACK_S = 0.15
 OPUS_BPS = 32_000
-
-_RECORD = """async ([ms, processing]) => {
-  const audio = processing ? true
-    : {echoCancellation: false, noiseSuppression: false, autoGainControl: false};
-  const stream = await navigator.mediaDevices.getUserMedia({audio});
-  const rec = new MediaRecorder(stream, {mimeType: "audio/webm;codecs=opus",
-                                         audioBitsPerSecond: BITRATE});
-  const parts = [];
-  rec.ondataavailable = (e) => parts.push(e.data);
-  const stopped = new Promise((resolve) => { rec.onstop = resolve; });
-  rec.start(1000);
-  await new Promise((resolve) => setTimeout(resolve, ms));
-  rec.stop();
-  await stopped;
-  stream.getTracks().forEach((t) => t.stop());
-  const bytes = new Uint8Array(await new Blob(parts).arrayBuffer());
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(text);
-}""".replace("BITRATE", str(OPUS_BPS))
-
 
 @dataclass(frozen=True)
 class Event:
@@ -136,14 +112,18 @@ def score(times: list[float], events: list[Event], offset: float,
 
 async def _record(profile: Path, microphone: Path, seconds: float,
                   processing: bool) -> Audio:
-    from tests.browser.harness import StaticSite, playwright_context
+    from tests.browser.harness import StaticSite, playwright_context, record_in_page
 
+    audio: object = True if processing else {
+        "echoCancellation": False, "noiseSuppression": False, "autoGainControl": False}
     with StaticSite() as site:
         url = site.add("mic.html", "<!doctype html><title>microphone</title>")
         async with playwright_context(profile, audio_file=microphone) as ctx:
             page = await ctx.new_page()
             await page.goto(url)
-            data = base64.b64decode(await page.evaluate(_RECORD, [seconds * 1000, processing]))
+            data = await record_in_page(page, {"audio": audio}, seconds,
+                                        mimeType="audio/webm;codecs=opus",
+                                        audioBitsPerSecond=OPUS_BPS)
     webm = profile.with_suffix(".webm")
     webm.write_bytes(data)
     return load_file(webm, trim=False)

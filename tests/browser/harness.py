@@ -97,6 +97,7 @@ __all__ = [
     "disable_focus_emulation",
     "live_sidecar",
     "playwright_context",
+    "record_in_page",
     "recv_until",
     "sdk_page",
     "stored_signals",
@@ -325,6 +326,36 @@ async def playwright_context(
         finally:
             with contextlib.suppress(Exception):
                 await context.close()
+
+
+_RECORD = """async ([constraints, options, ms]) => {
+  const stream = await navigator.mediaDevices.getUserMedia(constraints);
+  const rec = new MediaRecorder(stream, options);
+  const parts = [];
+  rec.ondataavailable = (e) => parts.push(e.data);
+  const stopped = new Promise((resolve) => { rec.onstop = resolve; });
+  rec.start(500);
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  rec.stop();
+  await stopped;
+  stream.getTracks().forEach((t) => t.stop());
+  const bytes = new Uint8Array(await new Blob(parts).arrayBuffer());
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+}"""
+
+
+async def record_in_page(page: Any, constraints: dict[str, Any], seconds: float,
+                         **options: Any) -> bytes:
+    """What ``MediaRecorder`` (``options``: ``mimeType``, ``audioBitsPerSecond``, ...) makes
+    of ``getUserMedia(constraints)`` in ``page`` over ``seconds``: the recording's bytes."""
+    import base64
+
+    return base64.b64decode(await page.evaluate(_RECORD, [constraints, options,
+                                                          seconds * 1000]))
 
 
 async def disable_focus_emulation(page: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,12 @@ const stream = await navigator.mediaDevices.getUserMedia({video: {width: 640, he
                                                           audio: true});
 await guard.attachMedia(stream);
 """
+
+def video(state: str) -> Callable[[dict[str, Any]], bool]:
+    """A clinician's ``status`` that shows a patient's video in ``state``."""
+    return lambda m: m["type"] == "status" and any(
+        p["media"]["video"] == state for p in m["participants"])
+
 
 RECORD_FRAMES = """
 window.sentFrames = [];
@@ -112,10 +119,6 @@ async def test_attaching_a_new_stream_restarts_the_media(
         url = site.add("switch.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=ATTACH))
         ctx = await chromium(fake_media=True)
         async with sc.clinician("s-switch") as clinician:
-            def video(state: str) -> Any:
-                return lambda m: m["type"] == "status" and any(
-                    p["media"]["video"] == state for p in m["participants"])
-
             await recv_until(clinician, lambda m: m["type"] == "status")
             page = await ctx.new_page()
             await page.goto(url)
@@ -141,10 +144,6 @@ async def test_a_media_connection_that_goes_down_is_offered_anew(
                                              before=RECORD_FRAMES))
         ctx = await chromium(fake_media=True)
         async with sc.clinician("s-down") as clinician:
-            def video(state: str) -> Any:
-                return lambda m: m["type"] == "status" and any(
-                    p["media"]["video"] == state for p in m["participants"])
-
             await recv_until(clinician, lambda m: m["type"] == "status")
             page = await ctx.new_page()
             await page.goto(url)
@@ -170,10 +169,6 @@ async def test_a_second_tab_takes_the_media_and_the_first_does_not_take_it_back(
         ctx = await chromium(fake_media=True)
         async with sc.clinician("s-tabs") as clinician:
             seen: list[dict[str, Any]] = []
-
-            def video(state: str) -> Any:
-                return lambda m: m["type"] == "status" and any(
-                    p["media"]["video"] == state for p in m["participants"])
 
             await recv_until(clinician, lambda m: m["type"] == "status")
             first = await ctx.new_page()

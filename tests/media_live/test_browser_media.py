@@ -22,6 +22,7 @@ from tests.browser.harness import (
     StaticSite,
     live_sidecar,
     playwright_context,
+    record_in_page,
     recv_until,
     sdk_page,
     write_wav,
@@ -293,32 +294,10 @@ async def test_a_shutter_in_chromiums_microphone_alerts_the_clinician(tmp_path: 
         assert not any(limits_of(m, "pat-5") for m in seen if m.get("type") == "status")
 
 
-RECORD = """async (ms) => {
-  const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
-  const rec = new MediaRecorder(stream, {mimeType: "video/webm;codecs=vp8,opus"});
-  const parts = [];
-  rec.ondataavailable = (e) => parts.push(e.data);
-  const stopped = new Promise((resolve) => { rec.onstop = resolve; });
-  rec.start(500);
-  await new Promise((resolve) => setTimeout(resolve, ms));
-  rec.stop();
-  await stopped;
-  stream.getTracks().forEach((t) => t.stop());
-  const bytes = new Uint8Array(await new Blob(parts).arrayBuffer());
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(text);
-}"""
-
-
 async def test_analyze_reads_a_recording_the_browser_made(tmp_path: Path) -> None:
     """What a platform keeps of a call is often a MediaRecorder WebM, whose header declares
     no duration (Chromium's does not) and which has no index. ``analyze`` reads it to the
     end and finds the covered camera the recording shows, up to the recording's end."""
-    import base64
-
     from monitor.commands.analyze import analyze_file
     from monitor.mediafile import probe
 
@@ -330,7 +309,8 @@ async def test_analyze_reads_a_recording_the_browser_made(tmp_path: Path) -> Non
                                       audio_file=audio) as ctx:
             page = await ctx.new_page()
             await page.goto(url)
-            data = base64.b64decode(await page.evaluate(RECORD, 4000))
+            data = await record_in_page(page, {"video": True, "audio": True}, 4.0,
+                                        mimeType="video/webm;codecs=vp8,opus")
     recording = tmp_path / "call.webm"
     recording.write_bytes(data)
     info = probe(recording)

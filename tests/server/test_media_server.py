@@ -5,6 +5,7 @@ media can carry (narrowband audio)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,28 @@ from websockets.asyncio.client import ClientConnection
 
 from monitor.media_ice import use_host_addresses
 from tests.media_live.peers import GeneratedAudio, GeneratedVideo
-from tests.server.conftest import Factory, make_config, recv_json, recv_type
+from tests.server.conftest import Factory, Harness, make_config, recv_json, recv_type
 
 VIDEO = {"monitoring": ["device", "video"], "recording": "prohibited"}
 AUDIO = {"monitoring": ["device", "audio"], "recording": "prohibited"}
+MEDIA_ENV = {"SESSIONGUARD_MEDIA_ENABLED": "true", "SESSIONGUARD_MEDIA_ICE_HOSTS": "127.0.0.1"}
+
+
+async def media_call(serve: Factory, consent: dict[str, object], **kwargs: object
+                     ) -> tuple[Harness, ClientConnection, ClientConnection]:
+    """A media-enabled sidecar on loopback, a clinician (its first status read) and a patient
+    with ``consent``; ``kwargs`` go to ``serve``."""
+    h = await serve(**({"env": MEDIA_ENV} | kwargs))
+    c = await h.clinician()
+    p = await h.patient(consent=consent)
+    await recv_type(c, "status")
+    return h, c, p
+
+
+def noise(seed: int) -> Callable[[int], np.ndarray]:
+    """Seeded 160x120 noise pictures for :class:`GeneratedVideo`."""
+    rng = np.random.default_rng(seed)
+    return lambda _i: rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
 
 
 async def offer_over(patient: ClientConnection, track: MediaStreamTrack) -> RTCPeerConnection:
@@ -44,8 +63,7 @@ def video_of(message: dict[str, object]) -> object:
 
 
 async def test_offer_answered_and_media_status_reaches_clinicians(serve: Factory) -> None:
-    h = await serve(env={"SESSIONGUARD_MEDIA_ENABLED": "true",
-                         "SESSIONGUARD_MEDIA_ICE_HOSTS": "127.0.0.1"})
+    h = await serve(env=MEDIA_ENV)
     # no video consent: the offer is refused with a clear error
     nope = await h.patient("other", consent={"monitoring": ["device"]})
     await nope.send(json.dumps({"type": "webrtc.offer", "sdp": "v=0"}))
@@ -54,8 +72,7 @@ async def test_offer_answered_and_media_status_reaches_clinicians(serve: Factory
     c = await h.clinician()
     p = await h.patient(consent=VIDEO)
     await recv_type(c, "status")
-    rng = np.random.default_rng(1)
-    track = GeneratedVideo(lambda i: rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), fps=10)
+    track = GeneratedVideo(noise(1), fps=10)
     pc = await offer_over(p, track)
     try:
         flowing = await recv_type(c, "status", timeout=30,
@@ -78,11 +95,7 @@ def audio_of(message: dict[str, object]) -> tuple[object, object]:
 async def test_narrowband_audio_reaches_clinicians_as_a_limit(serve: Factory) -> None:
     # A microphone that carries nothing above 3.4 kHz (a headset in its telephone mode):
     # seeded noise low-passed at 3.4 kHz, sent as 48 kHz Opus like any browser's.
-    h = await serve(env={"SESSIONGUARD_MEDIA_ENABLED": "true",
-                         "SESSIONGUARD_MEDIA_ICE_HOSTS": "127.0.0.1"})
-    c = await h.clinician()
-    p = await h.patient(consent=AUDIO)
-    await recv_type(c, "status")
+    _h, c, p = await media_call(serve, AUDIO)
     rng = np.random.default_rng(3)
     sos = sps.butter(10, 3400, fs=48_000, output="sos")
     noise = sps.sosfilt(sos, rng.standard_normal(48_000 * 30)) * 3000
@@ -109,15 +122,10 @@ async def test_narrowband_audio_reaches_clinicians_as_a_limit(serve: Factory) ->
 async def test_oversized_video_is_refused_and_the_clinician_is_told_why(
         serve: Factory, tmp_path: Path) -> None:
     # media.max_video_pixel_rate set below what this peer sends (160x120 at 10 fps)
-    cfg = make_config(tmp_path, SESSIONGUARD_MEDIA_ENABLED="true",
-                      SESSIONGUARD_MEDIA_ICE_HOSTS="127.0.0.1")
-    h = await serve(config=cfg.model_copy(update={"media": cfg.media.model_copy(
-        update={"max_video_pixel_rate": 160 * 120 * 3})}))
-    c = await h.clinician()
-    p = await h.patient(consent=VIDEO)
-    await recv_type(c, "status")
-    rng = np.random.default_rng(2)
-    track = GeneratedVideo(lambda i: rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), fps=10)
+    cfg = make_config(tmp_path, **MEDIA_ENV)
+    _h, c, p = await media_call(serve, VIDEO, config=cfg.model_copy(update={
+        "media": cfg.media.model_copy(update={"max_video_pixel_rate": 160 * 120 * 3})}))
+    track = GeneratedVideo(noise(2), fps=10)
     pc = await offer_over(p, track)
     try:
         await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "flowing")
@@ -137,16 +145,8 @@ async def test_a_new_peer_connection_replaces_the_old_one(serve: Factory) -> Non
     """The SDK makes a new peer connection for every ``attachMedia`` (a camera switch, a
     connection that failed): its offer gets a fresh receiver and the media flows again,
     where it used to be refused ("the WebRTC offer could not be used")."""
-    h = await serve(env={"SESSIONGUARD_MEDIA_ENABLED": "true",
-                         "SESSIONGUARD_MEDIA_ICE_HOSTS": "127.0.0.1"})
-    c = await h.clinician()
-    p = await h.patient(consent=VIDEO)
-    await recv_type(c, "status")
-    rng = np.random.default_rng(4)
-
-    def picture(_i: int) -> np.ndarray:
-        return rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
-
+    h, c, p = await media_call(serve, VIDEO)
+    picture = noise(4)
     first = await offer_over(p, GeneratedVideo(picture, fps=10))
     try:
         await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "flowing")
@@ -174,17 +174,12 @@ async def test_a_second_tab_takes_the_media_and_the_first_is_told(serve: Factory
     """Two open channels of one participant (two tabs) each attaching media: the later offer
     wins and the earlier channel gets ``media_replaced``, so its SDK does not offer again and
     take the media back (the two would otherwise swap it back and forth)."""
-    h = await serve(env={"SESSIONGUARD_MEDIA_ENABLED": "true",
-                         "SESSIONGUARD_MEDIA_ICE_HOSTS": "127.0.0.1"})
+    h = await serve(env=MEDIA_ENV)
     c = await h.clinician()
     tab1 = await h.patient(consent=VIDEO)
     tab2 = await h.patient(consent=VIDEO)
     await recv_type(c, "status")
-    rng = np.random.default_rng(5)
-
-    def picture(_i: int) -> np.ndarray:
-        return rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
-
+    picture = noise(5)
     first = await offer_over(tab1, GeneratedVideo(picture, fps=10))
     second = None
     try:
@@ -214,16 +209,8 @@ async def test_a_second_tab_takes_the_media_and_the_first_is_told(serve: Factory
 
 
 async def test_a_failed_offer_from_a_new_peer_leaves_the_call_alone(serve: Factory) -> None:
-    h = await serve(env={"SESSIONGUARD_MEDIA_ENABLED": "true",
-                         "SESSIONGUARD_MEDIA_ICE_HOSTS": "127.0.0.1"})
-    c = await h.clinician()
-    p = await h.patient(consent=VIDEO)
-    await recv_type(c, "status")
-    rng = np.random.default_rng(6)
-
-    def picture(_i: int) -> np.ndarray:
-        return rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
-
+    h, c, p = await media_call(serve, VIDEO)
+    picture = noise(6)
     call = await offer_over(p, GeneratedVideo(picture, fps=10))
     try:
         await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "flowing")
