@@ -424,8 +424,9 @@ class MediaReceiver:
                 except MediaStreamError:
                     break
                 state.received += 1
-                pixels = int(getattr(frame, "width", 0)) * int(getattr(frame, "height", 0))
-                if guard is not None and guard.over(pixels, time.monotonic_ns() // 1_000_000):
+                if guard is not None and guard.over(
+                        int(getattr(frame, "width", 0)) * int(getattr(frame, "height", 0)),
+                        time.monotonic_ns() // 1_000_000):
                     await self._refuse(state, track)
                     break
                 if not self._consent.allows(state.kind):
