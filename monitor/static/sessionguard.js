@@ -460,11 +460,24 @@ class Guard {
   // ---- consent and notice
 
   _setConsent(consent) {
+    const before = this._mediaKinds();
     this._consent = consent;
     this._showNotice(consent);
     call(this._cb.onConsent, { ...consent });
     if (consent.monitoring.includes("device")) this._startObserving();
     else this._stopObserving();
+    // media the consent no longer covers stops leaving the device at once: a new offer
+    // without it (the sidecar already stopped analysing it)
+    if (this._pc && this._stream && !this._mediaYielded && this._mediaKinds() !== before) {
+      this._offer().catch((e) => this._status({ media: "failed", error: String(e) }));
+    }
+  }
+
+  // the kinds of the attached stream the consent covers, e.g. "audio,video"
+  _mediaKinds() {
+    const scopes = this._consent.monitoring;
+    const kinds = new Set((this._stream?.getTracks() || []).map((t) => t.kind));
+    return ["audio", "video"].filter((k) => kinds.has(k) && scopes.includes(k)).join(",");
   }
 
   _showNotice(consent) {

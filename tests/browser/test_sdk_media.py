@@ -188,3 +188,39 @@ async def test_a_second_tab_takes_the_media_and_the_first_does_not_take_it_back(
         offers = [json.loads(f) for f in await first.evaluate("window.sentFrames")]
         assert len([f for f in offers if f["type"] == "webrtc.offer"]) == 1
         assert not any(video("stopped")(m) for m in seen)
+
+
+async def test_media_the_consent_stops_covering_stops_being_sent(
+        chromium: Any, site: StaticSite, tmp_path: Path) -> None:
+    """The session's consent narrows during the call (a later patient token covers video
+    only): the sidecar stops analysing the audio at once, and the SDK offers anew without
+    it, so the microphone no longer leaves the device."""
+    import websockets
+
+    both = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
+    video_only = {"monitoring": ["device", "video"], "recording": "prohibited"}
+    async with live_sidecar(tmp_path / "media.db", media=True) as sc:
+        token = sc.token("s-narrow", "pat", "patient", both)
+        url = site.add("narrow.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=ATTACH,
+                                               before=RECORD_FRAMES))
+        ctx = await chromium(fake_media=True)
+        async with sc.clinician("s-narrow") as clinician:
+            await recv_until(clinician, lambda m: m["type"] == "status")
+            page = await ctx.new_page()
+            await page.goto(url)
+            await recv_until(clinician, lambda m: m["type"] == "status" and any(
+                p["media"] == {"audio": "flowing", "video": "flowing"}
+                for p in m["participants"]), timeout=30)
+            other = sc.token("s-narrow", "pat-2", "patient", video_only)
+            async with websockets.connect(f"{sc.ws_url}?token={other}"):
+                await page.wait_for_function("""window.sentFrames.filter(
+                    (f) => JSON.parse(f).type === "webrtc.offer").length === 2""",
+                                             timeout=30_000)
+                await recv_until(clinician, lambda m: m["type"] == "status" and any(
+                    p["participant"] == "pat" and p["media"]["video"] == "flowing"
+                    and p["media"]["audio"] != "flowing" for p in m["participants"])
+                    and m["consent"]["monitoring"] == ["device", "video"], timeout=30)
+        offers = [json.loads(f) for f in await page.evaluate("window.sentFrames")]
+        first, second = [f["sdp"] for f in offers if f["type"] == "webrtc.offer"]
+        assert "m=audio" in first and "m=video" in first
+        assert "m=audio" not in second and "m=video" in second
