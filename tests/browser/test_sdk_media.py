@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.harness import StaticSite, live_sidecar, recv_until, sdk_page
+from tests.browser.harness import LiveSidecar, StaticSite, live_sidecar, recv_until, sdk_page
 
 pytestmark = pytest.mark.browser
 
@@ -26,12 +27,48 @@ def video(state: str) -> Callable[[dict[str, Any]], bool]:
         p["media"]["video"] == state for p in m["participants"])
 
 
+VIDEO_ONLY = {"monitoring": ["device", "video"], "recording": "prohibited"}
+
 RECORD_FRAMES = """
 window.sentFrames = [];
 const origSend = WebSocket.prototype.send;
 WebSocket.prototype.send = function (data) { window.sentFrames.push(String(data));
   return origSend.call(this, data); };
 """
+
+
+@dataclass
+class MediaCall:
+    """A media-enabled sidecar, the clinician's channel (its first status read) and the
+    patient page's URL in a Chromium with a fake camera and microphone."""
+
+    sc: LiveSidecar
+    clinician: Any
+    url: str
+    ctx: Any
+
+    async def page(self) -> Any:
+        page = await self.ctx.new_page()
+        await page.goto(self.url)
+        return page
+
+
+@contextlib.asynccontextmanager
+async def media_call(chromium: Any, site: StaticSite, tmp_path: Path, session: str,
+                     consent: dict[str, Any], after: str = ATTACH) -> AsyncIterator[MediaCall]:
+    async with live_sidecar(tmp_path / "media.db", media=True) as sc:
+        token = sc.token(session, "pat", "patient", consent)
+        url = site.add(f"{session}.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=after,
+                                                   before=RECORD_FRAMES))
+        ctx = await chromium(fake_media=True)
+        async with sc.clinician(session) as clinician:
+            await recv_until(clinician, lambda m: m["type"] == "status")
+            yield MediaCall(sc, clinician, url, ctx)
+
+
+def offers_of(frames: list[str]) -> list[str]:
+    """The SDPs of the ``webrtc.offer`` messages among a page's sent frames."""
+    return [m["sdp"] for m in map(json.loads, frames) if m["type"] == "webrtc.offer"]
 
 
 async def test_attach_media_sends_only_consented_tracks_scaled_down(
@@ -86,21 +123,14 @@ async def test_attach_media_sends_one_track_of_each_kind(
     """A page that hands over a stream with two video tracks (a camera and a canvas) gets one
     camera and one microphone sent: the sidecar refuses an offer with two of a kind."""
     consent = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
-    async with live_sidecar(tmp_path / "media.db", media=True) as sc:
-        token = sc.token("s-two", "pat", "patient", consent)
-        url = site.add("two.html", sdk_page(sc.sdk_url, sc.ws_url, token,
-                                            after=ATTACH_TWO_CAMERAS, before=RECORD_FRAMES))
-        ctx = await chromium(fake_media=True)
-        async with sc.clinician("s-two") as clinician:
-            await recv_until(clinician, lambda m: m["type"] == "status")
-            page = await ctx.new_page()
-            await page.goto(url)
-            await recv_until(clinician, lambda m: m["type"] == "status" and any(
-                p["media"] == {"audio": "flowing", "video": "flowing"}
-                for p in m["participants"]), timeout=30)
-        frames = [json.loads(f) for f in await page.evaluate("window.sentFrames")]
-        [offer] = [f for f in frames if f["type"] == "webrtc.offer"]
-        assert offer["sdp"].count("m=video") == 1 and offer["sdp"].count("m=audio") == 1
+    async with media_call(chromium, site, tmp_path, "s-two", consent,
+                          after=ATTACH_TWO_CAMERAS) as call:
+        page = await call.page()
+        await recv_until(call.clinician, lambda m: m["type"] == "status" and any(
+            p["media"] == {"audio": "flowing", "video": "flowing"}
+            for p in m["participants"]), timeout=30)
+        [offer] = offers_of(await page.evaluate("window.sentFrames"))
+        assert offer.count("m=video") == 1 and offer.count("m=audio") == 1
         sent = await page.evaluate("""() => window.sg.guard._pc.getSenders()
             .filter((s) => s.track).map((s) => [s.track.kind, s.track.id])""")
         camera = await page.evaluate("window.sg.camera")
@@ -113,23 +143,16 @@ async def test_attaching_a_new_stream_restarts_the_media(
     """A page that switches camera calls ``attachMedia`` again: the SDK makes a new peer
     connection, the sidecar replaces its receiver, and the clinician sees the media stop and
     flow again (it used to stay stopped: the second offer was refused)."""
-    consent = {"monitoring": ["device", "video"], "recording": "prohibited"}
-    async with live_sidecar(tmp_path / "media.db", media=True) as sc:
-        token = sc.token("s-switch", "pat", "patient", consent)
-        url = site.add("switch.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=ATTACH))
-        ctx = await chromium(fake_media=True)
-        async with sc.clinician("s-switch") as clinician:
-            await recv_until(clinician, lambda m: m["type"] == "status")
-            page = await ctx.new_page()
-            await page.goto(url)
-            await recv_until(clinician, video("flowing"), timeout=30)
-            await page.evaluate("""async () => {
-                const s = await navigator.mediaDevices.getUserMedia({video: true});
-                await window.sg.guard.attachMedia(s);
-            }""")
-            await recv_until(clinician, video("stopped"), timeout=30)
-            again = await recv_until(clinician, video("flowing"), timeout=30)
-        assert again["blind"] is False
+    async with media_call(chromium, site, tmp_path, "s-switch", VIDEO_ONLY) as call:
+        page = await call.page()
+        await recv_until(call.clinician, video("flowing"), timeout=30)
+        await page.evaluate("""async () => {
+            const s = await navigator.mediaDevices.getUserMedia({video: true});
+            await window.sg.guard.attachMedia(s);
+        }""")
+        await recv_until(call.clinician, video("stopped"), timeout=30)
+        again = await recv_until(call.clinician, video("flowing"), timeout=30)
+    assert again["blind"] is False
 
 
 async def test_a_media_connection_that_goes_down_is_offered_anew(
@@ -137,23 +160,14 @@ async def test_a_media_connection_that_goes_down_is_offered_anew(
     """The sidecar's side of the media connection goes away (here it is closed, as after a
     network loss or a failed connection): the page's peer connection becomes disconnected,
     the SDK offers anew after 5 s, and the clinician sees the video stop and flow again."""
-    consent = {"monitoring": ["device", "video"], "recording": "prohibited"}
-    async with live_sidecar(tmp_path / "media.db", media=True) as sc:
-        token = sc.token("s-down", "pat", "patient", consent)
-        url = site.add("down.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=ATTACH,
-                                             before=RECORD_FRAMES))
-        ctx = await chromium(fake_media=True)
-        async with sc.clinician("s-down") as clinician:
-            await recv_until(clinician, lambda m: m["type"] == "status")
-            page = await ctx.new_page()
-            await page.goto(url)
-            await recv_until(clinician, video("flowing"), timeout=30)
-            await sc.sidecar.media[("s-down", "pat")].close()
-            await recv_until(clinician, video("stopped"), timeout=30)
-            again = await recv_until(clinician, video("flowing"), timeout=45)
+    async with media_call(chromium, site, tmp_path, "s-down", VIDEO_ONLY) as call:
+        page = await call.page()
+        await recv_until(call.clinician, video("flowing"), timeout=30)
+        await call.sc.sidecar.media[("s-down", "pat")].close()
+        await recv_until(call.clinician, video("stopped"), timeout=30)
+        again = await recv_until(call.clinician, video("flowing"), timeout=45)
         assert again["blind"] is False
-        frames = [json.loads(f) for f in await page.evaluate("window.sentFrames")]
-        assert len([f for f in frames if f["type"] == "webrtc.offer"]) == 2
+        assert len(offers_of(await page.evaluate("window.sentFrames"))) == 2
 
 
 async def test_a_second_tab_takes_the_media_and_the_first_does_not_take_it_back(
@@ -161,33 +175,22 @@ async def test_a_second_tab_takes_the_media_and_the_first_does_not_take_it_back(
     """Two tabs of one participant attach media. The second's offer wins; the first is told
     (``media_replaced``) and, when its own connection then goes down, does not offer again,
     so the two do not swap the media back and forth every few seconds."""
-    consent = {"monitoring": ["device", "video"], "recording": "prohibited"}
-    async with live_sidecar(tmp_path / "media.db", media=True) as sc:
-        token = sc.token("s-tabs", "pat", "patient", consent)
-        url = site.add("tab.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=ATTACH,
-                                            before=RECORD_FRAMES))
-        ctx = await chromium(fake_media=True)
-        async with sc.clinician("s-tabs") as clinician:
-            seen: list[dict[str, Any]] = []
-
-            await recv_until(clinician, lambda m: m["type"] == "status")
-            first = await ctx.new_page()
-            await first.goto(url)
-            await recv_until(clinician, video("flowing"), timeout=30)
-            second = await ctx.new_page()
-            await second.goto(url)
-            await recv_until(clinician, video("stopped"), timeout=30)
-            await recv_until(clinician, video("flowing"), timeout=30)
-            await first.wait_for_function("window.sg.guard._mediaYielded === true")
-            await first.wait_for_function(
-                "['disconnected', 'failed'].includes(window.sg.guard._pc.connectionState)",
-                timeout=30_000)
-            # the SDK offers anew 5 s after its connection went down: watch twice that long
-            with contextlib.suppress(TimeoutError):
-                await recv_until(clinician, video("stopped"), timeout=10, seen=seen)
-        offers = [json.loads(f) for f in await first.evaluate("window.sentFrames")]
-        assert len([f for f in offers if f["type"] == "webrtc.offer"]) == 1
-        assert not any(video("stopped")(m) for m in seen)
+    async with media_call(chromium, site, tmp_path, "s-tabs", VIDEO_ONLY) as call:
+        seen: list[dict[str, Any]] = []
+        first = await call.page()
+        await recv_until(call.clinician, video("flowing"), timeout=30)
+        await call.page()
+        await recv_until(call.clinician, video("stopped"), timeout=30)
+        await recv_until(call.clinician, video("flowing"), timeout=30)
+        await first.wait_for_function("window.sg.guard._mediaYielded === true")
+        await first.wait_for_function(
+            "['disconnected', 'failed'].includes(window.sg.guard._pc.connectionState)",
+            timeout=30_000)
+        # the SDK offers anew 5 s after its connection went down: watch twice that long
+        with contextlib.suppress(TimeoutError):
+            await recv_until(call.clinician, video("stopped"), timeout=10, seen=seen)
+        assert len(offers_of(await first.evaluate("window.sentFrames"))) == 1
+    assert not any(video("stopped")(m) for m in seen)
 
 
 async def test_media_the_consent_stops_covering_stops_being_sent(
@@ -198,29 +201,20 @@ async def test_media_the_consent_stops_covering_stops_being_sent(
     import websockets
 
     both = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
-    video_only = {"monitoring": ["device", "video"], "recording": "prohibited"}
-    async with live_sidecar(tmp_path / "media.db", media=True) as sc:
-        token = sc.token("s-narrow", "pat", "patient", both)
-        url = site.add("narrow.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=ATTACH,
-                                               before=RECORD_FRAMES))
-        ctx = await chromium(fake_media=True)
-        async with sc.clinician("s-narrow") as clinician:
-            await recv_until(clinician, lambda m: m["type"] == "status")
-            page = await ctx.new_page()
-            await page.goto(url)
-            await recv_until(clinician, lambda m: m["type"] == "status" and any(
-                p["media"] == {"audio": "flowing", "video": "flowing"}
-                for p in m["participants"]), timeout=30)
-            other = sc.token("s-narrow", "pat-2", "patient", video_only)
-            async with websockets.connect(f"{sc.ws_url}?token={other}"):
-                await page.wait_for_function("""window.sentFrames.filter(
-                    (f) => JSON.parse(f).type === "webrtc.offer").length === 2""",
-                                             timeout=30_000)
-                await recv_until(clinician, lambda m: m["type"] == "status" and any(
-                    p["participant"] == "pat" and p["media"]["video"] == "flowing"
-                    and p["media"]["audio"] != "flowing" for p in m["participants"])
-                    and m["consent"]["monitoring"] == ["device", "video"], timeout=30)
-        offers = [json.loads(f) for f in await page.evaluate("window.sentFrames")]
-        first, second = [f["sdp"] for f in offers if f["type"] == "webrtc.offer"]
-        assert "m=audio" in first and "m=video" in first
-        assert "m=audio" not in second and "m=video" in second
+    async with media_call(chromium, site, tmp_path, "s-narrow", both) as call:
+        page = await call.page()
+        await recv_until(call.clinician, lambda m: m["type"] == "status" and any(
+            p["media"] == {"audio": "flowing", "video": "flowing"}
+            for p in m["participants"]), timeout=30)
+        other = call.sc.token("s-narrow", "pat-2", "patient", VIDEO_ONLY)
+        async with websockets.connect(f"{call.sc.ws_url}?token={other}"):
+            await page.wait_for_function("""window.sentFrames.filter(
+                (f) => JSON.parse(f).type === "webrtc.offer").length === 2""",
+                                         timeout=30_000)
+            await recv_until(call.clinician, lambda m: m["type"] == "status" and any(
+                p["participant"] == "pat" and p["media"]["video"] == "flowing"
+                and p["media"]["audio"] != "flowing" for p in m["participants"])
+                and m["consent"]["monitoring"] == ["device", "video"], timeout=30)
+        first, second = offers_of(await page.evaluate("window.sentFrames"))
+    assert "m=audio" in first and "m=video" in first
+    assert "m=audio" not in second and "m=video" in second
