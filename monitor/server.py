@@ -65,6 +65,9 @@ Clock = Callable[[], int]
 MediaFactory = Callable[["Sidecar", str, str, Consent], Any]
 
 SESSION_IDLE_EVICT_MS = 3_600_000
+#: WebRTC offers a participant may send at once, and then one per this many seconds
+OFFER_BURST = 3
+OFFER_EVERY_S = 2.0
 
 
 def epoch_ms() -> int:
@@ -193,6 +196,9 @@ class Sidecar:
         self.media: dict[tuple[str, str], Any] = {}
         #: the channel whose offer the receiver of (session, participant) answered last
         self.media_channels: dict[tuple[str, str], Channel] = {}
+        #: (tokens, when) of each participant's offer bucket (see ``_offer``); kept across
+        #: reconnects (a reconnect must not refill it), dropped with the idle session
+        self._offer_tokens: dict[tuple[str, str], tuple[float, float]] = {}
         self._reply_locks: dict[str, asyncio.Lock] = {}
         self._pending_claims: weakref.WeakKeyDictionary[ServerConnection, Any] = (
             weakref.WeakKeyDictionary())
@@ -747,6 +753,17 @@ class Sidecar:
             raise InvalidSignal("the patient has not consented to audio or video analysis",
                                 "not_consented")
         key = (channel.session, channel.participant)
+        # each offer from a new peer builds a new connection (a certificate, ICE gathering:
+        # about 7 ms of CPU): a participant gets OFFER_BURST at once, then one per
+        # OFFER_EVERY_S, so a flood of offers cannot take the loop from other sessions
+        mono = time.monotonic()
+        tokens, then = self._offer_tokens.get(key, (float(OFFER_BURST), mono))
+        tokens = min(float(OFFER_BURST), tokens + (mono - then) / OFFER_EVERY_S)
+        if tokens < 1:
+            self._offer_tokens[key] = (tokens, mono)
+            raise InvalidSignal(f"WebRTC offers come too fast (at most {OFFER_BURST} at once, "
+                                f"then one every {OFFER_EVERY_S:g} s)", "rate_limited")
+        self._offer_tokens[key] = (tokens - 1, mono)
         current = self.media.get(key)
         # an offer from a new peer connection (the SDK makes one for every attachMedia: a
         # camera switch, a connection that failed) gets a fresh receiver, which replaces the
@@ -828,6 +845,8 @@ class Sidecar:
                 await self._status(session, now, "patient_silent")
         for sid in self.sessions.evict_idle(now, SESSION_IDLE_EVICT_MS):
             self.engine.end_session(sid)
+            for key in [k for k in self._offer_tokens if k[0] == sid]:
+                del self._offer_tokens[key]
             lock = self._reply_locks.get(sid)
             if lock is not None and not lock.locked():
                 del self._reply_locks[sid]
