@@ -48,23 +48,28 @@ from tests.media.corpus_audio import (
     shutter_clip,
 )
 
-__all__ = ["Score", "analyse_clip", "evaluate", "main"]
+__all__ = ["Score", "analyse", "analyse_clip", "evaluate", "main"]
 
 SIGNALS = ("audio.shutter", "audio.virtual_source")
 CHUNK = 960  # 20 ms at 48 kHz, as aiortc delivers it
 SLACK_S = 0.15
 
 
-def analyse_clip(clip: Clip, chunk: int = CHUNK) -> tuple[list[Detection], float]:
-    """Push ``clip`` through a fresh analyzer in ``chunk``-sample pieces; (detections, cpu s)."""
+def analyse(x: Audio, rate: int, chunk: int = CHUNK) -> tuple[list[Detection], float]:
+    """Push ``x`` through a fresh analyzer in ``chunk``-sample pieces, as a call's audio
+    arrives; (detections, cpu s)."""
     analyzer = AudioAnalyzer()
     out: list[Detection] = []
-    x = clip.samples
     start = time.process_time()
     for i in range(0, len(x), chunk):
-        out.extend(analyzer.push(x[i:i + chunk], clip.rate, i / clip.rate))
-    out.extend(analyzer.finish(len(x) / clip.rate))
+        out.extend(analyzer.push(x[i:i + chunk], rate, i / rate))
+    out.extend(analyzer.finish(len(x) / rate))
     return out, time.process_time() - start
+
+
+def analyse_clip(clip: Clip, chunk: int = CHUNK) -> tuple[list[Detection], float]:
+    """:func:`analyse` on ``clip``."""
+    return analyse(clip.samples, clip.rate, chunk)
 
 
 def evaluate(clips: list[Clip]) -> tuple[dict[str, Score], float, float]:
