@@ -44,6 +44,7 @@ from monitor.media_ice import IceConfig, use_host_addresses
 from monitor.media_pipeline import (
     AudioPipeline,
     AudioSink,
+    LagWatch,
     PipelineStats,
     VideoPipeline,
     VideoSink,
@@ -80,6 +81,9 @@ MediaState = Literal["flowing", "stopped"]
 OnSignal = Callable[[Signal], Awaitable[None] | None]
 OnStatus = Callable[[MediaKind, MediaState], Awaitable[None] | None]
 OnLimit = Callable[[MediaKind, str | None], Awaitable[None] | None]
+#: frame counts a track gained since last told: ``received``, ``analysed``, ``skipped`` (over
+#: the frame-rate caps, by design), ``dropped`` (the analysis thread was busy), ``errors``
+OnFrames = Callable[[MediaKind, dict[str, int]], None]
 MAX_SDP_BYTES = 64 * 1024
 _KINDS: tuple[MediaKind, ...] = ("audio", "video")
 
@@ -135,6 +139,9 @@ class MediaParams:
     ``video`` / ``audio`` are passed to ``VideoAnalyzer`` / ``AudioAnalyzer`` (``None``: their
     defaults). ``video_factory`` / ``audio_factory`` replace those analyzers altogether (one
     fresh analyzer per track; used by the benchmark's floor and by embedders).
+    ``overload_wait_s``: a track whose analysis jobs wait this long for the analysis thread,
+    on average over ``overload_window_s``, reports the limit ``overloaded`` (see
+    :class:`~monitor.media_pipeline.LagWatch`; it clears under a quarter of it).
     """
 
     max_fps: float = 10.0
@@ -143,6 +150,8 @@ class MediaParams:
     oversize_after_s: float = 2.0
     audio_backlog_s: float = 1.0
     audio_batch_s: float = 0.1
+    overload_wait_s: float = 0.4
+    overload_window_s: float = 5.0
     video: Any = None
     audio: Any = None
     video_factory: Callable[[], VideoSink] | None = None
@@ -161,6 +170,10 @@ class MediaParams:
             raise MediaError("media audio_backlog_s must be positive")
         if not 0 <= self.audio_batch_s <= self.audio_backlog_s:
             raise MediaError("media audio_batch_s must be between 0 and audio_backlog_s")
+        if not self.overload_wait_s > 0:
+            raise MediaError("media overload_wait_s must be positive")
+        if not self.overload_window_s >= 0:
+            raise MediaError("media overload_window_s must not be negative")
 
     def make_video(self) -> VideoSink:
         return self.video_factory() if self.video_factory else _default_video(self.video)
@@ -232,6 +245,7 @@ class _Track:
     received: int = 0
     analysis: PipelineStats = field(default_factory=PipelineStats)  # across its pipelines
     limit: str | None = None  # what the track cannot carry, as last reported
+    reported: dict[str, int] = field(default_factory=dict)  # frame counts given to on_frames
     refused: bool = False  # the sidecar stopped receiving it (oversized video)
 
 
@@ -249,6 +263,7 @@ class MediaReceiver:
         on_status: OnStatus | None = None,
         clock: Callable[[], int] = epoch_ms,
         on_limit: OnLimit | None = None,
+        on_frames: OnFrames | None = None,
     ) -> None:
         self.session = session
         self.participant = participant
@@ -258,6 +273,7 @@ class MediaReceiver:
         self._on_signal = on_signal
         self._on_status = on_status
         self._on_limit = on_limit
+        self._on_frames = on_frames
         self._clock = clock
         self._pc: RTCPeerConnection | None = None
         self._tracks: dict[MediaKind, _Track] = {}
@@ -451,25 +467,36 @@ class MediaReceiver:
                 await self._end_track(state)
 
     def _make_pipeline(self, state: _Track) -> VideoPipeline | AudioPipeline | None:
+        pipeline: VideoPipeline | AudioPipeline | None = None
+
         def emit(detections: list[Detection]) -> None:
             start = state.start_ms
             if start is not None:
                 for detection in detections:
                     self._emit_detection(detection, start)
             if state.state == "flowing":
-                self._set_limit(state, getattr(sink, "limit", None))  # analyzers may have one
+                # an overloaded analysis thread outweighs what the analyzer says (narrowband
+                # audio): every detector of the track is late or misses things
+                overloaded = pipeline is not None and pipeline.lag.overloaded
+                self._set_limit(state, "overloaded" if overloaded
+                                else getattr(sink, "limit", None))
 
         try:
             sink = self._ready.pop(state.kind, None) or self._build(state.kind)
         except MediaError as exc:
             log.error("%s", exc)
             return None
+        p = self._params
+        lag = LagWatch(window_s=p.overload_window_s, on_s=p.overload_wait_s,
+                       off_s=p.overload_wait_s / 4)
         if state.kind == "video":
-            return VideoPipeline(emit=emit, stats=state.analysis, sink=sink,
-                                 max_fps=self._params.max_fps)
-        return AudioPipeline(emit=emit, stats=state.analysis, sink=sink,
-                             backlog_s=self._params.audio_backlog_s,
-                             batch_s=self._params.audio_batch_s)
+            pipeline = VideoPipeline(emit=emit, stats=state.analysis, sink=sink,
+                                     max_fps=p.max_fps, lag=lag)
+        else:
+            pipeline = AudioPipeline(emit=emit, stats=state.analysis, sink=sink,
+                                     backlog_s=p.audio_backlog_s, batch_s=p.audio_batch_s,
+                                     lag=lag)
+        return pipeline
 
     def _build(self, kind: str) -> Any:
         """A fresh analyzer for ``kind``; :class:`MediaError` if it cannot be made (a broken
@@ -493,8 +520,22 @@ class MediaReceiver:
         pipeline, state.pipeline = state.pipeline, None
         if pipeline is not None:
             await pipeline.close()
+        self._report_frames(state)  # counted before anyone is told it stopped
         await self._set_state(state, "stopped")
         self._set_limit(state, "oversized" if state.refused else None)
+
+    def _report_frames(self, state: _Track) -> None:
+        """Give ``on_frames`` what ``state``'s counters gained since they were last given."""
+        if self._on_frames is None:
+            return
+        s = state.analysis
+        counts = {"received": state.received, "analysed": s.analysed, "skipped": s.skipped,
+                  "dropped": s.dropped, "errors": s.errors}
+        gained = {k: v - state.reported.get(k, 0) for k, v in counts.items()
+                  if v > state.reported.get(k, 0)}
+        if gained:
+            state.reported = counts
+            self._on_frames(state.kind, gained)
 
     def _set_limit(self, state: _Track, limit: str | None) -> None:
         if state.limit == limit:
@@ -519,6 +560,7 @@ class MediaReceiver:
             await asyncio.sleep(period)
             now = self._clock()
             for state in list(self._tracks.values()):
+                self._report_frames(state)
                 if state.state == "flowing" and now - state.last_frame_ms >= stall_ms:
                     await self._set_state(state, "stopped")
 

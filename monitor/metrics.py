@@ -64,8 +64,17 @@ class Metrics:
         self.status_changes = Counter(
             "sessionguard_status_changes_total", "Status messages sent to clinicians, by cause",
             ["cause"], registry=r)
+        self.media_frames = Counter(
+            "sessionguard_media_frames_total",
+            "Frames of patients' media by kind and outcome: received, analysed, skipped (over "
+            "the analysis rate, by design), dropped (the analysis thread was busy), errors",
+            ["kind", "outcome"], registry=r)
+        self.media_flowing = Gauge(
+            "sessionguard_media_flowing", "Patients' media tracks being received, by kind",
+            ["kind"], registry=r)
 
         self._signal_children: dict[str, object] = {}
+        self._frame_children: dict[tuple[str, str], object] = {}
 
     def count_signal(self, name: str) -> None:
         """``sessionguard_signals_total{signal=name}`` + 1 (the labelled child is looked up
@@ -74,6 +83,15 @@ class Metrics:
         if child is None:
             child = self._signal_children[name] = self.signals.labels(name)
         child.inc()  # type: ignore[attr-defined]
+
+    def count_frames(self, kind: str, counts: dict[str, int]) -> None:
+        """``sessionguard_media_frames_total{kind, outcome}`` + each of ``counts``."""
+        for outcome, n in counts.items():
+            child = self._frame_children.get((kind, outcome))
+            if child is None:
+                child = self._frame_children[(kind, outcome)] = self.media_frames.labels(
+                    kind, outcome)
+            child.inc(n)  # type: ignore[attr-defined]
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

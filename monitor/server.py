@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -132,7 +133,8 @@ def _default_media(sidecar: Sidecar, session: str, participant: str, consent: Co
         sidecar.__dict__["_live_media_params"] = params
     return MediaReceiver(session, participant, consent, params=params,
                          ice=IceConfig(host_addresses=hosts), on_signal=on_signal,
-                         on_status=on_status, on_limit=on_limit, clock=sidecar.clock)
+                         on_status=on_status, on_limit=on_limit, clock=sidecar.clock,
+                         on_frames=sidecar.metrics.count_frames)
 
 
 def _default_webhooks(config: Config, store: Any, clock: Clock,
@@ -199,6 +201,9 @@ class Sidecar:
         #: (tokens, when) of each participant's offer bucket (see ``_offer``); kept across
         #: reconnects (a reconnect must not refill it), dropped with the idle session
         self._offer_tokens: dict[tuple[str, str], tuple[float, float]] = {}
+        for kind in ("audio", "video"):
+            self.metrics.media_flowing.labels(kind).set_function(
+                functools.partial(self._media_flowing, kind))
         self._reply_locks: dict[str, asyncio.Lock] = {}
         self._pending_claims: weakref.WeakKeyDictionary[ServerConnection, Any] = (
             weakref.WeakKeyDictionary())
@@ -798,6 +803,14 @@ class Sidecar:
                                             "sends its media"})
         self.media_channels[key] = channel
         self._send(channel, {"type": "webrtc.answer", "sdp": answer})
+
+    def _media_flowing(self, kind: str) -> int:
+        """Receivers whose ``kind`` is flowing (``sessionguard_media_flowing``, at scrape)."""
+        flowing = 0
+        for receiver in list(self.media.values()):
+            state: dict[str, str] = getattr(receiver, "media_state", dict)()
+            flowing += state.get(kind) == "flowing"
+        return flowing
 
     async def media_status(self, session_id: str, participant: str, kind: str, state: str) -> None:
         """A :class:`~monitor.media.MediaReceiver` reports ``kind`` is flowing or stopped."""

@@ -34,6 +34,9 @@ LIMIT_WORDS = {
     "narrowband": ("audio from patient {participant} carries nothing above about 6.5 kHz "
                    "(a headset in its telephone mode, or a weak connection): shutter sounds "
                    "cannot be heard"),
+    "overloaded": ("{kind} from patient {participant} is analysed only in part: the sidecar "
+                   "has more calls than its CPU can analyse, so detections may come late or "
+                   "be missed"),
     "oversized": ("video from patient {participant} is not analysed: it arrived larger or "
                   "faster than the sidecar accepts, so the sidecar stopped receiving it (the "
                   "patient's app should send the reduced copy the SDK sends)"),
@@ -218,12 +221,13 @@ class Session:
                 limit = state.limits.get(kind)
                 if kind in monitoring and state.media.get(kind) == "stopped":
                     # a refusal says why the media stopped (video the sidecar refused)
-                    reasons.append(LIMIT_WORDS[limit].format(participant=state.participant)
+                    reasons.append(LIMIT_WORDS[limit].format(participant=state.participant,
+                                                             kind=kind)
                                    if limit in REFUSALS
                                    else f"{kind} from patient {state.participant} has stopped")
                 if kind in monitoring and state.media.get(kind) == "flowing" and limit:
                     limited.append(LIMIT_WORDS.get(limit, f"{kind} is {limit}").format(
-                        participant=state.participant))
+                        participant=state.participant, kind=kind))
         return {
             "type": "status",
             "session": self.id,

@@ -10,7 +10,13 @@ import av
 import numpy as np
 import pytest
 
-from monitor.media_pipeline import AudioPipeline, VideoPipeline, audio_to_mono, plain
+from monitor.media_pipeline import (
+    AudioPipeline,
+    LagWatch,
+    VideoPipeline,
+    audio_to_mono,
+    plain,
+)
 from signals.media.detection import Detection
 
 
@@ -106,6 +112,43 @@ async def test_video_keeps_only_the_newest_waiting_picture() -> None:
     await pipe.close()
     assert sink.seen == [(0.0, 1), (0.3, 50)]
     assert pipe.stats.skipped == 1 and pipe.stats.dropped == 2 and pipe.stats.analysed == 2
+
+
+def test_lag_watch_decides_per_window_with_hysteresis() -> None:
+    lag = LagWatch(window_s=5.0, on_s=0.4, off_s=0.1)
+    assert not lag.add(2.0, 0.0)  # a window is judged when it is over, not by one job
+    assert lag.add(0.0, 5.0)  # mean (2 + 0) / 2 = 1 s over 5 s
+    assert lag.add(0.2, 6.0) and lag.add(0.2, 10.0)  # 0.2 s: between off and on, kept
+    assert not lag.add(0.05, 15.0)  # a window of short waits clears it
+    # a clock that steps back starts a new window instead of judging a negative span
+    stepped = LagWatch(window_s=5.0, on_s=0.4, off_s=0.1)
+    stepped.add(1.0, 100.0)
+    assert not stepped.add(1.0, 50.0) and stepped.add(1.0, 55.0)
+
+
+async def test_a_pipeline_whose_jobs_wait_for_a_busy_thread_says_overloaded() -> None:
+    """The analysis thread is shared: while another call's job holds it, this pipeline's job
+    waits. Waits measured on the pipeline's clock (a test clock here) decide ``overloaded``;
+    jobs that no longer wait clear it."""
+    now = [0.0]
+    busy, sink = GatedVideo(), GatedVideo()
+    other = VideoPipeline(emit=lambda d: None, sink=busy, max_fps=10)
+    pipe = VideoPipeline(emit=lambda d: None, sink=sink, max_fps=10,
+                         lag=LagWatch(window_s=0.0, on_s=0.4, off_s=0.1),
+                         clock=lambda: now[0])
+    busy.gate.clear()
+    other.offer(video_frame(1), 0.0)  # holds the thread
+    pipe.offer(video_frame(2), 0.0)  # queued behind it
+    now[0] = 1.0  # one second passes before the thread is free
+    busy.gate.set()
+    await settle(other)
+    await settle(pipe)
+    assert pipe.lag.overloaded and sink.seen == [(0.0, 2)]
+    pipe.offer(video_frame(3), 0.2)  # the thread is free: no wait
+    await settle(pipe)
+    assert not pipe.lag.overloaded
+    await other.close()
+    await pipe.close()
 
 
 async def test_discarded_pipeline_never_reaches_its_analyzer_again() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -296,3 +298,46 @@ async def test_an_offer_with_two_cameras_is_refused_and_a_working_call_goes_on(
     await eventually(lambda: rx.stats()["video"]["received"] > before + 10)
     assert rx.media_state() == {"audio": "flowing", "video": "flowing"}
     assert ("video", "stopped") not in rec.statuses
+
+
+class SlowVideo(DarkVideo):
+    """Takes 0.3 s a picture while ``slow`` is set: an analysis thread that cannot keep up
+    (as with more calls than one core can analyse)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = threading.Event()
+        self.slow.set()
+
+    def push(self, picture: np.ndarray, t: float) -> list[Any]:
+        if self.slow.is_set():
+            time.sleep(0.3)
+        return super().push(picture, t)
+
+
+async def test_an_analysis_thread_that_cannot_keep_up_is_reported_and_recovers(
+        cleanup: list[Any]) -> None:
+    """The audio's analysis jobs wait behind the slow video analysis: the audio reports the
+    limit ``overloaded`` (its detections come late), and clears it once the thread keeps up."""
+    rec = Recorder()
+    limits: list[tuple[str, str | None]] = []
+    made: list[SlowVideo] = []
+
+    def slow_video() -> SlowVideo:
+        made.append(SlowVideo())
+        return made[-1]
+
+    media = MediaParams(video_factory=slow_video, audio_factory=SilentAudio,
+                        overload_wait_s=0.08, overload_window_s=0.5)
+    rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, rec.on_status,
+                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    cleanup.append(rx)
+    tracks = [GeneratedVideo(lambda i: np.full((120, 160, 3), 128, np.uint8), fps=10),
+              GeneratedAudio(silence)]
+    cleanup.append(await connect_client(tracks, rx.handle_offer))
+    await eventually(lambda: ("audio", "overloaded") in limits)
+    assert rx.media_state() == {"audio": "flowing", "video": "flowing"}
+    for analyzer in made:
+        analyzer.slow.clear()
+    await eventually(lambda: [limit for kind, limit in limits if kind == "audio"][-1] is None)
+    assert rx.media_state()["audio"] == "flowing"

@@ -233,8 +233,16 @@ async def test_panel_shows_a_media_limit_without_calling_it_blind(tmp_path: Path
             await page.wait_for_selector('sessionguard-panel[data-state="on"]')
             assert await panel.locator(".sg-reasons").inner_text() == ""
             assert "narrowband" not in await panel.locator(".sg-details").inner_text()
-            # video the sidecar refused (too large): blind, and the panel says why
+            # an analysis thread that cannot keep up: a limit on the camera row
             await sc.sidecar.media_status(session, "p1", "video", "flowing")
+            await sc.sidecar.media_limit(session, "p1", "video", "overloaded")
+            await page.wait_for_selector('sessionguard-panel[data-state="limited"]')
+            await expect(panel.locator(".sg-details")).to_contain_text(
+                "analysed only in part (the sidecar is overloaded")
+            assert "may come late or be missed" in await panel.locator(".sg-reasons").inner_text()
+            await sc.sidecar.media_limit(session, "p1", "video", None)
+            await page.wait_for_selector('sessionguard-panel[data-state="on"]')
+            # video the sidecar refused (too large): blind, and the panel says why
             await sc.sidecar.media_status(session, "p1", "video", "stopped")
             await sc.sidecar.media_limit(session, "p1", "video", "oversized")
             await page.wait_for_selector('sessionguard-panel[data-state="blind"]')

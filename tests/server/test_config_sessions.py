@@ -139,6 +139,22 @@ def test_refused_video_says_why_it_stopped() -> None:
     assert "audio from patient p1 has stopped" in s.status(4000)["reasons"]
 
 
+def test_an_overloaded_analysis_is_a_limit_named_for_its_kind() -> None:
+    s = Session("s1", consent=Consent(frozenset({"device", "audio", "video"})))
+    s.patient_connected("p1", 1000)
+    s.set_media("p1", "video", "flowing")
+    s.set_media("p1", "audio", "flowing")
+    assert s.set_limit("p1", "video", "overloaded")
+    st = s.status(2000)
+    assert not st["blind"] and st["reasons"] == []
+    [limited] = st["limited"]
+    assert limited.startswith("video from patient p1 is analysed only in part")
+    assert "may come late or be missed" in limited
+    s.set_limit("p1", "audio", "overloaded")
+    assert s.status(3000)["limited"][0].startswith("audio from patient p1 is analysed")
+    assert s.set_limit("p1", "video", None) and len(s.status(4000)["limited"]) == 1
+
+
 def test_later_patient_tokens_can_only_narrow_monitoring() -> None:
     first = Consent(frozenset({"device", "audio"}), "patient_allowed")
     assert merge_claim(Consent(), first, True) == first

@@ -74,14 +74,27 @@ async def test_offer_answered_and_media_status_reaches_clinicians(serve: Factory
     await recv_type(c, "status")
     track = GeneratedVideo(noise(1), fps=10)
     pc = await offer_over(p, track)
+    registry = h.sidecar.metrics.registry
+
+    def metric(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
     try:
         flowing = await recv_type(c, "status", timeout=30,
                                   where=lambda m: video_of(m) == "flowing")
         assert flowing["blind"] is False
+        assert metric("sessionguard_media_flowing", kind="video") == 1
+        assert metric("sessionguard_media_flowing", kind="audio") == 0
     finally:
         await pc.close()
     stopped = await recv_type(c, "status", timeout=30, where=lambda m: video_of(m) == "stopped")
     assert stopped["blind"] is True and any("video" in r for r in stopped["reasons"])
+    # what the receiver counted reaches /metrics once the track has ended
+    assert metric("sessionguard_media_flowing", kind="video") == 0
+    received = metric("sessionguard_media_frames_total", kind="video", outcome="received")
+    analysed = metric("sessionguard_media_frames_total", kind="video", outcome="analysed")
+    assert received >= 1 and 1 <= analysed <= received
+    assert metric("sessionguard_media_frames_total", kind="audio", outcome="received") == 0
 
 
 def audio_of(message: dict[str, object]) -> tuple[object, object]:

@@ -13,6 +13,7 @@ const POLICIES = {
 const SCOPES = { device: "device & browser", audio: "microphone", video: "camera" };
 const SDK_WORDS = { connected: "connected", silent: "not responding", disconnected: "not connected" };
 const MEDIA_WORDS = { flowing: "analysed", stopped: "stopped", none: "not shared" };
+const OVERLOADED = "analysed only in part (the sidecar is overloaded: alerts may come late or be missed)";
 const VERDICT_WORDS = { confirmed: "Confirmed", false_positive: "Marked false alarm" };
 const PLAIN = {
   "client.display_capture": "A screen or tab capture was started inside the call page",
@@ -393,12 +394,18 @@ export class SessionguardPanel extends HTMLElement {
       const who = participants.length > 1 ? `Patient ${p.participant}` : "Patient app";
       rows.push([who, SDK_WORDS[p.sdk] || p.sdk, p.sdk !== "connected"]);
       const media = p.media || {};
-      const refused = media.video === "stopped" && (p.limits || {}).video === "oversized";
+      const limits = p.limits || {};
+      const refused = media.video === "stopped" && limits.video === "oversized";
+      const busy = (kind) => media[kind] === "flowing" && limits[kind] === "overloaded";
       rows.push(["Camera", refused ? "not analysed (sent larger than the sidecar accepts)"
-        : MEDIA_WORDS[media.video] || media.video || "not shared", media.video === "stopped"]);
-      const narrow = media.audio === "flowing" && (p.limits || {}).audio === "narrowband";
+        : busy("video") ? OVERLOADED
+        : MEDIA_WORDS[media.video] || media.video || "not shared",
+        media.video === "stopped" || busy("video")]);
+      const narrow = media.audio === "flowing" && limits.audio === "narrowband";
       rows.push(["Microphone", narrow ? "analysed (narrowband: shutter sounds cannot be heard)"
-        : MEDIA_WORDS[media.audio] || media.audio || "not shared", media.audio === "stopped" || narrow]);
+        : busy("audio") ? OVERLOADED
+        : MEDIA_WORDS[media.audio] || media.audio || "not shared",
+        media.audio === "stopped" || narrow || busy("audio")]);
     }
     const consent = status && status.consent;
     if (consent) {
