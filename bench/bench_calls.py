@@ -194,6 +194,7 @@ async def _receive(conn: Connection, mode: str, calls: int, seconds: float,
     rss_before = rss_first = _rss_kib()
     closers: list[Any] = []
     receivers: list[MediaReceiver] = []
+    overloaded: set[tuple[int, str]] = set()  # (call, kind) that reported "overloaded"
     frames = [0]
     tasks: set[asyncio.Task[None]] = set()
     for i in range(calls):
@@ -212,8 +213,12 @@ async def _receive(conn: Connection, mode: str, calls: int, seconds: float,
             conn.send(pc.localDescription.sdp)
             closers.append(pc)
         else:
+            def on_limit(kind: str, limit: str | None, call: int = i) -> None:
+                if limit == "overloaded":
+                    overloaded.add((call, kind))
+
             rx = MediaReceiver(f"bench-{i}", "patient", FULL_MONITORING, _monitored_params(video),
-                               IceConfig(host_addresses=LOOPBACK))
+                               IceConfig(host_addresses=LOOPBACK), on_limit=on_limit)
             conn.send(await rx.handle_offer(offer))
             closers.append(rx)
             receivers.append(rx)
@@ -234,6 +239,7 @@ async def _receive(conn: Connection, mode: str, calls: int, seconds: float,
         "rss_first_kib": rss_first - rss_before,
         **{k: after[k] - before.get(k, 0) for k in after},
         "seconds": wall1 - wall0,
+        "overloaded": len(overloaded),
     }
     for closer in closers:
         await closer.close()
@@ -326,14 +332,19 @@ def _spread(r: dict[str, Any]) -> str:
     return f"{low * 100:.2f}–{high * 100:.2f} % ({n} runs)"
 
 
+def _received_share(r: dict[str, Any]) -> float:
+    return float(r["received"] / (r["calls"] * r["seconds"] * 60))
+
+
 def _drops(r: dict[str, Any]) -> str:
     expected = r["calls"] * r["seconds"]
-    got = f"received {r['received'] / (expected * 60):.0%} of the frames sent"
+    got = f"received {_received_share(r):.0%} of the frames sent"
     if "video_analysed" not in r:
         return got
     return (f"{got}; video {r['video_analysed'] / expected:.1f} pictures/s per call analysed, "
             f"{r['video_dropped']} dropped busy; audio {r['audio_analysed']} of "
-            f"{r['audio_received']} frames analysed, {r['audio_dropped']} dropped")
+            f"{r['audio_received']} frames analysed, {r['audio_dropped']} dropped; "
+            f"{r['overloaded']} of {2 * r['calls']} tracks reported `overloaded`")
 
 
 LEAN = {"faces": {"profile_every": 0}}
@@ -376,6 +387,12 @@ def main() -> None:
                              "monitored, capacity check"))
     print(_line(check), flush=True)
     rows.append(check)
+    # twice as many calls as fit: the analysis thread falls behind, and every track should
+    # say so (the capacity check's should not)
+    overload = asyncio.run(_run("monitored", 2 * max(capacity, 1), seconds, None,
+                                "monitored, overload check (twice the capacity)"))
+    print(_line(overload), flush=True)
+    rows.append(overload)
     body = "\n".join([
         f"Each call: {WIDTH}x{HEIGHT} {FPS} fps VP8 + 48 kHz Opus over loopback UDP, sent by a "
         f"separate process (a drifting photograph with sensor noise, a voice-like signal); the "
@@ -404,6 +421,11 @@ def main() -> None:
         "floor is the receiver's own cost; the rest is the detectors, mostly the video "
         "analyzer's Haar cascades (`detectMultiScale`).",
         "- *dropped busy* counts pictures/audio the single analysis thread had no time for.",
+        f"- Overload: a track reports the limit `overloaded` to the clinician when its analysis "
+        f"jobs wait 0.4 s or more on average over 5 s. Capacity check: {check['overloaded']} of "
+        f"{2 * check['calls']} tracks did; overload check ({overload['calls']} calls, "
+        f"{overload['cpu_share'] * 100:.0f} % of a core, {_received_share(overload):.0%} "
+        f"of the frames sent received): {overload['overloaded']} of {2 * overload['calls']}.",
         f"- Load average {load_before:.1f} → {os.getloadavg()[0]:.1f} on 2 cores during the run "
         "(shared with other work): figures vary by ±20 % or more run to run; frame counts "
         "over 100 % are window-boundary effects; a row with many *dropped busy* pictures "

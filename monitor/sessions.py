@@ -34,9 +34,9 @@ LIMIT_WORDS = {
     "narrowband": ("audio from patient {participant} carries nothing above about 6.5 kHz "
                    "(a headset in its telephone mode, or a weak connection): shutter sounds "
                    "cannot be heard"),
-    "overloaded": ("{kind} from patient {participant} is analysed only in part: the sidecar "
-                   "has more calls than its CPU can analyse, so detections may come late or "
-                   "be missed"),
+    "overloaded": ("{kind} from patient {participant} is analysed only in part: the "
+                   "sidecar's analysis is falling behind (more calls than its CPU can "
+                   "analyse, or a busy machine), so detections may come late or be missed"),
     "oversized": ("video from patient {participant} is not analysed: it arrived larger or "
                   "faster than the sidecar accepts, so the sidecar stopped receiving it (the "
                   "patient's app should send the reduced copy the SDK sends)"),
