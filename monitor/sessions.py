@@ -9,6 +9,8 @@ recognised); :meth:`SessionRegistry.evict_idle` forgets sessions idle for a long
 
 from __future__ import annotations
 
+import bisect
+
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,32 +50,50 @@ MEDIA_KINDS: tuple[Literal["audio", "video"], ...] = ("audio", "video")
 
 
 class SeqTracker:
-    """Which ``seq``s one participant has sent: a high-water mark (every seq up to it seen)
-    plus the sparse set of later ones seen out of order, bounded by ``window``."""
+    """Which ``seq``s one participant has sent, as sorted runs of consecutive seqs.
 
-    __slots__ = ("_above", "high", "window")
+    Each tab (and each page load) of the SDK numbers its signals upwards from its own start
+    (``Date.now() * 1000``), so a participant's seqs form a few long runs, far apart: two tabs
+    interleave two runs, and neither may make the other's seqs look seen. Out-of-order
+    arrivals and resends fill gaps. At most ``max_runs`` runs are kept: beyond, the two with
+    the smallest gap between them are joined (a gap that never fills, from signals the SDK
+    had to drop, is given up on; the smallest first, so separate tabs' runs stay apart)."""
 
-    def __init__(self, window: int = 256) -> None:
-        self.high: int | None = None
-        self._above: set[int] = set()
-        self.window = window
+    __slots__ = ("_ends", "_starts", "max_runs")
+
+    def __init__(self, max_runs: int = 32) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self.max_runs = max(1, max_runs)
+
+    @property
+    def runs(self) -> list[tuple[int, int]]:
+        """The runs seen, ``(first, last)``, in order."""
+        return list(zip(self._starts, self._ends, strict=True))
 
     def first_time(self, seq: int) -> bool:
         """Record ``seq``; ``True`` if it was not seen before (so it must be processed)."""
-        if self.high is None:
-            self.high = seq - 1
-        if seq <= self.high or seq in self._above:
+        starts, ends = self._starts, self._ends
+        i = bisect.bisect_right(starts, seq) - 1  # the run starting at or before seq
+        if i >= 0 and seq <= ends[i]:
             return False
-        self._above.add(seq)
-        while self.high + 1 in self._above:
-            self.high += 1
-            self._above.discard(self.high)
-        if len(self._above) > self.window:  # a gap that never fills: give up on it
-            self.high = min(self._above)
-            self._above.discard(self.high)
-            while self.high + 1 in self._above:
-                self.high += 1
-                self._above.discard(self.high)
+        after_left = i >= 0 and ends[i] == seq - 1
+        before_right = i + 1 < len(starts) and starts[i + 1] == seq + 1
+        if after_left and before_right:  # seq fills the gap between two runs
+            ends[i] = ends[i + 1]
+            del starts[i + 1], ends[i + 1]
+        elif after_left:
+            ends[i] = seq
+        elif before_right:
+            starts[i + 1] = seq
+        else:
+            starts.insert(i + 1, seq)
+            ends.insert(i + 1, seq)
+            if len(starts) > self.max_runs:
+                gaps = [starts[k + 1] - ends[k] for k in range(len(starts) - 1)]
+                k = gaps.index(min(gaps))
+                ends[k] = ends[k + 1]
+                del starts[k + 1], ends[k + 1]
         return True
 
 

@@ -58,14 +58,29 @@ def test_serve_without_secret_is_one_clear_sentence(tmp_path: Path) -> None:
 
 
 def test_seq_tracker_dedups_out_of_order_and_bounds_memory() -> None:
-    t = SeqTracker(window=8)
-    assert [t.first_time(s) for s in (5, 6, 6, 8, 7, 8, 5)] == [
-        True, True, False, True, True, False, False]
-    assert t.high == 8
-    for s in range(100, 120):  # a gap that never fills does not grow without bound
+    t = SeqTracker(max_runs=8)
+    assert [t.first_time(s) for s in (5, 6, 6, 8, 7, 8, 5, 4)] == [
+        True, True, False, True, True, False, False, True]
+    assert t.runs == [(4, 8)]
+    for s in range(100, 140, 2):  # gaps that never fill do not grow without bound
         assert t.first_time(s)
-    assert len(t._above) <= 8
-    assert not t.first_time(119)
+    assert len(t.runs) == 8
+    assert not t.first_time(138) and not t.first_time(5)
+
+
+def test_seq_tracker_keeps_two_tabs_apart() -> None:
+    """Two tabs of one patient number their signals from their own start (the SDK's
+    Date.now() * 1000): interleaved, with resends and many gaps in one of them, every seq is
+    new exactly once and none of one tab's makes the other's look seen."""
+    t = SeqTracker()
+    a, b = 1_764_000_000_000_000, 1_764_000_060_000_000
+    fresh = [t.first_time(a + i) for i in range(5)]
+    for i in range(600):  # tab B sends a lot, every other seq lost at first
+        fresh.append(t.first_time(b + 2 * i))
+        fresh.append(t.first_time(a + 5 + i))
+        fresh.append(not t.first_time(a + 4 + i))  # a resend of tab A's previous signal
+    assert all(fresh)
+    assert len(t.runs) <= t.max_runs and (a, a + 604) in t.runs
 
 
 def test_status_is_blind_whenever_the_sidecar_cannot_see() -> None:
