@@ -10,7 +10,6 @@ recognised); :meth:`SessionRegistry.evict_idle` forgets sessions idle for a long
 from __future__ import annotations
 
 import bisect
-
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
