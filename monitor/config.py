@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from config import DEFAULT_CONFIG
 from signals.errors import ConfigError
 from signals.schema import first_error
-from signals.yaml_errors import describe_yaml_error
+from signals.yaml_errors import describe_yaml_error, load_yaml, not_utf8
 
 __all__ = [
     "PREVIOUS_SECRETS_ENV",
@@ -168,8 +168,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {not_utf8(f'file {file}', exc)}") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = load_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {file} is not valid YAML "
                           f"({describe_yaml_error(exc)})") from exc

@@ -26,7 +26,7 @@ from rules.predicates import Predicate, context_types, expand
 from rules.ruleset import CompiledRule, Ruleset, Step
 from signals.catalog import CATALOGUE
 from signals.errors import RuleError
-from signals.yaml_errors import describe_yaml_error
+from signals.yaml_errors import describe_yaml_error, load_yaml, not_utf8
 
 __all__ = ["check_rules", "load_rules", "rule_files"]
 
@@ -160,8 +160,11 @@ class _Loader:
         except OSError as exc:
             self.error(file, None, f"cannot read the file: {exc.strerror or exc}")
             return
+        except UnicodeDecodeError as exc:
+            self.error(file, None, not_utf8("the file", exc))
+            return
         try:
-            doc = yaml.safe_load(text)
+            doc = load_yaml(text)
         except yaml.YAMLError as exc:
             self.error(file, None, f"YAML syntax error at {describe_yaml_error(exc)}")
             return

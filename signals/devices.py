@@ -22,7 +22,7 @@ from config import CONFIG_DIR
 from signals.errors import ConfigError
 from signals.model import Signal
 from signals.schema import first_error
-from signals.yaml_errors import describe_yaml_error
+from signals.yaml_errors import describe_yaml_error, load_yaml
 
 __all__ = [
     "CATEGORIES",
@@ -93,7 +93,7 @@ class DeviceClassifier:
     @classmethod
     def from_yaml(cls, text: str, name: str = "device list") -> DeviceClassifier:
         try:
-            doc = yaml.safe_load(text)
+            doc = load_yaml(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{name}: not valid YAML ({describe_yaml_error(exc)})") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("devices"), list):

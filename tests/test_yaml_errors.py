@@ -61,3 +61,84 @@ def test_the_commands_print_one_line(tmp_path: Path, argv: list[str],
     [line] = [x for x in said.splitlines() if "YAML" in x]
     assert "line 3, column 1" in line
     assert len(said.splitlines()) <= 2 and "Traceback" not in said
+
+
+DUPLICATE = "video:\n  frozen: {}\nvideo:\n  loop: {}\n"   # the second "video:" would win
+
+
+def _rules_reader(path: Path) -> object:
+    from rules import load_rules
+
+    return load_rules([path])
+
+
+@pytest.mark.parametrize("read", [
+    lambda path: load_media_params(path),
+    lambda path: load_config(path, env={}),
+    lambda path: DeviceClassifier.from_yaml(path.read_text(), str(path)),
+    _rules_reader,
+])
+def test_every_reader_refuses_a_duplicate_key(tmp_path: Path,
+                                              read: Callable[[Path], object]) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text(DUPLICATE)
+    with pytest.raises(ConfigError) as caught:
+        read(path)
+    assert "line 3, column 1: duplicate key 'video' (first given at line 1)" in str(caught.value)
+
+
+def test_a_duplicate_key_inside_a_rule_is_refused(tmp_path: Path) -> None:
+    from rules import check_rules
+
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - id: a\n    severity: info\n    severity: critical\n")
+    [diagnostic] = check_rules([path])
+    assert diagnostic.level == "error" and str(path) in str(diagnostic)
+    assert "line 4, column 5: duplicate key 'severity'" in diagnostic.message
+
+
+def test_yaml_merge_keys_may_still_be_overridden() -> None:
+    from signals.yaml_errors import load_yaml
+
+    doc = load_yaml("base: &b {x: 1, y: 2}\nthis: {<<: *b, x: 3}\n")
+    assert doc["this"] == {"x": 3, "y": 2}
+
+
+LATIN1 = "# caf\u00e9\nvideo: {}\n".encode("latin-1")
+
+
+@pytest.mark.parametrize("read", [
+    lambda path: load_media_params(path),
+    lambda path: load_config(path, env={}),
+    _rules_reader,
+])
+def test_every_reader_says_a_file_is_not_utf8(tmp_path: Path,
+                                              read: Callable[[Path], object]) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(LATIN1)
+    with pytest.raises(ConfigError) as caught:
+        read(path)
+    assert "is not UTF-8 text (byte 0xe9 at offset 5)" in str(caught.value)
+
+
+@pytest.mark.parametrize("argv", [["analyze", "FILE", "--params", "BAD"],
+                                  ["serve", "--config", "BAD"],
+                                  ["rules", "test", "BAD"],
+                                  ["rules", "check", "BAD"],
+                                  ["rules", "test", "FIXTURES", "--rules", "BAD"]])
+def test_the_commands_say_not_utf8_in_one_line(tmp_path: Path, argv: list[str],
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSIONGUARD_SECRET", "s" * 32)
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(LATIN1)
+    media = tmp_path / "clip.webm"
+    media.write_bytes(b"")
+    fixtures = Path(__file__).parent / "fixtures" / "rules"
+    names = {"BAD": str(bad), "FILE": str(media), "FIXTURES": str(fixtures)}
+    assert main([names.get(a, a) for a in argv]) == 1
+    captured = capsys.readouterr()
+    said = captured.err + captured.out
+    assert "Traceback" not in said
+    [line] = [x for x in said.splitlines() if "UTF-8" in x]
+    assert str(bad) in line and "is not UTF-8 text" in line

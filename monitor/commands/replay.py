@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from rules import load_rules
 from rules.replay import replay
 from signals.consent import Consent
+from signals.errors import ConfigError
+from signals.yaml_errors import not_utf8
 
 __all__ = ["register", "run"]
 
@@ -36,15 +39,23 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _decoded(lines: Iterable[bytes], name: str) -> Iterator[str]:
+    """The lines as text; a line that is not UTF-8 stops the replay naming the file."""
+    for n, raw in enumerate(lines, 1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{not_utf8(name, exc)} on line {n}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     consent = Consent.parse(args.consent) if args.consent is not None else None
     ruleset = load_rules(args.rules)
     if args.events == "-":
-        lines = sys.stdin
-        for msg in replay(lines, ruleset, consent):
+        for msg in replay(_decoded(sys.stdin.buffer, "standard input"), ruleset, consent):
             print(json.dumps(msg, ensure_ascii=False), flush=False)
         return 0
-    with open(args.events, encoding="utf-8") as fh:
-        for msg in replay(fh, ruleset, consent):
+    with open(args.events, "rb") as fh:
+        for msg in replay(_decoded(fh, args.events), ruleset, consent):
             print(json.dumps(msg, ensure_ascii=False))
     return 0

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from rules import check_rules, load_rules
 from rules.fixtures import FixtureCase, run_case
 from signals.errors import ConfigError, SessionguardError
-from signals.yaml_errors import describe_yaml_error
+from signals.yaml_errors import describe_yaml_error, load_yaml, not_utf8
 
 __all__ = ["register", "run_check", "run_test"]
 
@@ -65,9 +65,11 @@ def run_test(args: argparse.Namespace) -> int:
     failed = total = 0
     for path in _fixture_files(args.fixtures):
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+            doc = load_yaml(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({describe_yaml_error(exc)})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(not_utf8(path, exc)) from None
         cases = doc.get("tests") if isinstance(doc, dict) else None
         if not isinstance(cases, list):
             raise ConfigError(f"{path}: expected a mapping with a 'tests' list")

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from signals.errors import ConfigError
-from signals.yaml_errors import describe_yaml_error
+from signals.yaml_errors import describe_yaml_error, load_yaml, not_utf8
 
 __all__ = [
     "DEFAULT_MEDIA_YAML",
@@ -180,9 +180,11 @@ def media_params_from_dict(data: Mapping[str, Any] | None) -> MediaParams:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read media parameters {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"media parameters {not_utf8(path, exc)}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"media parameters {path} are not valid YAML "
                           f"({describe_yaml_error(exc)})") from None

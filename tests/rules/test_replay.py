@@ -107,3 +107,12 @@ def test_replay_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit) as info:
         main(["replay"])
     assert info.value.code == 2
+
+
+def test_replay_input_that_is_not_utf8_names_the_file_and_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps(LINES[0]).encode() + b"\n# caf\xe9\n")
+    assert main(["replay", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path} is not UTF-8 text" in err and "on line 2" in err
