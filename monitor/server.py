@@ -69,6 +69,11 @@ SESSION_IDLE_EVICT_MS = 3_600_000
 #: WebRTC offers a participant may send at once, and then one per this many seconds
 OFFER_BURST = 3
 OFFER_EVERY_S = 2.0
+#: a long reply (a resume) waits at most this long for a reader to make room in its queue
+SLOW_READER_S = 10.0
+#: recording requests a participant may have waiting for an answer at once; asking again
+#: meanwhile is answered with the waiting one's id
+MAX_PENDING_REQUESTS = 1
 
 
 def epoch_ms() -> int:
@@ -97,7 +102,14 @@ class Channel:
     expires_ms: int | None = None  # the token's exp: the channel closes when it passes
     floods: int = 0
     closing: bool = False
+    slow: bool = False  # dropped as a slow reader (counted once)
     writer: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: seqs of the alerts this channel was sent, live or by a resume: each goes out once
+    alerts_sent: set[int] = field(default_factory=set, repr=False)
+    #: live alerts raised while this channel's resume reads the store, sent after it
+    held: list[dict[str, Any]] | None = field(default=None, repr=False)
+    #: set by the writer whenever the send queue is at most half full
+    room: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
 
 def _default_engine(config: Config) -> _Engine:
@@ -177,6 +189,10 @@ class Sidecar:
         self.clock = clock
         self.metrics = Metrics(registry)
         self.engine = engine if engine is not None else _default_engine(config)
+        if media_factory is _default_media:  # broken media params fail now, not at an offer
+            from monitor.config import check_media
+
+            check_media(config)
         if store is None:
             from monitor.store import SqliteStore
             from monitor.store_async import AsyncStore
@@ -388,6 +404,8 @@ class Sidecar:
                     await channel.ws.send(text)
                 finally:
                     channel.queue.task_done()
+                    if channel.queue.qsize() * 2 <= channel.queue.maxsize:
+                        channel.room.set()
         except (ConnectionClosed, asyncio.CancelledError):
             pass
 
@@ -398,9 +416,29 @@ class Sidecar:
         try:
             channel.queue.put_nowait(text)
         except asyncio.QueueFull:
-            self.metrics.disconnects.labels("slow_reader").inc()
-            log.info("dropping a slow %s channel of session %s", channel.role, channel.session)
-            self._spawn(self._close(channel, 1013, "too slow: send queue full", drain=False))
+            self._drop_slow(channel)
+
+    def _drop_slow(self, channel: Channel) -> None:
+        if channel.slow or channel.closing:
+            return
+        channel.slow = True  # counted and closed once, however many messages follow
+        self.metrics.disconnects.labels("slow_reader").inc()
+        log.info("dropping a slow %s channel of session %s", channel.role, channel.session)
+        self._spawn(self._close(channel, 1013, "too slow: send queue full", drain=False))
+
+    async def _send_paced(self, channel: Channel, message: dict[str, Any] | str) -> None:
+        """Queue a reply that may run longer than the send queue (a resume): wait while the
+        queue is over half full, so the reply never fills it and other messages (status,
+        live alerts) keep their room. A reader that makes no room for ``SLOW_READER_S`` is
+        dropped as a slow reader."""
+        while not channel.closing and channel.queue.qsize() * 2 > channel.queue.maxsize:
+            channel.room.clear()
+            try:
+                await asyncio.wait_for(channel.room.wait(), SLOW_READER_S)
+            except TimeoutError:
+                self._drop_slow(channel)
+                return
+        self._send(channel, message)
 
     async def _reply(self, channel: Channel, text: str) -> None:
         """Answer the channel's own message. Written at once when nothing is queued before it
@@ -652,7 +690,7 @@ class Sidecar:
             target = self.sessions.get(alert.session)
             target.known_alerts.add(alert.id)
             self.metrics.alerts.labels(alert.rule, alert.severity.label).inc()
-            self._broadcast(self._clinicians(alert.session), _ordered_alert(wire))
+            self._deliver_alert(alert.session, wire)
             if started is not None:
                 self.metrics.delivery_latency.observe(time.perf_counter() - started)
             if self.webhooks is not None:
@@ -660,17 +698,49 @@ class Sidecar:
 
     # -- clinicians -----------------------------------------------------------------------
 
+    def _deliver_alert(self, session_id: str, wire: dict[str, Any]) -> None:
+        """Send a new (committed) alert to the session's clinicians: each channel gets it
+        once; one whose resume is reading the store gets it after the resume's alerts."""
+        text: str | None = None
+        seq = int(wire["seq"])
+        for channel in self._clinicians(session_id):
+            if channel.held is not None:
+                channel.held.append(wire)
+            elif seq not in channel.alerts_sent:
+                channel.alerts_sent.add(seq)
+                text = text or json.dumps(_ordered_alert(wire))
+                self._send(channel, text)
+
     async def _resume(self, channel: Channel, after: int) -> None:
-        alerts = await self.store.alerts_after(channel.session, after)
+        """Every stored alert after ``after`` this channel was not already sent (live alerts
+        raised meanwhile follow them, each once), then the alerts' states, then ``ok``;
+        paced to the reader, so a long backlog never overflows the send queue."""
         session = self.sessions.get(channel.session)
-        for wire in alerts:
-            session.known_alerts.add(str(wire.get("id")))
-            self._send(channel, _ordered_alert(wire))
+        channel.held = []
+        count = 0
+        try:
+            alerts = await self.store.alerts_after(channel.session, after)
+            for wire in alerts:
+                session.known_alerts.add(str(wire.get("id")))
+                seq = int(wire["seq"])
+                if seq not in channel.alerts_sent:
+                    channel.alerts_sent.add(seq)
+                    count += 1
+                    await self._send_paced(channel, _ordered_alert(wire))
+        finally:
+            held, channel.held = channel.held or [], None
+        for wire in held:  # raised while the store was read: newer than what it returned
+            seq = int(wire["seq"])
+            if seq > after and seq not in channel.alerts_sent:
+                channel.alerts_sent.add(seq)
+                count += 1
+                self._send(channel, _ordered_alert(wire))
         # Then what clinicians did with them (any alert of the session, also those at or
         # below ``after``: their state may have changed while this panel was away).
         for state in _alert_states(await self.store.entries(channel.session)).values():
-            self._send(channel, state)
-        self._send(channel, {"type": "ok", "ref": "resume", "after": after, "count": len(alerts)})
+            await self._send_paced(channel, state)
+        await self._send_paced(channel, {"type": "ok", "ref": "resume", "after": after,
+                                         "count": count})
 
     async def _alert_reply(self, channel: Channel, session: Session,
                            message: proto.AlertAck | proto.AlertFeedback) -> None:
@@ -721,6 +791,14 @@ class Sidecar:
 
     async def _recording_request(self, channel: Channel, session: Session,
                                  message: proto.RecordingRequest) -> None:
+        waiting = [rid for rid, r in session.pending_requests.items()
+                   if r["participant"] == channel.participant]
+        if len(waiting) >= MAX_PENDING_REQUESTS:
+            # asking again while the request waits is the same request: no new entry, nothing
+            # new to the clinicians (a flood of them once queued more than a panel can take)
+            self._send(channel, {"type": "ok", "ref": "recording.request", "id": waiting[0],
+                                 "pending": True})
+            return
         now = self.clock()
         rid = "rr-" + uuid.uuid4().hex[:12]
         request = {"type": "recording.request", "id": rid, "participant": channel.participant,

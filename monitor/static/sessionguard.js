@@ -435,9 +435,11 @@ class Guard {
           .catch((e) => this._status({ media: "failed", error: String(e) }));
         break;
       case "recording.decision": {
-        const resolve = this._requests.shift();
+        // a participant has one request waiting at a time (asking again meanwhile is the
+        // same request): the decision answers every requestRecording still waiting
+        const waiting = this._requests.splice(0);
         const decision = { id: m.id ?? null, approved: !!m.approved };
-        resolve?.(decision);
+        for (const resolve of waiting) resolve(decision);
         call(this._cb.onRecordingDecision, decision);
         break;
       }

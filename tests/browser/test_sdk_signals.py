@@ -6,6 +6,7 @@ sidecar's ``/sdk/sessionguard.js``, as a platform page would.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -191,15 +192,34 @@ async def test_notice_and_recording_request_round_trip(chromium: Any, site: Stat
         assert text == ("This session uses sessionguard: device and window activity, audio, "
                         "video are monitored to detect recording. Recording policy: recording "
                         "is not permitted.")
+        # asked twice before the clinician decides: one request, and the decision answers both
+        handled = asyncio.Event()
+        requests = 0
+        original = sidecar.sidecar._recording_request
+
+        async def counted(*args: Any) -> None:
+            nonlocal requests
+            await original(*args)
+            requests += 1
+            if requests == 2:
+                handled.set()
+
+        sidecar.sidecar._recording_request = counted
         await page.evaluate("void window.sg.guard.requestRecording('to review the exercises')"
                             ".then((d) => { window.decision = d; })")
         request = await recv_until(clinician, lambda m: m["type"] == "recording.request")
         assert request["reason"] == "to review the exercises"
+        await page.evaluate("void window.sg.guard.requestRecording('again')"
+                            ".then((d) => { window.again = d; })")
+        await asyncio.wait_for(handled.wait(), 20)
         await clinician.send(json.dumps({"type": "recording.decision", "id": request["id"],
                                          "approve": True}))
-        await page.wait_for_function("window.decision !== undefined")
+        await page.wait_for_function("window.decision !== undefined && window.again !== undefined")
         decision = await page.evaluate("window.decision")
         assert decision == {"id": request["id"], "approved": True}
+        assert await page.evaluate("window.again") == decision
+        entries = sidecar.sidecar.store.store.entries("s-rec")
+        assert sum(e["kind"] == "recording_request" for e in entries) == 1
         await page.wait_for_function(
             "window.sg.consents.some((c) => c.recording === 'patient_allowed')")
         assert (await notice.inner_text()).endswith("Recording policy: you may record this "

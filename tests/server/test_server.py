@@ -147,11 +147,12 @@ async def test_sessions_are_isolated(serve: Factory) -> None:
     await pb.send(signal(1))  # same seq in another session: a different signal
     ab = await recv_type(cb, "alert")
     assert (ab["session"], ab["seq"]) == ("B", 1)
-    # nothing of A reached B's clinician: the only alert B saw is B's own
-    await cb.send(json.dumps({"type": "resume", "after": 0}))
-    resumed = await recv_type(cb, "alert")
+    # nothing of A reaches B's clinicians: a fresh panel of B resumes B's one alert
+    b2 = await h.clinician("B", participant="c2")
+    await b2.send(json.dumps({"type": "resume", "after": 0}))
+    resumed = await recv_type(b2, "alert")
     assert resumed["session"] == "B"
-    ok = await recv_type(cb, "ok")
+    ok = await recv_type(b2, "ok")
     assert ok["count"] == 1
     # B's clinician cannot acknowledge A's alert
     a_alerts = h.sidecar.store.store.alerts_after("A", 0)
@@ -293,6 +294,11 @@ async def test_stuck_clinician_is_dropped_and_never_blocks_others(serve: Factory
         if h.sidecar.metrics.registry.get_sample_value(
                 "sessionguard_forced_disconnects_total", {"reason": "slow_reader"}):
             break
+    # more messages for the dropped channel do not count it again
+    for i in range(seen + 1, seen + 21):
+        await p.send(signal(i, "client.key", big))
+        await recv_type(p, "ack")
+        seen += 1
     assert h.sidecar.metrics.registry.get_sample_value(
         "sessionguard_forced_disconnects_total", {"reason": "slow_reader"}) == 1
     # the good clinician got every alert, in order
@@ -469,3 +475,103 @@ async def test_alert_state_reaches_every_clinician_and_comes_back_on_resume(
     assert (state["id"], state["seq"], state["acknowledged_by"], state["feedback"]) == (
         first["id"], 1, ["dr", "supervisor"], "false_positive")
     assert (await recv_json(late))["count"] == 0
+
+
+async def test_resume_sends_each_alert_once_and_live_alerts_after_the_stored_ones(
+        serve: Factory) -> None:
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient()
+    for seq in (1, 2, 3):
+        await p.send(signal(seq, "client.key", {"combo": "PrintScreen", "n": seq}))
+        await recv_type(p, "ack")
+    live = [(await recv_type(c, "alert"))["seq"] for _ in range(3)]
+    assert live == [1, 2, 3]
+    # a panel that got alerts live and then resumes from what it had stored (nothing): the
+    # alerts it already has are not sent again
+    await c.send(json.dumps({"type": "resume", "after": 0}))
+    ok = await recv_type(c, "ok", where=lambda m: m["ref"] == "resume")
+    assert ok["count"] == 0
+
+    # a later panel resumes while an alert is raised: the store has been read (gated
+    # here), the new alert is held and follows the stored ones, once
+    store = h.sidecar.store
+    original, gate, read = store.alerts_after, asyncio.Event(), asyncio.Event()
+
+    async def gated(session: str, after: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await original(session, after)
+        read.set()
+        await gate.wait()
+        return result
+
+    store.alerts_after = gated
+    late = await h.clinician(participant="late")
+    await late.send(json.dumps({"type": "resume", "after": 0}))
+    await read.wait()
+    await p.send(signal(4, "client.key", {"combo": "PrintScreen", "n": 4}))
+    assert (await recv_type(c, "alert"))["seq"] == 4  # live, while the resume waits
+    gate.set()
+    got = []
+    while (m := await recv_json(late))["type"] != "ok":
+        if m["type"] == "alert":
+            got.append(m["seq"])
+    assert got == [1, 2, 3, 4] and m["count"] == 4
+
+
+async def test_a_resume_longer_than_the_send_queue_is_paced(serve: Factory,
+                                                             tmp_path: Any) -> None:
+    """A backlog of alerts and states longer than the send queue reaches a clinician who
+    reads it (the resume waits for room) instead of closing the channel 1013 every time."""
+    from tests.server.conftest import make_config
+    cfg = make_config(tmp_path)
+    cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(
+        update={"send_queue": 4, "rate_per_s": 10_000.0, "burst": 10_000})})
+    h = await serve(config=cfg)
+    p = await h.patient()
+    for seq in range(1, 21):
+        await p.send(signal(seq, "client.key", {"combo": "PrintScreen", "n": seq}))
+        await recv_type(p, "ack")
+    c = await h.clinician()
+    await c.send(json.dumps({"type": "resume", "after": 0}))
+    alerts = []
+    while (m := await recv_json(c))["type"] != "ok":
+        if m["type"] == "alert":
+            alerts.append(m)
+    assert [a["seq"] for a in alerts] == list(range(1, 21)) and m["count"] == 20
+    for a in alerts[:12]:
+        await c.send(json.dumps({"type": "alert.ack", "id": a["id"]}))
+        await recv_type(c, "alert.state")
+    late = await h.clinician(participant="late")
+    await late.send(json.dumps({"type": "resume", "after": 20}))
+    states = []
+    while (m := await recv_json(late))["type"] != "ok":
+        states.append(m["type"])
+    assert states.count("alert.state") == 12
+    assert h.sidecar.metrics.registry.get_sample_value(
+        "sessionguard_forced_disconnects_total", {"reason": "slow_reader"}) is None
+
+
+async def test_a_patient_has_one_recording_request_waiting_at_a_time(serve: Factory) -> None:
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient(consent={"monitoring": ["device"], "recording": "prohibited"})
+    await recv_type(c, "status")
+    for _ in range(5):
+        await p.send(json.dumps({"type": "recording.request", "reason": "please"}))
+    oks = [await recv_type(p, "ok") for _ in range(5)]
+    first = oks[0]["id"]
+    assert [o["id"] for o in oks] == [first] * 5
+    assert [o.get("pending") for o in oks] == [None] + [True] * 4
+    # a clinician joining later gets the one request, then whatever comes next (a status)
+    late = await h.clinician(participant="late")
+    assert (await recv_type(late, "recording.request"))["id"] == first
+    await p.send(signal(1, "client.focus", {"focused": False}))
+    await recv_type(p, "ack")
+    await c.send(json.dumps({"type": "recording.decision", "id": first, "approve": False}))
+    await recv_type(p, "recording.decision")
+    # decided: the next request is a new one
+    await p.send(json.dumps({"type": "recording.request", "reason": "please, again"}))
+    again = await recv_type(p, "ok")
+    assert again["id"] != first and "pending" not in again
+    kinds = [e["kind"] for e in h.sidecar.store.store.entries("s1")]
+    assert kinds.count("recording_request") == 2
