@@ -122,6 +122,7 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
     requests: dict[str, dict[str, Any]] = {}
     skipped = 0
     skips: list[dict[str, Any]] = []
+    alert_limit: dict[str, Any] | None = None
     deliveries = 0
     abandoned = 0
     participants: set[str] = set()
@@ -191,6 +192,10 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
                                                 "decided_at": None})
             request["decision"] = "approved" if approved else "declined"
             request["decided_at"] = at
+        elif kind == "skip" and _get(body, "reason", default="consent") == "alert_limit":
+            if alert_limit is None:  # the engine's limit of alerts per session was reached
+                alert_limit = {"at": at, "limit": _get(body, "limit", default=None),
+                               "rule": _get(body, "rule", default="")}
         elif kind == "skip":
             skipped += 1
             skips.append({"at": at, "rule": _get(body, "rule", default=""),
@@ -231,6 +236,7 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
         "acks": acks,
         "recording_requests": list(requests.values()),
         "skipped": skips,
+        "alert_limit": alert_limit,
         "counts": {
             "entries": len(entries),
             "signals": len(signals),
@@ -668,6 +674,11 @@ def render_html(report: Mapping[str, Any]) -> str:
         "<h2>Alerts</h2>",
         _table(["When", "Severity", "Alert", "Evidence", "Confidence", "Clinician"],
                alert_rows, "No alerts were raised."),
+        *([] if not report.get("alert_limit") else [
+            f'<p id="alert-limit" class="legend">At '
+            f'{_clock(report["alert_limit"]["at"], start)} the session reached the limit of '
+            f'{_e(report["alert_limit"]["limit"] or "its")} alerts: later alerts were not '
+            "raised (their signals are still in the audit trail above).</p>"]),
         "<h2>Consent</h2>",
         _table(["When", "Monitoring", "Recording policy"], consent_rows,
                "No consent entries."),

@@ -46,8 +46,8 @@ class _Group:
 
 
 class _Session:
-    __slots__ = ("consents", "counts", "groups", "inhibitions", "last_fired", "next_due",
-                 "skipped", "timed", "total")
+    __slots__ = ("cap_skip", "capped", "consents", "counts", "groups", "inhibitions",
+                 "last_fired", "next_due", "skipped", "timed", "total")
 
     def __init__(self, consent: Consent) -> None:
         self.consents: list[tuple[int, Consent]] = [(-(2**62), consent)]
@@ -59,6 +59,8 @@ class _Session:
         self.skipped: set[int] | None = None
         self.timed: set[tuple[int, str]] | None = None
         self.total = 0
+        self.capped = False  # the session limit held an alert back (reported once)
+        self.cap_skip: Skip | None = None  # ... its report, until feed/tick hands it out
 
     def consent_at(self, at: int) -> Consent:
         c = self.consents
@@ -137,6 +139,9 @@ class Engine:
             derived = derive_virtual_devices(signal, self.classifier)
         for sig in (signal, *derived):
             self._run(sig, s, consent, alerts, skipped, suppressed)
+        if s.cap_skip is not None:
+            skipped.append(s.cap_skip)
+            s.cap_skip = None
         if not (alerts or derived or skipped or suppressed[0]):
             return _EMPTY
         return Outcome(tuple(alerts), tuple(derived), tuple(skipped), suppressed[0])
@@ -157,6 +162,7 @@ class Engine:
     def tick(self, now: int) -> Outcome:
         """Fire the holds and absences whose time has come (call about once a second)."""
         alerts: list[Alert] = []
+        skipped: list[Skip] = []
         suppressed = [0]
         for sid in sorted(self._timed):
             s = self._sessions.get(sid)
@@ -166,9 +172,12 @@ class Engine:
             if now < s.next_due:
                 continue
             self._check_timers(sid, s, now, alerts, suppressed)
-        if not alerts and not suppressed[0]:
+            if s.cap_skip is not None:
+                skipped.append(s.cap_skip)
+                s.cap_skip = None
+        if not alerts and not skipped and not suppressed[0]:
             return _EMPTY
-        return Outcome(tuple(alerts), (), (), suppressed[0])
+        return Outcome(tuple(alerts), (), tuple(skipped), suppressed[0])
 
     # -- internals --------------------------------------------------------------------
     def _run(self, sig: Signal, s: _Session, consent: Consent, alerts: list[Alert],
@@ -360,9 +369,15 @@ class Engine:
         if last is not None and at - last < rule.cooldown_ms:
             suppressed[0] += 1
             return
-        if s.counts.get(rule.index, 0) >= rule.max_per_session or \
-                s.total >= self.max_alerts_per_session:
+        if s.counts.get(rule.index, 0) >= rule.max_per_session:
             suppressed[0] += 1
+            return
+        if s.total >= self.max_alerts_per_session:
+            suppressed[0] += 1
+            if not s.capped:  # the clinician is told once that alerts stopped here
+                s.capped = True
+                s.cap_skip = Skip(rule.id, trigger.session, trigger.participant, trigger.name,
+                                  at, (), "alert_limit", self.max_alerts_per_session)
             return
         consent = s.consent_at(at)
         agreed = rule.capture and consent.recording in _AGREED

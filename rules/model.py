@@ -76,10 +76,11 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class Skip:
-    """A rule that could not run because the consent in force does not cover its scopes.
-
-    Reported once per session, rule and consent change, so the clinician knows what is
-    *not* being watched (never silently blind)."""
+    """A rule that could not run: ``reason`` ``"consent"``, the consent in force does not
+    cover its scopes (``missing``; reported once per session, rule and consent change), or
+    ``"alert_limit"``, the session has raised the engine's ``max_alerts_per_session`` and
+    raises no more (reported once, for the first alert it held back). Either way the
+    clinician knows what is *not* being watched (never silently blind)."""
 
     rule: str
     session: str
@@ -87,10 +88,16 @@ class Skip:
     signal: str
     at: int
     missing: tuple[str, ...]
+    reason: str = "consent"
+    limit: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "session": self.session, "participant": self.participant,
-                "signal": self.signal, "at": self.at, "missing": list(self.missing)}
+        out = {"rule": self.rule, "session": self.session, "participant": self.participant,
+               "signal": self.signal, "at": self.at, "missing": list(self.missing),
+               "reason": self.reason}
+        if self.limit is not None:
+            out["limit"] = self.limit
+        return out
 
 
 @dataclass(frozen=True, slots=True)

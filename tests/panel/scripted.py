@@ -31,6 +31,10 @@ class ScriptedEngine:
             rule, severity, title = "tab-hidden", Severity.WARNING, "The patient left the call tab"
             message, confidence = "The call tab was hidden while the session was running.", 0.6
             response = ("Ask gently whether everything is all right.",)
+        elif signal.name == "client.key" and signal.data.get("combo") == "Limit":
+            # as if the session had raised the engine's limit of alerts
+            return Outcome(skipped=(Skip("screenshot-key", signal.session, signal.participant,
+                                         signal.name, signal.at, (), "alert_limit", 200),))
         elif signal.name == "client.key":
             rule, severity, title = "screenshot-key", Severity.CRITICAL, "Screenshot keys pressed"
             message, confidence = "The patient pressed a screenshot key combination.", 0.9

@@ -188,6 +188,12 @@ async def test_panel_resumes_after_a_sidecar_restart(tmp_path: Path) -> None:
                 await page.wait_for_function(
                     "document.querySelector('.sg-skips').textContent"
                     ".includes('camera-covered (needs video)')")
+                # ... and so is the session's limit of alerts, once reached
+                await send_signal(patient, 3, "client.key", {"combo": "Limit"})
+                await page.wait_for_function(
+                    "document.querySelector('.sg-skips').textContent.startsWith("
+                    "'Alert limit reached: this session has raised 200 alerts and raises no "
+                    "more')")
         # The sidecar is gone: the panel must not claim monitoring is on.
         await page.wait_for_selector('sessionguard-panel[data-state="offline"]')
         sent: list[str] = []

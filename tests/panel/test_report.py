@@ -204,3 +204,17 @@ def test_limited_periods_are_reported_apart_from_blind_ones(tmp_path: Path) -> N
         populate(db)
         assert build_report(db, "s-report")["limited_periods"] == []
         assert "Monitoring was never reported limited." in render_html(build_report(db, "s-report"))
+
+
+def test_the_alert_limit_is_reported_apart_from_consent_skips(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "audit.db", synchronous="NORMAL") as db:
+        db.append("s-cap", "status", T0, {"blind": False, "reasons": [], "limited": []})
+        db.append("s-cap", "skip", T0 + 90_000, {
+            "rule": "screenshot-key", "session": "s-cap", "participant": "p1",
+            "signal": "client.key", "at": T0 + 90_000, "missing": [],
+            "reason": "alert_limit", "limit": 200})
+        report = build_report(db, "s-cap")
+        html = render_html(report)
+    assert report["alert_limit"] == {"at": T0 + 90_000, "limit": 200, "rule": "screenshot-key"}
+    assert report["skipped"] == [] and report["counts"]["skipped_without_consent"] == 0
+    assert "At +01:30 the session reached the limit of 200 alerts" in html

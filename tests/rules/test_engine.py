@@ -202,8 +202,17 @@ def test_dedup_cooldown_and_caps(tmp_path: Path) -> None:
     assert out[1].suppressed == 1 and out[4].suppressed == 1  # cooldown, then the rule cap
     capped = Engine(ruleset, default_consent=FULL_MONITORING, max_alerts_per_session=1)
     fed(capped, sig("client.key", 0, {"combo": "A"}))
-    assert fed(capped, sig("client.key", 1, {"combo": "B"})) == []
+    held = capped.feed(sig("client.key", 1, {"combo": "B"}), T0)
+    assert held.alerts == () and held.suppressed == 1
+    # the session limit is never silent: the first alert it holds back is reported, once
+    [skip] = held.skipped
+    assert (skip.rule, skip.reason, skip.limit, skip.missing) == ("k", "alert_limit", 1, ())
+    assert skip.to_dict()["reason"] == "alert_limit"
+    again = capped.feed(sig("client.key", 2, {"combo": "C"}), T0)
+    assert again.alerts == () and again.skipped == ()
     assert fed(capped, sig("client.key", 1, {"combo": "B"}, session="s2")) != []
+    # a rule's own max_per_session is the rule's de-duplication, not a limit to report
+    assert out[4].skipped == ()
 
 
 def test_inhibition_mutes_lesser_companions_then_expires(engine: Engine) -> None:

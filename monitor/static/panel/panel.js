@@ -108,6 +108,7 @@ export class SessionguardPanel extends HTMLElement {
     this.states = new Map();     // id -> alert.state received before its alert (applied on arrival)
     this.requests = new Map();   // id -> request
     this.skips = new Map();      // rule -> skip (rules not run: no consent for their scope)
+    this.alertLimit = null;      // the skip saying the session's alert limit was reached
     this.status = null;
     this.lastSeq = 0;
     this.ws = null;
@@ -241,7 +242,8 @@ export class SessionguardPanel extends HTMLElement {
         break;
       case "recording.request": this.onRequest(msg); break;
       case "skip":
-        if (msg.rule) { this.skips.set(msg.rule, msg); this.renderStatus(); }
+        if (msg.reason === "alert_limit") { this.alertLimit = msg; this.renderStatus(); }
+        else if (msg.rule) { this.skips.set(msg.rule, msg); this.renderStatus(); }
         break;
       case "recording.decision": {
         const request = this.requests.get(msg.id);
@@ -419,9 +421,15 @@ export class SessionguardPanel extends HTMLElement {
       el("dd", { text: v, "data-gap": gap ? "true" : null })]));
     const monitoring = new Set((consent && consent.monitoring) || []);
     const skipped = [...this.skips.values()].filter((k) => (k.missing || []).some((m) => !monitoring.has(m)));
-    this.skipNote.textContent = skipped.length
-      ? `Not checked, without consent: ${skipped.map((k) => `${k.rule} (needs ${(k.missing || []).join(", ")})`).join("; ")}.`
-      : "";
+    const notes = [];
+    if (this.alertLimit) {
+      notes.push(`Alert limit reached: this session has raised ${this.alertLimit.limit ?? "the most"} alerts `
+        + "and raises no more (signals are still recorded for the report).");
+    }
+    if (skipped.length) {
+      notes.push(`Not checked, without consent: ${skipped.map((k) => `${k.rule} (needs ${(k.missing || []).join(", ")})`).join("; ")}.`);
+    }
+    this.skipNote.textContent = notes.join(" ");
     const usable = this.link === "open";
     this.policySelect.disabled = !usable;
     this.policyButton.disabled = !usable;
