@@ -163,36 +163,69 @@ class MediaParams(_Strict):
     audio: dict[str, Any] = Field(default_factory=dict)
 
 
-def media_params_from_dict(data: Mapping[str, Any] | None) -> MediaParams:
-    """Validate a parsed ``media.yaml`` mapping (pure). Raises :class:`ConfigError`."""
+def media_params_from_dict(data: Mapping[str, Any] | None,
+                           name: str = "media parameters") -> MediaParams:
+    """Validate a parsed ``media.yaml`` mapping (pure), the ``audio`` section included
+    (against :class:`~signals.media.audio_params.AudioParams`). Raises :class:`ConfigError`
+    naming ``name`` (the file, when there is one)."""
+    from signals.media.audio_params import audio_params_from_dict
+
     if data is None:
         return MediaParams()
     if not isinstance(data, Mapping):
-        raise ConfigError("media parameters must be a mapping of sections (video:, audio:)")
+        raise ConfigError(f"{name} must be a mapping of sections (video:, audio:)")
     body = {k: v for k, v in data.items() if k != "audio_file"}
     try:
-        return MediaParams.model_validate(body)
+        params = MediaParams.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "media"
-        raise ConfigError(f"media parameters: {where}: {first['msg']}") from None
+        raise ConfigError(f"{name}: {where}: {first['msg']}") from None
+    try:
+        audio_params_from_dict(params.audio or None)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return params
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path, what: str = "media parameters") -> Any:
     try:
         return load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read media parameters {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"media parameters {not_utf8(path, exc)}") from None
+        raise ConfigError(f"{what} {not_utf8(path, exc)}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"media parameters {path} are not valid YAML "
+        raise ConfigError(f"{what} {path} are not valid YAML "
                           f"({describe_yaml_error(exc)})") from None
+
+
+def _included_audio(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``audio`` mapping of ``data`` merged over its ``audio_file`` (inline keys win)."""
+    audio_file = data["audio_file"]
+    inline = data.get("audio")
+    if inline is not None and not isinstance(inline, Mapping):
+        raise ConfigError(f"media parameters {path}: audio must be a mapping "
+                          "(shutter:, virtual_source:, band:)")
+    if not isinstance(audio_file, str) or not audio_file.strip():
+        raise ConfigError(f"media parameters {path}: audio_file must be a file name, "
+                          f"not {audio_file!r}")
+    extra_path = path.parent / audio_file
+    extra = _read_yaml(extra_path, "audio parameters")
+    if extra is None:
+        extra = {}
+    if isinstance(extra, Mapping) and "audio" in extra:
+        extra = extra["audio"] if extra["audio"] is not None else {}
+    if not isinstance(extra, Mapping):
+        raise ConfigError(f"audio parameters {extra_path} (the audio_file of {path}) must be "
+                          "a mapping (shutter:, virtual_source:, band:)")
+    return {**extra, **(inline or {})}
 
 
 def load_media_params(source: str | Path | Mapping[str, Any] | None = None) -> MediaParams:
     """Media parameters from a parsed mapping (pure), a YAML path, or ``None`` (the shipped
-    ``config/media.yaml``; built-in defaults if it is missing)."""
+    ``config/media.yaml``; built-in defaults if it is missing). Every problem, in the file or
+    in its ``audio_file``, is a :class:`ConfigError` naming the file."""
     if isinstance(source, Mapping):
         return media_params_from_dict(source)
     path = DEFAULT_MEDIA_YAML if source is None else Path(source)
@@ -203,12 +236,6 @@ def load_media_params(source: str | Path | Mapping[str, Any] | None = None) -> M
         return MediaParams()
     if not isinstance(data, Mapping):
         raise ConfigError(f"media parameters {path} must be a mapping of sections")
-    audio_file = data.get("audio_file")
-    if audio_file:
-        extra_path = path.parent / str(audio_file)
-        extra = _read_yaml(extra_path) if extra_path.exists() else None
-        if isinstance(extra, Mapping):
-            merged = dict(extra.get("audio", extra)) if "audio" in extra else dict(extra)
-            merged.update(data.get("audio") or {})
-            data = {**data, "audio": merged}
-    return media_params_from_dict(data)
+    if data.get("audio_file") is not None:
+        data = {**data, "audio": _included_audio(path, data)}
+    return media_params_from_dict(data, f"media parameters {path}")

@@ -36,8 +36,10 @@ def test_shipped_config_equals_builtin_defaults() -> None:
 
 
 def test_params_from_dict_overrides_and_rejects_typos() -> None:
-    p = media_params_from_dict({"video": {"frozen": {"min_s": 5}}, "audio": {"x": 1}})
-    assert p.video.frozen.min_s == 5 and p.audio == {"x": 1}
+    p = media_params_from_dict({"video": {"frozen": {"min_s": 5}}, "audio": {"batch_s": 0.2}})
+    assert p.video.frozen.min_s == 5 and p.audio == {"batch_s": 0.2}
+    with pytest.raises(ConfigError, match="audio parameters: batch_sz"):  # checked here too
+        media_params_from_dict({"audio": {"batch_sz": 0.2}})
     with pytest.raises(ConfigError, match=r"video\.frozen\.min_secs"):
         media_params_from_dict({"video": {"frozen": {"min_secs": 5}}})
     with pytest.raises(ConfigError, match="greater than 0"):
@@ -54,14 +56,37 @@ def test_analyzer_accepts_the_video_mapping() -> None:
 
 
 def test_load_media_params_merges_audio_file(tmp_path: Path) -> None:
-    (tmp_path / "media_audio.yaml").write_text("audio:\n  a: 1\n  b: 2\n")
-    (tmp_path / "media.yaml").write_text("audio_file: media_audio.yaml\naudio:\n  b: 3\n")
-    assert load_media_params(tmp_path / "media.yaml").audio == {"a": 1, "b": 3}
+    (tmp_path / "media_audio.yaml").write_text("audio:\n  batch_s: 0.1\n  max_jump_s: 0.2\n")
+    (tmp_path / "media.yaml").write_text(
+        "audio_file: media_audio.yaml\naudio:\n  max_jump_s: 0.3\n")
+    assert load_media_params(tmp_path / "media.yaml").audio == {"batch_s": 0.1, "max_jump_s": 0.3}
     (tmp_path / "broken.yaml").write_text("video: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_media_params(tmp_path / "broken.yaml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_media_params(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(("text", "included", "needle"), [
+    ("audio_file: gone.yaml\n", None, "cannot read audio parameters {dir}/gone.yaml"),
+    ("audio_file: list.yaml\n", "- 1\n- 2\n",
+     "audio parameters {dir}/list.yaml (the audio_file of {dir}/media.yaml) must be a mapping"),
+    ("audio_file: 5\n", None, "media parameters {dir}/media.yaml: audio_file must be a file name"),
+    ("audio_file: a.yaml\naudio: [1, 2]\n", "{}\n",
+     "media parameters {dir}/media.yaml: audio must be a mapping"),
+    ("audio: [1, 2]\n", None, "media parameters {dir}/media.yaml: audio: "),
+    ("audio_file: a.yaml\n", "shutterr: {enabled: false}\n",
+     "media parameters {dir}/media.yaml: audio parameters: shutterr: "),
+])
+def test_audio_file_problems_name_the_file(tmp_path: Path, text: str, included: str | None,
+                                           needle: str) -> None:
+    (tmp_path / "media.yaml").write_text(text)
+    if included is not None:
+        for name in ("list.yaml", "a.yaml"):
+            (tmp_path / name).write_text(included)
+    with pytest.raises(ConfigError) as caught:
+        load_media_params(tmp_path / "media.yaml")
+    assert needle.format(dir=tmp_path) in str(caught.value)
 
 
 def test_episode_needs_min_duration_and_bridges_short_gaps() -> None:
