@@ -5,7 +5,8 @@ The token secret is only ever read from the environment (``SESSIONGUARD_SECRET``
 rotation the earlier ones in ``SESSIONGUARD_SECRET_PREVIOUS``); a secret key in the YAML file
 is refused, so it cannot end up in version control by accident.
 
-Environment overrides (each replaces the file's value)::
+Environment overrides (each replaces the file's value; a relative path in one is relative to
+the current directory, while the file's own paths are relative to the file)::
 
     SESSIONGUARD_HOST, SESSIONGUARD_PORT, SESSIONGUARD_DB, SESSIONGUARD_DB_SYNCHRONOUS,
     SESSIONGUARD_RETENTION_DAYS,
@@ -17,17 +18,18 @@ Environment overrides (each replaces the file's value)::
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from config import DEFAULT_CONFIG
 from signals.errors import ConfigError
-from signals.schema import first_error
 from signals.yaml_errors import describe_yaml_error, load_yaml, not_utf8
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "MediaConfig",
     "StoreConfig",
     "WebhookConfig",
+    "check_media",
     "load_config",
     "require_secret",
 ]
@@ -48,7 +51,8 @@ PREVIOUS_SECRETS_ENV = "SESSIONGUARD_SECRET_PREVIOUS"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and NaN are never a sensible timeout, rate or size: refused like any bad number
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StoreConfig(_Model):
@@ -84,6 +88,15 @@ class WebhookConfig(_Model):
     #: (the alert stays in the audit store; the ledger records the abandon). 0: never.
     give_up_after_hours: float = Field(default=72.0, ge=0)
 
+    @field_validator("urls")
+    @classmethod
+    def _urls_ok(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            problem = webhook_url_problem(url)
+            if problem is not None:
+                raise ValueError(f"webhook URL {redact_url(url)!r} {problem}")
+        return urls
+
 
 class MediaConfig(_Model):
     enabled: bool = True
@@ -92,6 +105,16 @@ class MediaConfig(_Model):
     # decoded video a patient may send, in pixels a second (default 640x480 at 30 fps,
     # twelve times what the SDK sends); over it for 2 s, the sidecar stops receiving that video
     max_video_pixel_rate: int = Field(default=640 * 480 * 30, gt=0)
+
+    @field_validator("ice_hosts")
+    @classmethod
+    def _ip_addresses(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        for host in hosts:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(f"{host!r} is not an IP address") from None
+        return hosts
 
 
 class Config(_Model):
@@ -111,59 +134,136 @@ class Config(_Model):
     previous_secrets: tuple[str, ...] = Field(default=(), repr=False)
     webhook_secret: str | None = Field(default=None, repr=False)
 
+    @field_validator("host")
+    @classmethod
+    def _host_ok(cls, host: str) -> str:
+        problem = host_problem(host)
+        if problem is not None:
+            raise ValueError(problem)
+        return host
+
     def with_overrides(self, **changes: Any) -> Config:
-        """A copy with top-level fields replaced (``host=``, ``port=``...)."""
-        return self.model_validate({**self.model_dump(), **changes})
+        """A copy with top-level fields replaced (``host=``, ``port=``...); a bad value is a
+        :class:`ConfigError` naming the field."""
+        try:
+            return self.model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ConfigError(_first_error(exc)) from None
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be listened on, or ``None``. An empty host would make asyncio
+    listen on every interface: whoever wants that must say ``0.0.0.0`` (or ``::``)."""
+    if not host.strip():
+        return ("must not be empty (an empty host listens on every interface; "
+                "give an address such as 127.0.0.1, or 0.0.0.0 to mean every interface)")
+    if host != host.strip():
+        return "must not start or end with spaces"
+    return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` without what may be secret: no user or password, no path, no query."""
+    parts = urlsplit(url)
+    hostport = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{hostport}/..." if parts.path or parts.query else (
+        f"{parts.scheme}://{hostport}")
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot receive webhooks, or ``None``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when out of range or not a number
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parts.hostname:
+        return "has no host"
+    if port == 0:
+        return "has port 0 (use 1-65535)"
+    return None
+
+
+def _first_error(exc: ValidationError, env_fields: Mapping[tuple[str, ...], str] | None = None,
+                 file: Path | None = None) -> str:
+    """One sentence for pydantic's first problem: the environment variable that set the field
+    when one did, else the config file (when there is one) and the dotted key."""
+    first = exc.errors()[0]
+    loc = tuple(str(p) for p in first["loc"])
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    for fields, var in (env_fields or {}).items():
+        if loc[:len(fields)] == fields:
+            return f"environment variable {var}: {msg}"
+    where = ".".join(loc) or "config"
+    return f"config file {file}: {where}: {msg}" if file is not None else f"{where}: {msg}"
 
 
 def _split(value: str, sep: str) -> list[str]:
     return [v.strip() for v in value.split(sep) if v.strip()]
 
 
-def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    def section(name: str) -> dict[str, Any]:
-        value = raw.get(name)
-        if not isinstance(value, dict):
-            value = {}
-            raw[name] = value
-        return value
-
-    simple = {
-        "SESSIONGUARD_HOST": (raw, "host"),
-        "SESSIONGUARD_PORT": (raw, "port"),
-        "SESSIONGUARD_HEARTBEAT_TIMEOUT": (raw, "heartbeat_timeout_s"),
-    }
-    for key, (target, field) in simple.items():
-        if key in env:
-            target[field] = env[key]
-    if "SESSIONGUARD_DB" in env:
-        section("store")["db"] = env["SESSIONGUARD_DB"]
-    if "SESSIONGUARD_DB_SYNCHRONOUS" in env:
-        section("store")["synchronous"] = env["SESSIONGUARD_DB_SYNCHRONOUS"].upper()
-    if "SESSIONGUARD_RETENTION_DAYS" in env:
-        section("store")["retention_days"] = env["SESSIONGUARD_RETENTION_DAYS"]
-    if "SESSIONGUARD_MAX_MESSAGE_BYTES" in env:
-        section("limits")["max_message_bytes"] = env["SESSIONGUARD_MAX_MESSAGE_BYTES"]
-    if "SESSIONGUARD_RULES" in env:
-        raw["rules"] = _split(env["SESSIONGUARD_RULES"], os.pathsep)
-    if "SESSIONGUARD_WEBHOOK_URLS" in env:
-        section("webhooks")["urls"] = _split(env["SESSIONGUARD_WEBHOOK_URLS"], ",")
-    if "SESSIONGUARD_MEDIA_ICE_HOSTS" in env:
-        section("media")["ice_hosts"] = _split(env["SESSIONGUARD_MEDIA_ICE_HOSTS"], ",")
-    if "SESSIONGUARD_MEDIA_PARAMS" in env:
-        section("media")["params"] = env["SESSIONGUARD_MEDIA_PARAMS"] or None
-    if "SESSIONGUARD_MEDIA_ENABLED" in env:
-        section("media")["enabled"] = env["SESSIONGUARD_MEDIA_ENABLED"]
+#: variable -> (section or None for top level, field); every value is validated as the file's
+_ENV_FIELDS: dict[str, tuple[str | None, str]] = {
+    "SESSIONGUARD_HOST": (None, "host"),
+    "SESSIONGUARD_PORT": (None, "port"),
+    "SESSIONGUARD_HEARTBEAT_TIMEOUT": (None, "heartbeat_timeout_s"),
+    "SESSIONGUARD_DB": ("store", "db"),
+    "SESSIONGUARD_DB_SYNCHRONOUS": ("store", "synchronous"),
+    "SESSIONGUARD_RETENTION_DAYS": ("store", "retention_days"),
+    "SESSIONGUARD_MAX_MESSAGE_BYTES": ("limits", "max_message_bytes"),
+    "SESSIONGUARD_RULES": (None, "rules"),
+    "SESSIONGUARD_WEBHOOK_URLS": ("webhooks", "urls"),
+    "SESSIONGUARD_MEDIA_ICE_HOSTS": ("media", "ice_hosts"),
+    "SESSIONGUARD_MEDIA_PARAMS": ("media", "params"),
+    "SESSIONGUARD_MEDIA_ENABLED": ("media", "enabled"),
+}
 
 
-def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read ``path`` (default: the embedded ``config/sessionguard.yaml``), apply the
-    ``SESSIONGUARD_*`` overrides from ``env`` (default ``os.environ``) and validate.
+def _env_value(var: str, value: str) -> Any:
+    if var == "SESSIONGUARD_DB_SYNCHRONOUS":
+        return value.upper()
+    if var == "SESSIONGUARD_RULES":
+        return _split(value, os.pathsep)
+    if var in ("SESSIONGUARD_WEBHOOK_URLS", "SESSIONGUARD_MEDIA_ICE_HOSTS"):
+        return _split(value, ",")
+    if var == "SESSIONGUARD_MEDIA_PARAMS":
+        return value or None
+    return value
 
-    Raises :class:`ConfigError` with one clear sentence for anything unusable.
-    """
-    env = os.environ if env is None else env
-    file = Path(path) if path is not None else DEFAULT_CONFIG
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Apply the overrides (paths stay as given: relative to the current directory); returns
+    the fields each variable set, so an error names the variable rather than the file."""
+    applied: dict[tuple[str, ...], str] = {}
+    for var, (name, field) in _ENV_FIELDS.items():
+        if var not in env:
+            continue
+        target = raw
+        if name is not None:
+            section = raw.setdefault(name, {})
+            if not isinstance(section, dict):
+                continue  # the file's section is not a mapping: validation says so
+            target = section
+        target[field] = _env_value(var, env[var])
+        applied[(field,) if name is None else (name, field)] = var
+    return applied
+
+
+def _relative_to(raw: dict[str, Any], base: Path) -> None:
+    """The file's own paths (``rules``, ``media.params``) are relative to its folder."""
+    rules = raw.get("rules")
+    if isinstance(rules, str):
+        rules = [rules]
+    if isinstance(rules, list):
+        raw["rules"] = [str(base / r) if isinstance(r, str) else r for r in rules]
+    media = raw.get("media")
+    if isinstance(media, dict) and isinstance(media.get("params"), str):
+        media["params"] = str(base / media["params"])
+
+
+def _read(file: Path) -> dict[str, Any]:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -179,18 +279,23 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         raise ConfigError(f"config file {file} must be a mapping of keys to values")
     if "secret" in raw or "webhook_secret" in raw or "previous_secrets" in raw:
         raise ConfigError(f"config file {file} must not contain secrets; set {SECRET_ENV}")
-    _apply_env(raw, env)
-    base = file.resolve().parent
-    rules = raw.get("rules")
-    if isinstance(rules, str):
-        rules = [rules]
-    if isinstance(rules, list):
-        raw["rules"] = [str(base / r) if isinstance(r, str) else r for r in rules]
-    media = raw.get("media")
-    if isinstance(media, dict) and isinstance(media.get("params"), str):
-        media["params"] = str(base / media["params"])
+    return raw
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (default: the embedded ``config/sessionguard.yaml``), apply the
+    ``SESSIONGUARD_*`` overrides from ``env`` (default ``os.environ``) and validate.
+
+    Raises :class:`ConfigError` with one clear sentence for anything unusable, naming the
+    environment variable when the bad value came from one, else the file and key.
+    """
+    env = os.environ if env is None else env
+    file = Path(path) if path is not None else DEFAULT_CONFIG
+    raw = _read(file)
+    _relative_to(raw, file.resolve().parent)
+    from_env = _apply_env(raw, env)
     raw["secret"] = env.get(SECRET_ENV) or None
-    raw["previous_secrets"] = [s for s in env.get(PREVIOUS_SECRETS_ENV, "").split(",") if s]
+    raw["previous_secrets"] = _split(env.get(PREVIOUS_SECRETS_ENV, ""), ",")
     webhooks = raw.get("webhooks")
     secret_env = "SESSIONGUARD_WEBHOOK_SECRET"
     if isinstance(webhooks, dict) and isinstance(webhooks.get("secret_env"), str):
@@ -199,7 +304,18 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"config file {file}: {first_error(exc, 'config')}") from exc
+        raise ConfigError(_first_error(exc, from_env, file)) from exc
+
+
+def check_media(config: Config) -> None:
+    """Read and validate the media detectors' parameters (``media.params``, default
+    ``config/media.yaml``, with its ``audio_file``) when media analysis is on, so a broken
+    file fails at start-up with a :class:`ConfigError` naming it, not at the first offer."""
+    if not config.media.enabled:
+        return
+    from signals.media.params import load_media_params
+
+    load_media_params(config.media.params)
 
 
 def require_secret(config: Config) -> str:

@@ -8,6 +8,8 @@ import logging
 import sys
 from typing import Any
 
+from monitor.commands import argtypes
+
 __all__ = ["register", "run"]
 
 
@@ -17,8 +19,10 @@ def register(subparsers: Any) -> None:
         description="Run the sidecar: WebSocket channels, alerts, metrics and the SDK on one port.")
     parser.add_argument("--config", metavar="FILE", default=None,
                         help="configuration file (default: the embedded config/sessionguard.yaml)")
-    parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="port (default 8750; 0: any)")
+    parser.add_argument("--host", type=argtypes.host, default=None,
+                        help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=argtypes.port, default=None,
+                        help="port (default 8750; 0: any)")
     parser.set_defaults(func=run)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import load_config, require_secret
+from monitor.config import check_media, load_config, require_secret
 from monitor.sessions import SeqTracker, Session, merge_claim
 from signals.consent import Consent
 from signals.errors import ConfigError
@@ -56,6 +56,113 @@ def test_serve_without_secret_is_one_clear_sentence(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "SESSIONGUARD_SECRET" in proc.stderr and "Traceback" not in proc.stderr
 
+
+
+def _config_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text", ['host: ""\n', "host: ' '\n"])
+def test_an_empty_host_is_refused_not_every_interface(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"host: must not be empty .*every interface"):
+        load_config(_config_file(tmp_path, text), env={})
+    with pytest.raises(ConfigError, match="SESSIONGUARD_HOST: must not be empty"):
+        load_config(env={"SESSIONGUARD_HOST": ""})
+    with pytest.raises(ConfigError, match="host: must not be empty"):
+        load_config(env={}).with_overrides(host="")
+
+
+@pytest.mark.parametrize("text", [
+    "heartbeat_timeout_s: .inf\n", "tick_interval_s: .nan\n", "limits: {rate_per_s: .inf}\n",
+    "webhooks: {give_up_after_hours: .inf}\n", "store: {group_commit_ms: .nan}\n",
+])
+def test_inf_and_nan_are_refused(tmp_path: Path, text: str) -> None:
+    key = text.split(":")[0] if "{" not in text else (
+        text.split(":")[0] + "." + text.split("{")[1].split(":")[0])
+    with pytest.raises(ConfigError, match=rf"c\.yaml: {key}: Input should be a finite number"):
+        load_config(_config_file(tmp_path, text), env={})
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"SESSIONGUARD_PORT": "abc"}, "environment variable SESSIONGUARD_PORT: Input should be"),
+    ({"SESSIONGUARD_HEARTBEAT_TIMEOUT": "inf"}, "SESSIONGUARD_HEARTBEAT_TIMEOUT: Input should"),
+    ({"SESSIONGUARD_MEDIA_ICE_HOSTS": "10.0.0.1, nope"},
+     "SESSIONGUARD_MEDIA_ICE_HOSTS: 'nope' is not an IP address"),
+    ({"SESSIONGUARD_DB_SYNCHRONOUS": "sometimes"}, "SESSIONGUARD_DB_SYNCHRONOUS: Input should be"),
+])
+def test_a_bad_environment_override_names_the_variable(tmp_path: Path, env: dict[str, str],
+                                                       needle: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config_file(tmp_path, "port: 0\n"), env=env)
+    assert needle in str(caught.value) and "c.yaml" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["http://example.com:99999/h?key=SECRET",
+                                 "http://user:SECRET@example.com:0/h", "ftp://example.com/h",
+                                 "http:///h"])
+def test_a_bad_webhook_url_is_refused_at_load_without_its_secrets(tmp_path: Path,
+                                                                 url: str) -> None:
+    path = _config_file(tmp_path, f"webhooks: {{urls: ['{url}']}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={"SESSIONGUARD_WEBHOOK_SECRET": "w"})
+    message = str(caught.value)
+    assert f"config file {path}: webhooks.urls: webhook URL 'http" in message or "ftp" in message
+    assert "SECRET" not in message and "user" not in message
+
+
+def test_environment_paths_are_relative_to_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = _config_file(folder, "rules: [own-rules]\nmedia: {params: own-media.yaml}\n")
+    cfg = load_config(path, env={})
+    assert cfg.rules == (folder / "own-rules",) and cfg.media.params == folder / "own-media.yaml"
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(path, env={"SESSIONGUARD_RULES": "rules", "SESSIONGUARD_DB": "x.db",
+                                 "SESSIONGUARD_MEDIA_PARAMS": "m.yaml"})
+    assert [p.resolve() for p in cfg.rules] == [tmp_path / "rules"]
+    assert cfg.media.params is not None and cfg.media.params.resolve() == tmp_path / "m.yaml"
+    assert cfg.store.db.resolve() == tmp_path / "x.db"
+
+
+def test_previous_secrets_are_stripped() -> None:
+    cfg = load_config(env={"SESSIONGUARD_SECRET_PREVIOUS": " A, B ,, "})
+    assert cfg.previous_secrets == ("A", "B")
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("media: {params: gone.yaml}\n", "cannot read media parameters {dir}/gone.yaml"),
+    ("media: {params: m.yaml}\n", "media parameters {dir}/m.yaml: audio parameters: shutterr"),
+])
+def test_the_media_section_fails_at_startup_not_at_the_first_offer(
+        tmp_path: Path, text: str, needle: str) -> None:
+    from monitor.server import Sidecar
+
+    (tmp_path / "m.yaml").write_text("audio: {shutterr: {enabled: false}}\n")
+    cfg = load_config(_config_file(tmp_path, text + f"store: {{db: {tmp_path / 'a.db'}}}\n"),
+                      env={"SESSIONGUARD_SECRET": "s" * 32})
+    with pytest.raises(ConfigError) as caught:
+        Sidecar(cfg)
+    assert needle.format(dir=tmp_path) in str(caught.value)
+    check_media(cfg.with_overrides(media={"enabled": False}))  # not analysed: not read
+    with pytest.raises(ConfigError, match="'not an ip' is not an IP address"):
+        load_config(_config_file(tmp_path, "media: {ice_hosts: [not an ip]}\n"), env={})
+
+
+@pytest.mark.parametrize("argv", [["serve", "--port", "70000"], ["serve", "--port=-1"],
+                                  ["serve", "--host", ""], ["demo", "--port", "70000"],
+                                  ["demo", "--host="], ["serve", "--port", "x"]])
+def test_bad_host_or_port_options_are_usage_errors(argv: list[str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert f"sessionguard {argv[0]}: error: argument --" in err and "Traceback" not in err
 
 def test_seq_tracker_dedups_out_of_order_and_bounds_memory() -> None:
     t = SeqTracker(max_runs=8)
