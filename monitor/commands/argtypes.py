@@ -7,7 +7,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["days", "host", "port"]
+__all__ = ["MAX_DAYS", "days", "host", "port"]
 
 
 def port(value: str) -> int:
@@ -31,17 +31,24 @@ def host(value: str) -> str:
     return value
 
 
-def days(minimum: float) -> Callable[[str], float]:
-    """A finite number of days, at least ``minimum``."""
+#: more days than any audit store has existed (and small enough for SQLite's integers)
+MAX_DAYS = 1_000_000
+
+
+def days(minimum: float, *, above: bool = False) -> Callable[[str], float]:
+    """A finite number of days, at least ``minimum`` (more than it when ``above``), at most
+    :data:`MAX_DAYS`."""
+    least = f"more than {minimum:g}" if above else f"at least {minimum:g}"
 
     def parse(value: str) -> float:
         try:
             number = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not a number of days") from None
-        if not math.isfinite(number) or number < minimum:
+        low_ok = number > minimum if above else number >= minimum
+        if not math.isfinite(number) or not low_ok or number > MAX_DAYS:
             raise argparse.ArgumentTypeError(
-                f"{value!r} days: give a number of days of at least {minimum:g}")
+                f"{value!r}: give a number of days, {least} and at most {MAX_DAYS:,}")
         return number
 
     parse.__name__ = "days"

@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from monitor.commands import argtypes
 from monitor.store import DEFAULT_DB_PATH, DEFAULT_RETENTION_MS, SqliteStore
-from signals.errors import ConfigError, StorageError
+from signals.errors import StorageError
 
 __all__ = ["DB_ENV", "db_path", "register"]
 
@@ -67,11 +68,12 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--all", action="store_true", help="check every session")
     verify.add_argument("--db", help=db_help)
     verify.add_argument("--config", help=config_help)
-    verify.set_defaults(func=_verify)
+    verify.set_defaults(func=_verify, _parser=verify)
 
     purge = sub.add_parser("purge", help="delete sessions older than the retention")
-    purge.add_argument("--days", type=float, default=None,
-                       help="retention in days (default: the configured retention_days, 30)")
+    purge.add_argument("--days", type=argtypes.days(1), default=None,
+                       help="retention in days, at least 1 so a session still running is never "
+                            "purged (default: the configured retention_days, 30)")
     purge.add_argument("--db", help=db_help)
     purge.add_argument("--config", help=config_help)
     purge.set_defaults(func=_purge)
@@ -84,7 +86,7 @@ def register(subparsers: Any) -> None:
 
 def _verify(args: argparse.Namespace) -> int:
     if bool(args.session) == bool(args.all):
-        raise ConfigError("give one SESSION or --all")
+        args._parser.error("give one SESSION or --all")
     with _open_existing(args) as store:
         names = store.sessions() if args.all else [args.session]
         bad = 0
@@ -105,8 +107,6 @@ def _purge(args: argparse.Namespace) -> int:
         config = _config(args)
         days = (config.store.retention_days if config is not None
                 else DEFAULT_RETENTION_MS / _DAY_MS)
-    if days < 0:
-        raise ConfigError("--days must not be negative")
     with _open_existing(args) as store:
         gone = store.purge(int(days * _DAY_MS))
     print(f"purged {len(gone)} session(s) older than {days:g} days")

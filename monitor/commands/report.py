@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from monitor.commands import argtypes
 from monitor.commands.audit import DB_ENV, db_path
 from monitor.report import build_report, render_html, render_json, tuning
 from monitor.store import SqliteStore
@@ -32,7 +33,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("session", nargs="?", metavar="SESSION_ID", help="session id")
     parser.add_argument("--rules", action="store_true",
                         help="per-rule alert, acknowledgement and false-alarm counts")
-    parser.add_argument("--days", type=float, default=30.0,
+    parser.add_argument("--days", type=argtypes.days(0, above=True), default=30.0,
                         help="with --rules: the period, in days up to now (default 30)")
     parser.add_argument("--format", choices=("html", "json", "text"), default=None,
                         help="html (default for a session), json, or text (default for --rules)")
@@ -72,8 +73,6 @@ def format_tuning(rows: list[dict[str, Any]], days: float) -> str:
 def _run(args: argparse.Namespace) -> int:
     if args.rules == bool(args.session):
         args._parser.error("give either SESSION_ID or --rules")
-    if args.days <= 0:
-        args._parser.error("--days must be more than zero")
     with _open(args) as store:
         if args.rules:
             now = time.time_ns() // 1_000_000

@@ -166,6 +166,16 @@ def test_cli_errors_are_one_sentence(store: SqliteStore, tmp_path: Path,
     assert exit_info.value.code == 2
 
 
+@pytest.mark.parametrize("days", ["nan", "inf", "-inf", "0", "-1", "1e300", "many"])
+def test_cli_rules_days_must_be_a_sensible_number(store: SqliteStore, days: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "--rules", "--days", days, "--db", str(store.path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --days:" in err and "Traceback" not in err
+
+
 def test_abandoned_webhook_deliveries_are_counted_apart(store: SqliteStore) -> None:
     before = build_report(store, "s-report")["counts"]
     item = store.enqueue("s-report", "http://hooks.example/in", {"seq": 1}, T0 + 1_000)

@@ -51,8 +51,12 @@ def test_verify_errors(db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     _make(db_path)
     assert main(["audit", "verify", "nope", "--db", str(db_path)]) == 1
     assert "no session 'nope'" in capsys.readouterr().err
-    assert main(["audit", "verify", "--db", str(db_path)]) == 1
-    assert "SESSION or --all" in capsys.readouterr().err
+    for usage in (["audit", "verify", "--db", str(db_path)],
+                  ["audit", "verify", "live", "--all", "--db", str(db_path)]):
+        with pytest.raises(SystemExit) as exit_info:  # a usage error: exit 2
+            main(usage)
+        assert exit_info.value.code == 2
+        assert "SESSION or --all" in capsys.readouterr().err
     monkeypatch.setenv("SESSIONGUARD_DB", str(db_path))
     assert main(["audit", "verify", "live"]) == 0
 
@@ -80,7 +84,11 @@ def test_purge(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "purged 1 session(s) older than 30 days" in capsys.readouterr().out
     with SqliteStore(db_path) as store:
         assert store.sessions() == ["live"]
-    assert main(["audit", "purge", "--days", "0", "--db", str(db_path)]) == 0
+    # less than a day would purge sessions still running; nan and inf are no retention
+    for days in ("0", "0.5", "-1", "nan", "inf", "1e300", "soon"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["audit", "purge", "--days", days, "--db", str(db_path)])
+        assert exit_info.value.code == 2
+        assert "argument --days:" in capsys.readouterr().err
     with SqliteStore(db_path) as store:
-        assert store.sessions() == []
-    assert main(["audit", "purge", "--days", "-1", "--db", str(db_path)]) == 1
+        assert store.sessions() == ["live"]
