@@ -31,7 +31,10 @@ __all__ = [
 ]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-_REPORT = re.compile(r"^/v1/sessions/([^/]{1,256})/report$")
+# a session id is at most 256 characters, each up to 4 UTF-8 bytes of 3 characters
+# percent-encoded: the decoded id is checked against 256
+_REPORT = re.compile(r"^/v1/sessions/([^/]{1,3072})/report$")
+_MAX_SESSION_ID = 256
 _TYPES = {".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
           ".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".json": "application/json", ".svg": "image/svg+xml", ".wav": "audio/wav"}
@@ -94,8 +97,10 @@ class HttpRoutes:
             fmt = query.get("format", "json")
             if fmt not in ("json", "html"):
                 return _error(400, "format must be json or html")
-            status, content_type, body = self.report(unquote(match.group(1)),
-                                                     query.get("token"), fmt)
+            session = unquote(match.group(1))
+            if len(session) > _MAX_SESSION_ID:
+                return _error(404, "unknown session")
+            status, content_type, body = self.report(session, query.get("token"), fmt)
             return make_response(status, body, content_type)
         return None
 
@@ -109,7 +114,11 @@ class HttpRoutes:
             file = (root / rel).resolve()
         except (OSError, ValueError):
             return _error(404, "not found")
-        if not file.is_relative_to(root) or not file.is_file():
+        try:
+            found = file.is_relative_to(root) and file.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, say
+            found = False
+        if not found:
             return make_response(404, b'{"error": "not found"}', "application/json", extra)
         try:
             body = file.read_bytes()

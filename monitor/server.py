@@ -332,8 +332,9 @@ class Sidecar:
         if path != "/v1/ws":
             if self._report_path(path):
                 # the report reads SQLite: keep it off the event loop
-                return await asyncio.to_thread(self.routes.handle, request.path)
-            response = self.routes.handle(request.path)
+                response = await asyncio.to_thread(self.routes.handle, request.path)
+            else:
+                response = self.routes.handle(request.path)
             return response if response is not None else json_response(404, {"error": "not found"})
         if self._stopping:
             return json_response(503, {"error": "the sidecar is shutting down"})
@@ -379,11 +380,16 @@ class Sidecar:
         if claims is None:  # pragma: no cover - process_request always runs first
             await ws.close(1008, "not authenticated")
             return
+        from monitor.tokens import LEEWAY_S
+
         limits = self.config.limits
         channel = Channel(ws=ws, role=claims.role, session=claims.session,
                           participant=claims.participant, consent=claims.consent,
                           queue=asyncio.Queue(limits.send_queue), tokens=float(limits.burst),
-                          refilled=time.monotonic(), expires_ms=claims.exp * 1000)
+                          refilled=time.monotonic(),
+                          # the handshake's leeway for clock skew applies here too, so a token
+                          # accepted a moment after its exp is not closed at the next tick
+                          expires_ms=(claims.exp + LEEWAY_S) * 1000)
         channel.writer = asyncio.create_task(self._writer(channel))
         try:
             await self._open(channel)
@@ -552,22 +558,22 @@ class Sidecar:
         self.metrics.invalid_messages.labels(code).inc()
         self._send(channel, proto.error_message(code, message, **extra))
 
+    async def _rate_limited(self, channel: Channel) -> None:
+        channel.floods += 1
+        self.metrics.invalid_messages.labels("rate_limited").inc()
+        if channel.floods > self.config.limits.flood_close_after:
+            self.metrics.disconnects.labels("flood").inc()
+            log.info("closing a flooding %s channel of session %s", channel.role,
+                     channel.session)
+            await self._close(channel, 1008, "rate limit exceeded")
+        else:
+            self._send(channel, proto.error_message(
+                "rate_limited", "too many messages; slow down and resend"))
+
     async def _receive(self, channel: Channel, frame: str | bytes) -> None:
         limits = self.config.limits
-        cost = 1.0
-        if isinstance(frame, str) and frame.startswith('{"type":"signals"'):
-            cost += frame.count('"seq"') / 10
-        if not self._take_token(channel, cost):
-            channel.floods += 1
-            self.metrics.invalid_messages.labels("rate_limited").inc()
-            if channel.floods > limits.flood_close_after:
-                self.metrics.disconnects.labels("flood").inc()
-                log.info("closing a flooding %s channel of session %s", channel.role,
-                         channel.session)
-                await self._close(channel, 1008, "rate limit exceeded")
-            else:
-                self._send(channel, proto.error_message(
-                    "rate_limited", "too many messages; slow down and resend"))
+        if not self._take_token(channel, 1.0):  # before any parsing: a flood costs little
+            await self._rate_limited(channel)
             return
         try:
             message = proto.parse_message(frame, channel.role,  # type: ignore[arg-type]
@@ -575,6 +581,12 @@ class Sidecar:
                                           max_batch=limits.max_batch)
         except InvalidSignal as exc:
             self._invalid(channel, exc.code, str(exc))
+            return
+        # a batch also costs a tenth of a token per item, counted from what was parsed (a
+        # look at the raw text could be dodged with a space or an escape)
+        if isinstance(message, proto.SignalsBatch) and message.items and \
+                not self._take_token(channel, len(message.items) / 10):
+            await self._rate_limited(channel)
             return
         session = self.sessions.get(channel.session)
         if channel.role == "patient":

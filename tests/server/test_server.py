@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import urllib.request
+from urllib.parse import quote
 from typing import Any
 
 import pytest
@@ -274,6 +275,27 @@ async def test_flood_gets_rate_limited_then_closed(serve: Factory, tmp_path: Any
         "sessionguard_forced_disconnects_total", {"reason": "flood"}) == 1
 
 
+async def test_a_batch_costs_its_items_however_it_is_spelled(serve: Factory,
+                                                               tmp_path: Any) -> None:
+    """A batch costs 1 + a tenth of a token per item, counted from the parsed items: a space
+    after the colon (or an escaped key) used to make it cost one token."""
+    from tests.server.conftest import make_config
+    cfg = make_config(tmp_path)
+    cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(
+        update={"rate_per_s": 0.01, "burst": 12, "flood_close_after": 100})})
+    h = await serve(config=cfg)
+    p = await h.patient()
+    for spelling in ('{"type": "signals", "items": %s}', '{"type":"signals","items":%s}'):
+        items = [json.loads(signal(1000 * len(spelling) + i, "client.heartbeat"))
+                 for i in range(100)]
+        first = spelling % json.dumps(items)
+        await p.send(first)  # 11 tokens of 12
+        assert len((await recv_type(p, "ack"))["seqs"]) == 100
+        await p.send(first.replace('"seq": ', '"s\\u0065q": '))  # same items, 11 more
+        assert (await recv_type(p, "error"))["code"] == "rate_limited"
+        h.sidecar.channels["s1"].copy().pop().tokens = 12.0  # refill for the next spelling
+
+
 async def test_stuck_clinician_is_dropped_and_never_blocks_others(serve: Factory,
                                                                    tmp_path: Any) -> None:
     from tests.server.conftest import make_config
@@ -334,6 +356,20 @@ async def test_http_routes(serve: Factory) -> None:
     other = token("s2", "c1", "clinician")
     assert (await aget(h.port, f"/v1/sessions/s1/report?token={other}"))[0] == 403
     assert (await aget(h.port, f"/v1/sessions/s2/report?token={other}"))[0] == 404
+    # odd paths are a plain 404: a name too long for the file system (was a 500), a
+    # sessions path that is not a report (was 426, as if a WebSocket were expected)
+    assert (await aget(h.port, "/sdk/" + "a" * 300))[0] == 404
+    assert (await aget(h.port, f"/v1/sessions/s1/reports?token={good}"))[0] == 404
+    assert (await aget(h.port, "/v1/sessions/"))[0] == 404
+    # a session id of 100 accented letters is 600 characters percent-encoded: its report is
+    # found (it answered 426 before)
+    accented = "é" * 100
+    pe = await h.patient(accented)
+    await pe.send(signal(1))
+    await recv_type(pe, "ack")
+    status, _, body = await aget(
+        h.port, f"/v1/sessions/{quote(accented)}/report?token={token(accented, 'c1', 'clinician')}")
+    assert status == 200 and json.loads(body)["session"] == accented
 
 
 async def test_graceful_shutdown_closes_with_1001(serve: Factory, tmp_path: Any) -> None:
@@ -414,6 +450,10 @@ async def test_a_channel_is_closed_when_its_token_expires(serve: Factory) -> Non
     assert (await recv_json(short))["type"] == "status"
     await h.sidecar.tick()  # within both tokens' lifetime: nothing happens
     now[0] += 61_000
+    await h.sidecar.tick()  # past exp, within the handshake's 10 s leeway: still nothing
+    assert h.sidecar.metrics.registry.get_sample_value(
+        "sessionguard_forced_disconnects_total", {"reason": "token_expired"}) is None
+    now[0] += 10_000
     await h.sidecar.tick()
     error = await recv_type(short, "error")
     assert error["code"] == "token_expired"
