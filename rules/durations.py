@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["format_duration", "parse_duration_ms"]
@@ -15,6 +16,8 @@ def parse_duration_ms(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"bad duration {value!r} (use e.g. 30s, 5m, 2h)")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"bad duration {value!r}: not a finite number of seconds")
         if value < 0:
             raise ValueError(f"bad duration {value!r}: negative")
         return int(value * 1000)

@@ -14,6 +14,7 @@ time before the line is fed, so holds fire in order. Same input, same output.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -40,8 +41,8 @@ class ReplayError(SessionguardError):
 
 def _at(obj: dict[str, Any], n: int) -> int:
     at = obj.get("at")
-    if isinstance(at, bool) or not isinstance(at, int | float):
-        raise ReplayError(n, "'at' must be a time in epoch milliseconds")
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+        raise ReplayError(n, "'at' must be a time in epoch milliseconds (a finite number)")
     return int(at)
 
 

@@ -67,6 +67,10 @@ def test_default_rules_are_clean() -> None:
         ("rules:" + GOOD_RULE.format(id="k10", when="true")
          + "    distinct: {field: nope, n: 2, within: 1m}\n", "k10", "unknown field 'nope'"),
         ("colour: red\n", None, "unknown key 'colour'"),
+        ("rules:" + GOOD_RULE.format(id="k11", when="true") + "    cooldown: .inf\n", "k11",
+         "cooldown: bad duration inf: not a finite number"),
+        ("rules:" + GOOD_RULE.format(id="k12", when="true") + "    hold: .nan\n", "k12",
+         "hold: bad duration nan: not a finite number"),
     ],
 )
 def test_broken_files_name_file_rule_and_problem(tmp_path: Path, text: str, rule: str | None,

@@ -64,6 +64,9 @@ def test_replay_with_restricted_consent(default_rules: Ruleset) -> None:
         ('{"type": "signal", "signal": "client.key", "at": 5, "data": {}}', "data.combo"),
         ('{"type": "signal", "signal": "client.nope", "at": 5}', "unknown signal"),
         ('{"type": "signal", "signal": "client.heartbeat", "at": "soon"}', "'at'"),
+        ('{"type": "signal", "signal": "client.heartbeat", "at": 1e400}', "finite number"),
+        ('{"type": "signal", "signal": "client.heartbeat", "at": NaN}', "finite number"),
+        ('{"type": "tick", "at": -Infinity}', "finite number"),
         ('{"type": "consent.set", "recording": "sometimes", "at": 5}', "recording"),
     ],
 )
