@@ -495,7 +495,8 @@ class Sidecar:
         log.info("%s connected to session %s", channel.role, channel.session)
         if channel.role == "patient":
             state.patient_connected(channel.participant, now)
-            merged = merge_claim(state.consent, channel.consent, not state.consent_from_token)
+            merged = merge_claim(state.consent, channel.consent, not state.consent_from_token,
+                                 keep_recording=state.recording_by_clinician)
             first = not state.consent_from_token
             state.consent_from_token = True
             if first or merged != state.consent:
@@ -626,6 +627,7 @@ class Sidecar:
             await self._alert_reply(channel, session, message)
         elif isinstance(message, proto.ConsentSet):
             now = self.clock()
+            session.recording_by_clinician = True
             await self._apply_consent(session, session.consent.with_recording(message.recording),
                                       now, by=f"clinician:{channel.participant}")
             self._send(channel, {"type": "ok", "ref": "consent.set"})

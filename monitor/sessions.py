@@ -124,6 +124,7 @@ class Session:
     id: str
     consent: Consent = NO_CONSENT
     consent_from_token: bool = False
+    recording_by_clinician: bool = False  # a clinician's consent.set came (see merge_claim)
     patients: dict[str, PatientState] = field(default_factory=dict)
     clinicians: int = 0
     idle_since: int | None = None
@@ -259,14 +260,17 @@ class Session:
         }
 
 
-def merge_claim(current: Consent, claim: Consent, first: bool) -> Consent:
+def merge_claim(current: Consent, claim: Consent, first: bool,
+                keep_recording: bool = False) -> Consent:
     """The session consent after a patient token with ``claim`` connects.
 
     The first patient token sets it; a later one can only narrow monitoring (the
     intersection), so no scope is analysed that some patient of the session did not grant.
+    ``keep_recording``: a clinician set the recording policy (``consent.set``) before the
+    first patient came; that later, explicit decision stays, and the token sets monitoring.
     """
     if first:
-        return claim
+        return Consent(claim.monitoring, current.recording) if keep_recording else claim
     return Consent(current.monitoring & claim.monitoring, current.recording)
 
 

@@ -6,8 +6,8 @@ import asyncio
 import json
 import time
 import urllib.request
-from urllib.parse import quote
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import websockets
@@ -195,6 +195,20 @@ async def test_consent_request_and_approval(serve: Factory) -> None:
     assert "recording_request" in kinds and "recording_decision" in kinds
     assert [e["body"]["recording"] for e in entries if e["kind"] == "consent"] == [
         "prohibited", "patient_allowed", "prohibited"]
+
+
+async def test_a_policy_the_clinician_set_before_the_patient_came_stays(serve: Factory) -> None:
+    h = await serve()
+    c = await h.clinician()
+    await c.send(json.dumps({"type": "consent.set", "recording": "provider_records"}))
+    await recv_type(c, "ok")
+    # the patient's token says "prohibited": it sets the monitoring, the clinician's later,
+    # explicit policy stays (it was silently replaced before)
+    p = await h.connect(token("s1", "p1", "patient",
+                              {"monitoring": ["device"], "recording": "prohibited"}))
+    first = await recv_json(p)
+    assert (first["type"], first["monitoring"], first["recording"]) == (
+        "consent", ["device"], "provider_records")
 
 
 async def test_out_of_scope_signals_are_acked_but_dropped(serve: Factory) -> None:
