@@ -15,6 +15,10 @@ A fixture file (YAML) holds ``tests``; each test::
     expect:
       - {at: 0s, rule: screenshot-key, severity: notice}
 
+Times (``at``, ``until``) are durations from the start, at most :data:`MAX_FIXTURE_MS` (a week:
+the engine is ticked every simulated second). Every rule id named (``rule``, ``only``,
+``expect``) must be one of the rules under test.
+
 Pure: :func:`run_case` takes the parsed mapping and returns the differences.
 """
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rules.durations import parse_duration_ms
 from rules.engine import REPLAY_DEFAULT_CONSENT, Engine
@@ -31,29 +35,46 @@ from rules.model import Alert
 from rules.ruleset import Ruleset
 from signals.catalog import make_signal
 from signals.consent import Consent
+from signals.errors import ConfigError
 
-__all__ = ["CaseResult", "FixtureCase", "run_case"]
+__all__ = ["MAX_FIXTURE_MS", "CaseResult", "FixtureCase", "run_case"]
 
 BASE_AT = 1_700_000_000_000
+#: the latest simulated time a fixture may name (a week: 604,800 ticks take about a second)
+MAX_FIXTURE_MS = 7 * 24 * 3_600_000
+
+Time = str | int | float
+
+
+def _time(value: Time) -> Time:
+    """A fixture time: a duration (ValueError naming the problem), at most a week."""
+    ms = parse_duration_ms(value)
+    if ms > MAX_FIXTURE_MS:
+        raise ValueError(f"{value!r} is later than a fixture may run (at most 168h, a week)")
+    return value
 
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    at: str | int | float
+    at: Time
     signal: str | None = None
     data: dict[str, Any] = {}
     participant: str = "patient"
     session: str = "fixture"
     consent: dict[str, Any] | None = None
 
+    _at_ok = field_validator("at")(_time)
+
 
 class _Expect(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    at: str | int | float
+    at: Time
     rule: str
     severity: str | None = None
     participant: str | None = None
     message_contains: str | None = None
+
+    _at_ok = field_validator("at")(_time)
 
 
 class FixtureCase(BaseModel):
@@ -62,10 +83,20 @@ class FixtureCase(BaseModel):
     rule: str
     consent: dict[str, Any] | None = None
     input: list[_Input] = Field(min_length=1)
-    until: str | int | float | None = None
+    until: Time | None = None
     only: list[str] | None = None
     tick: bool = True
     expect: list[_Expect]
+
+    @field_validator("until")
+    @classmethod
+    def _until_ok(cls, value: Time | None) -> Time | None:
+        return None if value is None else _time(value)
+
+    def unknown_rules(self, ruleset: Ruleset) -> list[str]:
+        """The rule ids this case names that ``ruleset`` does not have."""
+        named = [self.rule, *(self.only or []), *(e.rule for e in self.expect)]
+        return sorted({r for r in named if ruleset.get(r) is None})
 
 
 @dataclass(frozen=True)
@@ -80,6 +111,12 @@ class CaseResult:
 
 
 def run_case(case: FixtureCase, ruleset: Ruleset) -> CaseResult:
+    """Run one case; a :class:`ConfigError` when it names a rule ``ruleset`` lacks (a typo
+    in ``only`` would otherwise compare nothing and pass)."""
+    unknown = case.unknown_rules(ruleset)
+    if unknown:
+        raise ConfigError(f"unknown rule {', '.join(map(repr, unknown))} "
+                          "(not among the rules under test)")
     base = Consent.parse(case.consent) if case.consent is not None else REPLAY_DEFAULT_CONSENT
     engine = Engine(ruleset, default_consent=base)
     alerts: list[Alert] = []

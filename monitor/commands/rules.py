@@ -54,34 +54,52 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _fixture_files(paths: list[str]) -> list[Path]:
+    """Fixture files in order: a directory gives its ``*.yaml`` and ``*.yml``, like rules."""
     out: list[Path] = []
     for p in map(Path, paths):
-        out.extend(sorted(p.glob("*.yaml")) if p.is_dir() else [p])
+        out.extend(sorted(q for q in p.iterdir() if q.suffix in (".yaml", ".yml"))
+                   if p.is_dir() else [p])
     return out
+
+
+def _invalid(exc: Exception) -> str:
+    """One line for a fixture that cannot run: every pydantic problem with its key."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'test'}: "
+                         f"{str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors())
+    return str(exc).splitlines()[0]
+
+
+def _cases(path: Path) -> list[Any]:
+    try:
+        doc = load_yaml(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({describe_yaml_error(exc)})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(not_utf8(path, exc)) from None
+    cases = doc.get("tests") if isinstance(doc, dict) else None
+    if not isinstance(cases, list):
+        raise ConfigError(f"{path}: expected a mapping with a 'tests' list")
+    if not cases:
+        raise ConfigError(f"{path}: the 'tests' list is empty")
+    return cases
 
 
 def run_test(args: argparse.Namespace) -> int:
     ruleset = load_rules(args.rules)
+    files = _fixture_files(args.fixtures)
+    if not files:
+        raise ConfigError(f"no fixture files (*.yaml, *.yml) in {', '.join(args.fixtures)}")
     failed = total = 0
-    for path in _fixture_files(args.fixtures):
-        try:
-            doc = load_yaml(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({describe_yaml_error(exc)})") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(not_utf8(path, exc)) from None
-        cases = doc.get("tests") if isinstance(doc, dict) else None
-        if not isinstance(cases, list):
-            raise ConfigError(f"{path}: expected a mapping with a 'tests' list")
-        for i, raw in enumerate(cases, 1):
+    for path in files:
+        for i, raw in enumerate(_cases(path), 1):
             total += 1
             try:
                 case = FixtureCase.model_validate(raw)
                 result = run_case(case, ruleset)
             except (ValidationError, SessionguardError, ValueError) as exc:
                 failed += 1
-                first = str(exc).splitlines()[0]
-                print(f"{path}: test {i}: invalid fixture: {first}")
+                print(f"{path}: test {i}: invalid fixture: {_invalid(exc)}")
                 continue
             if not result.ok:
                 failed += 1

@@ -77,3 +77,44 @@ def test_rules_test_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert main(["rules", "test", str(bad)]) == 1
     out = capsys.readouterr().out
     assert "expects nothing" in out and "0/1 rule tests passed" in out
+
+
+GOOD_CASE: dict[str, Any] = {
+    "name": "a screenshot key", "rule": "screenshot-key",
+    "input": [{"at": "0s", "signal": "client.key", "data": {"combo": "PrintScreen"}}],
+    "expect": [{"at": "0s", "rule": "screenshot-key"}]}
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"rule": "screenshot-kye"}, "unknown rule 'screenshot-kye'"),
+    ({"only": ["screenshot-key", "nope"]}, "unknown rule 'nope'"),
+    ({"expect": [{"at": "0s", "rule": "nope"}]}, "unknown rule 'nope'"),
+    ({"until": "100000h"}, "until: '100000h' is later than a fixture may run"),
+    ({"until": float("inf")}, "until: bad duration inf: not a finite number"),
+    ({"input": [{"at": "100000h", "signal": "client.key", "data": {"combo": "PrintScreen"}}]},
+     "input.0.at: '100000h' is later than a fixture may run"),
+    ({"inputs": [], "input": None}, "input: Input should be a valid list; inputs: Extra inputs"),
+])
+def test_an_invalid_fixture_says_which_key_and_why(tmp_path: Path, change: dict[str, Any],
+                                                   needle: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"tests": [{**GOOD_CASE, **change}]}))
+    assert main(["rules", "test", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}: test 1: invalid fixture: {needle}" in out and "0/1 rule tests" in out
+
+
+def test_no_tests_is_an_error_and_yml_fixtures_count(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("tests: []\n")
+    assert main(["rules", "test", str(empty)]) == 1
+    assert "the 'tests' list is empty" in capsys.readouterr().err
+    folder = tmp_path / "yml"
+    folder.mkdir()
+    assert main(["rules", "test", str(folder)]) == 1
+    assert "no fixture files (*.yaml, *.yml)" in capsys.readouterr().err
+    (folder / "one.yml").write_text(yaml.safe_dump({"tests": [GOOD_CASE]}))
+    assert main(["rules", "test", str(folder)]) == 0
+    assert "1/1 rule tests passed" in capsys.readouterr().out
