@@ -751,7 +751,8 @@ class Sidecar:
                 self._send(channel, _ordered_alert(wire))
         # Then what clinicians did with them (any alert of the session, also those at or
         # below ``after``: their state may have changed while this panel was away).
-        for state in _alert_states(await self.store.entries(channel.session)).values():
+        ledger = await self.store.entries(channel.session, _STATE_KINDS)
+        for state in _alert_states(ledger).values():
             await self._send_paced(channel, state)
         await self._send_paced(channel, {"type": "ok", "ref": "resume", "after": after,
                                          "count": count})
@@ -779,7 +780,8 @@ class Sidecar:
             self._send(channel, {"type": "ok", "ref": message.type, "id": message.id})
             # The state is read back from the ledger (off the loop), so it also carries what
             # was done before a restart and by other clinicians.
-            states = _alert_states(await self.store.entries(session.id), only=message.id)
+            ledger = await self.store.entries(session.id, _STATE_KINDS)
+            states = _alert_states(ledger, only=message.id)
             state = states.get(message.id)
             if state is not None:
                 self._broadcast(self._clinicians(session.id), state)
@@ -1000,6 +1002,10 @@ def _signal_body(signal: Signal) -> dict[str, Any]:
     return {"signal": signal.name, "at": signal.at, "participant": signal.participant,
             "source": signal.source, "data": signal.data, "seq": signal.seq,
             "confidence": signal.confidence}
+
+
+#: the ledger entries an alert's state is built from
+_STATE_KINDS = ("alert", "ack", "feedback")
 
 
 def _alert_states(entries: Iterable[Any], only: str | None = None) -> dict[str, dict[str, Any]]:

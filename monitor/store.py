@@ -28,7 +28,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +103,7 @@ class AuditStore(Protocol):
     def append_alert(self, session: str, alert: dict[str, Any],
                      webhook_urls: Sequence[str] = ()) -> int: ...
     def alerts_after(self, session: str, seq: int) -> list[dict[str, Any]]: ...
-    def entries(self, session: str) -> list[Entry]: ...
+    def entries(self, session: str, kinds: Collection[str] | None = None) -> list[Entry]: ...
     def sessions(self) -> list[str]: ...
     def verify(self, session: str) -> Verification: ...
     def purge(self, older_than_ms: int = DEFAULT_RETENTION_MS,
@@ -454,10 +454,18 @@ class SqliteStore:
         rows = self._read("SELECT next_seq FROM sessions WHERE session = ?", (session,))
         return int(rows[0][0]) - 1 if rows else 0
 
-    def entries(self, session: str) -> list[Entry]:
-        """Every entry of ``session``, in chain order."""
-        rows = self._read("SELECT idx, kind, at, body, prev_hash, hash FROM entries "
-                          "WHERE session = ? ORDER BY idx", (session,))
+    def entries(self, session: str, kinds: Collection[str] | None = None) -> list[Entry]:
+        """Every entry of ``session`` (only those of ``kinds``, if given), in chain order.
+        ``kinds`` spares decoding what is not wanted: a long session holds thousands of
+        signals, and a clinician's acknowledgement needs only alerts, acks and feedback."""
+        if kinds is None:
+            rows = self._read("SELECT idx, kind, at, body, prev_hash, hash FROM entries "
+                              "WHERE session = ? ORDER BY idx", (session,))
+        else:
+            wanted = sorted(set(kinds))
+            rows = self._read("SELECT idx, kind, at, body, prev_hash, hash FROM entries "
+                              f"WHERE session = ? AND kind IN ({', '.join('?' * len(wanted))}) "
+                              "ORDER BY idx", (session, *wanted))
         return [Entry(session=session, index=r[0], kind=r[1], at=r[2], body=json.loads(r[3]),
                       prev_hash=r[4], hash=r[5]) for r in rows]
 

@@ -27,7 +27,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -375,8 +375,8 @@ class AsyncStore:
     async def last_seq(self, session: str) -> int:
         return await self._call(lambda s: s.last_seq(session), False)
 
-    async def entries(self, session: str) -> list[Entry]:
-        return await self._call(lambda s: s.entries(session), False)
+    async def entries(self, session: str, kinds: Collection[str] | None = None) -> list[Entry]:
+        return await self._call(lambda s: s.entries(session, kinds), False)
 
     async def sessions(self) -> list[str]:
         return await self._call(lambda s: s.sessions(), False)

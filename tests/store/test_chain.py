@@ -52,6 +52,10 @@ def test_sessions_have_independent_chains(store: SqliteStore) -> None:
     assert [e["index"] for e in store.entries("s2")] == [0, 1]
     assert store.entries("s2")[0]["prev_hash"] == GENESIS_HASH
     assert store.verify("s1").checked == 4 and store.verify("s2").ok
+    # only some kinds, in chain order (what an acknowledgement reads back)
+    assert [(e["index"], e["kind"]) for e in store.entries("s1", ("status",))] == [(3, "status")]
+    assert store.entries("s1", ()) == []
+    assert [e["index"] for e in store.entries("s1", ["status", "signal"])] == [0, 3]
 
 
 def test_edited_body_is_detected(store: SqliteStore, db_path: Path) -> None:
