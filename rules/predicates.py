@@ -21,7 +21,8 @@ from rule_engine import DataType
 
 from signals.catalog import CATALOGUE
 
-__all__ = ["META_FIELDS", "Predicate", "context_types", "expand", "make_context"]
+__all__ = ["META_FIELDS", "Predicate", "TypeMismatch", "context_types", "expand", "make_context",
+           "never_equal"]
 
 META_FIELDS: dict[str, Any] = {
     "signal": DataType.STRING,
@@ -88,6 +89,46 @@ def expand(text: str, lists: Mapping[str, list[Any]], macros: Mapping[str, str])
     return "".join(parts)
 
 
+def _nodes(node: Any) -> Iterable[Any]:
+    """Every expression below ``node`` (rule-engine's AST keeps children in attributes)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, rule_engine.ast.ExpressionBase):
+            yield item
+            stack.extend(vars(item).values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def _type_name(expr: Any) -> str:
+    name = getattr(expr.result_type, "name", str(expr.result_type)).lower()
+    if isinstance(expr, rule_engine.ast.SymbolExpression):
+        return f"the {name} field {expr.name!r}"
+    return f"a {name}"
+
+
+def never_equal(rule: rule_engine.Rule) -> str | None:
+    """Why an ``==``/``!=`` of ``rule`` compares values of two different types (so is never
+    or always true, e.g. the boolean ``focused == "false"``), or ``None``. rule-engine checks
+    the types of ordering, arithmetic and regex operators, but not of equality."""
+    undefined = (DataType.UNDEFINED, DataType.NULL)
+    for expr in _nodes(rule.statement.expression):
+        if type(expr) is not rule_engine.ast.ComparisonExpression:
+            continue
+        left, right = expr.left.result_type, expr.right.result_type
+        if left in undefined or right in undefined or DataType.is_compatible(left, right):
+            continue
+        verdict = "always true" if expr.type == "ne" else "never true"
+        return (f"{_type_name(expr.left)} is compared with {_type_name(expr.right)}, "
+                f"which is {verdict}")
+    return None
+
+
+class TypeMismatch(rule_engine.errors.EngineError):
+    """A condition compares values of different types with ``==`` or ``!=``."""
+
+
 class Predicate:
     """A compiled condition. Raises ``rule_engine.errors.EngineError`` subclasses on bad text;
     evaluation errors at run time (a value of an unexpected type) count as *no match*."""
@@ -99,6 +140,9 @@ class Predicate:
                                   default_value=None)
         self.text = text
         self._rule = rule_engine.Rule(text, context=ctx)
+        mismatch = never_equal(self._rule)
+        if mismatch is not None:
+            raise TypeMismatch(mismatch)
         self._cache: dict[Any, bool] = {}
 
     def __call__(self, ctx: Mapping[str, Any], key: Any = None) -> bool:

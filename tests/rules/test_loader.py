@@ -67,6 +67,10 @@ def test_default_rules_are_clean() -> None:
         ("rules:" + GOOD_RULE.format(id="k10", when="true")
          + "    distinct: {field: nope, n: 2, within: 1m}\n", "k10", "unknown field 'nope'"),
         ("colour: red\n", None, "unknown key 'colour'"),
+        ("rules:" + GOOD_RULE.format(id="k13", when='combo == 5'), "k13",
+         "when: the string field 'combo' is compared with a float, which is never true"),
+        ("rules:" + GOOD_RULE.format(id="k14", when='combo == "x" or signal != 1'), "k14",
+         "when: the string field 'signal' is compared with a float, which is always true"),
         ("rules:" + GOOD_RULE.format(id="k11", when="true") + "    cooldown: .inf\n", "k11",
          "cooldown: bad duration inf: not a finite number"),
         ("rules:" + GOOD_RULE.format(id="k12", when="true") + "    hold: .nan\n", "k12",
@@ -165,3 +169,13 @@ def test_one_run_reports_every_problem_of_a_rule(tmp_path: Path) -> None:
     assert ("error", "unknown key 'frequency'") in found
     assert ("error", "when") in found and ("error", "hold") in found
     assert ("warning", "message") in found
+
+
+def test_a_boolean_compared_with_a_string_is_an_error(tmp_path: Path) -> None:
+    text = ("rules:" + GOOD_RULE.format(id="focus", when='focused == "false"')
+            .replace("client.key", "client.focus").replace("Key $combo.", "Focus."))
+    [diag] = errors(check_rules([write(tmp_path, text)]))
+    assert diag.rule == "focus" and "the boolean field 'focused' is compared with a string" \
+        in diag.message
+    fixed = text.replace('focused == "false"', "focused == false")
+    assert errors(check_rules([write(tmp_path, fixed)])) == []
