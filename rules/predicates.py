@@ -21,8 +21,7 @@ from rule_engine import DataType
 
 from signals.catalog import CATALOGUE
 
-__all__ = ["META_FIELDS", "Predicate", "TypeMismatch", "context_types", "expand", "make_context",
-           "never_equal"]
+__all__ = ["META_FIELDS", "Predicate", "context_types", "expand", "make_context", "never_equal"]
 
 META_FIELDS: dict[str, Any] = {
     "signal": DataType.STRING,
@@ -125,10 +124,6 @@ def never_equal(rule: rule_engine.Rule) -> str | None:
     return None
 
 
-class TypeMismatch(rule_engine.errors.EngineError):
-    """A condition compares values of different types with ``==`` or ``!=``."""
-
-
 class Predicate:
     """A compiled condition. Raises ``rule_engine.errors.EngineError`` subclasses on bad text;
     evaluation errors at run time (a value of an unexpected type) count as *no match*."""
@@ -142,7 +137,7 @@ class Predicate:
         self._rule = rule_engine.Rule(text, context=ctx)
         mismatch = never_equal(self._rule)
         if mismatch is not None:
-            raise TypeMismatch(mismatch)
+            raise rule_engine.errors.EngineError(mismatch)
         self._cache: dict[Any, bool] = {}
 
     def __call__(self, ctx: Mapping[str, Any], key: Any = None) -> bool:
