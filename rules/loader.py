@@ -203,6 +203,8 @@ class _Loader:
             self.error(file, rid, f"{what}: syntax error in {text!r}: {exc.message}")
         except rule_engine.errors.EngineError as exc:
             self.error(file, rid, f"{what}: {exc.message} in {text!r}")
+        except ValueError as exc:  # a macro cycle
+            self.error(file, rid, f"{what}: {exc}")
         return None
 
     def duration(self, file: str, rid: str, key: str, value: Any) -> int:

@@ -21,7 +21,8 @@ from rule_engine import DataType
 
 from signals.catalog import CATALOGUE
 
-__all__ = ["META_FIELDS", "Predicate", "context_types", "expand", "make_context", "never_equal"]
+__all__ = ["MACRO_DEPTH", "META_FIELDS", "Predicate", "context_types", "expand", "make_context",
+           "never_equal"]
 
 META_FIELDS: dict[str, Any] = {
     "signal": DataType.STRING,
@@ -31,6 +32,8 @@ META_FIELDS: dict[str, Any] = {
 }
 _STRING_LITERAL = re.compile(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*')")
 _CACHE_MAX = 2048
+#: how deep macros may use other macros
+MACRO_DEPTH = 8
 
 
 def _datatype(annotation: Any) -> Any:
@@ -68,19 +71,30 @@ def context_types(signals: Iterable[str]) -> dict[str, Any]:
     return types_
 
 
+def _name(name: str) -> str:
+    return rf"(?<![\w.$]){re.escape(name)}(?![\w])"
+
+
 def expand(text: str, lists: Mapping[str, list[Any]], macros: Mapping[str, str]) -> str:
     """Replace list names with array literals and macro names with their (parenthesised)
-    text, outside string literals. Macros may use lists and earlier macros."""
+    text, outside string literals. Macros may use lists and earlier macros, nested at most
+    :data:`MACRO_DEPTH` deep; a ``ValueError`` names a macro that never stops expanding (a
+    cycle)."""
     parts = _STRING_LITERAL.split(text)
     for i in range(0, len(parts), 2):  # even parts are outside string literals
         chunk = parts[i]
-        for _ in range(8):  # macros within macros, bounded
+        for _ in range(MACRO_DEPTH):  # macros within macros, bounded
             before = chunk
             for name, body in macros.items():
-                chunk = re.sub(rf"(?<![\w.$]){re.escape(name)}(?![\w])",
-                               lambda _m, b=body: f"({b})", chunk)
+                chunk = re.sub(_name(name), lambda _m, b=body: f"({b})", chunk)
             if chunk == before:
                 break
+        else:
+            left = [n for n in macros if re.search(_name(n), _STRING_LITERAL.sub("", chunk))]
+            if left:
+                raise ValueError(f"macro {left[0]!r} never stops expanding (it uses itself, "
+                                 f"directly or through other macros, or they nest more than "
+                                 f"{MACRO_DEPTH} deep)")
         for name, values in lists.items():
             chunk = re.sub(rf"(?<![\w.$]){re.escape(name)}(?![\w])",
                            lambda _m, v=values: json.dumps(v), chunk)

@@ -57,7 +57,7 @@ def test_the_commands_print_one_line(tmp_path: Path, argv: list[str],
     args = [str(broken) if a == "BROKEN" else str(media) if a == "FILE" else a for a in argv]
     assert main(args) == 1
     captured = capsys.readouterr()
-    said = (captured.err + captured.out).strip()  # rules check reports on stdout, with a tally
+    said = (captured.err + captured.out).strip()  # rules check adds a tally
     [line] = [x for x in said.splitlines() if "YAML" in x]
     assert "line 3, column 1" in line
     assert len(said.splitlines()) <= 2 and "Traceback" not in said

@@ -1,14 +1,16 @@
 """``sessionguard rules check [PATH...]`` and
 ``sessionguard rules test FIXTURES... [--rules PATH]``.
 
-``check`` prints one line per problem (``FILE: rule ID: error|warning: what``) and exits 1
-on any of them, 0 when clean. ``test`` runs promtool-style rule fixtures (see
-``rules.fixtures``) and exits 1 when one fails.
+``check`` prints one line per problem (``FILE: rule ID: error|warning: what``) and a tally on
+stderr and exits 1 on any of them; when clean it prints ``ok: N rules`` on stdout, exit 0.
+``test`` runs promtool-style rule fixtures (see ``rules.fixtures``) and exits 1 when one
+fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +44,11 @@ def register(subparsers: Any) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     diagnostics = check_rules(args.paths or None)
-    for d in diagnostics:
-        print(d)
+    for d in diagnostics:  # problems go to stderr (CONTRACT: errors go to stderr)
+        print(d, file=sys.stderr)
     if diagnostics:
         errors = sum(1 for d in diagnostics if d.level == "error")
-        print(f"{errors} error(s), {len(diagnostics) - errors} warning(s)")
+        print(f"{errors} error(s), {len(diagnostics) - errors} warning(s)", file=sys.stderr)
         return 1
     ruleset = load_rules(args.paths or None)
     print(f"ok: {len(ruleset.rules)} rules")

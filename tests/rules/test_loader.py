@@ -144,8 +144,9 @@ def test_rules_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "ok:" in capsys.readouterr().out
     bad = write(tmp_path, "rules:" + GOOD_RULE.format(id="bad-one", when='colour == "x"'))
     assert main(["rules", "check", str(bad)]) == 1
-    out = capsys.readouterr().out
-    assert f"{bad}: rule bad-one: error: when: unknown field 'colour'" in out
+    captured = capsys.readouterr()  # problems are errors: on stderr, like every command's
+    assert f"{bad}: rule bad-one: error: when: unknown field 'colour'" in captured.err
+    assert "1 error(s), 0 warning(s)" in captured.err and captured.out == ""
     with pytest.raises(SystemExit) as info:
         main(["rules", "nonsense"])
     assert info.value.code == 2
@@ -179,3 +180,12 @@ def test_a_boolean_compared_with_a_string_is_an_error(tmp_path: Path) -> None:
         in diag.message
     fixed = text.replace('focused == "false"', "focused == false")
     assert errors(check_rules([write(tmp_path, fixed)])) == []
+
+
+def test_a_macro_cycle_is_named_not_an_unknown_field(tmp_path: Path) -> None:
+    text = ("macros:\n  a: b or combo == \"x\"\n  b: a\n"
+            "rules:" + GOOD_RULE.format(id="cyc", when="a"))
+    [diag] = errors(check_rules([write(tmp_path, text)]))
+    assert diag.rule == "cyc" and "macro 'a' never stops expanding" in diag.message
+    nested = "macros:\n  a: b\n  b: combo == \"x\"\nrules:" + GOOD_RULE.format(id="ok", when="a")
+    assert errors(check_rules([write(tmp_path, nested)])) == []
