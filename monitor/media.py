@@ -247,6 +247,7 @@ class _Track:
     limit: str | None = None  # what the track cannot carry, as last reported
     reported: dict[str, int] = field(default_factory=dict)  # frame counts given to on_frames
     refused: bool = False  # the sidecar stopped receiving it (oversized video)
+    failing: bool = False  # its analyzer keeps raising: reported stopped, limit "failed"
 
 
 class MediaReceiver:
@@ -459,7 +460,7 @@ class MediaReceiver:
                     state.pipeline = self._make_pipeline(state)
                 if state.pipeline is None:
                     continue  # no analyzer: never report a blind track as flowing
-                if state.state != "flowing":
+                if state.state != "flowing" and not state.failing:
                     await self._set_state(state, "flowing")
                 state.pipeline.offer(frame, t - state.t_offset)  # type: ignore[arg-type]
         finally:
@@ -489,14 +490,32 @@ class MediaReceiver:
         p = self._params
         lag = LagWatch(window_s=p.overload_window_s, on_s=p.overload_wait_s,
                        off_s=p.overload_wait_s / 4)
+
+        def on_failing(failing: bool) -> None:
+            self._schedule(self._analysis_failing, state, failing)
+
         if state.kind == "video":
             pipeline = VideoPipeline(emit=emit, stats=state.analysis, sink=sink,
-                                     max_fps=p.max_fps, lag=lag)
+                                     max_fps=p.max_fps, lag=lag, on_failing=on_failing)
         else:
             pipeline = AudioPipeline(emit=emit, stats=state.analysis, sink=sink,
                                      backlog_s=p.audio_backlog_s, batch_s=p.audio_batch_s,
-                                     lag=lag)
+                                     lag=lag, on_failing=on_failing)
         return pipeline
+
+    async def _analysis_failing(self, state: _Track, failing: bool) -> None:
+        """The track's analyzer keeps raising (``failing``), or works again. A track nobody
+        can analyse is not ``flowing``: it is reported stopped, with the limit ``failed``
+        as the reason, until a job succeeds again."""
+        state.failing = failing
+        if failing:
+            log.error("the %s analysis keeps failing on a track: reported stopped", state.kind)
+            await self._set_state(state, "stopped")
+            self._set_limit(state, "failed")
+        else:
+            self._set_limit(state, None)
+            if state.pipeline is not None and not self._closed:
+                await self._set_state(state, "flowing")
 
     def _build(self, kind: str) -> Any:
         """A fresh analyzer for ``kind``; :class:`MediaError` if it cannot be made (a broken

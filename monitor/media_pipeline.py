@@ -163,6 +163,9 @@ class LagWatch:
         return self.overloaded
 
 
+#: consecutive failed analysis jobs after which a pipeline is ``failing``
+FAIL_AFTER = 3
+
 _Raw = tuple[float, int, tuple[int, bool], npt.NDArray[Any], int]  # t, rate, layout, data, n
 
 
@@ -176,6 +179,11 @@ class _Base:
     last_t: float = 0.0
     lag: LagWatch = field(default_factory=LagWatch)
     clock: Callable[[], float] = time.monotonic
+    #: told ``True`` once FAIL_AFTER jobs in a row raised (the analyzer keeps failing on this
+    #: track: nothing of it is analysed), ``False`` at the next job that succeeds
+    on_failing: Callable[[bool], None] | None = None
+    failing: bool = False
+    _failures: int = 0
     _job: asyncio.Future[tuple[float, list[Detection]]] | None = None
     _closed: bool = False
 
@@ -200,12 +208,23 @@ class _Base:
             if not self.stats.errors:
                 log.error("media analyzer failed (further failures counted only): %r", exc)
             self.stats.errors += 1
+            self._failures += 1
+            if self._failures >= FAIL_AFTER and not self.failing:
+                self._set_failing(True)
         else:
+            self._failures = 0
+            if self.failing:
+                self._set_failing(False)
             wait, detections = job.result()
             self.lag.add(wait, self.clock())
             self.emit(detections)
         if not self._closed:
             self._next()
+
+    def _set_failing(self, failing: bool) -> None:
+        self.failing = failing
+        if self.on_failing is not None:
+            self.on_failing(failing)
 
     def _next(self) -> None:
         """Start the next job if one is waiting (audio only)."""

@@ -38,13 +38,15 @@ LIMIT_WORDS = {
     "overloaded": ("{kind} from patient {participant} is analysed only in part: the "
                    "sidecar's analysis is falling behind (more calls than its CPU can "
                    "analyse, or a busy machine), so detections may come late or be missed"),
+    "failed": ("{kind} from patient {participant} is not analysed: the sidecar's {kind} "
+               "analysis keeps failing on it (the sidecar's log says why)"),
     "oversized": ("video from patient {participant} is not analysed: it arrived larger or "
                   "faster than the sidecar accepts, so the sidecar stopped receiving it (the "
                   "patient's app should send the reduced copy the SDK sends)"),
 }
 #: limits that are the reason media stopped (the sidecar refused it), not what flowing media
 #: cannot carry: their words replace "has stopped" among a ``status``'s ``reasons``
-REFUSALS = frozenset({"oversized"})
+REFUSALS = frozenset({"oversized", "failed"})
 MEDIA_KINDS: tuple[Literal["audio", "video"], ...] = ("audio", "video")
 
 

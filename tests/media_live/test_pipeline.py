@@ -151,6 +151,34 @@ async def test_a_pipeline_whose_jobs_wait_for_a_busy_thread_says_overloaded() ->
     await pipe.close()
 
 
+class Brittle(GatedVideo):
+    """Raises on every picture while ``broken``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = True
+
+    def push(self, picture: np.ndarray, t: float) -> list[Detection]:
+        if self.broken:
+            raise ValueError("cannot analyse this picture")
+        return super().push(picture, t)
+
+
+async def test_a_pipeline_whose_analyzer_keeps_failing_says_so_once_and_recovers() -> None:
+    sink, told = Brittle(), []
+    pipe = VideoPipeline(emit=lambda d: None, sink=sink, max_fps=10, on_failing=told.append)
+    for i in range(5):
+        pipe.offer(video_frame(i), i * 0.1)
+        await settle(pipe)
+        assert told == ([] if i < 2 else [True])  # the third failure in a row
+    assert pipe.failing and pipe.stats.errors == 5
+    sink.broken = False
+    pipe.offer(video_frame(9), 0.9)
+    await settle(pipe)
+    assert told == [True, False] and not pipe.failing
+    await pipe.close()
+
+
 async def test_discarded_pipeline_never_reaches_its_analyzer_again() -> None:
     sink = GatedAudio()
     pipe = AudioPipeline(emit=lambda d: None, sink=sink, batch_s=0.02)

@@ -341,3 +341,48 @@ async def test_an_analysis_thread_that_cannot_keep_up_is_reported_and_recovers(
         analyzer.slow.clear()
     await eventually(lambda: [limit for kind, limit in limits if kind == "audio"][-1] is None)
     assert rx.media_state()["audio"] == "flowing"
+
+
+class BrokenVideo(DarkVideo):
+    """Raises on every picture while ``broken`` is set (e.g. frames it cannot take)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = threading.Event()
+        self.broken.set()
+
+    def push(self, picture: np.ndarray, t: float) -> list[Any]:
+        if self.broken.is_set():
+            raise ValueError("a video frame this analyzer cannot take")
+        return super().push(picture, t)
+
+
+async def test_a_track_whose_analysis_keeps_failing_is_not_reported_flowing(
+        cleanup: list[Any]) -> None:
+    """Frames arrive, but every analysis of them raises: the clinician must not read
+    "flowing" (frames arriving *and* analysed). The video is reported stopped with the
+    reason ``failed``, the audio goes on, and the video flows again once analysis works."""
+    rec = Recorder()
+    limits: list[tuple[str, str | None]] = []
+    made: list[BrokenVideo] = []
+
+    def broken_video() -> BrokenVideo:
+        made.append(BrokenVideo())
+        return made[-1]
+
+    media = MediaParams(video_factory=broken_video, audio_factory=SilentAudio)
+    rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, rec.on_status,
+                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    cleanup.append(rx)
+    tracks = [GeneratedVideo(lambda i: np.full((120, 160, 3), 128, np.uint8), fps=10),
+              GeneratedAudio(silence)]
+    cleanup.append(await connect_client(tracks, rx.handle_offer))
+    await eventually(lambda: ("video", "failed") in limits)
+    assert rx.media_state() == {"audio": "flowing", "video": "stopped"}
+    assert rec.statuses.count(("video", "stopped")) == 1
+    for analyzer in made:
+        analyzer.broken.clear()
+    await eventually(lambda: limits[-1] == ("video", None)
+                     and rx.media_state()["video"] == "flowing")
+    assert [state for kind, state in rec.statuses if kind == "video"] == [
+        "flowing", "stopped", "flowing"]

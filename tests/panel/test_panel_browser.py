@@ -248,6 +248,15 @@ async def test_panel_shows_a_media_limit_without_calling_it_blind(tmp_path: Path
             assert "may come late or be missed" in await panel.locator(".sg-reasons").inner_text()
             await sc.sidecar.media_limit(session, "p1", "video", None)
             await page.wait_for_selector('sessionguard-panel[data-state="on"]')
+            # an analysis that keeps failing: blind, and the camera row says why
+            await sc.sidecar.media_status(session, "p1", "video", "stopped")
+            await sc.sidecar.media_limit(session, "p1", "video", "failed")
+            await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+            await expect(panel.locator(".sg-details")).to_contain_text(
+                "the sidecar's analysis of it keeps failing")
+            await sc.sidecar.media_limit(session, "p1", "video", None)
+            await sc.sidecar.media_status(session, "p1", "video", "flowing")
+            await page.wait_for_selector('sessionguard-panel[data-state="on"]')
             # video the sidecar refused (too large): blind, and the panel says why
             await sc.sidecar.media_status(session, "p1", "video", "stopped")
             await sc.sidecar.media_limit(session, "p1", "video", "oversized")

@@ -261,6 +261,18 @@ def test_refused_video_says_why_it_stopped() -> None:
     assert "audio from patient p1 has stopped" in s.status(4000)["reasons"]
 
 
+def test_video_whose_analysis_keeps_failing_is_blind_and_says_why() -> None:
+    s = Session("s1", consent=Consent(frozenset({"device", "video"})))
+    s.patient_connected("p1", 1000)
+    s.set_media("p1", "video", "flowing")
+    s.set_media("p1", "video", "stopped")
+    s.set_limit("p1", "video", "failed")
+    st = s.status(2000)
+    [reason] = st["reasons"]
+    assert st["blind"] and reason.startswith("video from patient p1 is not analysed: the "
+                                             "sidecar's video analysis keeps failing")
+
+
 def test_an_overloaded_analysis_is_a_limit_named_for_its_kind() -> None:
     s = Session("s1", consent=Consent(frozenset({"device", "audio", "video"})))
     s.patient_connected("p1", 1000)
