@@ -43,7 +43,10 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def load_yaml(text: str) -> Any:
     """``yaml.safe_load`` that refuses duplicate keys (a :class:`yaml.YAMLError`, like any
     other syntax problem, so :func:`describe_yaml_error` gives its line)."""
-    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise yaml.YAMLError("nested too deeply to read") from None
 
 
 def describe_yaml_error(exc: yaml.YAMLError) -> str:

@@ -42,6 +42,21 @@ def test_every_reader_says_where_in_one_line(tmp_path: Path,
     assert "not valid YAML (line 3, column 1: " in message and "\n" not in message
 
 
+@pytest.mark.parametrize("read", [
+    lambda path: load_media_params(path),
+    lambda path: load_config(path, env={}),
+    lambda path: DeviceClassifier.from_yaml(path.read_text(), str(path)),
+])
+def test_every_reader_refuses_nesting_too_deep_to_read(
+        tmp_path: Path, read: Callable[[Path], object]) -> None:
+    """PyYAML composes nested nodes recursively: 20,000 brackets ran out of stack with a
+    RecursionError traceback."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("video: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply to read"):
+        read(path)
+
+
 @pytest.mark.parametrize("argv", [["analyze", "FILE", "--params", "BROKEN"],
                                   ["serve", "--config", "BROKEN"],
                                   ["rules", "test", "BROKEN"],

@@ -195,6 +195,8 @@ def _read_yaml(path: Path, what: str = "media parameters") -> Any:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{what} {not_utf8(path, exc)}") from None
+    except ValueError:  # a name with a NUL byte in it
+        raise ConfigError(f"cannot read {what} {str(path)!r}: not a usable file name") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} are not valid YAML "
                           f"({describe_yaml_error(exc)})") from None

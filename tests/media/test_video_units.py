@@ -72,6 +72,7 @@ def test_load_media_params_merges_audio_file(tmp_path: Path) -> None:
     ("audio_file: list.yaml\n", "- 1\n- 2\n",
      "audio parameters {dir}/list.yaml (the audio_file of {dir}/media.yaml) must be a mapping"),
     ("audio_file: 5\n", None, "media parameters {dir}/media.yaml: audio_file must be a file name"),
+    ('audio_file: "a\\0b"\n', None, "cannot read audio parameters '{dir}/a\\x00b': not a usable"),
     ("audio_file: a.yaml\naudio: [1, 2]\n", "{}\n",
      "media parameters {dir}/media.yaml: audio must be a mapping"),
     ("audio: [1, 2]\n", None, "media parameters {dir}/media.yaml: audio: "),
