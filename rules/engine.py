@@ -32,6 +32,7 @@ _AGREED = ("patient_allowed", "provider_records")
 _NEVER = 2**62
 _NO_CONTEXT: dict[str, Any] = {}
 _MAX_CONSENT_HISTORY = 8
+_SINCE_EVER = -(2**62)  # the time of a session's first consent record
 
 
 class _Group:
@@ -50,7 +51,7 @@ class _Session:
                  "last_fired", "next_due", "skipped", "timed", "total")
 
     def __init__(self, consent: Consent) -> None:
-        self.consents: list[tuple[int, Consent]] = [(-(2**62), consent)]
+        self.consents: list[tuple[int, Consent]] = [(_SINCE_EVER, consent)]
         self.groups: dict[tuple[int, str], _Group] = {}
         self.last_fired: dict[tuple[Any, ...], int] = {}
         self.next_due = _NEVER
@@ -100,6 +101,16 @@ class Engine:
         """The consent in force for ``session`` from time ``now`` on (earlier signals keep
         the consent of their own time). Skips are reported afresh after a change."""
         s = self._session(session)
+        if len(s.consents) == 1 and s.consents[0][0] == _SINCE_EVER \
+                and not s.consents[0][1].monitoring:
+            # the session's first consent after a default that grants nothing: it holds from
+            # the start. A patient's clock a little behind the sidecar's stamps the first
+            # signals before ``now``; they must not fall under "nothing granted" (skipped).
+            # (The server checks each signal's scope on arrival, so nothing sent before the
+            # consent is analysed.)
+            s.consents[0] = (_SINCE_EVER, consent)
+            s.skipped = None
+            return
         s.consents.append((now, consent))
         s.consents.sort(key=lambda tc: tc[0])
         if len(s.consents) > _MAX_CONSENT_HISTORY:

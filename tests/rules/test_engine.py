@@ -65,6 +65,22 @@ def test_default_consent_is_private_and_skips_are_reported_once(default_rules: R
     assert audio.alerts == () and {s.missing for s in audio.skipped} == {("audio",)}
 
 
+def test_the_first_consent_holds_for_signals_stamped_a_little_before_it(
+        default_rules: Ruleset) -> None:
+    """A patient's clock 3 s behind the sidecar's: the signals sent just after the token's
+    consent was applied carry an earlier time; they were skipped for lack of consent."""
+    engine = Engine(default_rules)  # NO_CONSENT by default
+    engine.set_consent("s1", DEVICE_ONLY, T0 + 3_000)
+    out = engine.feed(sig("client.key", 1, {"combo": "PrintScreen"}), T0 + 3_000)
+    assert [a.rule for a in out.alerts] == ["screenshot-key"]
+    assert {s.rule for s in out.skipped} == {"screenshot-heard"}  # needs audio: still skipped
+    # a later change still takes effect at its own time
+    engine.set_consent("s1", Consent(frozenset(), "prohibited"), T0 + 60_000)
+    later = engine.feed(sig("client.key", 70, {"combo": "PrintScreen"}), T0 + 70_000)
+    assert later.alerts == () and ("screenshot-key", ("device",)) in {
+        (k.rule, k.missing) for k in later.skipped}
+
+
 def test_devices_are_not_classified_without_device_consent(default_rules: Ruleset) -> None:
     engine = Engine(default_rules, default_consent=NO_CONSENT)
     data = {"change": "initial", "devices": [{"kind": "audioinput", "label": "BlackHole 2ch",
