@@ -392,7 +392,18 @@ class Sidecar:
                           expires_ms=(claims.exp + LEEWAY_S) * 1000)
         channel.writer = asyncio.create_task(self._writer(channel))
         try:
-            await self._open(channel)
+            try:
+                await self._open(channel)
+            except SessionguardError as exc:
+                # the audit store cannot take the connection's records (locked, full): the
+                # channel is refused for now, in words, and nothing is half-recorded as done
+                log.warning("%s of session %s not opened: %s", channel.role, channel.session,
+                            type(exc).__name__)
+                self._send(channel, proto.error_message(
+                    "unavailable", "the sidecar cannot record this session right now; "
+                                   "reconnect in a moment"))
+                await self._close(channel, 1013, "audit store unavailable")
+                return
             async for frame in ws:
                 if channel.closing:
                     break
@@ -499,7 +510,7 @@ class Sidecar:
                                  keep_recording=state.recording_by_clinician)
             first = not state.consent_from_token
             state.consent_from_token = True
-            if first or merged != state.consent:
+            if first or merged != state.consent or state.consent_unrecorded:
                 await self._apply_consent(state, merged, now, by="token", announce=False)
             else:
                 self._send(channel, self._consent_message(state, now))
@@ -793,10 +804,12 @@ class Sidecar:
 
     async def _apply_consent(self, session: Session, consent: Consent, now: int, by: str,
                              announce: bool = True) -> None:
-        session.consent = consent
+        session.consent = consent  # at once: a narrower consent must not wait for the disk
         self.engine.set_consent(session.id, consent, now)
+        session.consent_unrecorded = True  # until the ledger holds it (see _open)
         await self.store.append(session.id, "consent", now,
                                 {**consent.to_dict(), "by": by, "at": now})
+        session.consent_unrecorded = False
         for (sid, _pid), receiver in list(self.media.items()):
             if sid == session.id:
                 with contextlib.suppress(Exception):

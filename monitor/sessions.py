@@ -127,6 +127,7 @@ class Session:
     consent: Consent = NO_CONSENT
     consent_from_token: bool = False
     recording_by_clinician: bool = False  # a clinician's consent.set came (see merge_claim)
+    consent_unrecorded: bool = False  # the consent in force did not reach the ledger yet
     patients: dict[str, PatientState] = field(default_factory=dict)
     clinicians: int = 0
     idle_since: int | None = None

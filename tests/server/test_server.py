@@ -629,3 +629,35 @@ async def test_a_patient_has_one_recording_request_waiting_at_a_time(serve: Fact
     assert again["id"] != first and "pending" not in again
     kinds = [e["kind"] for e in h.sidecar.store.store.entries("s1")]
     assert kinds.count("recording_request") == 2
+
+
+async def test_a_store_that_cannot_write_refuses_a_channel_in_words_and_loses_nothing(
+        serve: Factory) -> None:
+    """The audit store locked or full while a patient connects: the patient is told and the
+    channel closed 1013 (it was a traceback and 1011); once the store works again the
+    reconnect records the consent the failed attempt could not."""
+    from signals.errors import StorageError
+
+    h = await serve()
+    store = h.sidecar.store
+    original, broken = store.append, [True]
+
+    async def append(*args: Any, **kwargs: Any) -> Any:
+        if broken[0]:
+            raise StorageError("database is locked")
+        return await original(*args, **kwargs)
+
+    store.append = append
+    p = await h.connect(token("s1", "p1", "patient", DEVICE))
+    error = await recv_type(p, "error")
+    assert error["code"] == "unavailable"
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await recv_json(p)
+    assert p.close_code == 1013
+    broken[0] = False
+    again = await h.patient()
+    await again.send(signal(1, "client.key", {"combo": "PrintScreen"}))
+    assert (await recv_type(again, "ack"))["seq"] == 1
+    kinds = [e["kind"] for e in h.sidecar.store.store.entries("s1")]
+    assert "consent" in kinds and "signal" in kinds
