@@ -21,6 +21,7 @@ Logs carry ids and codes only: never labels, device lists, reasons typed by peop
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import gc
@@ -69,6 +70,8 @@ SESSION_IDLE_EVICT_MS = 3_600_000
 #: WebRTC offers a participant may send at once, and then one per this many seconds
 OFFER_BURST = 3
 OFFER_EVERY_S = 2.0
+#: alerts kept in memory while the store refuses them; beyond, the oldest is dropped (logged)
+MAX_UNSTORED_ALERTS = 100_000
 #: a long reply (a resume) waits at most this long for a reader to make room in its queue
 SLOW_READER_S = 10.0
 #: recording requests a participant may have waiting for an answer at once; asking again
@@ -217,6 +220,9 @@ class Sidecar:
         #: (tokens, when) of each participant's offer bucket (see ``_offer``); kept across
         #: reconnects (a reconnect must not refill it), dropped with the idle session
         self._offer_tokens: dict[tuple[str, str], tuple[float, float]] = {}
+        #: alerts the engine raised that the store could not commit yet (see ``_outcome``)
+        self._unstored: collections.deque[tuple[Any, float | None]] = collections.deque()
+        self._retrying = False
         for kind in ("audio", "video"):
             self.metrics.media_flowing.labels(kind).set_function(
                 functools.partial(self._media_flowing, kind))
@@ -708,18 +714,56 @@ class Sidecar:
             await self.store.append(session.id, "skip", int(body.get("at", self.clock())), body)
             self._broadcast(self._clinicians(session.id), {"type": "skip", **body})
         for alert in getattr(outcome, "alerts", ()):
-            wire = alert.to_wire(0)
-            wire.pop("seq", None)
-            seq = await self.store.append_alert(alert.session, wire, self.webhook_urls)
-            wire["seq"] = seq
-            target = self.sessions.get(alert.session)
-            target.known_alerts.add(alert.id)
-            self.metrics.alerts.labels(alert.rule, alert.severity.label).inc()
-            self._deliver_alert(alert.session, wire)
-            if started is not None:
-                self.metrics.delivery_latency.observe(time.perf_counter() - started)
-            if self.webhooks is not None:
-                self.webhooks.wake()
+            if self._unstored:  # behind alerts the store could not take yet: keep the order
+                self._hold_unstored(alert, started)
+                continue
+            try:
+                await self._store_alert(alert, started)
+            except SessionguardError as exc:
+                # The engine has spent it (cooldown, counts): it must not be lost. Kept in
+                # memory and stored, then delivered, at the next tick that can.
+                log.warning("alert of session %s not stored yet (%s): retried every tick",
+                            alert.session, type(exc).__name__)
+                self._hold_unstored(alert, started)
+
+    def _hold_unstored(self, alert: Any, started: float | None) -> None:
+        if len(self._unstored) >= MAX_UNSTORED_ALERTS:
+            dropped, _ = self._unstored.popleft()
+            log.error("alert of session %s dropped: %d alerts already wait for the store",
+                      dropped.session, MAX_UNSTORED_ALERTS)
+        self._unstored.append((alert, started))
+
+    async def _retry_unstored(self) -> None:
+        """Store and deliver the alerts the store refused earlier, oldest first; stop at the
+        first refusal (the next tick tries again)."""
+        if self._retrying:  # one retry at a time, or an alert could be stored twice
+            return
+        self._retrying = True
+        try:
+            while self._unstored:
+                alert, started = self._unstored[0]
+                try:
+                    await self._store_alert(alert, started)
+                except SessionguardError:
+                    return
+                self._unstored.popleft()
+        finally:
+            self._retrying = False
+
+    async def _store_alert(self, alert: Any, started: float | None) -> None:
+        """Commit ``alert`` (it gets its seq), then send it to clinicians and webhooks."""
+        wire = alert.to_wire(0)
+        wire.pop("seq", None)
+        seq = await self.store.append_alert(alert.session, wire, self.webhook_urls)
+        wire["seq"] = seq
+        target = self.sessions.get(alert.session)
+        target.known_alerts.add(alert.id)
+        self.metrics.alerts.labels(alert.rule, alert.severity.label).inc()
+        self._deliver_alert(alert.session, wire)
+        if started is not None:
+            self.metrics.delivery_latency.observe(time.perf_counter() - started)
+        if self.webhooks is not None:
+            self.webhooks.wake()
 
     # -- clinicians -----------------------------------------------------------------------
 
@@ -949,6 +993,7 @@ class Sidecar:
 
     async def tick(self) -> None:
         """Run the engine's holds and timeouts, silence checks and idle eviction once."""
+        await self._retry_unstored()
         now = self.clock()
         t0 = time.perf_counter()
         outcome = self.engine.tick(now)

@@ -661,3 +661,37 @@ async def test_a_store_that_cannot_write_refuses_a_channel_in_words_and_loses_no
     assert (await recv_type(again, "ack"))["seq"] == 1
     kinds = [e["kind"] for e in h.sidecar.store.store.entries("s1")]
     assert "consent" in kinds and "signal" in kinds
+
+
+async def test_an_alert_the_store_refused_is_kept_and_delivered_once_it_is_stored(
+        serve: Factory) -> None:
+    """The engine has spent an alert (its cooldown runs) when the store refuses it: it was
+    lost, and a resent signal could not bring it back. Now it waits in memory, in order with
+    later ones, and the next tick that can store it delivers it."""
+    from signals.errors import StorageError
+
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient()
+    await recv_type(c, "status")
+    store = h.sidecar.store
+    original, broken = store.append_alert, [True]
+
+    async def append_alert(*args: Any, **kwargs: Any) -> Any:
+        if broken[0]:
+            raise StorageError("database is locked")
+        return await original(*args, **kwargs)
+
+    store.append_alert = append_alert
+    await p.send(signal(1))
+    assert (await recv_json(p)) == {"type": "ack", "seq": 1}
+    await p.send(signal(2, "client.key", {"combo": "PrintScreen"}))
+    assert (await recv_json(p)) == {"type": "ack", "seq": 2}
+    await h.sidecar.tick()  # still refused: nothing is sent before it is stored
+    assert h.sidecar.store.store.alerts_after("s1", 0) == []
+    broken[0] = False
+    await h.sidecar.tick()
+    first, second = await recv_type(c, "alert"), await recv_type(c, "alert")
+    assert [(a["rule"], a["seq"]) for a in (first, second)] == [
+        ("test.recorder", 1), ("test.key", 2)]
+    assert [a["seq"] for a in h.sidecar.store.store.alerts_after("s1", 0)] == [1, 2]
