@@ -433,7 +433,7 @@ class Sidecar:
             pass
 
     def _send(self, channel: Channel, message: dict[str, Any] | str) -> None:
-        if channel.closing:
+        if channel.closing or channel.slow:  # a slow reader is being dropped: nothing more
             return
         text = message if isinstance(message, str) else json.dumps(message)
         try:
@@ -454,7 +454,8 @@ class Sidecar:
         queue is over half full, so the reply never fills it and other messages (status,
         live alerts) keep their room. A reader that makes no room for ``SLOW_READER_S`` is
         dropped as a slow reader."""
-        while not channel.closing and channel.queue.qsize() * 2 > channel.queue.maxsize:
+        while not (channel.closing or channel.slow) \
+                and channel.queue.qsize() * 2 > channel.queue.maxsize:
             channel.room.clear()
             try:
                 await asyncio.wait_for(channel.room.wait(), SLOW_READER_S)
