@@ -6,10 +6,16 @@ full-range luma, downscaled (area averaging) to at most ``max_width``; see
 rate) in file order, ``t`` in seconds from the start of the file. ``want_video(t)`` lets the
 caller skip converting frames it would drop anyway. Nothing is written anywhere. Files
 FFmpeg cannot open or decode raise :class:`MediaError`.
+
+Only regular files are read (a pipe or a device cannot be probed and then decoded, and could
+block forever), and always as local files: a name such as ``pipe:0`` or ``rec-10:30.webm``
+is never taken for an FFmpeg protocol.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +57,21 @@ class MediaInfo:
 
 def _open(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
-    if not p.exists():
-        raise MediaError(f"{p} does not exist")
-    if p.is_dir():
-        raise MediaError(f"{p} is a directory, not a media file")
     try:
-        return av.open(str(p), "r")
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise MediaError(f"{p} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise MediaError(f"{p} cannot be read ({_reason(exc)})") from None
+    if stat.S_ISDIR(mode):
+        raise MediaError(f"{p} is a directory, not a media file")
+    if not stat.S_ISREG(mode):
+        raise MediaError(f"{p} is not a regular file (a pipe, socket or device); analyze "
+                         "reads media files only, so save the stream to a file first")
+    try:
+        # "file:" and an absolute path: the name is never read as a protocol ("pipe:0")
+        return av.open("file:" + os.fspath(p.absolute()), "r")
+    except (av.error.FFmpegError, UnicodeError, ValueError) as exc:
         raise MediaError(f"{p} is not a media file FFmpeg can read ({_reason(exc)})") from None
 
 
