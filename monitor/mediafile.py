@@ -3,13 +3,15 @@
 :func:`decode` demuxes a file once and yields :class:`VideoItem` (gray ``uint8`` pictures,
 full-range luma, downscaled (area averaging) to at most ``max_width``; see
 :func:`gray_picture`) and :class:`AudioItem` (float32 mono samples in -1..1 at the file's
-rate) in file order, ``t`` in seconds from the start of the file. ``want_video(t)`` lets the
-caller skip converting frames it would drop anyway. Nothing is written anywhere. Files
-FFmpeg cannot open or decode raise :class:`MediaError`.
+rate, at most ``MAX_CHUNK_S`` long) in file order, ``t`` in seconds from the start of the
+file. ``want_video(t)`` lets the caller skip converting frames it would drop anyway. Nothing
+is written anywhere.
 
 Only regular files are read (a pipe or a device cannot be probed and then decoded, and could
 block forever), and always as local files: a name such as ``pipe:0`` or ``rec-10:30.webm``
-is never taken for an FFmpeg protocol.
+is never taken for an FFmpeg protocol. A packet the decoder rejects (a damaged or cut
+file) is skipped and counted in the :class:`DecodeReport` the caller may pass; a demuxer
+failure ends the decoding there. Files FFmpeg cannot open raise :class:`MediaError`.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ import numpy.typing as npt
 
 from signals.errors import MediaError
 
-__all__ = ["AudioItem", "MediaInfo", "VideoItem", "bgr_picture", "decode", "gray_picture",
-           "probe"]
+__all__ = ["MAX_CHUNK_S", "AudioItem", "DecodeReport", "MediaInfo", "VideoItem", "bgr_picture",
+           "decode", "gray_picture", "probe"]
+
+#: audio is yielded in chunks of at most this many seconds (a file may hold one long packet)
+MAX_CHUNK_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,17 @@ class MediaInfo:
     has_audio: bool
     width: int = 0
     height: int = 0
+
+
+@dataclass(slots=True)
+class DecodeReport:
+    """What :func:`decode` had to leave out, filled in as it decodes."""
+
+    #: packets the decoder rejected (damaged data, a packet cut short), and its first reason
+    bad_packets: int = 0
+    first_error: str | None = None
+    #: why the demuxer stopped before the end of the file (``None``: it reached the end)
+    read_error: str | None = None
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
@@ -100,49 +116,98 @@ def decode(
     max_width: int = 320,
     want_video: Callable[[float], bool] | None = None,
     colour: bool = False,
+    max_rate: int | None = None,
+    report: DecodeReport | None = None,
 ) -> Iterator[VideoItem | AudioItem]:
     """Yield the video frames and audio chunks of ``path`` in file order (pictures as gray
-    luma, or BGR with ``colour``)."""
+    luma, or BGR with ``colour``; audio above ``max_rate`` resampled to it). Damaged packets
+    are skipped and counted in ``report``."""
+    report = report if report is not None else DecodeReport()
     with _open(path) as c:
-        streams: list[av.stream.Stream] = []
         vs = c.streams.video[0] if video and c.streams.video else None
         as_ = c.streams.audio[0] if audio and c.streams.audio else None
         if vs is None and as_ is None:
             raise MediaError(f"{path} has no audio or video stream to analyse")
+        streams = [s for s in (vs, as_) if s is not None]
         if vs is not None:
             vs.thread_type = "AUTO"
-            streams.append(vs)
-        if as_ is not None:
-            streams.append(as_)
         start = c.start_time / 1_000_000 if c.start_time else 0.0
-        resampler = av.AudioResampler(format="flt", layout="mono") if as_ is not None else None
+        mono = _MonoAudio(max_rate)
         # Frames without timestamps (a raw H.264 stream, say) are timed by their order: the
         # frame rate FFmpeg guesses for video, the samples so far for audio.
         frame_s = 1.0 / float(vs.guessed_rate or vs.average_rate or 25) if vs is not None else 0.0
         next_video = next_audio = 0.0
+        for packet in _packets(c, streams, report):
+            for frame in _frames(packet, report):
+                if frame.time is not None:
+                    t = max(0.0, float(frame.time) - start)
+                else:
+                    t = next_video if isinstance(frame, av.VideoFrame) else next_audio
+                if isinstance(frame, av.VideoFrame):
+                    next_video = round(t + frame_s, 6)
+                    if want_video is not None and not want_video(t):
+                        continue
+                    picture = (bgr_picture(frame, max_width) if colour
+                               else gray_picture(frame, max_width))
+                    yield VideoItem(picture, t)
+                    continue
+                next_audio = round(t + frame.samples / max(frame.sample_rate, 1), 6)
+                for samples, rate in mono(frame):
+                    yield from _chunks(samples, rate, t)
+
+
+def _packets(c: av.container.InputContainer, streams: list[Any],
+             report: DecodeReport) -> Iterator[av.Packet[Any]]:
+    """The packets of ``streams``; a demuxer failure ends them (noted in ``report``)."""
+    packets = c.demux(*streams)
+    while True:
         try:
-            for packet in c.demux(*streams):
-                for frame in packet.decode():
-                    if not isinstance(frame, av.VideoFrame | av.AudioFrame):
-                        continue
-                    if frame.time is not None:
-                        t = max(0.0, float(frame.time) - start)
-                    else:
-                        t = next_video if isinstance(frame, av.VideoFrame) else next_audio
-                    if isinstance(frame, av.VideoFrame):
-                        next_video = round(t + frame_s, 6)
-                        if want_video is not None and not want_video(t):
-                            continue
-                        picture = (bgr_picture(frame, max_width) if colour
-                                   else gray_picture(frame, max_width))
-                        yield VideoItem(picture, t)
-                        continue
-                    next_audio = round(t + frame.samples / max(frame.sample_rate, 1), 6)
-                    if resampler is not None:
-                        for out in resampler.resample(frame):
-                            yield AudioItem(_mono(out), int(out.sample_rate), t)
+            packet = next(packets)
+        except StopIteration:
+            return
         except av.error.FFmpegError as exc:
-            raise MediaError(f"{path} could not be decoded ({_reason(exc)})") from None
+            report.read_error = _reason(exc)
+            return
+        yield packet
+
+
+def _frames(packet: av.Packet[Any], report: DecodeReport) -> list[av.VideoFrame | av.AudioFrame]:
+    """The frames of one packet; none if the decoder rejects it (counted in ``report``)."""
+    try:
+        frames = packet.decode()
+    except av.error.FFmpegError as exc:
+        report.bad_packets += 1
+        report.first_error = report.first_error or _reason(exc)
+        return []
+    return [f for f in frames if isinstance(f, av.VideoFrame | av.AudioFrame)]
+
+
+class _MonoAudio:
+    """Audio frames to float32 mono in -1..1, whatever their sample format, layout and rate
+    (which may change mid-stream: two recordings joined), rates above ``max_rate`` resampled
+    down to it."""
+
+    def __init__(self, max_rate: int | None) -> None:
+        self.max_rate = max_rate
+        self._setup: tuple[str, str, int] | None = None
+        self._resampler: av.AudioResampler | None = None
+
+    def __call__(self, frame: av.AudioFrame) -> Iterator[tuple[npt.NDArray[np.float32], int]]:
+        setup = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self._resampler is None or setup != self._setup:
+            rate = (self.max_rate if self.max_rate and frame.sample_rate > self.max_rate
+                    else None)
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            self._setup = setup
+        for out in self._resampler.resample(frame):
+            yield _mono(out), int(out.sample_rate)
+
+
+def _chunks(samples: npt.NDArray[np.float32], rate: int, t: float) -> Iterator[AudioItem]:
+    """``samples`` as audio items of at most :data:`MAX_CHUNK_S` seconds."""
+    step = max(1, int(MAX_CHUNK_S * rate))
+    for i in range(0, len(samples), step):
+        yield AudioItem(samples[i:i + step], rate, t + i / rate)
 
 
 #: 8-bit pixel formats whose first plane is the luma (Y) at full resolution
@@ -229,5 +294,10 @@ def _fit(arr: npt.NDArray[Any], max_width: int | None, turns: int = 0) -> npt.ND
 
 
 def _mono(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
-    arr = frame.to_ndarray()
-    return np.ascontiguousarray(arr.reshape(-1), dtype=np.float32)
+    """The samples of a mono ``flt`` frame (a new array), held to -1..1 as a sound card
+    would: float audio may hold anything (1e30, inf, NaN), and the detectors expect a
+    signal a microphone could have given. NaN becomes silence."""
+    x: npt.NDArray[np.float32] = np.clip(frame.to_ndarray().reshape(-1), -1.0, 1.0,
+                                         dtype=np.float32)
+    np.nan_to_num(x, copy=False, nan=0.0)
+    return x

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.allocator import keep_freed_memory
-from monitor.mediafile import AudioItem, VideoItem, decode, probe
+from monitor.mediafile import AudioItem, DecodeReport, VideoItem, decode, probe
 from signals.errors import MediaError
 from signals.media.audio_band import NARROWBAND, narrowband_note
 from signals.media.audio_params import audio_params_from_dict
@@ -64,6 +64,8 @@ class AnalyzeResult:
     #: the band check's verdict at the end (``signals.media.audio_band``) and its level
     audio_band: str | None = None
     audio_band_db: float | None = None
+    #: what was left out and why, one sentence each (streams, damaged packets)
+    notes: list[str] = field(default_factory=list)
 
 
 #: decoding that stops more than this short of the declared duration (and 5 % of it) is reported
@@ -84,11 +86,12 @@ def analyze_file(
     a = _audio_analyzer(params) if audio and info.has_audio else None
     result = AnalyzeResult()
     found: list[Detection] = []
+    report = DecodeReport()
     last = 0.0
     for item in decode(path, video=v is not None, audio=a is not None,
                        max_width=params.video.work_width,
                        want_video=v.wants if v is not None else None,
-                       colour=v is not None and v.wants_colour):
+                       colour=v is not None and v.wants_colour, report=report):
         if isinstance(item, VideoItem) and v is not None:
             found += v.push(item.frame, item.t)
             result.video_frames += 1
@@ -101,8 +104,11 @@ def analyze_file(
         if progress is not None and info.duration:
             progress(min(1.0, item.t / info.duration))
     if not result.video_frames and not result.audio_chunks:
+        failed = (f"; {report.bad_packets} packets failed to decode ({report.first_error})"
+                  if report.bad_packets else "")
         raise MediaError(f"{path}: no audio or video could be decoded from it "
-                         "(an empty, truncated or damaged file?)")
+                         f"(an empty, truncated or damaged file?){failed}")
+    result.notes += _decode_notes(path, report, last)
     end = max(last, info.duration or 0.0)
     if info.duration and info.duration - last > max(_SHORT_BY_S, 0.05 * info.duration):
         # the file ends early: what follows would be judged on nothing
@@ -121,6 +127,17 @@ def analyze_file(
         (d for d in found if d.end is not None or d.evidence.get("episode") != "open"),
         key=lambda d: (d.t, d.signal))
     return result
+
+
+def _decode_notes(path: str | Path, report: DecodeReport, last: float) -> list[str]:
+    notes = []
+    if report.bad_packets:
+        notes.append(f"{report.bad_packets} damaged packet(s) of {path} could not be decoded "
+                     f"({report.first_error}) and were skipped")
+    if report.read_error:
+        notes.append(f"reading {path} failed after {last:.1f} s ({report.read_error}); "
+                     "the rest was not analysed")
+    return notes
 
 
 def format_detection(d: Detection) -> str:
@@ -181,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"sessionguard analyze: note: decoding stopped at "
                          f"{result.duration:.1f} s of the {result.declared:.1f} s {args.file} "
                          "declares; the rest is missing or damaged and was not analysed\n")
+    for line in result.notes:
+        sys.stderr.write(f"sessionguard analyze: note: {line}\n")
     if result.audio_rate is not None:
         audio_params = audio_params_from_dict(params.audio or None)
         note = narrow_band_note(result.audio_rate, audio_params.shutter)

@@ -4,6 +4,7 @@ pictures, unusual audio. Every file is written here with PyAV, small and seconds
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 
 from monitor.cli import main
 from monitor.commands.analyze import analyze_file
+from monitor.mediafile import AudioItem, decode
+from signals.errors import MediaError
 
 Signal = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
 
@@ -81,6 +84,119 @@ def _notes(capsys: pytest.CaptureFixture[str]) -> list[str]:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return [line for line in err.splitlines() if line]
+
+
+# --- damaged files (F1) -------------------------------------------------------------------
+
+def test_a_cut_mp4_is_analysed_up_to_the_cut(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # the index at the front (faststart) and the data cut in half: the last AAC packet is
+    # partial, which the decoder rejects
+    whole = write_clip(tmp_path / "whole.mp4", "libx264", secs=8, acodec="aac",
+                       options={"movflags": "faststart"})
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    result = analyze_file(cut)
+    assert result.video_frames > 5 and result.audio_chunks > 5
+    assert result.declared == pytest.approx(8.0, abs=0.1) and result.duration < 6
+    assert main(["analyze", str(cut), "--json"]) == 0
+    notes = _notes(capsys)
+    assert any("decoding stopped at" in n for n in notes)
+
+
+def test_garbage_inside_a_file_skips_the_damaged_packets(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    path = write_clip(tmp_path / "damaged.mp4", "libx264", secs=8, acodec="aac")
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 4000] = np.random.default_rng(1).integers(0, 256, 4000, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    result = analyze_file(path)
+    assert result.duration == pytest.approx(8.0, abs=0.2) and result.declared is None
+    assert any("damaged packet(s)" in n and "were skipped" in n for n in result.notes)
+    assert main(["analyze", str(path)]) == 0
+    [note] = _notes(capsys)
+    assert note.startswith("sessionguard analyze: note: ") and str(path) in note
+
+
+def test_a_file_whose_every_packet_fails_is_still_an_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_clip(tmp_path / "noise.m4a", None, acodec="aac", fmt="mp4")
+    data = bytearray(path.read_bytes())
+    start, end = data.find(b"mdat") + 4, data.find(b"moov")
+    assert 0 < start < end  # the payload lies between the two boxes
+    data[start:end] = np.random.default_rng(0).integers(0, 256, end - start, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(MediaError, match=r"no audio or video could be decoded.*packets failed"):
+        analyze_file(path)
+    assert main(["analyze", str(path)]) == 1
+    [err] = _notes(capsys)
+    assert str(path) in err
+
+
+# --- audio that changes format, runs long or holds nonsense (F2, F7, F8, F12) ---------------
+
+@pytest.mark.parametrize("second", [{"rate": 8_000}, {"layout": "stereo"}])
+def test_joined_recordings_with_another_audio_format(second: dict[str, Any], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    # two ADTS files, one after the other, as `cat a.aac b.aac` makes them
+    one = write_clip(tmp_path / "one.aac", None, acodec="aac", fmt="adts", secs=3)
+    two = write_clip(tmp_path / "two.aac", None, acodec="aac", fmt="adts", secs=3, **second)
+    joined = tmp_path / "joined.aac"
+    joined.write_bytes(one.read_bytes() + two.read_bytes())
+    chunks = [i for i in decode(joined) if isinstance(i, AudioItem)]
+    assert {c.rate for c in chunks} == {48_000, second.get("rate", 48_000)}
+    seconds = sum(len(c.samples) / c.rate for c in chunks)
+    assert seconds == pytest.approx(6.0, abs=0.3)  # with the encoder's priming samples
+    assert main(["analyze", str(joined), "--json"]) == 0
+    _notes(capsys)
+
+
+def test_joined_mp3s_skip_the_seam_and_change_rate(tmp_path: Path) -> None:
+    one = write_clip(tmp_path / "one.mp3", None, acodec="libmp3lame", rate=44_100)
+    two = write_clip(tmp_path / "two.mp3", None, acodec="libmp3lame", rate=16_000)
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(one.read_bytes() + two.read_bytes())
+    result = analyze_file(joined)
+    assert result.audio_rate == 16_000
+    assert any("damaged packet(s)" in n for n in result.notes)
+
+
+def test_one_long_audio_packet_is_split(tmp_path: Path) -> None:
+    # 70 s of PCM in a single Matroska block: the analyzer takes at most 60 s a chunk
+    rate = 8_000
+    path = tmp_path / "long.mka"
+    with av.open(str(path), "w") as c:
+        a: Any = c.add_stream("pcm_s16le", rate=rate, layout="mono")
+        x = (np.sin(np.arange(rate * 70) * 0.05) * 3000).astype(np.int16)[None, :]
+        frame = av.AudioFrame.from_ndarray(x, format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+        for packet in [*a.encode(frame), *a.encode()]:
+            c.mux(packet)
+    items = [i for i in decode(path) if isinstance(i, AudioItem)]
+    assert len(items) == 7 and all(len(i.samples) == 10 * rate for i in items)
+    assert [i.t for i in items] == pytest.approx([10.0 * k for k in range(7)])
+    assert analyze_file(path).duration == pytest.approx(70.0)
+
+
+def _float_wav(path: Path, signal: Signal) -> Path:
+    return write_clip(path, None, acodec="pcm_f32le", secs=3, signal=signal)
+
+
+def test_extreme_float_audio_is_held_to_full_scale(tmp_path: Path) -> None:
+    huge = _float_wav(tmp_path / "huge.wav",
+                      lambda t: 1e30 * np.sign(np.sin(2 * np.pi * 100 * t)))
+    gap = _float_wav(tmp_path / "nan.wav",
+                     lambda t: np.where((t > 1) & (t < 1.001), np.nan, _tone(t)))
+    for path in (huge, gap):
+        samples = np.concatenate([i.samples for i in decode(path)
+                                  if isinstance(i, AudioItem)])
+        assert np.isfinite(samples).all() and np.abs(samples).max() <= 1.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy's overflow warnings on inf / NaN
+            assert analyze_file(path).audio_chunks > 0
 
 
 # --- names and kinds of files (F4, F5) -------------------------------------------------------
