@@ -9,7 +9,8 @@ is written anywhere.
 
 Only regular files are read (a pipe or a device cannot be probed and then decoded, and could
 block forever), and always as local files: a name such as ``pipe:0`` or ``rec-10:30.webm``
-is never taken for an FFmpeg protocol. A packet the decoder rejects (a damaged or cut
+is never taken for an FFmpeg protocol. Streams FFmpeg has no decoder for, and cover art, are
+left out (:attr:`MediaInfo.undecodable`). A packet the decoder rejects (a damaged or cut
 file) is skipped and counted in the :class:`DecodeReport` the caller may pass; a demuxer
 failure ends the decoding there. Files FFmpeg cannot open raise :class:`MediaError`.
 """
@@ -30,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from signals.errors import MediaError
+from signals.media.frames import MIN_SIDE
 
 __all__ = ["MAX_CHUNK_S", "AudioItem", "DecodeReport", "MediaInfo", "VideoItem", "bgr_picture",
            "decode", "gray_picture", "probe"]
@@ -53,11 +55,17 @@ class AudioItem:
 
 @dataclass(frozen=True, slots=True)
 class MediaInfo:
+    """What :func:`decode` will decode: the first video stream with a decoder (cover art
+    aside) and the first such audio stream. ``undecodable`` names the kinds (``"video"``,
+    ``"audio"``) present only in streams FFmpeg has no decoder for."""
+
     duration: float | None
     has_video: bool
     has_audio: bool
     width: int = 0
     height: int = 0
+    audio_rate: int = 0
+    undecodable: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -96,16 +104,34 @@ def _reason(exc: BaseException) -> str:
     return str(text).strip().rstrip(".").splitlines()[0]
 
 
+def _streams(c: av.container.InputContainer) -> tuple[Any, Any, tuple[str, ...]]:
+    """The video and audio stream to decode (``None`` where there is none) and the kinds
+    found only in streams without a decoder. Cover art (an attached picture) is no video."""
+    videos = [s for s in c.streams.video
+              if not s.disposition & av.stream.Disposition.attached_pic]
+    v = next((s for s in videos if s.codec_context is not None), None)
+    a = next((s for s in c.streams.audio if s.codec_context is not None), None)
+    undecodable = tuple(kind for kind, chosen, present in
+                        (("video", v, videos), ("audio", a, c.streams.audio))
+                        if chosen is None and present)
+    return v, a, undecodable
+
+
+def _declared(c: av.container.InputContainer, v: Any) -> float | None:
+    """The duration the file declares, in seconds."""
+    duration = c.duration / 1_000_000 if c.duration else None
+    if duration is None and v is not None and v.duration and v.time_base:
+        duration = float(v.duration * v.time_base)
+    return duration
+
+
 def probe(path: str | Path) -> MediaInfo:
     """Duration and streams of a media file."""
     with _open(path) as c:
-        v = c.streams.video[0] if c.streams.video else None
-        a = c.streams.audio[0] if c.streams.audio else None
-        duration = c.duration / 1_000_000 if c.duration else None
-        if duration is None and v is not None and v.duration and v.time_base:
-            duration = float(v.duration * v.time_base)
-        return MediaInfo(duration, v is not None, a is not None,
-                         v.codec_context.width if v else 0, v.codec_context.height if v else 0)
+        v, a, undecodable = _streams(c)
+        return MediaInfo(_declared(c, v), v is not None, a is not None,
+                         v.codec_context.width if v else 0, v.codec_context.height if v else 0,
+                         a.codec_context.sample_rate or 0 if a else 0, undecodable)
 
 
 def decode(
@@ -124,8 +150,9 @@ def decode(
     are skipped and counted in ``report``."""
     report = report if report is not None else DecodeReport()
     with _open(path) as c:
-        vs = c.streams.video[0] if video and c.streams.video else None
-        as_ = c.streams.audio[0] if audio and c.streams.audio else None
+        v, a, _ = _streams(c)
+        vs = v if video else None
+        as_ = a if audio else None
         if vs is None and as_ is None:
             raise MediaError(f"{path} has no audio or video stream to analyse")
         streams = [s for s in (vs, as_) if s is not None]
@@ -286,10 +313,11 @@ def _fit(arr: npt.NDArray[Any], max_width: int | None, turns: int = 0) -> npt.ND
     if max_width is None or across <= max_width:
         return arr
     scale = max_width / across
+    # the other side is kept at MIN_SIDE at least (a 1920x80 banner stays analysable)
     if sideways:
-        size = (max(2, round(w * scale / 2) * 2), max_width)
+        size = (min(w, max(MIN_SIDE, round(w * scale / 2) * 2)), max_width)
     else:
-        size = (max_width, max(2, round(h * scale / 2) * 2))
+        size = (max_width, min(h, max(MIN_SIDE, round(h * scale / 2) * 2)))
     return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
 
 

@@ -20,12 +20,14 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.allocator import keep_freed_memory
-from monitor.mediafile import AudioItem, DecodeReport, VideoItem, decode, probe
+from monitor.mediafile import AudioItem, DecodeReport, MediaInfo, VideoItem, decode, probe
 from signals.errors import MediaError
+from signals.media.audio import MAX_RATE, MIN_RATE
 from signals.media.audio_band import NARROWBAND, narrowband_note
 from signals.media.audio_params import audio_params_from_dict
 from signals.media.audio_shutter import narrow_band_note
 from signals.media.detection import Detection
+from signals.media.frames import MIN_SIDE
 from signals.media.params import MediaParams, load_media_params
 from signals.media.video import VideoAnalyzer
 
@@ -79,24 +81,34 @@ def analyze_file(
     video: bool = True,
     audio: bool = True,
 ) -> AnalyzeResult:
-    """Run the detectors over ``path``; raises ``MediaError`` for unreadable files."""
+    """Run the detectors over ``path``; raises ``MediaError`` for unreadable files and for
+    files holding nothing the detectors can use."""
     params = params or MediaParams()
     info = probe(path)
-    v = VideoAnalyzer(params.video) if video and info.has_video else None
-    a = _audio_analyzer(params) if audio and info.has_audio else None
     result = AnalyzeResult()
+    video, audio = _usable(path, info, video, audio, result.notes)
+    v = VideoAnalyzer(params.video) if video else None
+    a = _audio_analyzer(params) if audio else None
     found: list[Detection] = []
     report = DecodeReport()
     last = 0.0
+    small = low = 0
     for item in decode(path, video=v is not None, audio=a is not None,
                        max_width=params.video.work_width,
                        want_video=v.wants if v is not None else None,
-                       colour=v is not None and v.wants_colour, report=report):
+                       colour=v is not None and v.wants_colour, max_rate=MAX_RATE,
+                       report=report):
         if isinstance(item, VideoItem) and v is not None:
+            if min(item.frame.shape[:2]) < MIN_SIDE:  # the size changed mid-stream
+                small += 1
+                continue
             found += v.push(item.frame, item.t)
             result.video_frames += 1
             last = max(last, item.t + 1 / 30)
         elif isinstance(item, AudioItem) and a is not None:
+            if item.rate < MIN_RATE:  # the rate changed mid-stream
+                low += 1
+                continue
             found += a.push(item.samples, item.rate, item.t)
             result.audio_chunks += 1
             result.audio_rate = min(result.audio_rate or item.rate, item.rate)
@@ -108,7 +120,7 @@ def analyze_file(
                   if report.bad_packets else "")
         raise MediaError(f"{path}: no audio or video could be decoded from it "
                          f"(an empty, truncated or damaged file?){failed}")
-    result.notes += _decode_notes(path, report, last)
+    result.notes += _decode_notes(path, report, small, low, last)
     end = max(last, info.duration or 0.0)
     if info.duration and info.duration - last > max(_SHORT_BY_S, 0.05 * info.duration):
         # the file ends early: what follows would be judged on nothing
@@ -129,7 +141,32 @@ def analyze_file(
     return result
 
 
-def _decode_notes(path: str | Path, report: DecodeReport, last: float) -> list[str]:
+def _usable(path: str | Path, info: MediaInfo, video: bool, audio: bool,
+            notes: list[str]) -> tuple[bool, bool]:
+    """Which of the file's video and audio the detectors can use; a stream they cannot is
+    left out with a note in ``notes``, and a file with nothing left is a ``MediaError``."""
+    why = {kind: f"its {kind} stream has no decoder in FFmpeg (an unknown or unsupported "
+                  "codec)" for kind in info.undecodable}
+    if info.has_video and 0 < min(info.width, info.height) < MIN_SIDE:
+        why["video"] = (f"its video is {info.width}x{info.height} pixels, smaller than the "
+                        f"{MIN_SIDE}x{MIN_SIDE} the video detectors need")
+    if info.has_audio and 0 < info.audio_rate < MIN_RATE:
+        why["audio"] = (f"its audio is sampled at {info.audio_rate} Hz, below the "
+                        f"{MIN_RATE} Hz the audio detectors need")
+    use_video = video and info.has_video and "video" not in why
+    use_audio = audio and info.has_audio and "audio" not in why
+    wanted = [kind for kind, asked in (("video", video), ("audio", audio)) if asked]
+    if wanted and not use_video and not use_audio:
+        reasons = [why.get(kind, f"it has no {kind}") for kind in wanted]
+        raise MediaError(f"{path} cannot be analysed: {' and '.join(reasons)}")
+    for kind, reason in why.items():
+        if kind in wanted:
+            notes.append(f"{path}: {reason}; its {kind} was not analysed")
+    return use_video, use_audio
+
+
+def _decode_notes(path: str | Path, report: DecodeReport, small: int, low: int,
+                  last: float) -> list[str]:
     notes = []
     if report.bad_packets:
         notes.append(f"{report.bad_packets} damaged packet(s) of {path} could not be decoded "
@@ -137,6 +174,12 @@ def _decode_notes(path: str | Path, report: DecodeReport, last: float) -> list[s
     if report.read_error:
         notes.append(f"reading {path} failed after {last:.1f} s ({report.read_error}); "
                      "the rest was not analysed")
+    if small:
+        notes.append(f"{small} video frame(s) of {path} smaller than {MIN_SIDE}x{MIN_SIDE} "
+                     "pixels were not analysed")
+    if low:
+        notes.append(f"{low} audio chunk(s) of {path} sampled below {MIN_RATE} Hz were not "
+                     "analysed")
     return notes
 
 

@@ -12,9 +12,12 @@ import numpy.typing as npt
 from signals.errors import MediaError
 from signals.media.params import BarParams
 
-__all__ = ["BarTrim", "Gray", "Prepared", "check_frame", "find_bars", "prepare"]
+__all__ = ["MIN_SIDE", "BarTrim", "Gray", "Prepared", "check_frame", "find_bars", "prepare"]
 
 Gray = npt.NDArray[np.uint8]
+
+#: the smallest picture side (pixels) the video detectors can work with
+MIN_SIDE = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +36,7 @@ def check_frame(frame: object) -> npt.NDArray[np.uint8]:
         raise MediaError(f"a video frame must be uint8, not {frame.dtype}")
     if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] != 3):
         raise MediaError(f"a video frame must be HxWx3 (BGR), not shape {frame.shape}")
-    if frame.shape[0] < 16 or frame.shape[1] < 16:
+    if frame.shape[0] < MIN_SIDE or frame.shape[1] < MIN_SIDE:
         raise MediaError(f"a video frame of {frame.shape[1]}x{frame.shape[0]} is too small")
     return frame
 

@@ -17,7 +17,7 @@ import pytest
 
 from monitor.cli import main
 from monitor.commands.analyze import analyze_file
-from monitor.mediafile import AudioItem, decode
+from monitor.mediafile import AudioItem, VideoItem, decode, probe
 from signals.errors import MediaError
 
 Signal = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
@@ -197,6 +197,82 @@ def test_extreme_float_audio_is_held_to_full_scale(tmp_path: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # numpy's overflow warnings on inf / NaN
             assert analyze_file(path).audio_chunks > 0
+
+
+# --- what the detectors cannot use: no decoder, tiny pictures, odd rates (F3, F6, F11) ------
+
+def test_audio_rates_the_detectors_cannot_take(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    high = write_clip(tmp_path / "high.wav", None, acodec="pcm_s16le", rate=384_000)
+    assert analyze_file(high).audio_rate == 192_000  # resampled to the highest they take
+    low = write_clip(tmp_path / "low.wav", None, acodec="pcm_s16le", rate=4_000)
+    assert main(["analyze", str(low)]) == 1
+    [err] = _notes(capsys)
+    assert str(low) in err and "4000 Hz" in err
+    both = write_clip(tmp_path / "both.mkv", "ffv1", acodec="pcm_s16le", rate=4_000)
+    result = analyze_file(both)
+    assert result.video_frames > 0 and result.audio_chunks == 0
+    assert main(["analyze", str(both)]) == 0
+    [note] = _notes(capsys)
+    assert "4000 Hz" in note and "its audio was not analysed" in note
+
+
+
+@pytest.mark.parametrize("patch,kept", [((b"V_VP8", b"V_QQQ"), "audio"),
+                                        ((b"A_OPUS", b"A_QQQQ"), "video")])
+def test_a_stream_ffmpeg_cannot_decode_is_skipped(patch: tuple[bytes, bytes], kept: str,
+                                                  tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    ok = write_clip(tmp_path / "ok.webm", acodec="libopus", secs=3)
+    path = tmp_path / "odd.webm"
+    path.write_bytes(ok.read_bytes().replace(*patch))
+    result = analyze_file(path)
+    assert (result.video_frames > 0, result.audio_chunks > 0) == (kept == "video",
+                                                                  kept == "audio")
+    assert main(["analyze", str(path)]) == 0
+    [note] = _notes(capsys)
+    assert "has no decoder" in note and str(path) in note
+
+
+def test_a_file_with_no_decodable_stream_is_an_error(tmp_path: Path) -> None:
+    ok = write_clip(tmp_path / "ok.webm", acodec="libopus")
+    path = tmp_path / "odd.webm"
+    path.write_bytes(ok.read_bytes().replace(b"V_VP8", b"V_QQQ").replace(b"A_OPUS", b"A_QQQQ"))
+    assert probe(path).undecodable == ("video", "audio")
+    with pytest.raises(MediaError, match=r"odd\.webm cannot be analysed: its video stream has "
+                                         r"no decoder.* and its audio stream"):
+        analyze_file(path)
+
+
+def test_a_wide_banner_is_analysed(tmp_path: Path) -> None:
+    # 1920x80 at our 320 working width would be 320x13: the height is kept at 16
+    path = write_clip(tmp_path / "banner.mkv", "ffv1", size=(1920, 80), secs=1)
+    assert analyze_file(path).video_frames > 0
+    assert {i.frame.shape for i in decode(path) if isinstance(i, VideoItem)} == {(16, 320)}
+
+
+def test_a_tiny_picture_is_skipped_and_the_audio_analysed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_clip(tmp_path / "tiny.mkv", "ffv1", size=(8, 8), secs=3, acodec="pcm_s16le")
+    result = analyze_file(path)
+    assert result.video_frames == 0 and result.audio_chunks > 0
+    assert main(["analyze", str(path)]) == 0
+    [note] = _notes(capsys)
+    assert "8x8 pixels" in note and "its video was not analysed" in note
+    alone = write_clip(tmp_path / "alone.mkv", "ffv1", size=(8, 8))
+    with pytest.raises(MediaError, match=r"alone\.mkv cannot be analysed: its video is 8x8 "
+                                         r"pixels.* and it has no audio"):
+        analyze_file(alone)
+
+
+def test_cover_art_is_not_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_clip(tmp_path / "song.m4a", "mjpeg", size=(8, 8), secs=3, acodec="aac",
+                      fmt="mp4", cover=True)
+    info = probe(path)
+    assert not info.has_video and info.has_audio
+    assert analyze_file(path).audio_chunks > 0
+    assert main(["analyze", str(path)]) == 0
+    assert _notes(capsys) == []
 
 
 # --- names and kinds of files (F4, F5) -------------------------------------------------------
