@@ -56,7 +56,8 @@ class AudioItem:
 @dataclass(frozen=True, slots=True)
 class MediaInfo:
     """What :func:`decode` will decode: the first video stream with a decoder (cover art
-    aside) and the first such audio stream. ``undecodable`` names the kinds (``"video"``,
+    aside) and the first such audio stream. ``duration`` is the span the file declares, in
+    seconds from its first timestamp; ``undecodable`` names the kinds (``"video"``,
     ``"audio"``) present only in streams FFmpeg has no decoder for."""
 
     duration: float | None
@@ -118,10 +119,13 @@ def _streams(c: av.container.InputContainer) -> tuple[Any, Any, tuple[str, ...]]
 
 
 def _declared(c: av.container.InputContainer, v: Any) -> float | None:
-    """The duration the file declares, in seconds."""
+    """The span the file declares, in seconds from its first timestamp."""
     duration = c.duration / 1_000_000 if c.duration else None
     if duration is None and v is not None and v.duration and v.time_base:
         duration = float(v.duration * v.time_base)
+    start = c.start_time / 1_000_000 if c.start_time else 0.0
+    if duration is not None and "matroska" in c.format.name and 0 < start < duration:
+        duration -= start  # a Matroska duration is its last timestamp, not the span
     return duration
 
 

@@ -294,3 +294,15 @@ def test_a_pipe_is_refused_without_waiting_for_it(tmp_path: Path,
     assert main(["analyze", str(fifo)]) == 1
     [err] = _notes(capsys)
     assert f"{fifo} is not a regular file" in err
+
+
+# --- timestamps (F13) ------------------------------------------------------------------------
+
+def test_timestamps_that_start_late_are_no_truncation(tmp_path: Path) -> None:
+    # 5 s cut from a longer recording, its timestamps kept (10 s .. 15 s): Matroska declares
+    # its last timestamp (15 s) as the duration
+    path = write_clip(tmp_path / "late.mkv", "ffv1", secs=5, first_pts=100)
+    info = probe(path)
+    assert info.duration == pytest.approx(5.0, abs=0.15)
+    result = analyze_file(path)
+    assert result.declared is None and result.duration == pytest.approx(5.0, abs=0.15)
