@@ -28,7 +28,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,13 +228,19 @@ def _prepare(item: AppendItem | AlertItem) -> _Prepared:
 class SqliteStore:
     """The embedded audit store (stdlib ``sqlite3``). Thread-safe (one connection, one lock);
     every public method is one transaction. Reopening the same path resumes every chain and
-    alert sequence where it stopped."""
+    alert sequence where it stopped.
+
+    ``clock`` (epoch ms, default the wall clock) is the sidecar's own time: it dates the
+    webhook outbox rows an alert queues (when the first attempt is due, and where the
+    give-up time counts from), never the alert's ``at``, which comes from the patient's
+    clock."""
 
     def __init__(self, path: str | Path = DEFAULT_DB_PATH, *, synchronous: str = "FULL",
-                 busy_timeout_s: float = 10.0) -> None:
+                 busy_timeout_s: float = 10.0, clock: Callable[[], int] | None = None) -> None:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise StorageError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.path = Path(path)
+        self.clock: Callable[[], int] = clock or _wall_ms
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -353,6 +359,7 @@ class SqliteStore:
         rows: list[tuple[str, int, str, int, str, str, str, int | None]] = []
         outbox: list[tuple[str, int, str, str, int, int]] = []
         results: list[Entry | int] = []
+        now: int | None = None  # the sidecar's time, for outbox rows (not the alert's at)
         for session, kind, at, body, body_json, urls in items:
             state = batch.pop(session, None)
             if state is None:
@@ -374,7 +381,10 @@ class SqliteStore:
                 next_seq += 1
                 body = {**body, "seq": seq}
                 body_json = canonical_json(body)
-                outbox.extend((session, seq, url, body_json, at, at) for url in urls)
+                if urls:
+                    queued = now = self.clock() if now is None else now
+                    outbox.extend((session, seq, url, body_json, queued, queued)
+                                  for url in urls)
             digest = entry_hash(session, index, kind, at, body_json, prev)
             rows.append((session, index, kind, at, body_json, prev, digest, seq))
             results.append({"session": session, "index": index, "kind": kind, "at": at,
@@ -437,7 +447,9 @@ class SqliteStore:
                      webhook_urls: Sequence[str] = ()) -> int:
         """Give ``alert`` (the wire dict, without ``seq``) the session's next ``seq``, store it
         as an ``alert`` entry and queue it for every webhook URL, all in one transaction.
-        Returns the seq. The entry's ``at`` is the alert's ``at``."""
+        Returns the seq. The entry's ``at`` is the alert's ``at``; the outbox rows are due
+        now by the store's ``clock`` (the alert's ``at`` may be minutes off: the patient's
+        clock)."""
         item = _prepare((session, alert, tuple(webhook_urls)))
         canonical_json(alert)  # fail before taking the write lock
         with self.transaction() as db:

@@ -87,8 +87,13 @@ class AsyncStore:
     def __init__(self, store: SqliteStore | str | Path, *,
                  registry: CollectorRegistry | None = None, max_batch: int = 256,
                  linger_s: float = 0.0, checkpoint_interval_s: float = 1.0,
-                 commit_interval_s: float = 0.0) -> None:
-        self.store = store if isinstance(store, SqliteStore) else SqliteStore(store)
+                 commit_interval_s: float = 0.0,
+                 clock: Callable[[], int] | None = None) -> None:
+        # ``clock`` (epoch ms) dates webhook outbox rows; see SqliteStore
+        self.store = (store if isinstance(store, SqliteStore)
+                      else SqliteStore(store, clock=clock))
+        if clock is not None:
+            self.store.clock = clock
         self._max_batch = max_batch
         self._linger_s = linger_s
         # Under load every event-loop turn holds an alert, and alerts do not linger: without

@@ -198,8 +198,9 @@ class ScriptedTransport:
         return step
 
 
-async def test_retry_schedule_with_an_injected_clock(store: AsyncStore) -> None:
+async def test_retry_schedule_with_an_injected_clock(tmp_path: Path) -> None:
     clock = [NOW]
+    store = AsyncStore(tmp_path / "audit.db", clock=lambda: clock[0])
     registry = CollectorRegistry()
     transport = ScriptedTransport([WebhookError("refused"), 503, RuntimeError("bug"), 204])
     backoff = Backoff(1000, 60_000, random.Random(1))
@@ -226,11 +227,12 @@ async def test_retry_schedule_with_an_injected_clock(store: AsyncStore) -> None:
     assert headers[TIMESTAMP_HEADER] == str(clock[0] // 1000)
     deliveries = [e for e in await store.entries("s1") if e["kind"] == "delivery"]
     assert deliveries[0]["body"]["attempts"] == 4 and deliveries[0]["body"]["status"] == 204
+    await store.aclose()
 
 
-async def test_a_receiver_down_for_too_long_is_given_up_on_the_record(
-        store: AsyncStore) -> None:
+async def test_a_receiver_down_for_too_long_is_given_up_on_the_record(tmp_path: Path) -> None:
     clock = [NOW]
+    store = AsyncStore(tmp_path / "audit.db", clock=lambda: clock[0])
     registry = CollectorRegistry()
     transport = ScriptedTransport([503] * 50)
     delivery = WebhookDelivery(store, [WebhookTarget("http://hooks.example/a", SECRET)],
@@ -259,6 +261,7 @@ async def test_a_receiver_down_for_too_long_is_given_up_on_the_record(
     assert (await store.verify("s1")).ok
     # the alert itself stays: a clinician resuming still gets it
     assert [a["seq"] for a in await store.alerts_after("s1", 0)] == [1]
+    await store.aclose()
 
 
 def test_an_older_database_gains_the_abandoned_column(tmp_path: Path) -> None:
@@ -277,7 +280,8 @@ def test_an_older_database_gains_the_abandoned_column(tmp_path: Path) -> None:
         assert s.outbox()[0]["abandoned_at"] is None
 
 
-async def test_each_target_gets_its_own_signature(store: AsyncStore) -> None:
+async def test_each_target_gets_its_own_signature(tmp_path: Path) -> None:
+    store = AsyncStore(tmp_path / "audit.db", clock=lambda: NOW)
     transport = ScriptedTransport([])
     targets = [WebhookTarget("http://a.example/x", "secret-a"),
                WebhookTarget("https://b.example/y", "secret-b")]
@@ -291,6 +295,7 @@ async def test_each_target_gets_its_own_signature(store: AsyncStore) -> None:
         with pytest.raises(SignatureError):
             other = "secret-b" if target.secret == "secret-a" else "secret-a"
             verify_signature(other, headers[SIGNATURE_HEADER], body, now=NOW)
+    await store.aclose()
 
 
 # -- real HTTP --------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def test_bad_alerts_are_refused_and_leave_no_trace(store: SqliteStore) -> None:
     assert store.append_alert("s1", alert(1)) == 1
 
 
-def test_append_alert_queues_webhooks_atomically(store: SqliteStore) -> None:
+def test_append_alert_queues_webhooks_atomically(db_path: Path) -> None:
+    store = SqliteStore(db_path, clock=lambda: 1000)
     seq = store.append_alert("s1", alert(1000), ["http://a.example/hook", "https://b.example/x"])
     items = store.due(1000)
     assert [(i.url, i.seq, i.attempts) for i in items] == [
@@ -62,9 +63,24 @@ def test_append_alert_queues_webhooks_atomically(store: SqliteStore) -> None:
     assert store.due(1000, urls=["https://b.example/x"])[0].url == "https://b.example/x"
     assert store.due(1000, urls=[]) == []
     assert store.pending() == 2
+    store.close()
 
 
-def test_outbox_reschedule_and_delivery(store: SqliteStore) -> None:
+@pytest.mark.parametrize("skew_ms", [60_000, -60_000, 300_000])
+def test_outbox_rows_are_dated_by_the_store_clock_not_the_alert(db_path: Path,
+                                                                skew_ms: int) -> None:
+    """The alert's ``at`` comes from the patient's clock (up to clock_skew_ms off): the
+    first attempt and the give-up time count from the sidecar's own clock."""
+    now = 1_700_000_000_000
+    with SqliteStore(db_path, clock=lambda: now) as store:
+        store.append_alert("s1", alert(now + skew_ms), ["http://a.example/hook"])
+        store.write_many([("s1", alert(now + skew_ms + 1), ["http://a.example/hook"])])
+        assert [(i.next_at, i.created_at) for i in store.due(now)] == [(now, now)] * 2
+        assert store.entries("s1")[0]["at"] == now + skew_ms  # the ledger keeps the alert's
+
+
+def test_outbox_reschedule_and_delivery(db_path: Path) -> None:
+    store = SqliteStore(db_path, clock=lambda: 1000)
     store.append_alert("s1", alert(1000), ["http://user:pw@hooks.example:8080/secret/path?k=v"])
     item = store.due(1000)[0]
     assert store.reschedule(item.id, 5000, "HTTP 503", 503) == 1
@@ -81,6 +97,7 @@ def test_outbox_reschedule_and_delivery(store: SqliteStore) -> None:
     assert deliveries[0]["body"] == {"channel": "webhook", "target": "http://hooks.example:8080",
                                      "seq": 1, "status": 204, "attempts": 2}
     assert store.verify("s1").ok
+    store.close()
 
 
 def test_enqueue_outside_an_alert(store: SqliteStore) -> None:

@@ -98,7 +98,7 @@ async def test_aclose_flushes_queued_writes_then_refuses(db_path: Path) -> None:
 
 
 async def test_outbox_through_the_facade(db_path: Path) -> None:
-    store = AsyncStore(db_path)
+    store = AsyncStore(db_path, clock=lambda: 10)
     await store.append_alert("s1", alert(10), ["http://h/x"])
     (item,) = await store.due(10)
     assert await store.next_due_at() == 10 and await store.pending() == 1

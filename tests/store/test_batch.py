@@ -24,6 +24,8 @@ Item = AppendItem | AlertItem
 
 # Sessions and bodies with what JSON escapes differently: quotes, backslashes, control
 # characters, non-ASCII (stored as is), a lone surrogate-free astral character.
+#: the stores' clock: what outbox rows are dated with (an alert's own at may be far off)
+CLOCK = 1_700_000_000_000
 AWKWARD = ['s"1', "s\\2", "s\n\t\x00\x1f3", "séance-✓-𝄞", "s 5 ' <>&"]
 
 
@@ -80,7 +82,8 @@ def _model(items: Sequence[Item]) -> dict[str, list[tuple[Any, ...]]]:
                            "body": body, "prev_hash": head[1]})
         digest = hashlib.sha256(text.encode()).hexdigest()
         entries.append((session, head[0], kind, at, _canonical(body), head[1], digest, seq))
-        outbox += [(len(outbox) + n + 1, session, seq, url, _canonical(body), 0, at, at,
+        # queued at the store's clock (CLOCK), not at the alert's at
+        outbox += [(len(outbox) + n + 1, session, seq, url, _canonical(body), 0, CLOCK, CLOCK,
                     None, None, None, None) for n, url in enumerate(urls)]
         head[0], head[1], head[4] = head[0] + 1, digest, max(head[4], at)
     return {"entries": sorted(entries, key=lambda e: (e[0], e[1])),
@@ -106,7 +109,8 @@ def _mixed_items() -> list[Item]:
 def test_write_many_stores_exactly_what_one_by_one_does(tmp_path: Path) -> None:
     warm: list[Item] = [("busy", "signal", 5, {"warm": True}), ("busy", alert(6), ())]
     items = _mixed_items()
-    with SqliteStore(tmp_path / "one.db") as one, SqliteStore(tmp_path / "many.db") as many:
+    with SqliteStore(tmp_path / "one.db", clock=lambda: CLOCK) as one, \
+            SqliteStore(tmp_path / "many.db", clock=lambda: CLOCK) as many:
         # existing chains (heads cached) and new ones
         _one_by_one(one, warm)
         _one_by_one(many, warm)
