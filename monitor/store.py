@@ -208,6 +208,36 @@ AlertItem = tuple[str, dict[str, Any], Sequence[str]]
 _Prepared = tuple[str, str, int, dict[str, Any], str, Sequence[str] | None]
 
 
+def _is_int(value: object) -> bool:
+    """An SQLite INTEGER as Python reads it (text, REAL or BLOB in an integer column is a
+    value no write of ours stored)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _index(value: object, default: int) -> int:
+    return value if isinstance(value, int) else default
+
+
+def _decode_body(text: object) -> Any:
+    """An entry's stored body, or ``None`` when it is not JSON text that we could have
+    written (bytes, bad JSON, nested too deeply to read)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _alert_seq(kind: object, body: Any) -> int | None:
+    """What an entry's ``seq`` column must hold: an alert's ``seq`` from its body, else
+    nothing."""
+    if kind != "alert" or not isinstance(body, dict):
+        return None
+    seq = body.get("seq")
+    return seq if _is_int(seq) else None
+
+
 def _prepare(item: AppendItem | AlertItem) -> _Prepared:
     """Check one write before the write lock is taken (an alert's body is encoded with its
     seq, inside the transaction)."""
@@ -215,6 +245,8 @@ def _prepare(item: AppendItem | AlertItem) -> _Prepared:
         session, kind, at, body = item
         if kind not in KINDS:
             raise StorageError(f"unknown entry kind {kind!r}")
+        if _alert_seq(kind, body) is not None:  # verify() checks it against the seq column
+            raise StorageError("an alert with a seq is stored with append_alert, which gives it")
         if not isinstance(at, int) or isinstance(at, bool):
             raise StorageError("entry time must be epoch milliseconds as an int")
         return (session, kind, at, body, canonical_json(body), None)
@@ -485,35 +517,81 @@ class SqliteStore:
         """Every session id in the store, oldest first."""
         return [r[0] for r in self._read("SELECT session FROM sessions ORDER BY first_at, session")]
 
+    def _snapshot(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """Run read ``queries`` in one read transaction: they all see the same state of the
+        database, even while another connection (the server) commits between them."""
+        with self._lock:
+            if self._closed:
+                raise StorageError("the audit store is closed")
+            if self._db.in_transaction:  # inside a write: that is a snapshot already
+                return [self._read(sql, params) for sql, params in queries]
+            try:
+                self._db.execute("BEGIN DEFERRED")
+                try:
+                    return [self._db.execute(sql, params).fetchall() for sql, params in queries]
+                finally:
+                    self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StorageError(f"audit store read failed: {exc}") from exc
+
     def verify(self, session: str) -> Verification:
         """Walk ``session``'s chain and report the first entry that was edited, deleted,
-        inserted or moved."""
-        rows = self._read("SELECT idx, kind, at, body, prev_hash, hash FROM entries "
-                          "WHERE session = ? ORDER BY idx", (session,))
-        heads = self._read("SELECT count, head_hash FROM sessions WHERE session = ?", (session,))
+        inserted or moved.
+
+        The entries and the session's head record are read in one snapshot, so a chain that
+        grows meanwhile is not mistaken for a broken one. Values no write would have stored
+        (text where a number belongs, an infinite time, a body nested too deeply to read)
+        make the chain broken at that entry, never an exception. The ``seq`` column, which
+        is outside the hash but is what ``alerts_after`` (resume) reads, must match the
+        alert's body: an alert's ``seq`` in its body, nothing for other kinds."""
+        rows, heads = self._snapshot([
+            ("SELECT idx, kind, at, body, prev_hash, hash, seq FROM entries "
+             "WHERE session = ? ORDER BY idx", (session,)),
+            ("SELECT count, head_hash FROM sessions WHERE session = ?", (session,))])
         if not heads:
             if rows:
-                return Verification(False, 0, rows[0][0], "the session's head record is missing")
+                return Verification(False, 0, _index(rows[0][0], 0),
+                                    "the session's head record is missing")
             raise StorageError(f"no session {session!r} in the audit store")
         prev = GENESIS_HASH
-        for expected, (idx, kind, at, body, prev_hash, digest) in enumerate(rows):
-            if idx != expected:
+        for expected, (idx, kind, at, body, prev_hash, digest, seq) in enumerate(rows):
+            if idx != expected or not _is_int(idx):
                 return Verification(False, expected, expected,
-                                    f"entry {expected} is missing (next stored entry is {idx})")
+                                    f"entry {expected} is missing (next stored entry is "
+                                    f"{idx!r})")
             if prev_hash != prev:
                 return Verification(False, expected, idx,
                                     f"entry {idx} does not follow entry {idx - 1} "
                                     "(prev_hash differs: deleted or reordered)")
-            try:
-                recomputed = entry_hash(session, idx, kind, at, canonical_json(json.loads(body)),
-                                        prev_hash)
-            except (ValueError, StorageError):
-                recomputed = ""
-            if recomputed != digest:
+            label = kind if isinstance(kind, str) else "?"
+            decoded = _decode_body(body)
+            recomputed = ""
+            if (decoded is not None and isinstance(kind, str) and _is_int(at)
+                    and isinstance(digest, str)):
+                try:
+                    recomputed = entry_hash(session, idx, kind, at, canonical_json(decoded),
+                                            prev_hash)
+                except (ValueError, RecursionError, StorageError):
+                    recomputed = ""
+            if not recomputed or recomputed != digest:
                 return Verification(False, expected, idx,
-                                    f"entry {idx} ({kind}) was altered: its hash does not match")
+                                    f"entry {idx} ({label}) was altered: its hash does not match")
+            if seq != _alert_seq(kind, decoded):
+                return Verification(False, expected, idx,
+                                    f"entry {idx} ({label}) was altered: its seq column does not "
+                                    "match its body (resume would miss or misplace it)")
             prev = digest
         count, head_hash = heads[0]
+        if not _is_int(count):
+            return Verification(False, len(rows), len(rows),
+                                "the session's head record was altered (its entry count is "
+                                "not a number)")
+        if count < len(rows):
+            return Verification(False, len(rows), count,
+                                f"entries {count}..{len(rows) - 1} are not counted in the "
+                                "session's head record (added behind its back)")
         if count != len(rows):
             return Verification(False, len(rows), len(rows),
                                 f"entries {len(rows)}..{count - 1} are missing from the end")

@@ -91,7 +91,12 @@ def _verify(args: argparse.Namespace) -> int:
         names = store.sessions() if args.all else [args.session]
         bad = 0
         for name in names:
-            result = store.verify(name)
+            try:
+                result = store.verify(name)
+            except StorageError as exc:  # e.g. no such session: say so, check the others
+                bad += 1
+                print(f"session {name}: {exc}", file=sys.stderr)
+                continue
             if result.ok:
                 print(f"session {name}: chain holds ({result.checked} entries)")
             else:

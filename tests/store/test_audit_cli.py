@@ -92,3 +92,21 @@ def test_purge(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert "argument --days:" in capsys.readouterr().err
     with SqliteStore(db_path) as store:
         assert store.sessions() == ["live"]
+
+
+def test_verify_all_reports_odd_values_and_goes_on(db_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _make(db_path)
+    with SqliteStore(db_path) as store:
+        store.append("later", "signal", time.time_ns() // 1_000_000, {})
+    db = sqlite3.connect(db_path)
+    with db:  # values no write stores: text count, infinite time, a body too deep to read
+        db.execute("UPDATE sessions SET count = 'x' WHERE session = 'ancient'")
+        db.execute("UPDATE entries SET at = 9e999 WHERE session = 'live' AND idx = 1")
+    db.close()
+    assert main(["audit", "verify", "--all", "--db", str(db_path)]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "ancient: chain BROKEN at entry 1" in captured.err
+    assert "live: chain BROKEN at entry 1" in captured.err
+    assert "later: chain holds (1 entries)" in captured.out

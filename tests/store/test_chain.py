@@ -148,6 +148,8 @@ def test_unknown_session_and_bad_entries_raise(store: SqliteStore) -> None:
         store.append("s1", "signal", 1, {"x": float("nan")})
     with pytest.raises(StorageError, match="milliseconds"):
         store.append("s1", "signal", 1.5, {})  # type: ignore[arg-type]
+    with pytest.raises(StorageError, match="append_alert"):  # its seq would not be resumable
+        store.append("s1", "alert", 1, {"seq": 1})
     assert store.sessions() == []  # nothing half-written
 
 
@@ -223,3 +225,72 @@ def test_the_head_cache_is_bounded_and_evicted_heads_are_read_again(
     entry = store.append("a", "signal", 2, {"n": 2})
     assert entry["index"] == 1 and list(store._heads) == ["c", "a"]
     assert all(store.verify(s).ok for s in ("a", "b", "c"))
+
+
+# -- verify: one snapshot, odd values, the seq column --------------------------------------
+
+def test_verify_reads_entries_and_head_in_one_snapshot(db_path: Path) -> None:
+    """Another connection (the server) commits between verify's two reads: the chain it
+    read is still whole, and verify must say so."""
+    with SqliteStore(db_path) as store, SqliteStore(db_path) as server:
+        _fill(server, n=3)
+        raw = store._db
+        appended: list[int] = []
+
+        def between_reads(sql: str) -> None:  # runs as the head record is about to be read
+            if "FROM sessions" in sql and not appended:
+                appended.append(server.append("s1", "signal", 5000, {"late": True})["index"])
+
+        raw.set_trace_callback(between_reads)
+        try:
+            result = store.verify("s1")
+        finally:
+            raw.set_trace_callback(None)
+        assert appended == [3]
+        assert (result.ok, result.checked) == (True, 3)
+        assert store.verify("s1").checked == 4
+
+
+_DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(("statement", "bad_index"), [
+    ("UPDATE sessions SET count = 'x'", 6),
+    ("UPDATE sessions SET count = 2.5", 6),
+    ("UPDATE entries SET at = 9e999 WHERE idx = 2", 2),
+    ("UPDATE entries SET at = at + 0.5 WHERE idx = 2", 2),
+    ("UPDATE entries SET at = 'soon' WHERE idx = 2", 2),
+    (f"UPDATE entries SET body = '{_DEEP}' WHERE idx = 2", 2),
+    ("UPDATE entries SET body = X'ff00' WHERE idx = 2", 2),
+    ("UPDATE entries SET body = 'null' WHERE idx = 2", 2),
+    ("UPDATE entries SET kind = X'ff' WHERE idx = 2", 2),
+    ("UPDATE entries SET hash = 5 WHERE idx = 2", 2),
+    ("UPDATE entries SET prev_hash = 5 WHERE idx = 2", 2),
+    ("UPDATE entries SET idx = 'one' WHERE idx = 1", 1),
+    ("UPDATE sessions SET head_hash = 5", 5),
+])
+def test_odd_values_break_the_chain_instead_of_raising(store: SqliteStore, db_path: Path,
+                                                       statement: str, bad_index: int) -> None:
+    _fill(store)
+    _sql(db_path, statement)
+    result = store.verify("s1")
+    assert not result.ok and result.first_bad_index == bad_index, result
+    assert result.problem
+
+
+def test_verify_checks_the_seq_column_resume_reads(store: SqliteStore, db_path: Path) -> None:
+    """``entries.seq`` is outside the hash, yet ``alerts_after`` (resume) goes by it."""
+    store.append("s1", "signal", 1, {"n": 1})
+    store.append_alert("s1", {"type": "alert", "id": "a", "at": 2})
+    store.append("s1", "signal", 3, {"n": 3})
+    store.append_alert("s1", {"type": "alert", "id": "b", "at": 4})
+    assert store.verify("s1").ok
+    for statement, index in (("UPDATE entries SET seq = NULL WHERE idx = 1", 1),  # hidden
+                             ("UPDATE entries SET seq = 7 WHERE idx = 3", 3),  # misplaced
+                             ("UPDATE entries SET seq = 9 WHERE idx = 2", 2)):  # invented
+        _sql(db_path, "UPDATE entries SET seq = CASE idx WHEN 1 THEN 1 WHEN 3 THEN 2 END")
+        assert store.verify("s1").ok
+        _sql(db_path, statement)
+        result = store.verify("s1")
+        assert not result.ok and result.first_bad_index == index
+        assert "seq column" in (result.problem or "")
