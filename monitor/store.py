@@ -51,6 +51,7 @@ __all__ = [
     "Verification",
     "canonical_json",
     "entry_hash",
+    "target_display",
 ]
 
 Kind = Literal["signal", "alert", "delivery", "consent", "status", "feedback", "ack", "skip",
@@ -189,6 +190,25 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at) WHERE delivered_at IS 
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _outbox_filter(urls: Sequence[str] | None,
+                   exclude: Collection[int]) -> tuple[str, list[Any]]:
+    """The ``AND ...`` of an outbox query for ``urls`` (``None``: any) without ``exclude``."""
+    where, params = "", list[Any]()
+    if urls is not None:
+        where += f" AND url IN ({','.join('?' * len(urls))})"
+        params.extend(urls)
+    if exclude:
+        where += f" AND id NOT IN ({','.join('?' * len(exclude))})"
+        params.extend(exclude)
+    return where, params
+
+
+def target_display(url: str) -> str:
+    """What logs and the ledger say about a webhook URL: scheme, host and port only (paths,
+    queries and user info of webhook URLs often hold secrets)."""
+    return _target(url)
 
 
 def _target(url: str) -> str:
@@ -631,32 +651,42 @@ class SqliteStore:
         with self.transaction() as db:
             return self._enqueue(db, session, seq, url, body_json, now)
 
-    def due(self, now: int, urls: Sequence[str] | None = None,
-            limit: int = 100) -> list[OutboxItem]:
-        """Undelivered outbox items due at ``now`` (oldest first), for ``urls`` if given."""
+    def due(self, now: int, urls: Sequence[str] | None = None, limit: int = 100,
+            exclude: Collection[int] = ()) -> list[OutboxItem]:
+        """Undelivered outbox items due at ``now`` (oldest first), for ``urls`` if given,
+        leaving out the ids in ``exclude`` (attempts in flight)."""
+        if urls is not None and not urls:
+            return []
+        where, params = _outbox_filter(urls, exclude)
         sql = ("SELECT id, session, seq, url, body, attempts, next_at, created_at FROM outbox "
-               f"WHERE {_UNSETTLED} AND next_at <= ?")
-        params: list[Any] = [now]
-        if urls is not None:
-            if not urls:
-                return []
-            sql += f" AND url IN ({','.join('?' * len(urls))})"
-            params.extend(urls)
-        sql += " ORDER BY next_at, id LIMIT ?"
-        params.append(limit)
-        return [OutboxItem(*r) for r in self._read(sql, params)]
+               f"WHERE {_UNSETTLED} AND next_at <= ?{where} ORDER BY next_at, id LIMIT ?")
+        return [OutboxItem(*r) for r in self._read(sql, [now, *params, limit])]
 
-    def next_due_at(self, urls: Sequence[str] | None = None) -> int | None:
-        """When the earliest undelivered item falls due (epoch ms), or ``None``."""
-        sql = f"SELECT MIN(next_at) FROM outbox WHERE {_UNSETTLED}"
-        params: list[Any] = []
-        if urls is not None:
-            if not urls:
-                return None
-            sql += f" AND url IN ({','.join('?' * len(urls))})"
-            params.extend(urls)
-        value = self._read(sql, params)[0][0]
+    def next_due_at(self, urls: Sequence[str] | None = None,
+                    exclude: Collection[int] = ()) -> int | None:
+        """When the earliest undelivered item (of ``urls``, not in ``exclude``) falls due
+        (epoch ms), or ``None``."""
+        if urls is not None and not urls:
+            return None
+        where, params = _outbox_filter(urls, exclude)
+        value = self._read(f"SELECT MIN(next_at) FROM outbox WHERE {_UNSETTLED}{where}",
+                           params)[0][0]
         return None if value is None else int(value)
+
+    def abandon_other_targets(self, urls: Collection[str], now: int,
+                              error: str) -> list[str]:
+        """Abandon (as :meth:`abandon` does, with a ledger entry each) every unsettled item
+        whose URL is not in ``urls``: the targets configured now. Returns their URLs, one
+        per item abandoned."""
+        keep = sorted(set(urls))
+        sql = f"SELECT id, url FROM outbox WHERE {_UNSETTLED}"
+        if keep:
+            sql += f" AND url NOT IN ({','.join('?' * len(keep))})"
+        with self.transaction() as db:
+            rows = db.execute(sql + " ORDER BY id", keep).fetchall()
+            for item_id, _url in rows:
+                self.abandon(item_id, now, error)
+        return [str(url) for _id, url in rows]
 
     def pending(self) -> int:
         """How many outbox items are still to be delivered (not delivered, not abandoned)."""

@@ -416,12 +416,20 @@ class AsyncStore:
     async def enqueue(self, session: str, url: str, body: dict[str, Any], now: int) -> int:
         return await self._call(lambda s: s.enqueue(session, url, body, now), True)
 
-    async def due(self, now: int, urls: Sequence[str] | None = None,
-                  limit: int = 100) -> list[OutboxItem]:
-        return await self._call(lambda s: s.due(now, urls, limit), False)
+    async def due(self, now: int, urls: Sequence[str] | None = None, limit: int = 100,
+                  exclude: Collection[int] = ()) -> list[OutboxItem]:
+        excluded = tuple(exclude)
+        return await self._call(lambda s: s.due(now, urls, limit, excluded), False)
 
-    async def next_due_at(self, urls: Sequence[str] | None = None) -> int | None:
-        return await self._call(lambda s: s.next_due_at(urls), False)
+    async def next_due_at(self, urls: Sequence[str] | None = None,
+                          exclude: Collection[int] = ()) -> int | None:
+        excluded = tuple(exclude)
+        return await self._call(lambda s: s.next_due_at(urls, excluded), False)
+
+    async def abandon_other_targets(self, urls: Collection[str], now: int,
+                                    error: str) -> list[str]:
+        kept = tuple(urls)
+        return await self._call(lambda s: s.abandon_other_targets(kept, now, error), True)
 
     async def pending(self) -> int:
         return await self._call(lambda s: s.pending(), False)

@@ -21,20 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import hashlib
 import hmac
 import logging
 import random
 import ssl
 import time
+from collections import Counter as Tally
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter
 
-from monitor.store import OutboxItem
+from monitor.store import OutboxItem, target_display
 from monitor.store_async import AsyncStore
 from signals.errors import AuthError, ConfigError, SessionguardError
 
@@ -45,6 +47,7 @@ __all__ = [
     "TIMESTAMP_HEADER",
     "Backoff",
     "HttpTransport",
+    "Reply",
     "SignatureError",
     "Transport",
     "WebhookDelivery",
@@ -148,15 +151,42 @@ def targets_from(urls: Sequence[str], secret: str | None) -> list[WebhookTarget]
     return [WebhookTarget(url, secret or "") for url in urls]
 
 
-class Transport(Protocol):
-    """Sends one POST and returns the HTTP status; raises on a network failure."""
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a receiver answered, when more than the status matters: its ``Retry-After``
+    header (seconds or an HTTP date), if it sent one."""
 
-    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> int: ...
+    status: int
+    retry_after: str | None = None
+
+
+class Transport(Protocol):
+    """Sends one POST and returns the HTTP status (an ``int``, or a :class:`Reply` to pass
+    on a ``Retry-After``); raises on a network failure."""
+
+    async def send(self, url: str, headers: Mapping[str, str],
+                   body: bytes) -> int | Reply: ...
+
+
+def _retry_after_ms(value: str, now_ms: int) -> int | None:
+    """A ``Retry-After`` value (delay seconds, or an HTTP date) as ms from ``now_ms``;
+    ``None`` when it is neither."""
+    value = value.strip()
+    if value.isdigit():
+        return int(value[:12]) * 1000
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT
+        return None
+    return max(0, int(when.timestamp() * 1000) - now_ms)
 
 
 class HttpTransport:
     """Plain HTTP/1.1 POST over asyncio streams (``https`` via :mod:`ssl`), one connection
-    per request, no redirects: a 3xx counts as a failure."""
+    per request, no redirects: a 3xx counts as a failure. A 429 or 503 comes back as a
+    :class:`Reply` with its ``Retry-After``."""
 
     def __init__(self, timeout_s: float = 10.0, ssl_context: ssl.SSLContext | None = None,
                  max_reply_bytes: int = 65536) -> None:
@@ -164,7 +194,7 @@ class HttpTransport:
         self._ssl = ssl_context
         self._max_reply = max_reply_bytes
 
-    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> int:
+    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> int | Reply:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise WebhookError("webhook URL must be http:// or https://")
@@ -185,6 +215,7 @@ class HttpTransport:
         if secure:
             context = self._ssl or ssl.create_default_context()
         writer: asyncio.StreamWriter | None = None
+        retry_after: str | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
                 reader, writer = await asyncio.open_connection(
@@ -192,6 +223,8 @@ class HttpTransport:
                 writer.write(request)
                 await writer.drain()
                 status_line = await reader.readline()
+                if status_line.split(None, 2)[1:2] in ([b"429"], [b"503"]):
+                    retry_after = await _read_retry_after(reader)
         except TimeoutError as exc:
             raise WebhookError("webhook receiver timed out") from exc
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -205,7 +238,21 @@ class HttpTransport:
         fields = status_line.decode("latin-1").split(None, 2)
         if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
             raise WebhookError("webhook receiver sent no HTTP status line")
-        return int(fields[1])
+        status = int(fields[1])
+        return Reply(status, retry_after) if retry_after is not None else status
+
+
+async def _read_retry_after(reader: asyncio.StreamReader) -> str | None:
+    """The ``Retry-After`` among the reply's header lines (``None`` if absent, or if the
+    headers are cut short or too long: the status alone still counts)."""
+    try:
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, sep, value = line.decode("latin-1").partition(":")
+            if sep and name.strip().lower() == "retry-after":
+                return value.strip()
+    except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return None
+    return None
 
 
 class Backoff:
@@ -227,11 +274,33 @@ class Backoff:
 DEFAULT_GIVE_UP_MS = 72 * 3600 * 1000  # three days, as Stripe does
 
 
+@dataclass(slots=True)
+class _Lane:
+    """One target's deliveries: its own attempts in flight (at most ``concurrency``) and its
+    own wake-up, so a receiver that hangs or fails holds up nothing but itself."""
+
+    target: WebhookTarget
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: dict[int, asyncio.Task[bool]] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+
+
 class WebhookDelivery:
     """POSTs queued alerts to the configured targets until each one is accepted (2xx), or
     until ``give_up_after_ms`` after it was queued (default three days; ``None``: never):
     then it is abandoned, counted in ``sessionguard_webhook_abandoned_total`` and recorded in
     the ledger as a ``delivery`` entry with ``"abandoned": true``.
+
+    Each target is a lane of its own: its due items (oldest first) are tried with at most
+    ``concurrency`` requests in flight *to that target*, and a free slot takes the next due
+    item at once, without waiting for the others of its batch. A receiver that never answers
+    (each request then takes the transport's whole timeout) or keeps failing delays nobody
+    else. A ``429`` or ``503`` with ``Retry-After`` (seconds or an HTTP date) is retried then,
+    at most the backoff's maximum later (and at least its base).
+
+    When the loop starts (:meth:`start`), items still queued for a URL that is no longer
+    configured are abandoned (:meth:`abandon_unconfigured`): a changed URL may be deliberate
+    (a rotated key in its query, a receiver retired), so they are not re-sent elsewhere.
 
     ``clock`` returns epoch ms. ``registry`` (optional) receives
     ``sessionguard_webhook_attempts_total`` and ``sessionguard_webhook_failures_total``;
@@ -255,17 +324,19 @@ class WebhookDelivery:
         on_attempt: Callable[[str, bool, int | None], None] | None = None,
         give_up_after_ms: int | None = DEFAULT_GIVE_UP_MS,
     ) -> None:
+        if concurrency < 1:
+            raise ConfigError("webhook concurrency must be at least 1")
         self.store = store
         self.targets = {t.url: t for t in targets}
         self.transport: Transport = transport or HttpTransport()
         self.clock = clock
         self.backoff = backoff or Backoff(rng=rng)
         self.poll_ms = poll_ms
+        self.concurrency = concurrency
         self.batch = batch
-        self._limit = asyncio.Semaphore(concurrency)
         self._on_attempt = on_attempt
         self.give_up_after_ms = give_up_after_ms
-        self._wake = asyncio.Event()
+        self._lanes = {url: _Lane(target) for url, target in self.targets.items()}
         self._task: asyncio.Task[None] | None = None
         self._attempts: Counter | None = None
         self._failures: Counter | None = None
@@ -273,7 +344,8 @@ class WebhookDelivery:
         if registry is not None:
             self._abandoned = Counter(
                 "sessionguard_webhook_abandoned",
-                "Webhook items given up after webhooks.give_up_after_hours of failures.",
+                "Webhook items given up after webhooks.give_up_after_hours of failures, or "
+                "queued for a URL no longer configured.",
                 registry=registry)
             self._attempts = Counter("sessionguard_webhook_attempts",
                                      "Webhook POST attempts.", registry=registry)
@@ -295,42 +367,71 @@ class WebhookDelivery:
 
     def wake(self) -> None:
         """Look at the outbox now (call after queueing alerts)."""
-        self._wake.set()
+        for lane in self._lanes.values():
+            lane.wake.set()
 
     notify = wake  # the name the server calls after ``append_alert``
 
-    async def run_once(self) -> int:
-        """Attempt every item due now, concurrently; return how many were delivered."""
-        if not self.targets:
-            return 0
-        items = await self.store.due(self.clock(), self.urls, self.batch)
-        results = await asyncio.gather(*(self._attempt(item) for item in items))
-        return sum(1 for ok in results if ok)
+    async def abandon_unconfigured(self) -> int:
+        """Abandon every item still queued for a URL that is not configured now (each on the
+        ledger and in ``sessionguard_webhook_abandoned_total``, with a warning naming only
+        the target's scheme, host and port). Returns how many were abandoned."""
+        urls = await self.store.abandon_other_targets(
+            self.urls, self.clock(), "the webhook URL is no longer configured")
+        if self._abandoned is not None and urls:
+            self._abandoned.inc(len(urls))
+        for display, count in sorted(Tally(target_display(u) for u in urls).items()):
+            _log.warning("%d undelivered webhook item(s) for %s abandoned: their URL is no "
+                         "longer configured (changed or removed); the alerts stay in the "
+                         "audit store", count, display)
+        return len(urls)
 
-    async def _attempt(self, item: OutboxItem) -> bool:
-        target = self.targets[item.url]
+    async def run_once(self) -> int:
+        """Attempt every item due now (up to ``batch`` per target, at most ``concurrency``
+        at a time per target, every target at once) and wait for them; return how many
+        were delivered. The running loop (:meth:`start`) does not wait like this."""
+        delivered = await asyncio.gather(*(self._lane_once(lane)
+                                           for lane in self._lanes.values()))
+        return sum(delivered)
+
+    async def _lane_once(self, lane: _Lane) -> int:
+        items = await self.store.due(self.clock(), [lane.target.url], self.batch,
+                                     exclude=lane.in_flight)
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(item: OutboxItem) -> bool:
+            async with limit:
+                return await self._attempt(lane.target, item)
+
+        return sum(await asyncio.gather(*(one(item) for item in items)))
+
+    async def _attempt(self, target: WebhookTarget, item: OutboxItem) -> bool:
         body = item.body.encode()
-        async with self._limit:
-            now = self.clock()
-            timestamp = now // 1000
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": _USER_AGENT,
-                TIMESTAMP_HEADER: str(timestamp),
-                SIGNATURE_HEADER: sign(target.secret, body, timestamp),
-                DELIVERY_HEADER: str(item.id),
-            }
-            status: int | None = None
-            error = ""
-            try:
-                status = await self.transport.send(item.url, headers, body)
-            except (WebhookError, OSError, TimeoutError) as exc:
-                error = str(exc) or exc.__class__.__name__
-            except Exception as exc:  # a transport bug must not stop delivery
-                error = f"transport failed: {exc.__class__.__name__}"
-            ok = status is not None and 200 <= status < 300
-            if not ok and not error:
-                error = f"HTTP {status}"
+        now = self.clock()
+        timestamp = now // 1000
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": _USER_AGENT,
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(target.secret, body, timestamp),
+            DELIVERY_HEADER: str(item.id),
+        }
+        status: int | None = None
+        retry_after: str | None = None
+        error = ""
+        try:
+            reply = await self.transport.send(item.url, headers, body)
+            if isinstance(reply, Reply):
+                status, retry_after = reply.status, reply.retry_after
+            else:
+                status = reply
+        except (WebhookError, OSError, TimeoutError) as exc:
+            error = str(exc) or exc.__class__.__name__
+        except Exception as exc:  # a transport bug must not stop delivery
+            error = f"transport failed: {exc.__class__.__name__}"
+        ok = status is not None and 200 <= status < 300
+        if not ok and not error:
+            error = f"HTTP {status}"
         if self._attempts is not None:
             self._attempts.inc()
         if not ok and self._failures is not None:
@@ -341,6 +442,10 @@ class WebhookDelivery:
         else:
             now = self.clock()
             delay = self.backoff.delay_ms(item.attempts + 1)
+            asked = (_retry_after_ms(retry_after, now)
+                     if status in (429, 503) and retry_after else None)
+            if asked is not None:  # the receiver said when: then, within our own bounds
+                delay = min(self.backoff.max_ms, max(self.backoff.base_ms, asked))
             if (self.give_up_after_ms is not None
                     and now + delay - item.created_at > self.give_up_after_ms):
                 # the next try would come after the give-up time: stop here, on the record
@@ -358,39 +463,89 @@ class WebhookDelivery:
             self._on_attempt(target.display, ok, status)
         return ok
 
-    async def _sleep_ms(self) -> int:
-        next_at = await self.store.next_due_at(self.urls)
+    # -- the running loop: one lane per target -----------------------------------------------
+    async def _attempt_in_lane(self, lane: _Lane, item: OutboxItem) -> bool:
+        try:
+            return await self._attempt(lane.target, item)
+        except SessionguardError as exc:  # the outcome could not be stored: retried later
+            _log.warning("webhook delivery to %s paused: %s", lane.target.display, exc)
+        except Exception:
+            _log.exception("webhook delivery to %s failed; retrying", lane.target.display)
+        return False
+
+    def _start_attempts(self, lane: _Lane, items: Sequence[OutboxItem]) -> None:
+        for item in items:
+            task = asyncio.get_running_loop().create_task(self._attempt_in_lane(lane, item))
+            lane.in_flight[item.id] = task
+
+            def done(_: asyncio.Task[bool], item_id: int = item.id) -> None:
+                lane.in_flight.pop(item_id, None)
+                lane.wake.set()  # a slot is free: take the next due item now
+
+            task.add_done_callback(done)
+
+    async def _lane_step(self, lane: _Lane) -> int:
+        """Start attempts for the lane's due items while it has free slots; return how long
+        to wait (ms) unless woken."""
+        free = self.concurrency - len(lane.in_flight)
+        url = [lane.target.url]
+        if free > 0:
+            items = await self.store.due(self.clock(), url, free, exclude=lane.in_flight)
+            self._start_attempts(lane, items)
+            free -= len(items)
+        if free <= 0:  # full: an attempt that ends wakes the lane
+            return self.poll_ms
+        next_at = await self.store.next_due_at(url, exclude=lane.in_flight)
         if next_at is None:
             return self.poll_ms
         return max(0, min(self.poll_ms, next_at - self.clock()))
 
-    async def _run(self) -> None:
+    async def _run_lane(self, lane: _Lane) -> None:
         while True:
+            lane.wake.clear()
             try:
-                self._wake.clear()
-                await self.run_once()
-                wait_ms = await self._sleep_ms()
+                wait_ms = await self._lane_step(lane)
             except SessionguardError as exc:
-                _log.warning("webhook delivery paused: %s", exc)
+                _log.warning("webhook delivery to %s paused: %s", lane.target.display, exc)
                 wait_ms = self.poll_ms
             except Exception:
-                _log.exception("webhook delivery failed; retrying")
+                _log.exception("webhook delivery to %s failed; retrying", lane.target.display)
                 wait_ms = self.poll_ms
             if wait_ms > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait_ms / 1000):
-                        await self._wake.wait()
+                        await lane.wake.wait()
+
+    async def _run(self) -> None:
+        try:
+            await self.abandon_unconfigured()
+        except SessionguardError as exc:
+            _log.warning("webhook items of URLs no longer configured not checked: %s", exc)
+        loop = asyncio.get_running_loop()
+        for lane in self._lanes.values():
+            lane.task = loop.create_task(self._run_lane(lane),
+                                         name=f"sessionguard-webhooks {lane.target.display}")
+        await asyncio.gather(*(lane.task for lane in self._lanes.values() if lane.task))
 
     def start(self) -> None:
-        """Run the delivery loop as a task of the running event loop."""
+        """Run the delivery loop as a task of the running event loop: first abandon what is
+        queued for URLs no longer configured, then one lane per target."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(),
                                                                 name="sessionguard-webhooks")
 
     async def stop(self) -> None:
         """Stop the loop; in-flight requests are abandoned and retried after a restart."""
+        tasks: list[asyncio.Task[Any]] = []
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            tasks.append(self._task)
             self._task = None
+        for lane in self._lanes.values():
+            if lane.task is not None:
+                tasks.append(lane.task)
+                lane.task = None
+            tasks.extend(lane.in_flight.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -21,6 +21,7 @@ from monitor.webhooks import (
     TIMESTAMP_HEADER,
     Backoff,
     HttpTransport,
+    Reply,
     SignatureError,
     WebhookDelivery,
     WebhookError,
@@ -403,7 +404,8 @@ async def test_restart_from_the_same_database_delivers_the_backlog(tmp_path: Pat
         await receiver.stop()
 
 
-async def test_targets_not_configured_any_more_are_left_alone(store: AsyncStore) -> None:
+async def test_run_once_leaves_targets_not_configured_any_more_alone(
+        store: AsyncStore) -> None:
     transport = ScriptedTransport([])
     await store.append_alert("s1", _alert(NOW), ["http://removed.example/x"])
     delivery = WebhookDelivery(store, [WebhookTarget("http://kept.example/y", SECRET)],
@@ -412,7 +414,152 @@ async def test_targets_not_configured_any_more_are_left_alone(store: AsyncStore)
     await delivery.enqueue("s1", {**_alert(NOW), "seq": 1})
     assert await delivery.run_once() == 1
     assert [u for u, _h, _b in transport.sent] == ["http://kept.example/y"]
-    assert await store.pending() == 1  # the removed target's item is kept, not dropped
+    assert await store.pending() == 1  # run_once does not touch the removed target's item
+
+
+async def test_items_of_a_changed_url_are_abandoned_on_the_record_at_start(
+        store: AsyncStore, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    """A rotated ?key= in a webhook URL: what was queued for the old URL is abandoned when
+    the loop starts (ledger, metric, a warning without the URL's secrets), not stranded."""
+    old = f"http://127.0.0.1:{receiver.port}/hook?key=OLD-s3cret"
+    new = f"http://127.0.0.1:{receiver.port}/hook?key=NEW-s3cret"
+    await store.append_alert("s1", _alert(NOW), [old])
+    registry = CollectorRegistry()
+    attempts = Attempts()
+    delivery = WebhookDelivery(store, targets_from([new], SECRET), backoff=_fast(),
+                               registry=registry, on_attempt=attempts)
+    caplog.set_level("WARNING", logger="sessionguard.webhooks")
+    delivery.start()
+    try:
+        await store.append_alert("s1", _alert(NOW + 1), delivery.urls)
+        delivery.notify()
+        got = await receiver.next()  # the new URL still gets what is queued for it
+        assert got.path == "/hook?key=NEW-s3cret" and json.loads(got.body)["seq"] == 2
+        await attempts.wait(ok=True)
+    finally:
+        await delivery.stop()
+    rows = {r["seq"]: r for r in await store.outbox("s1")}
+    assert rows[1]["abandoned_at"] is not None and rows[1]["delivered_at"] is None
+    assert rows[2]["delivered_at"] is not None and await store.pending() == 0
+    assert registry.get_sample_value("sessionguard_webhook_abandoned_total") == 1
+    entries = [e["body"] for e in await store.entries("s1") if e["kind"] == "delivery"]
+    assert {"seq": 1, "abandoned": True, "target": f"http://127.0.0.1:{receiver.port}",
+            "error": "the webhook URL is no longer configured"}.items() <= entries[0].items()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any("no longer configured" in w for w in warnings)
+    assert not any("s3cret" in w or "/hook" in w for w in warnings)
+    assert (await store.verify("s1")).ok
+    # a second start finds nothing more to abandon
+    assert await delivery.abandon_unconfigured() == 0
+
+
+# -- one target never delays another ------------------------------------------------------
+
+async def test_a_hung_receiver_does_not_delay_another_target(store: AsyncStore,
+                                                            receiver: Receiver) -> None:
+    """Receiver A accepts and never answers (each request takes the transport's whole
+    timeout); B is healthy. B gets every alert at once, queued before or after A hung."""
+    release = asyncio.Event()
+    hung = asyncio.Queue[int]()
+
+    async def never_answers(reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        await hung.put(1)
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(never_answers, "127.0.0.1", 0)
+    a = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/a"
+    b = f"http://127.0.0.1:{receiver.port}/b"
+    timeout_s = 8.0
+    delivery = WebhookDelivery(store, targets_from([a, b], SECRET),
+                               transport=HttpTransport(timeout_s=timeout_s), concurrency=2,
+                               backoff=_fast(), give_up_after_ms=None)
+    for i in range(4):  # more than A can have in flight: its lane is full
+        await store.append_alert("s1", _alert(NOW + i), delivery.urls)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    delivery.start()
+    try:
+        seqs = [json.loads((await asyncio.wait_for(receiver.next(), timeout_s / 2)).body)["seq"]
+                for _ in range(4)]
+        assert sorted(seqs) == [1, 2, 3, 4]
+        for _ in range(2):  # A has both of its slots hung now
+            await asyncio.wait_for(hung.get(), timeout_s / 2)
+        await store.append_alert("s1", _alert(NOW + 9), delivery.urls)
+        delivery.notify()
+        late = await asyncio.wait_for(receiver.next(), timeout_s / 2)
+        assert json.loads(late.body)["seq"] == 5
+        assert loop.time() - started < timeout_s  # none of it waited for A's timeout
+        assert hung.empty()  # A is not sent more than its concurrency
+    finally:
+        await delivery.stop()
+        release.set()
+        server.close()
+        await server.wait_closed()
+
+
+# -- Retry-After --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("reply", "delay_ms"), [
+    (Reply(429, "7"), 7_000),
+    (Reply(503, " 12 "), 12_000),
+    (Reply(429, "Tue, 14 Nov 2023 22:13:40 GMT"), 20_000),  # NOW + 20 s as an HTTP date
+    (Reply(429, "999999"), 60_000),  # at most the backoff's maximum
+    (Reply(429, "0"), 1_000),  # at least its base: never a tight loop
+    (Reply(429, "Tue, 14 Nov 2023 22:00:00 GMT"), 1_000),  # a date already past
+])
+async def test_retry_after_is_honoured_within_the_backoff_bounds(
+        tmp_path: Path, reply: Reply, delay_ms: int) -> None:
+    store = AsyncStore(tmp_path / "audit.db", clock=lambda: NOW)
+    transport = ScriptedTransport([reply])
+    delivery = WebhookDelivery(store, [WebhookTarget("http://hooks.example/a", SECRET)],
+                               transport=transport, clock=lambda: NOW,
+                               backoff=Backoff(1000, 60_000, random.Random(1)))
+    await store.append_alert("s1", _alert(NOW), delivery.urls)
+    assert await delivery.run_once() == 0
+    (item,) = await store.outbox("s1")
+    assert item["next_at"] - NOW == delay_ms and item["last_status"] == reply.status
+    await store.aclose()
+
+
+@pytest.mark.parametrize("reply", [Reply(429, "soon"), Reply(500, "7"), 429])
+async def test_without_a_usable_retry_after_the_backoff_applies(tmp_path: Path,
+                                                                reply: Reply | int) -> None:
+    store = AsyncStore(tmp_path / "audit.db", clock=lambda: NOW)
+    delivery = WebhookDelivery(store, [WebhookTarget("http://hooks.example/a", SECRET)],
+                               transport=ScriptedTransport([reply]), clock=lambda: NOW,
+                               backoff=Backoff(1000, 60_000, random.Random(1)))
+    await store.append_alert("s1", _alert(NOW), delivery.urls)
+    assert await delivery.run_once() == 0
+    (item,) = await store.outbox("s1")
+    assert item["next_at"] - NOW == Backoff(1000, 60_000, random.Random(1)).delay_ms(1)
+    await store.aclose()
+
+
+async def test_http_transport_passes_on_retry_after() -> None:
+    replies = [b"HTTP/1.1 429 Too Many\r\nContent-Length: 0\r\nretry-after:  30\r\n\r\n",
+               b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n",
+               b"HTTP/1.1 200 OK\r\nRetry-After: 30\r\n\r\n",
+               b"HTTP/1.1 429 Too Many\r\nX: " + b"y" * 70_000 + b"\r\n\r\n"]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(replies.pop(0))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    transport = HttpTransport(timeout_s=5)
+    try:
+        assert await transport.send(url, {}, b"{}") == Reply(429, "30")
+        assert await transport.send(url, {}, b"{}") == 503
+        assert await transport.send(url, {}, b"{}") == 200
+        assert await transport.send(url, {}, b"{}") == 429  # headers too long: status only
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 # -- the HTTP transport's failure modes ---------------------------------------------------
