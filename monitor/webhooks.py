@@ -283,6 +283,8 @@ class _Lane:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: dict[int, asyncio.Task[bool]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
+    #: loop time before which no attempt starts (an outcome could not be stored)
+    paused_until: float = 0.0
 
 
 class WebhookDelivery:
@@ -471,6 +473,8 @@ class WebhookDelivery:
             _log.warning("webhook delivery to %s paused: %s", lane.target.display, exc)
         except Exception:
             _log.exception("webhook delivery to %s failed; retrying", lane.target.display)
+        # the item is still due: not again at once (a full disk would turn into a POST loop)
+        lane.paused_until = asyncio.get_running_loop().time() + self.poll_ms / 1000
         return False
 
     def _start_attempts(self, lane: _Lane, items: Sequence[OutboxItem]) -> None:
@@ -487,6 +491,9 @@ class WebhookDelivery:
     async def _lane_step(self, lane: _Lane) -> int:
         """Start attempts for the lane's due items while it has free slots; return how long
         to wait (ms) unless woken."""
+        paused_s = lane.paused_until - asyncio.get_running_loop().time()
+        if paused_s > 0:
+            return max(1, int(paused_s * 1000))
         free = self.concurrency - len(lane.in_flight)
         url = [lane.target.url]
         if free > 0:

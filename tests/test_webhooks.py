@@ -30,7 +30,7 @@ from monitor.webhooks import (
     targets_from,
     verify_signature,
 )
-from signals.errors import AuthError, ConfigError
+from signals.errors import AuthError, ConfigError, StorageError
 
 SECRET = "whsec-test-0123456789"
 NOW = 1_700_000_000_000
@@ -497,6 +497,36 @@ async def test_a_hung_receiver_does_not_delay_another_target(store: AsyncStore,
         release.set()
         server.close()
         await server.wait_closed()
+
+
+class _UnwritableOutcomes(AsyncStore):
+    """A store that cannot record delivery outcomes (a full disk, say)."""
+
+    async def mark_delivered(self, item_id: int, now: int, status: int) -> None:
+        raise StorageError("audit store write failed: database or disk is full")
+
+
+async def test_an_outcome_that_cannot_be_stored_pauses_the_target(tmp_path: Path) -> None:
+    """The item stays due, but is not POSTed again at once: that would loop."""
+    store = _UnwritableOutcomes(tmp_path / "audit.db")
+    sent: asyncio.Queue[float] = asyncio.Queue()
+
+    class Recording:
+        async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> int:
+            sent.put_nowait(asyncio.get_running_loop().time())
+            return 200
+
+    delivery = WebhookDelivery(store, [WebhookTarget("http://hooks.example/a", SECRET)],
+                               transport=Recording(), poll_ms=300)
+    await store.append_alert("s1", _alert(NOW), delivery.urls)
+    delivery.start()
+    try:
+        first = await asyncio.wait_for(sent.get(), 10)
+        second = await asyncio.wait_for(sent.get(), 10)
+        assert second - first >= 0.25
+    finally:
+        await delivery.stop()
+        await store.aclose()
 
 
 # -- Retry-After --------------------------------------------------------------------------
