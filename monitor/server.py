@@ -204,7 +204,8 @@ class Sidecar:
                                            synchronous=config.store.synchronous),
                                registry=self.metrics.registry,
                                linger_s=config.store.group_commit_ms / 1000,
-                               commit_interval_s=config.store.commit_interval_ms / 1000)
+                               commit_interval_s=config.store.commit_interval_ms / 1000,
+                               clock=clock)  # dates webhook outbox rows, as delivery checks
         self.store = store
         self.media_factory = media_factory if config.media.enabled else None
         if webhooks is None and config.webhooks.urls:
@@ -249,6 +250,13 @@ class Sidecar:
             result = self.webhooks.start()
             if asyncio.iscoroutine(result):
                 await result
+        elif self.webhooks is None and hasattr(self.store, "abandon_other_targets"):
+            # every webhook URL was removed: what was queued for them is given up on the
+            # record (as when one URL changes), not left queued without a word
+            from monitor.webhooks import WebhookDelivery
+
+            await WebhookDelivery(self.store, [], clock=self.clock,
+                                  registry=self.metrics.registry).abandon_unconfigured()
 
     async def stop(self, server: Server | None = None) -> None:
         """Stop accepting, close every channel with 1001, close media, flush the store."""

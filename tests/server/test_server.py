@@ -695,3 +695,19 @@ async def test_an_alert_the_store_refused_is_kept_and_delivered_once_it_is_store
     assert [(a["rule"], a["seq"]) for a in (first, second)] == [
         ("test.recorder", 1), ("test.key", 2)]
     assert [a["seq"] for a in h.sidecar.store.store.alerts_after("s1", 0)] == [1, 2]
+
+
+async def test_alerts_queued_for_webhooks_all_since_removed_are_abandoned_on_the_record(
+        serve: Factory, tmp_path: Any) -> None:
+    """Every webhook URL removed from the configuration: what was queued for them is given
+    up on the record at start (as when one URL changes), not left queued without a word."""
+    with SqliteStore(tmp_path / "audit.db") as db:
+        db.append_alert("s1", {"id": "a1", "rule": "r", "severity": "critical",
+                               "session": "s1", "participant": "p1", "at": 1},
+                        ["https://hooks.example/in?key=s3cret"])
+    h = await serve()  # no webhook URLs configured
+    rows = h.sidecar.store.store.outbox("s1")
+    assert len(rows) == 1 and rows[0]["abandoned_at"] is not None
+    entries = [e["body"] for e in h.sidecar.store.store.entries("s1") if e["kind"] == "delivery"]
+    assert entries and entries[0]["error"] == "the webhook URL is no longer configured"
+    assert "s3cret" not in json.dumps(entries)
