@@ -85,6 +85,9 @@ OnLimit = Callable[[MediaKind, str | None], Awaitable[None] | None]
 #: the frame-rate caps, by design), ``dropped`` (the analysis thread was busy), ``errors``
 OnFrames = Callable[[MediaKind, dict[str, int]], None]
 MAX_SDP_BYTES = 64 * 1024
+#: how far a track's media time may run ahead of the receiver's clock since its first frame
+#: (media normally lags it: jitter buffers delay playout) before the clock is trusted
+MAX_PTS_LEAD_S = 2.0
 _KINDS: tuple[MediaKind, ...] = ("audio", "video")
 
 
@@ -109,6 +112,40 @@ def _media_sections(sdp: str) -> dict[str, int]:
         if len(parts) >= 2 and parts[0] in ("m=audio", "m=video") and parts[1] != "0":
             counts[parts[0][2:]] += 1
     return counts
+
+
+def _sdp_problem(sdp: str) -> str | None:
+    """Why an offer can never carry media to the sidecar (a sentence), or ``None``: no DTLS
+    fingerprint (aiortc would answer, then fail unseen), no audio or video section the
+    patient sends, or ICE candidates declared complete with none given."""
+    if not _fingerprints(sdp):
+        return "the WebRTC offer has no DTLS fingerprint (a=fingerprint)"
+    directions = ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive")
+    default = "a=sendrecv"  # a session-level direction applies to sections without their own
+    sections: list[tuple[str | None, str | None]] = []  # (kind in use, its direction)
+    candidates, ended = 0, False
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            parts = line[2:].split()
+            in_use = len(parts) >= 2 and parts[0] in _KINDS and parts[1] != "0"
+            sections.append((parts[0] if in_use else None, None))
+        elif line in directions:
+            if sections:
+                sections[-1] = (sections[-1][0], line)
+            else:
+                default = line
+        elif line.startswith("a=candidate:"):
+            candidates += 1
+        elif line == "a=end-of-candidates":
+            ended = True
+    media = [(direction or default) for kind, direction in sections if kind is not None]
+    if media and not any(d in ("a=sendrecv", "a=sendonly") for d in media):
+        return ("the WebRTC offer sends no audio or video (every section is recvonly or "
+                "inactive)")
+    if ended and candidates == 0:
+        return "the WebRTC offer declares its ICE candidates complete but gives none"
+    return None
 
 
 def _fingerprints(sdp: str) -> set[str]:
@@ -139,6 +176,8 @@ class MediaParams:
     ``video`` / ``audio`` are passed to ``VideoAnalyzer`` / ``AudioAnalyzer`` (``None``: their
     defaults). ``video_factory`` / ``audio_factory`` replace those analyzers altogether (one
     fresh analyzer per track; used by the benchmark's floor and by embedders).
+    ``first_media_s``: a consented track that delivers no frame this long after the answer
+    is reported ``stopped`` with the limit ``absent``.
     ``overload_wait_s``: a track whose analysis jobs wait this long for the analysis thread,
     on average over ``overload_window_s``, reports the limit ``overloaded`` (see
     :class:`~monitor.media_pipeline.LagWatch`; it clears under a quarter of it).
@@ -150,6 +189,7 @@ class MediaParams:
     oversize_after_s: float = 2.0
     audio_backlog_s: float = 1.0
     audio_batch_s: float = 0.1
+    first_media_s: float = 10.0
     overload_wait_s: float = 0.4
     overload_window_s: float = 5.0
     video: Any = None
@@ -170,6 +210,8 @@ class MediaParams:
             raise MediaError("media audio_backlog_s must be positive")
         if not 0 <= self.audio_batch_s <= self.audio_backlog_s:
             raise MediaError("media audio_batch_s must be between 0 and audio_backlog_s")
+        if not self.first_media_s > 0:
+            raise MediaError("media first_media_s must be positive")
         if not self.overload_wait_s > 0:
             raise MediaError("media overload_wait_s must be positive")
         if not self.overload_window_s >= 0:
@@ -238,6 +280,7 @@ class _Track:
     state: Literal["none", "flowing", "stopped"] = "none"
     last_frame_ms: int = 0
     start_ms: int | None = None
+    start_mono: float | None = None  # time.monotonic() at the first frame (MAX_PTS_LEAD_S)
     t_offset: float = 0.0
     last_t: float = 0.0
     pipeline: VideoPipeline | AudioPipeline | None = None
@@ -282,6 +325,7 @@ class MediaReceiver:
         self._closed = False
         self._pending_calls: set[asyncio.Future[Any]] = set()
         self._ready: dict[str, Any] = {}
+        self._answered_ms = 0  # when the latest offer was answered (first_media_s)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -336,6 +380,9 @@ class MediaReceiver:
                 # leaves the call that already works alone).
                 raise MediaError(f"the WebRTC offer has {count} {kind} streams; send at most "
                                  "one camera and one microphone")
+        problem = _sdp_problem(sdp)
+        if problem is not None:
+            raise MediaError(problem)
         fresh = self._pc is None
         if self._pc is None:
             self._pc = RTCPeerConnection(configuration=self._ice.rtc_configuration())
@@ -362,7 +409,12 @@ class MediaReceiver:
             if isinstance(exc, SessionguardError):
                 raise
             log.info("rejected a WebRTC offer: %s", type(exc).__name__)
+            if type(exc).__name__ == "OperationError":  # aiortc: no codec in common
+                raise MediaError("the WebRTC offer has no codec the sidecar can receive "
+                                 "(video: VP8 or H.264; audio: Opus, G.722, PCMU or PCMA)"
+                                 ) from exc
             raise MediaError(f"the WebRTC offer could not be used ({type(exc).__name__})") from exc
+        self._answered_ms = self._clock()
         if self._watchdog is None:
             self._watchdog = asyncio.create_task(self._watch())
         return str(pc.localDescription.sdp)
@@ -375,7 +427,10 @@ class MediaReceiver:
             if state.task is not None:
                 state.task.cancel()
         self._tracks.clear()
-        await pc.close()
+        try:
+            await pc.close()
+        except Exception as exc:  # an offer aiortc choked on can leave it half set up
+            log.info("closing a rejected peer failed: %s", type(exc).__name__)
 
     async def set_consent(self, consent: Consent) -> None:
         """Apply a new consent: a withdrawn scope stops being analysed at once (its analyzer
@@ -424,7 +479,7 @@ class MediaReceiver:
         previous = self._tracks.get(media_kind)
         if previous is not None and previous.task is not None:
             previous.task.cancel()
-        if previous is not None and previous.refused:
+        if previous is not None and (previous.refused or previous.limit == "absent"):
             self._set_limit(previous, None)  # a new track (a new offer) starts afresh
         state = _Track(media_kind)
         self._tracks[media_kind] = state
@@ -452,15 +507,25 @@ class MediaReceiver:
                 t = frame_time(frame)  # type: ignore[arg-type]
                 if t is None or t < state.last_t:  # no usable pts: fall back on the clock
                     t = state.last_t + max(0, now - (state.last_frame_ms or now)) / 1000.0
+                elif state.start_mono is not None:
+                    # media time may not run ahead of the time that passed by more than
+                    # MAX_PTS_LEAD_S: a sender whose timestamps leap (or race) ahead cannot
+                    # post-date signals or stretch an episode; time stays monotonic
+                    lead = (t - state.t_offset) - (time.monotonic() - state.start_mono)
+                    if lead > MAX_PTS_LEAD_S:
+                        state.t_offset += lead - MAX_PTS_LEAD_S
                 state.last_frame_ms = now
                 state.last_t = t
                 if state.start_ms is None:
                     state.start_ms = now
+                    state.start_mono = time.monotonic()
                     state.t_offset = t
                     state.pipeline = self._make_pipeline(state)
                 if state.pipeline is None:
                     continue  # no analyzer: never report a blind track as flowing
                 if state.state != "flowing" and not state.failing:
+                    if state.limit == "absent":  # late, but here
+                        self._set_limit(state, None)
                     await self._set_state(state, "flowing")
                 state.pipeline.offer(frame, t - state.t_offset)  # type: ignore[arg-type]
         finally:
@@ -574,7 +639,8 @@ class MediaReceiver:
 
     async def _watch(self) -> None:
         stall_ms = int(self._params.stall_after_s * 1000)
-        period = min(0.5, self._params.stall_after_s / 4)
+        first_ms = int(self._params.first_media_s * 1000)
+        period = min(0.5, self._params.stall_after_s / 4, self._params.first_media_s / 4)
         while not self._closed:
             await asyncio.sleep(period)
             now = self._clock()
@@ -582,6 +648,14 @@ class MediaReceiver:
                 self._report_frames(state)
                 if state.state == "flowing" and now - state.last_frame_ms >= stall_ms:
                     await self._set_state(state, "stopped")
+                elif state.state == "none" and state.received == 0 and \
+                        now - self._answered_ms >= first_ms:
+                    # answered, consented, and nothing ever came (ICE that never connects,
+                    # a track muted from the start): blind, not "never attached"
+                    state.state = "stopped"
+                    if self._on_status is not None:
+                        await self._call(self._on_status, state.kind, "stopped")
+                    self._set_limit(state, "absent")
 
     def _on_connection_state(self) -> None:
         if self._pc is not None and self._pc.connectionState == "failed" and not self._closed:

@@ -949,6 +949,10 @@ class Sidecar:
                 await receiver.close()
             return
         if receiver is not current:
+            # the one in place now: another offer (a second tab at the same moment) may
+            # have replaced ``current`` while this one was answered; the later answer wins,
+            # and no receiver is left running outside ``self.media``
+            current = self.media.get(key)
             self.media[key] = receiver
             if current is not None:
                 with contextlib.suppress(Exception):

@@ -38,6 +38,8 @@ LIMIT_WORDS = {
     "overloaded": ("{kind} from patient {participant} is analysed only in part: the "
                    "sidecar's analysis is falling behind (more calls than its CPU can "
                    "analyse, or a busy machine), so detections may come late or be missed"),
+    "absent": ("{kind} from patient {participant} was offered but none has arrived (a "
+               "connection that never got through, or a {kind} track muted from the start)"),
     "failed": ("{kind} from patient {participant} is not analysed: the sidecar's {kind} "
                "analysis keeps failing on it (the sidecar's log says why)"),
     "oversized": ("video from patient {participant} is not analysed: it arrived larger or "
@@ -46,7 +48,7 @@ LIMIT_WORDS = {
 }
 #: limits that are the reason media stopped (the sidecar refused it), not what flowing media
 #: cannot carry: their words replace "has stopped" among a ``status``'s ``reasons``
-REFUSALS = frozenset({"oversized", "failed"})
+REFUSALS = frozenset({"oversized", "failed", "absent"})
 MEDIA_KINDS: tuple[Literal["audio", "video"], ...] = ("audio", "video")
 
 

@@ -265,3 +265,39 @@ def test_pixel_rate_is_over_only_after_a_sustained_excess() -> None:
     rate = PixelRate(limit=qvga * 10, after_ms=2000)
     assert not any(rate.over(qvga, t) for t in range(10_000, 20_000, 100))
     assert not any(rate.over(qvga, t) for t in range(0, 10_000, 100))
+
+
+OFFER = """v=0
+o=- 1 1 IN IP4 127.0.0.1
+s=-
+t=0 0
+a=group:BUNDLE 0
+a=fingerprint:sha-256 AB:CD
+m=video 9 UDP/TLS/RTP/SAVPF 96
+c=IN IP4 127.0.0.1
+a=mid:0
+a=sendonly
+a=rtpmap:96 VP8/90000
+a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host
+a=end-of-candidates
+"""
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ((), None),
+    (("a=fingerprint:sha-256 AB:CD\n", ""), "has no DTLS fingerprint"),
+    (("a=sendonly", "a=recvonly"), "sends no audio or video"),
+    (("a=sendonly", "a=inactive"), "sends no audio or video"),
+    (("a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\n", ""),
+     "declares its ICE candidates complete but gives none"),
+])
+def test_offers_that_can_never_carry_media_are_named(change: tuple[str, ...],
+                                                     problem: str | None) -> None:
+    from monitor.media import _sdp_problem
+
+    sdp = OFFER.replace(*change) if change else OFFER
+    found = _sdp_problem(sdp)
+    assert (found is None) if problem is None else (found is not None and problem in found)
+    # a session-level direction applies to a section without its own
+    assert _sdp_problem(OFFER.replace("a=sendonly\n", "").replace(
+        "t=0 0\n", "t=0 0\na=recvonly\n")) is not None

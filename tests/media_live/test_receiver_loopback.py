@@ -386,3 +386,56 @@ async def test_a_track_whose_analysis_keeps_failing_is_not_reported_flowing(
                      and rx.media_state()["video"] == "flowing")
     assert [state for kind, state in rec.statuses if kind == "video"] == [
         "flowing", "stopped", "flowing"]
+
+
+class SilentVideo(GeneratedVideo):
+    """A camera track that never delivers a frame (muted from the start)."""
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+
+
+async def test_a_consented_track_from_which_nothing_arrives_is_reported_absent(
+        cleanup: list[Any]) -> None:
+    """Answered, consented, and no frame ever comes (a track muted from the start, ICE that
+    never gets through): the clinician saw "none" (never attached) and no blindness for as
+    long as the call lasted. After ``first_media_s`` it is stopped, with the reason."""
+    rec = Recorder()
+    limits: list[tuple[str, str | None]] = []
+    media = MediaParams(video_factory=DarkVideo, audio_factory=SilentAudio, first_media_s=1.0)
+    rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, rec.on_status,
+                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    cleanup.append(rx)
+    cleanup.append(await connect_client([SilentVideo(black), GeneratedAudio(silence)],
+                                        rx.handle_offer))
+    await eventually(lambda: ("video", "absent") in limits)
+    assert rx.media_state() == {"audio": "flowing", "video": "stopped"}
+    assert ("audio", "absent") not in limits and ("video", "flowing") not in rec.statuses
+
+
+class LeapingVideo(GeneratedVideo):
+    """Black frames whose timestamps leap an hour ahead after the first second."""
+
+    async def recv(self) -> Any:
+        frame = await super().recv()
+        if self._index > 10:
+            frame.pts += 3600 * 90_000
+        return frame
+
+
+async def test_timestamps_that_leap_ahead_do_not_post_date_media_time(
+        cleanup: list[Any]) -> None:
+    """A sender's RTP timestamps leap an hour ahead: media time (what signals are stamped
+    with, and episodes measured by) stays within MAX_PTS_LEAD_S of the receiver's clock,
+    and keeps going forward."""
+    from monitor.media import MAX_PTS_LEAD_S
+
+    analyzer = DarkVideo()
+    rx = receiver(Recorder(), Consent(frozenset({"video"})), video=analyzer)
+    cleanup.append(rx)
+    started = time.monotonic()
+    cleanup.append(await connect_client([LeapingVideo(black, fps=10)], rx.handle_offer))
+    await eventually(lambda: len(analyzer.times) >= 25)
+    elapsed = time.monotonic() - started
+    assert max(analyzer.times) <= elapsed + MAX_PTS_LEAD_S
+    assert analyzer.times == sorted(analyzer.times)

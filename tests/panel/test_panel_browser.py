@@ -254,6 +254,9 @@ async def test_panel_shows_a_media_limit_without_calling_it_blind(tmp_path: Path
             await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
             await expect(panel.locator(".sg-details")).to_contain_text(
                 "the sidecar's analysis of it keeps failing")
+            await sc.sidecar.media_limit(session, "p1", "video", "absent")
+            await expect(panel.locator(".sg-details")).to_contain_text(
+                "not arriving (offered, but nothing came")
             await sc.sidecar.media_limit(session, "p1", "video", None)
             await sc.sidecar.media_status(session, "p1", "video", "flowing")
             await page.wait_for_selector('sessionguard-panel[data-state="on"]')

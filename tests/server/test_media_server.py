@@ -4,9 +4,11 @@ media can carry (narrowband audio)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -259,3 +261,54 @@ async def test_offers_are_rate_limited_per_participant(serve: Factory) -> None:
     other = await h.patient(participant="p2", consent=VIDEO)
     await other.send(json.dumps({"type": "webrtc.offer", "sdp": "v=0\r\nnot sdp at all"}))
     assert (await recv_type(other, "error"))["code"] == "bad_offer"
+
+
+async def test_two_tabs_offering_at_once_leave_one_receiver_running(serve: Factory) -> None:
+    """Two tabs of one patient offer at the same moment: the later answer wins, the other
+    tab is told, and no receiver is left running outside the sidecar's view (one was,
+    analysing video after its consent was withdrawn, until its peer hung up)."""
+    from monitor.server import _default_media
+
+    made: list[Any] = []
+
+    def factory(*args: Any) -> Any:
+        made.append(_default_media(*args))
+        return made[-1]
+
+    h, _c, tab_a = await media_call(serve, VIDEO, media_factory=factory)
+    tab_b = await h.patient(consent=VIDEO)
+    calls = await asyncio.gather(offer_over(tab_a, GeneratedVideo(noise(7), fps=10)),
+                                 offer_over(tab_b, GeneratedVideo(noise(8), fps=10)))
+    try:
+        told = [asyncio.create_task(recv_type(ws, "error", timeout=20))
+                for ws in (tab_a, tab_b)]
+        done, pending = await asyncio.wait(told, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        assert [t.result()["code"] for t in done] == ["media_replaced"]
+        running = [r for r in made if not r.closed]
+        assert len(made) == 2 and running == list(h.sidecar.media.values())
+    finally:
+        for call in calls:
+            await call.close()
+
+
+async def test_an_offer_aiortc_chokes_on_is_a_bad_offer_not_an_internal_error(
+        serve: Factory) -> None:
+    both = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
+    _h, _c, p = await media_call(serve, both)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTrack(GeneratedVideo(noise(9), fps=10))
+        pc.addTrack(GeneratedAudio(lambda _i: np.zeros(960, np.int16)))
+        with use_host_addresses(("127.0.0.1",)):
+            await pc.setLocalDescription(await pc.createOffer())
+        # a mid that the BUNDLE group does not list: aiortc raised AttributeError, then again
+        # while the sidecar closed the half-made peer, and the patient got "internal"
+        sdp = pc.localDescription.sdp.replace("a=mid:0\r\n", "a=mid:zz\r\n")
+        assert "a=mid:zz" in sdp
+        await p.send(json.dumps({"type": "webrtc.offer", "sdp": sdp}))
+        error = await recv_type(p, "error", timeout=30)
+        assert error["code"] == "bad_offer"
+    finally:
+        await pc.close()

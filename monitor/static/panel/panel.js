@@ -13,6 +13,7 @@ const POLICIES = {
 const SCOPES = { device: "device & browser", audio: "microphone", video: "camera" };
 const SDK_WORDS = { connected: "connected", silent: "not responding", disconnected: "not connected" };
 const MEDIA_WORDS = { flowing: "analysed", stopped: "stopped", none: "not shared" };
+const ABSENT = "not arriving (offered, but nothing came: a blocked connection or a muted track)";
 const FAILED = "not analysed (the sidecar's analysis of it keeps failing: see its log)";
 const OVERLOADED = "analysed only in part (the sidecar is overloaded: alerts may come late or be missed)";
 const VERDICT_WORDS = { confirmed: "Confirmed", false_positive: "Marked false alarm" };
@@ -401,14 +402,17 @@ export class SessionguardPanel extends HTMLElement {
       const refused = media.video === "stopped" && limits.video === "oversized";
       const busy = (kind) => media[kind] === "flowing" && limits[kind] === "overloaded";
       const failed = (kind) => media[kind] === "stopped" && limits[kind] === "failed";
+      const absent = (kind) => media[kind] === "stopped" && limits[kind] === "absent";
       rows.push(["Camera", refused ? "not analysed (sent larger than the sidecar accepts)"
         : failed("video") ? FAILED
+        : absent("video") ? ABSENT
         : busy("video") ? OVERLOADED
         : MEDIA_WORDS[media.video] || media.video || "not shared",
         media.video === "stopped" || busy("video")]);
       const narrow = media.audio === "flowing" && limits.audio === "narrowband";
       rows.push(["Microphone", narrow ? "analysed (narrowband: shutter sounds cannot be heard)"
         : failed("audio") ? FAILED
+        : absent("audio") ? ABSENT
         : busy("audio") ? OVERLOADED
         : MEDIA_WORDS[media.audio] || media.audio || "not shared",
         media.audio === "stopped" || narrow || busy("audio")]);
