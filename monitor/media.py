@@ -190,7 +190,7 @@ class MediaParams:
     audio_backlog_s: float = 1.0
     audio_batch_s: float = 0.1
     first_media_s: float = 10.0
-    overload_wait_s: float = 0.4
+    overload_wait_s: float = 0.25
     overload_window_s: float = 5.0
     video: Any = None
     audio: Any = None

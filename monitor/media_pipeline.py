@@ -132,15 +132,17 @@ class LagWatch:
     """Whether the analysis thread keeps up, from how long one pipeline's jobs wait for it.
 
     Each finished job reports its wait (queued to started, in seconds). Every ``window_s``
-    the mean wait of the window's jobs decides: ``on_s`` (0.4 s) or more and the pipeline
-    is ``overloaded``, under ``off_s`` (0.1 s) it is not, in between it stays as it was.
+    the mean wait of the window's jobs decides: ``on_s`` (0.25 s) or more and the pipeline
+    is ``overloaded``, under ``off_s`` (0.06 s) it is not, in between it stays as it was.
     Jobs of a keeping-up thread wait for at most another call's job (a face search: tens of
-    milliseconds). A mean wait of 0.4 s means video is analysed at half the video analyzer's
-    5 pictures a second or less, and audio 0.4 s late (dropped beyond ``backlog_s``)."""
+    milliseconds). A mean wait of 0.25 s means video is analysed at well under the video
+    analyzer's 5 pictures a second, and audio 0.25 s late (dropped beyond ``backlog_s``).
+    (In the calls benchmark at twice the capacity, 0.4 s caught only 18 of 32 tracks while
+    video ran at 2.2 of 5 pictures a second; at the capacity itself no track reports.)"""
 
     window_s: float = 5.0
-    on_s: float = 0.4
-    off_s: float = 0.1
+    on_s: float = 0.25
+    off_s: float = 0.06
     overloaded: bool = False
     _start: float | None = None
     _sum: float = 0.0
