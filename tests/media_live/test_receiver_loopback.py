@@ -300,6 +300,30 @@ async def test_an_offer_with_two_cameras_is_refused_and_a_working_call_goes_on(
     assert ("video", "stopped") not in rec.statuses
 
 
+async def switchable_call(cleanup: list[Any], video: Callable[[], Any], **params: Any
+                          ) -> tuple[MediaReceiver, Recorder, list[tuple[str, str | None]],
+                                     list[Any]]:
+    """A receiver whose video analyzers come from ``video`` (each kept in the list returned,
+    so the test can change how they behave), sent a grey 160x120 camera at 10 fps and
+    silence; the limits it reports are collected."""
+    rec = Recorder()
+    limits: list[tuple[str, str | None]] = []
+    made: list[Any] = []
+
+    def factory() -> Any:
+        made.append(video())
+        return made[-1]
+
+    media = MediaParams(video_factory=factory, audio_factory=SilentAudio, **params)
+    rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, rec.on_status,
+                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    cleanup.append(rx)
+    tracks = [GeneratedVideo(lambda i: np.full((120, 160, 3), 128, np.uint8), fps=10),
+              GeneratedAudio(silence)]
+    cleanup.append(await connect_client(tracks, rx.handle_offer))
+    return rx, rec, limits, made
+
+
 class SlowVideo(DarkVideo):
     """Takes 0.3 s a picture while ``slow`` is set: an analysis thread that cannot keep up
     (as with more calls than one core can analyse)."""
@@ -319,22 +343,8 @@ async def test_an_analysis_thread_that_cannot_keep_up_is_reported_and_recovers(
         cleanup: list[Any]) -> None:
     """The audio's analysis jobs wait behind the slow video analysis: the audio reports the
     limit ``overloaded`` (its detections come late), and clears it once the thread keeps up."""
-    rec = Recorder()
-    limits: list[tuple[str, str | None]] = []
-    made: list[SlowVideo] = []
-
-    def slow_video() -> SlowVideo:
-        made.append(SlowVideo())
-        return made[-1]
-
-    media = MediaParams(video_factory=slow_video, audio_factory=SilentAudio,
-                        overload_wait_s=0.08, overload_window_s=0.5)
-    rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, rec.on_status,
-                       on_limit=lambda kind, limit: limits.append((kind, limit)))
-    cleanup.append(rx)
-    tracks = [GeneratedVideo(lambda i: np.full((120, 160, 3), 128, np.uint8), fps=10),
-              GeneratedAudio(silence)]
-    cleanup.append(await connect_client(tracks, rx.handle_offer))
+    rx, _rec, limits, made = await switchable_call(cleanup, SlowVideo, overload_wait_s=0.08,
+                                                   overload_window_s=0.5)
     await eventually(lambda: ("audio", "overloaded") in limits)
     assert rx.media_state() == {"audio": "flowing", "video": "flowing"}
     for analyzer in made:
@@ -362,21 +372,7 @@ async def test_a_track_whose_analysis_keeps_failing_is_not_reported_flowing(
     """Frames arrive, but every analysis of them raises: the clinician must not read
     "flowing" (frames arriving *and* analysed). The video is reported stopped with the
     reason ``failed``, the audio goes on, and the video flows again once analysis works."""
-    rec = Recorder()
-    limits: list[tuple[str, str | None]] = []
-    made: list[BrokenVideo] = []
-
-    def broken_video() -> BrokenVideo:
-        made.append(BrokenVideo())
-        return made[-1]
-
-    media = MediaParams(video_factory=broken_video, audio_factory=SilentAudio)
-    rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, rec.on_status,
-                       on_limit=lambda kind, limit: limits.append((kind, limit)))
-    cleanup.append(rx)
-    tracks = [GeneratedVideo(lambda i: np.full((120, 160, 3), 128, np.uint8), fps=10),
-              GeneratedAudio(silence)]
-    cleanup.append(await connect_client(tracks, rx.handle_offer))
+    rx, rec, limits, made = await switchable_call(cleanup, BrokenVideo)
     await eventually(lambda: ("video", "failed") in limits)
     assert rx.media_state() == {"audio": "flowing", "video": "stopped"}
     assert rec.statuses.count(("video", "stopped")) == 1
