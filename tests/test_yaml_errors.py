@@ -27,11 +27,15 @@ def test_describe_yaml_error_is_one_line_with_the_place() -> None:
     assert text.startswith("line 3, column 1: ") and "\n" not in text
 
 
-@pytest.mark.parametrize("read", [
+#: every reader of the project's YAML files (rule files: ``_rules_reader`` below)
+READERS: list[Callable[[Path], object]] = [
     lambda path: load_media_params(path),
     lambda path: load_config(path, env={}),
     lambda path: DeviceClassifier.from_yaml(path.read_text(), str(path)),
-])
+]
+
+
+@pytest.mark.parametrize("read", READERS)
 def test_every_reader_says_where_in_one_line(tmp_path: Path,
                                              read: Callable[[Path], object]) -> None:
     path = tmp_path / "broken.yaml"
@@ -42,11 +46,7 @@ def test_every_reader_says_where_in_one_line(tmp_path: Path,
     assert "not valid YAML (line 3, column 1: " in message and "\n" not in message
 
 
-@pytest.mark.parametrize("read", [
-    lambda path: load_media_params(path),
-    lambda path: load_config(path, env={}),
-    lambda path: DeviceClassifier.from_yaml(path.read_text(), str(path)),
-])
+@pytest.mark.parametrize("read", READERS)
 def test_every_reader_refuses_nesting_too_deep_to_read(
         tmp_path: Path, read: Callable[[Path], object]) -> None:
     """PyYAML composes nested nodes recursively: 20,000 brackets ran out of stack with a
@@ -87,12 +87,7 @@ def _rules_reader(path: Path) -> object:
     return load_rules([path])
 
 
-@pytest.mark.parametrize("read", [
-    lambda path: load_media_params(path),
-    lambda path: load_config(path, env={}),
-    lambda path: DeviceClassifier.from_yaml(path.read_text(), str(path)),
-    _rules_reader,
-])
+@pytest.mark.parametrize("read", [*READERS, _rules_reader])
 def test_every_reader_refuses_a_duplicate_key(tmp_path: Path,
                                               read: Callable[[Path], object]) -> None:
     path = tmp_path / "dup.yaml"
@@ -122,11 +117,7 @@ def test_yaml_merge_keys_may_still_be_overridden() -> None:
 LATIN1 = "# caf\u00e9\nvideo: {}\n".encode("latin-1")
 
 
-@pytest.mark.parametrize("read", [
-    lambda path: load_media_params(path),
-    lambda path: load_config(path, env={}),
-    _rules_reader,
-])
+@pytest.mark.parametrize("read", [*READERS[:2], _rules_reader])  # the device list gets text
 def test_every_reader_says_a_file_is_not_utf8(tmp_path: Path,
                                               read: Callable[[Path], object]) -> None:
     path = tmp_path / "latin1.yaml"
