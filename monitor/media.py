@@ -176,6 +176,8 @@ class MediaParams:
     ``video`` / ``audio`` are passed to ``VideoAnalyzer`` / ``AudioAnalyzer`` (``None``: their
     defaults). ``video_factory`` / ``audio_factory`` replace those analyzers altogether (one
     fresh analyzer per track; used by the benchmark's floor and by embedders).
+    ``lossy_window_s``: audio whose decoded frames cover under half of such a window is
+    reported with the limit ``lossy``.
     ``first_media_s``: a consented track that delivers no frame this long after the answer
     is reported ``stopped`` with the limit ``absent``.
     ``overload_wait_s``: a track whose analysis jobs wait this long for the analysis thread,
@@ -190,6 +192,7 @@ class MediaParams:
     audio_backlog_s: float = 1.0
     audio_batch_s: float = 0.1
     first_media_s: float = 10.0
+    lossy_window_s: float = 10.0
     overload_wait_s: float = 0.25
     overload_window_s: float = 5.0
     video: Any = None
@@ -210,6 +213,8 @@ class MediaParams:
             raise MediaError("media audio_backlog_s must be positive")
         if not 0 <= self.audio_batch_s <= self.audio_backlog_s:
             raise MediaError("media audio_batch_s must be between 0 and audio_backlog_s")
+        if not self.lossy_window_s > 0:
+            raise MediaError("media lossy_window_s must be positive")
         if not self.first_media_s > 0:
             raise MediaError("media first_media_s must be positive")
         if not self.overload_wait_s > 0:
@@ -291,6 +296,10 @@ class _Track:
     reported: dict[str, int] = field(default_factory=dict)  # frame counts given to on_frames
     refused: bool = False  # the sidecar stopped receiving it (oversized video)
     failing: bool = False  # its analyzer keeps raising: reported stopped, limit "failed"
+    sink_limit: str | None = None  # what its analyzer last said it cannot carry
+    lossy: bool = False  # audio: decoded frames cover too little of the time (see _watch)
+    covered_s: float = 0.0  # seconds of audio decoded in the current coverage window
+    window_ms: int | None = None  # when that window began
 
 
 class MediaReceiver:
@@ -326,6 +335,7 @@ class MediaReceiver:
         self._pending_calls: set[asyncio.Future[Any]] = set()
         self._ready: dict[str, Any] = {}
         self._answered_ms = 0  # when the latest offer was answered (first_media_s)
+        self._dtx = False  # the offer negotiated Opus DTX (no coverage check)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -415,6 +425,7 @@ class MediaReceiver:
                                  ) from exc
             raise MediaError(f"the WebRTC offer could not be used ({type(exc).__name__})") from exc
         self._answered_ms = self._clock()
+        self._dtx = "usedtx=1" in sdp.replace(" ", "")  # silence then sends (almost) nothing
         if self._watchdog is None:
             self._watchdog = asyncio.create_task(self._watch())
         return str(pc.localDescription.sdp)
@@ -496,6 +507,8 @@ class MediaReceiver:
                 except MediaStreamError:
                     break
                 state.received += 1
+                if state.kind == "audio":
+                    state.covered_s += frame.samples / max(1, frame.sample_rate)  # type: ignore[union-attr]
                 if guard is not None and guard.over(
                         int(getattr(frame, "width", 0)) * int(getattr(frame, "height", 0)),
                         time.monotonic_ns() // 1_000_000):
@@ -540,12 +553,8 @@ class MediaReceiver:
             if start is not None:
                 for detection in detections:
                     self._emit_detection(detection, start)
-            if state.state == "flowing":
-                # an overloaded analysis thread outweighs what the analyzer says (narrowband
-                # audio): every detector of the track is late or misses things
-                overloaded = pipeline is not None and pipeline.lag.overloaded
-                self._set_limit(state, "overloaded" if overloaded
-                                else getattr(sink, "limit", None))
+            state.sink_limit = getattr(sink, "limit", None)  # analyzers may have one
+            self._refresh_limit(state, pipeline)
 
         try:
             sink = self._ready.pop(state.kind, None) or self._build(state.kind)
@@ -621,6 +630,34 @@ class MediaReceiver:
             state.reported = counts
             self._on_frames(state.kind, gained)
 
+    def _refresh_limit(self, state: _Track,
+                       pipeline: VideoPipeline | AudioPipeline | None) -> None:
+        """Report the limit a flowing track has now. An overloaded analysis thread outweighs
+        lossy audio, which outweighs what the analyzer says (narrowband audio): each covers
+        more of what the track's detectors miss."""
+        if state.state != "flowing":
+            return
+        overloaded = pipeline is not None and pipeline.lag.overloaded
+        self._set_limit(state, "overloaded" if overloaded
+                        else "lossy" if state.lossy else state.sink_limit)
+
+    def _check_coverage(self, state: _Track, now: int) -> None:
+        """Audio whose decoded frames cover under half of a ``lossy_window_s`` window (a
+        connection losing packets: the gaps are never heard) is ``lossy`` until a window
+        is 80 % covered. Not for a sender that negotiated DTX (silence sends nothing)."""
+        window_ms = int(self._params.lossy_window_s * 1000)
+        if state.window_ms is None or now < state.window_ms:
+            state.window_ms, state.covered_s = now, 0.0
+            return
+        if now - state.window_ms < window_ms:
+            return
+        coverage = state.covered_s * 1000 / (now - state.window_ms)
+        state.window_ms, state.covered_s = now, 0.0
+        lossy = coverage < 0.5 or (state.lossy and coverage < 0.8)
+        if lossy != state.lossy:
+            state.lossy = lossy
+            self._refresh_limit(state, state.pipeline)
+
     def _set_limit(self, state: _Track, limit: str | None) -> None:
         if state.limit == limit:
             return
@@ -648,6 +685,8 @@ class MediaReceiver:
                 self._report_frames(state)
                 if state.state == "flowing" and now - state.last_frame_ms >= stall_ms:
                     await self._set_state(state, "stopped")
+                elif state.state == "flowing" and state.kind == "audio" and not self._dtx:
+                    self._check_coverage(state, now)
                 elif state.state == "none" and state.received == 0 and \
                         now - self._answered_ms >= first_ms:
                     # answered, consented, and nothing ever came (ICE that never connects,

@@ -35,6 +35,8 @@ LIMIT_WORDS = {
     "narrowband": ("audio from patient {participant} carries nothing above about 6.5 kHz "
                    "(a headset in its telephone mode, or a weak connection): shutter sounds "
                    "cannot be heard"),
+    "lossy": ("audio from patient {participant} arrives with gaps (a connection losing "
+              "packets): sounds in the gaps, a shutter among them, are missed"),
     "overloaded": ("{kind} from patient {participant} is analysed only in part: the "
                    "sidecar's analysis is falling behind (more calls than its CPU can "
                    "analyse, or a busy machine), so detections may come late or be missed"),

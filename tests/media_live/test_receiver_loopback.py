@@ -435,3 +435,38 @@ async def test_timestamps_that_leap_ahead_do_not_post_date_media_time(
     elapsed = time.monotonic() - started
     assert max(analyzer.times) <= elapsed + MAX_PTS_LEAD_S
     assert analyzer.times == sorted(analyzer.times)
+
+
+class GappyAudio(GeneratedAudio):
+    """Every third 20 ms frame of a tone, the others lost (their time passes, unsent)."""
+
+    async def recv(self) -> Any:
+        frame = await super().recv()
+        for _ in range(2):  # the next two frames are "lost" on the way
+            await super().recv()
+        return frame
+
+
+async def test_audio_that_arrives_with_gaps_is_a_limit_until_it_is_whole(
+        cleanup: list[Any]) -> None:
+    """A connection losing two packets in three: the decoded frames cover a third of the
+    time, and sounds in the gaps are never heard. The clinician's status says so (limit
+    ``lossy``, not blind); whole audio clears it."""
+    tone = (np.sin(np.arange(960) / 6.0) * 3000).astype(np.int16)
+    rec = Recorder()
+    limits: list[tuple[str, str | None]] = []
+    media = MediaParams(audio_factory=SilentAudio, video_factory=DarkVideo, lossy_window_s=1.0)
+    rx = MediaReceiver("s-1", "p-1", Consent(frozenset({"audio"})), media, LOOPBACK,
+                       rec.on_signal, rec.on_status,
+                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    cleanup.append(rx)
+    cleanup.append(await connect_client([GappyAudio(lambda _i: tone)], rx.handle_offer))
+    await eventually(lambda: ("audio", "lossy") in limits)
+    assert rx.media_state()["audio"] == "flowing"
+    # a new connection with whole audio: no gaps, no limit
+    whole = MediaReceiver("s-1", "p-2", Consent(frozenset({"audio"})), media, LOOPBACK,
+                          on_limit=lambda kind, limit: limits.append(("whole", limit)))
+    cleanup.append(whole)
+    cleanup.append(await connect_client([GeneratedAudio(lambda _i: tone)], whole.handle_offer))
+    await eventually(lambda: whole.stats()["audio"]["received"] >= 150)  # 3 windows
+    assert not [limit for who, limit in limits if who == "whole"]

@@ -227,6 +227,9 @@ async def test_panel_shows_a_media_limit_without_calling_it_blind(tmp_path: Path
         async with websockets.connect(patient_url):
             await page.wait_for_selector('sessionguard-panel[data-state="on"]')
             await sc.sidecar.media_status(session, "p1", "audio", "flowing")
+            await sc.sidecar.media_limit(session, "p1", "audio", "lossy")
+            await page.wait_for_selector('sessionguard-panel[data-state="limited"]')
+            await expect(panel.locator(".sg-details")).to_contain_text("analysed with gaps")
             await sc.sidecar.media_limit(session, "p1", "audio", "narrowband")
             await page.wait_for_selector('sessionguard-panel[data-state="limited"]')
             assert "with a limit" in await panel.locator(".sg-state").inner_text()

@@ -286,6 +286,9 @@ def test_an_overloaded_analysis_is_a_limit_named_for_its_kind() -> None:
     assert "may come late or be missed" in limited
     s.set_limit("p1", "audio", "overloaded")
     assert s.status(3000)["limited"][0].startswith("audio from patient p1 is analysed")
+    s.set_limit("p1", "audio", "lossy")  # a connection losing packets: a limit, not blind
+    st = s.status(3000)
+    assert not st["blind"] and any("arrives with gaps" in m for m in st["limited"])
     assert s.set_limit("p1", "video", None) and len(s.status(4000)["limited"]) == 1
 
 

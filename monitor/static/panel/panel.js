@@ -411,11 +411,13 @@ export class SessionguardPanel extends HTMLElement {
         media.video === "stopped" || busy("video")]);
       const narrow = media.audio === "flowing" && limits.audio === "narrowband";
       rows.push(["Microphone", narrow ? "analysed (narrowband: shutter sounds cannot be heard)"
+        : media.audio === "flowing" && limits.audio === "lossy"
+          ? "analysed with gaps (a connection losing packets: sounds in the gaps are missed)"
         : failed("audio") ? FAILED
         : absent("audio") ? ABSENT
         : busy("audio") ? OVERLOADED
         : MEDIA_WORDS[media.audio] || media.audio || "not shared",
-        media.audio === "stopped" || narrow || busy("audio")]);
+        media.audio === "stopped" || narrow || busy("audio") || limits.audio === "lossy"]);
     }
     const consent = status && status.consent;
     if (consent) {
