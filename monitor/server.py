@@ -805,14 +805,14 @@ class Sidecar:
                     channel.alerts_sent.add(seq)
                     count += 1
                     await self._send_paced(channel, _ordered_alert(wire))
-        finally:
+        finally:  # also when the store failed: live alerts held meanwhile are not lost
             held, channel.held = channel.held or [], None
-        for wire in held:  # raised while the store was read: newer than what it returned
-            seq = int(wire["seq"])
-            if seq > after and seq not in channel.alerts_sent:
-                channel.alerts_sent.add(seq)
-                count += 1
-                self._send(channel, _ordered_alert(wire))
+            for wire in held:  # raised while the store was read: newer than it returned
+                seq = int(wire["seq"])
+                if seq > after and seq not in channel.alerts_sent:
+                    channel.alerts_sent.add(seq)
+                    count += 1
+                    self._send(channel, _ordered_alert(wire))
         # Then what clinicians did with them (any alert of the session, also those at or
         # below ``after``: their state may have changed while this panel was away).
         ledger = await self.store.entries(channel.session, _STATE_KINDS)

@@ -711,3 +711,27 @@ async def test_alerts_queued_for_webhooks_all_since_removed_are_abandoned_on_the
     entries = [e["body"] for e in h.sidecar.store.store.entries("s1") if e["kind"] == "delivery"]
     assert entries and entries[0]["error"] == "the webhook URL is no longer configured"
     assert "s3cret" not in json.dumps(entries)
+
+
+async def test_a_resume_whose_store_read_fails_still_passes_on_live_alerts(
+        serve: Factory) -> None:
+    from signals.errors import StorageError
+
+    h = await serve()
+    p = await h.patient()
+    c = await h.clinician()
+    gate, read = asyncio.Event(), asyncio.Event()
+
+    async def failing(session: str, after: int) -> list[dict[str, Any]]:
+        read.set()
+        await gate.wait()
+        raise StorageError("database is locked")
+
+    h.sidecar.store.alerts_after = failing
+    await c.send(json.dumps({"type": "resume", "after": 0}))
+    await read.wait()
+    await p.send(signal(1))  # raised while the resume waits: held for after it
+    await recv_type(p, "ack")
+    gate.set()
+    assert (await recv_type(c, "alert"))["seq"] == 1  # not lost with the failed resume
+    assert (await recv_type(c, "error"))["code"] == "internal"
