@@ -20,7 +20,7 @@ __all__ = ["AudioParams", "BandParams", "ShutterParams", "VirtualSourceParams",
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ShutterParams(_Strict):

@@ -40,7 +40,7 @@ DEFAULT_MEDIA_YAML = Path(__file__).resolve().parents[2] / "config" / "media.yam
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FaceParams(_Strict):

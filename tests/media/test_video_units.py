@@ -90,6 +90,19 @@ def test_audio_file_problems_name_the_file(tmp_path: Path, text: str, included: 
     assert needle.format(dir=tmp_path) in str(caught.value)
 
 
+@pytest.mark.parametrize(("text", "needle"), [
+    ("video:\n  faces:\n    interval_s: .inf\n",
+     "video.faces.interval_s: Input should be a finite"),
+    ("audio:\n  shutter:\n    min_level_dbfs: .nan\n",
+     "shutter.min_level_dbfs: Input should be a finite"),
+])
+def test_media_parameters_are_finite(tmp_path: Path, text: str, needle: str) -> None:
+    """An infinite interval passed every "> 0" check (a detector that then never runs)."""
+    (tmp_path / "media.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        load_media_params(tmp_path / "media.yaml")
+
+
 def test_episode_needs_min_duration_and_bridges_short_gaps() -> None:
     ep = Episode("video.frozen", min_s=2.0, gap_s=0.5)
     assert ep.update(True, 0.0) == []
