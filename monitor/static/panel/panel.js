@@ -13,9 +13,21 @@ const POLICIES = {
 const SCOPES = { device: "device & browser", audio: "microphone", video: "camera" };
 const SDK_WORDS = { connected: "connected", silent: "not responding", disconnected: "not connected" };
 const MEDIA_WORDS = { flowing: "analysed", stopped: "stopped", none: "not shared" };
-const ABSENT = "not arriving (offered, but nothing came: a blocked connection or a muted track)";
-const FAILED = "not analysed (the sidecar's analysis of it keeps failing: see its log)";
-const OVERLOADED = "analysed only in part (the sidecar is overloaded: alerts may come late or be missed)";
+// A camera or microphone row for a limit the sidecar reported, under the media state it
+// comes with (sessions.LIMIT_WORDS has the full sentences): stopped ones say why, flowing
+// ones what is missed. Any of them is a gap in what monitoring sees.
+const LIMIT_ROWS = {
+  stopped: {
+    oversized: "not analysed (sent larger than the sidecar accepts)",
+    failed: "not analysed (the sidecar's analysis of it keeps failing: see its log)",
+    absent: "not arriving (offered, but nothing came: a blocked connection or a muted track)",
+  },
+  flowing: {
+    overloaded: "analysed only in part (the sidecar is overloaded: alerts may come late or be missed)",
+    lossy: "analysed with gaps (a connection losing packets: sounds in the gaps are missed)",
+    narrowband: "analysed (narrowband: shutter sounds cannot be heard)",
+  },
+};
 const VERDICT_WORDS = { confirmed: "Confirmed", false_positive: "Marked false alarm" };
 const PLAIN = {
   "client.display_capture": "A screen or tab capture was started inside the call page",
@@ -399,25 +411,11 @@ export class SessionguardPanel extends HTMLElement {
       rows.push([who, SDK_WORDS[p.sdk] || p.sdk, p.sdk !== "connected"]);
       const media = p.media || {};
       const limits = p.limits || {};
-      const refused = media.video === "stopped" && limits.video === "oversized";
-      const busy = (kind) => media[kind] === "flowing" && limits[kind] === "overloaded";
-      const failed = (kind) => media[kind] === "stopped" && limits[kind] === "failed";
-      const absent = (kind) => media[kind] === "stopped" && limits[kind] === "absent";
-      rows.push(["Camera", refused ? "not analysed (sent larger than the sidecar accepts)"
-        : failed("video") ? FAILED
-        : absent("video") ? ABSENT
-        : busy("video") ? OVERLOADED
-        : MEDIA_WORDS[media.video] || media.video || "not shared",
-        media.video === "stopped" || busy("video")]);
-      const narrow = media.audio === "flowing" && limits.audio === "narrowband";
-      rows.push(["Microphone", narrow ? "analysed (narrowband: shutter sounds cannot be heard)"
-        : media.audio === "flowing" && limits.audio === "lossy"
-          ? "analysed with gaps (a connection losing packets: sounds in the gaps are missed)"
-        : failed("audio") ? FAILED
-        : absent("audio") ? ABSENT
-        : busy("audio") ? OVERLOADED
-        : MEDIA_WORDS[media.audio] || media.audio || "not shared",
-        media.audio === "stopped" || narrow || busy("audio") || limits.audio === "lossy"]);
+      for (const [label, kind] of [["Camera", "video"], ["Microphone", "audio"]]) {
+        const limited = (LIMIT_ROWS[media[kind]] || {})[limits[kind]];
+        rows.push([label, limited || MEDIA_WORDS[media[kind]] || media[kind] || "not shared",
+          media[kind] === "stopped" || !!limited]);
+      }
     }
     const consent = status && status.consent;
     if (consent) {
