@@ -70,8 +70,9 @@ SESSION_IDLE_EVICT_MS = 3_600_000
 #: WebRTC offers a participant may send at once, and then one per this many seconds
 OFFER_BURST = 3
 OFFER_EVERY_S = 2.0
-#: alerts kept in memory while the store refuses them; beyond, the oldest is dropped (logged)
-MAX_UNSTORED_ALERTS = 100_000
+#: alerts and ledger entries kept in memory while the store refuses them; beyond, the oldest
+#: is dropped (logged)
+MAX_UNSTORED = 100_000
 #: a long reply (a resume) waits at most this long for a reader to make room in its queue
 SLOW_READER_S = 10.0
 #: recording requests a participant may have waiting for an answer at once; asking again
@@ -79,8 +80,26 @@ SLOW_READER_S = 10.0
 MAX_PENDING_REQUESTS = 1
 
 
+def _item_session(item: _Unstored) -> str:
+    return item.session if isinstance(item, _Entry) else str(item[0].session)
+
+
 def epoch_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A ledger entry the store refused, waiting (in order with alerts) for a retry."""
+
+    session: str
+    kind: str
+    at: int
+    body: dict[str, Any]
+
+
+#: what waits in :attr:`Sidecar._unstored`: an entry, or an alert with its start time
+_Unstored = _Entry | tuple[Any, float | None]
 
 
 class _Engine(Protocol):
@@ -221,8 +240,9 @@ class Sidecar:
         #: (tokens, when) of each participant's offer bucket (see ``_offer``); kept across
         #: reconnects (a reconnect must not refill it), dropped with the idle session
         self._offer_tokens: dict[tuple[str, str], tuple[float, float]] = {}
-        #: alerts the engine raised that the store could not commit yet (see ``_outcome``)
-        self._unstored: collections.deque[tuple[Any, float | None]] = collections.deque()
+        #: alerts the engine raised, and ledger entries of processed signals, that the store
+        #: could not commit yet, in order (see ``_outcome``)
+        self._unstored: collections.deque[_Unstored] = collections.deque()
         self._retrying = False
         for kind in ("audio", "video"):
             self.metrics.media_flowing.labels(kind).set_function(
@@ -283,6 +303,12 @@ class Sidecar:
                     await task
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        # a last try for what the store refused earlier (the ticker is gone)
+        with contextlib.suppress(Exception):
+            await self._retry_unstored()
+        if self._unstored:
+            log.error("%d alerts or ledger entries the audit store refused are lost at "
+                      "shutdown", len(self._unstored))
         if self.webhooks is not None:
             for name in ("aclose", "stop", "close"):
                 fn = getattr(self.webhooks, name, None)
@@ -705,54 +731,88 @@ class Sidecar:
         # The signal entry is queued first (the store runs writes in order, so it precedes
         # any alert it causes) but not awaited yet: its commit and the alert's share one
         # group commit instead of two fsyncs in a row. Both are durable before the ack.
-        write = self.store.append_soon(session.id, "signal", signal.at, _signal_body(signal))
+        entry = _Entry(session.id, "signal", signal.at, _signal_body(signal))
+        write = self.store.append_soon(entry.session, entry.kind, entry.at, entry.body)
+        first_held: list[_Unstored] = []
         try:
             t0 = time.perf_counter()
             outcome = self.engine.feed(signal, now)
             self.metrics.rule_eval.observe(time.perf_counter() - t0)
-            await self._outcome(session, outcome, started)
+            first_held = await self._outcome(session, outcome, started)
         finally:
-            await write
+            try:
+                await write
+            except SessionguardError as exc:
+                # The engine has processed it: resending could not record it (the seq is
+                # seen). Kept like a refused alert, before whatever it caused.
+                log.warning("signal of session %s not stored yet (%s): retried every tick",
+                            session.id, type(exc).__name__)
+                self._hold(entry, before=first_held[0] if first_held else None)
 
-    async def _outcome(self, session: Session, outcome: Any, started: float | None) -> None:
+    async def _outcome(self, session: Session, outcome: Any,
+                       started: float | None) -> list[_Unstored]:
+        """Record and deliver what the engine made of a signal (or a tick). What the store
+        refuses waits in memory, in order, for the next tick (:meth:`_retry_unstored`);
+        returns the first such item of this outcome, if any, in a list."""
+        held: list[_Unstored] = []
         for derived in getattr(outcome, "derived", ()):
             self.metrics.count_signal(derived.name)
-            await self.store.append(session.id, "signal", derived.at, _signal_body(derived))
+            await self._record(_Entry(session.id, "signal", derived.at, _signal_body(derived)),
+                               held)
         for skip in getattr(outcome, "skipped", ()):
             body = skip.to_dict()
-            await self.store.append(session.id, "skip", int(body.get("at", self.clock())), body)
+            await self._record(_Entry(session.id, "skip", int(body.get("at", self.clock())),
+                                      body), held)
             self._broadcast(self._clinicians(session.id), {"type": "skip", **body})
         for alert in getattr(outcome, "alerts", ()):
-            if self._unstored:  # behind alerts the store could not take yet: keep the order
-                self._hold_unstored(alert, started)
-                continue
-            try:
-                await self._store_alert(alert, started)
-            except SessionguardError as exc:
-                # The engine has spent it (cooldown, counts): it must not be lost. Kept in
-                # memory and stored, then delivered, at the next tick that can.
-                log.warning("alert of session %s not stored yet (%s): retried every tick",
-                            alert.session, type(exc).__name__)
-                self._hold_unstored(alert, started)
+            await self._record((alert, started), held)
+        return held[:1]
 
-    def _hold_unstored(self, alert: Any, started: float | None) -> None:
-        if len(self._unstored) >= MAX_UNSTORED_ALERTS:
-            dropped, _ = self._unstored.popleft()
-            log.error("alert of session %s dropped: %d alerts already wait for the store",
-                      dropped.session, MAX_UNSTORED_ALERTS)
-        self._unstored.append((alert, started))
+    async def _record(self, item: _Unstored, held: list[_Unstored]) -> None:
+        """Store ``item`` (an alert is then delivered); behind items already waiting, or
+        refused, it waits too (appended to ``held``)."""
+        if not self._unstored:
+            try:
+                await self._store_item(item)
+                return
+            except SessionguardError as exc:
+                # The engine has spent it (an alert's cooldown and counts run): it must not
+                # be lost. Kept in memory, stored (then delivered) at the next tick that can.
+                what = "alert" if isinstance(item, tuple) else item.kind
+                log.warning("%s of session %s not stored yet (%s): retried every tick",
+                            what, _item_session(item), type(exc).__name__)
+        self._hold(item)
+        held.append(item)
+
+    def _hold(self, item: _Unstored, before: _Unstored | None = None) -> None:
+        if len(self._unstored) >= MAX_UNSTORED:
+            dropped = self._unstored.popleft()
+            log.error("%s of session %s dropped: %d items already wait for the store",
+                      "alert" if isinstance(dropped, tuple) else dropped.kind,
+                      _item_session(dropped), MAX_UNSTORED)
+        if before is not None:
+            for i, waiting in enumerate(self._unstored):
+                if waiting is before:
+                    self._unstored.insert(i, item)
+                    return
+        self._unstored.append(item)
+
+    async def _store_item(self, item: _Unstored) -> None:
+        if isinstance(item, _Entry):
+            await self.store.append(item.session, item.kind, item.at, item.body)
+        else:
+            await self._store_alert(*item)
 
     async def _retry_unstored(self) -> None:
-        """Store and deliver the alerts the store refused earlier, oldest first; stop at the
-        first refusal (the next tick tries again)."""
-        if self._retrying:  # one retry at a time, or an alert could be stored twice
+        """Store (and deliver) the alerts and entries the store refused earlier, oldest
+        first; stop at the first refusal (the next tick tries again)."""
+        if self._retrying:  # one retry at a time, or an item could be stored twice
             return
         self._retrying = True
         try:
             while self._unstored:
-                alert, started = self._unstored[0]
                 try:
-                    await self._store_alert(alert, started)
+                    await self._store_item(self._unstored[0])
                 except SessionguardError:
                     return
                 self._unstored.popleft()

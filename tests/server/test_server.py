@@ -713,6 +713,94 @@ async def test_alerts_queued_for_webhooks_all_since_removed_are_abandoned_on_the
     assert "s3cret" not in json.dumps(entries)
 
 
+async def _break_store(h: Any) -> list[bool]:
+    """Make the audit store refuse every write (as a database locked past its busy timeout
+    does) while the returned flag holds ``True``; the writes already queued go first."""
+    import sqlite3
+
+    await h.sidecar.store.entries("s1")  # a read runs after every write queued before it
+    db = h.sidecar.store.store
+    broken = [True]
+    for name in ("write_many", "append", "append_alert"):
+        original = getattr(db, name)
+
+        def refusing(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            if broken[0]:
+                raise sqlite3.OperationalError("database is locked")
+            return _original(*args, **kwargs)
+
+        setattr(db, name, refusing)
+    return broken
+
+
+async def test_a_signal_the_store_refused_is_kept_and_recorded_before_its_alert(
+        serve: Factory) -> None:
+    """A signal whose ledger entry the store refused was processed (its alert raised) but
+    never recorded: the patient got an `internal` error, the resend was acknowledged as a
+    duplicate, and the ledger missed it for good. Now the sidecar keeps the entry and records
+    it, before the alert it caused, at the next tick that can; the patient gets its ack."""
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient()
+    await recv_type(c, "status")
+    broken = await _break_store(h)
+    await p.send(signal(1))
+    assert (await recv_json(p)) == {"type": "ack", "seq": 1}
+    await h.sidecar.tick()  # still refused
+    assert [e["kind"] for e in h.sidecar.store.store.entries("s1")].count("signal") == 0
+    broken[0] = False
+    await h.sidecar.tick()
+    alert = await recv_type(c, "alert")
+    assert (alert["rule"], alert["seq"]) == ("test.recorder", 1)
+    entries = h.sidecar.store.store.entries("s1", ("signal", "alert"))
+    assert [(e["kind"], e["body"].get("signal", e["body"].get("rule"))) for e in entries] == [
+        ("signal", "client.media_recorder"), ("alert", "test.recorder")]
+    assert h.sidecar.store.store.verify("s1").ok
+
+
+async def test_what_the_store_refused_gets_a_last_try_at_shutdown(
+        serve: Factory, tmp_path: Any) -> None:
+    """A SIGTERM before the next tick: what waits for the store is stored on the way out
+    (with the ticker gone it was left behind)."""
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient()
+    await recv_type(c, "status")
+    broken = await _break_store(h)
+    await p.send(signal(1))
+    assert (await recv_json(p)) == {"type": "ack", "seq": 1}
+    broken[0] = False
+    await h.sidecar.stop()
+    with SqliteStore(h.sidecar.config.store.db) as db:
+        kinds = [e["kind"] for e in db.entries("s1", ("signal", "alert"))]
+    assert kinds == ["signal", "alert"]
+
+
+async def test_derived_signals_the_store_refused_do_not_take_their_alerts_with_them(
+        serve: Factory) -> None:
+    """The entries an outcome adds (a virtual device derived from a device list) failing to
+    store made the whole outcome raise: its alerts were neither stored nor kept. Now every
+    entry waits in order and is recorded once the store works again."""
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient()
+    await recv_type(c, "status")
+    broken = await _break_store(h)
+    devices = {"change": "initial", "devices": [{"kind": "audioinput",
+                                                 "label": "BlackHole 2ch",
+                                                 "id": "x"}]}
+    await p.send(signal(1, "client.devices", devices))
+    assert (await recv_json(p)) == {"type": "ack", "seq": 1}
+    await p.send(signal(2, "client.key", {"combo": "PrintScreen"}))
+    assert (await recv_json(p)) == {"type": "ack", "seq": 2}
+    broken[0] = False
+    await h.sidecar.tick()
+    entries = h.sidecar.store.store.entries("s1", ("signal", "alert"))
+    assert [(e["kind"], e["body"].get("signal", e["body"].get("rule"))) for e in entries] == [
+        ("signal", "client.devices"), ("signal", "client.virtual_device"),
+        ("signal", "client.key"), ("alert", "test.key")]
+
+
 async def test_a_resume_whose_store_read_fails_still_passes_on_live_alerts(
         serve: Factory) -> None:
     from signals.errors import StorageError
