@@ -6,7 +6,7 @@ A real microphone in a real room never produces digital silence: even a quiet ro
 good microphone leaves a floor around -70..-50 dBFS. A loopback device, a virtual
 microphone fed by software, or a file being played in, does: its pauses are exact zeros (or
 within a bit or two of them). Each 10 ms block whose level is below ``digital_dbfs``
-(-90 dBFS by default, where exact zeros are ``-inf``) is digital silence; a run of such
+(-98 dBFS by default, where exact zeros are ``-inf``) is digital silence; a run of such
 blocks *between sounds* lasting ``min_gap_s``..``max_gap_s`` is a gap. Once at least
 ``min_silence_s`` of silence in at least ``min_gaps`` gaps has been seen, the episode is
 reported, once; it closes (and may be reported again later) after ``clear_floor_s`` of
@@ -14,14 +14,20 @@ pauses that do show a real floor (quiet, not digital, for at least ``floor_run_s
 time, so the fade at the end of a word does not count). Evidence is forgotten after
 ``reset_floor_s`` of such floor, so occasional zeros from a real microphone never add up.
 An Opus round trip keeps digital silence near zero (checked by the tests), so the live
-path sees the same thing.
+path sees the same thing: through Chromium's WebRTC path exact zeros arrive at about
+-112 dBFS. The threshold sits well below -90 because a browser's noise suppression (on by
+default) lowers a quiet room's floor by 15-20 dB: a -75 dBFS room reached the sidecar at
+about -91 dBFS in the pauses, -80 dBFS at about -96 (measured through Chromium; the first
+threshold, -90, fired on both).
 
 Confidence 0.6 at the threshold, growing with the amount of silence to at most 0.85.
 
 Known failure modes: a browser track that is *muted* sends zeros (runs longer than
 ``max_gap_s`` are not counted, but frequent short mutes can add up); aggressive noise gates
-(some headsets, noise-suppression apps) also output zeros between words; a virtual source
-playing material that has its own noise floor is not detected.
+(some headsets, noise-suppression apps) also output zeros between words, and a browser's
+noise suppression can push a very quiet room (about -85 dBFS before it, quieter than most
+microphones' own noise) as low as digital silence; a virtual source playing material that
+has its own noise floor, or 16-bit material dithered at about -93 dBFS, is not detected.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class VirtualSourceParams(_Strict):
     """
 
     enabled: bool = True
-    digital_dbfs: float = Field(default=-90.0, le=0)
+    digital_dbfs: float = Field(default=-98.0, le=0)
     quiet_dbfs: float = Field(default=-55.0, le=0)
     min_gap_s: float = Field(default=0.1, gt=0)
     max_gap_s: float = Field(default=15.0, gt=0)

@@ -31,7 +31,7 @@ def test_shipped_config_is_valid_and_matches_the_defaults() -> None:
     {"shutter": {"min_clicks": 0}},
     {"shutter": {"band_hz": [5000, 3000]}},
     {"shutter": {"min_clicks": 5, "max_clicks": 3}},
-    {"virtual_source": {"quiet_dbfs": -95}},
+    {"virtual_source": {"quiet_dbfs": -99}},
     {"virtual_source": {"min_gap_s": 2, "max_gap_s": 1}},
     {"virtual_source": {"unknown_key": 1}},
     {"shutter": "loud"},

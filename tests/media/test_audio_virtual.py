@@ -49,7 +49,7 @@ def test_digital_silence_between_speech_fires_once(opus: int | None) -> None:
     det = found[0]
     assert det.end is None and 0.6 <= det.confidence <= 0.85
     assert det.evidence["gaps"] >= 2 and det.evidence["silence_s"] >= 3.0
-    assert det.evidence["silence_max_dbfs"] is None or det.evidence["silence_max_dbfs"] < -90
+    assert det.evidence["silence_max_dbfs"] is None or det.evidence["silence_max_dbfs"] < -98
     json.dumps(det.to_json(), allow_nan=False)
 
 
@@ -57,9 +57,11 @@ def test_opus_keeps_digital_silence_below_the_threshold() -> None:
     rng = np.random.default_rng(4)
     x = tone_bursts(rng, 4, 0.6)
     y = opus_round_trip(x, 24_000)
-    gap = y[int(0.55 * RATE): int(0.95 * RATE)]  # inside the first gap, away from its edges
-    level = 10 * np.log10(np.mean(gap.astype(np.float64) ** 2) + 1e-30)
-    assert level < -90
+    # the first gap (0.4-1.0 s): the decoder's tail of the tone fades for about 0.25 s, then
+    # every 10 ms block is below the threshold (-98 dBFS)
+    gap = y[int(0.7 * RATE): int(0.95 * RATE)].astype(np.float64).reshape(-1, 480)
+    levels = 10 * np.log10(np.mean(gap ** 2, axis=1) + 1e-30)
+    assert levels.max() < -98
 
 
 @pytest.mark.parametrize(("floor_dbfs", "opus"), [(-70.0, None), (-60.0, 32_000), (-45.0, None)])

@@ -294,6 +294,39 @@ async def test_a_shutter_in_chromiums_microphone_alerts_the_clinician(tmp_path: 
         assert not any(limits_of(m, "pat-5") for m in seen if m.get("type") == "status")
 
 
+def quiet_room_speech(path: Path) -> Path:
+    """40 s of espeak-ng speech (Debian ``espeak-ng``) with pauses, over a quiet room's
+    -75 dBFS floor (a good microphone in a still room), as a 48 kHz wav."""
+    from tests.media.corpus_audio import RATE, room_noise, speech_bed
+    from tests.media.corpus_audio import write_wav as write_samples_wav
+
+    rng = np.random.default_rng(6)
+    bed = speech_bed(rng, "heldout", 40.0, -24.0)
+    bed += room_noise(len(bed), np.random.default_rng(1), -75.0, "pink")
+    return write_samples_wav(path, bed, RATE)
+
+
+async def test_a_quiet_room_through_chromiums_noise_suppression_is_not_a_virtual_source(
+        tmp_path: Path) -> None:
+    """Chromium's default noise suppression lowers a quiet room's -75 dBFS floor to about
+    -91 dBFS in the pauses (measured on this path): under the first threshold, -90 dBFS,
+    ``audio.virtual_source`` fired 3 s into the call, a false alarm in every quiet room. A
+    virtual source's digital silence reaches the sidecar at about -112 dBFS."""
+    from tests.browser.harness import stored_signals
+
+    audio = quiet_room_speech(tmp_path / "quiet-room.wav")
+    async with live_sidecar(tmp_path / "audit.db", media=True) as sc, \
+            sc.clinician("visit-6") as clinician:
+        async with call_page(tmp_path, sc, "visit-6", "pat-6", audio=audio):
+            await recv_until(clinician, is_status("pat-6", audio="flowing"), timeout=30)
+            receiver = sc.sidecar.media[("visit-6", "pat-6")]
+            # 20 s of the microphone analysed (20 ms frames): the old threshold had reported
+            # by 13 s (its 3 s of "digital" silence gathered from 7 pauses)
+            await _until(lambda: receiver.stats()["audio"]["analysed"] >= 1000, timeout=60)
+        names = {s["signal"] for s in stored_signals(sc.db, "visit-6")}
+        assert "audio.virtual_source" not in names
+
+
 async def test_analyze_reads_a_recording_the_browser_made(tmp_path: Path) -> None:
     """What a platform keeps of a call is often a MediaRecorder WebM, whose header declares
     no duration (Chromium's does not) and which has no index. ``analyze`` reads it to the
