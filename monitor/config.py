@@ -13,7 +13,7 @@ the current directory, while the file's own paths are relative to the file)::
     SESSIONGUARD_RULES (os.pathsep-separated), SESSIONGUARD_HEARTBEAT_TIMEOUT,
     SESSIONGUARD_MAX_MESSAGE_BYTES, SESSIONGUARD_WEBHOOK_URLS (comma-separated),
     SESSIONGUARD_MEDIA_ICE_HOSTS (comma-separated), SESSIONGUARD_MEDIA_PARAMS,
-    SESSIONGUARD_MEDIA_ENABLED (true/false)
+    SESSIONGUARD_MEDIA_ENABLED (true/false), SESSIONGUARD_MEDIA_MAX_CALLS (empty: no cap)
 """
 
 from __future__ import annotations
@@ -105,6 +105,12 @@ class MediaConfig(_Model):
     # decoded video a patient may send, in pixels a second (default 640x480 at 30 fps,
     # twelve times what the SDK sends); over it for 2 s, the sidecar stops receiving that video
     max_video_pixel_rate: int = Field(default=640 * 480 * 30, gt=0)
+    #: calls whose media this process analyses at once (one analysis thread for all of
+    #: them); a further call's offer is refused (``media_busy``, the clinician is told) and
+    #: the SDK offers again after ``busy_retry_s``. None: no cap (an overloaded thread is
+    #: still reported, as the limit ``overloaded``)
+    max_calls: int | None = Field(default=None, ge=1)
+    busy_retry_s: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("ice_hosts")
     @classmethod
@@ -218,6 +224,7 @@ _ENV_FIELDS: dict[str, tuple[str | None, str]] = {
     "SESSIONGUARD_MEDIA_ICE_HOSTS": ("media", "ice_hosts"),
     "SESSIONGUARD_MEDIA_PARAMS": ("media", "params"),
     "SESSIONGUARD_MEDIA_ENABLED": ("media", "enabled"),
+    "SESSIONGUARD_MEDIA_MAX_CALLS": ("media", "max_calls"),
 }
 
 
@@ -228,7 +235,7 @@ def _env_value(var: str, value: str) -> Any:
         return _split(value, os.pathsep)
     if var in ("SESSIONGUARD_WEBHOOK_URLS", "SESSIONGUARD_MEDIA_ICE_HOSTS"):
         return _split(value, ",")
-    if var == "SESSIONGUARD_MEDIA_PARAMS":
+    if var in ("SESSIONGUARD_MEDIA_PARAMS", "SESSIONGUARD_MEDIA_MAX_CALLS"):
         return value or None
     return value
 

@@ -43,7 +43,7 @@ from monitor import protocol as proto
 from monitor.config import Config, require_secret
 from monitor.http import HttpRoutes, json_response, split_path
 from monitor.metrics import CONTENT_TYPE, Metrics
-from monitor.sessions import LIMIT_WORDS, Session, SessionRegistry, merge_claim
+from monitor.sessions import LIMIT_WORDS, MEDIA_KINDS, Session, SessionRegistry, merge_claim
 from signals.catalog import CATALOGUE
 from signals.consent import Consent
 from signals.errors import (
@@ -990,6 +990,19 @@ class Sidecar:
                                 f"then one every {OFFER_EVERY_S:g} s)", "rate_limited")
         self._offer_tokens[key] = (tokens - 1, mono)
         current = self.media.get(key)
+        cap = self.config.media.max_calls
+        if cap is not None and (current is None or getattr(current, "closed", False)) \
+                and self._media_calls() >= cap:
+            # one analysis thread for every call: past the cap, this call goes on without
+            # media analysis for now (the calls analysed keep their full analysis), in words
+            await self._media_busy(session, channel.participant)
+            retry = self.config.media.busy_retry_s
+            self._send(channel, {
+                "type": "error", "code": "media_busy", "retry_after_s": retry,
+                "message": f"this sidecar already analyses the media of {cap} calls, its "
+                           f"limit; the call goes on without camera and microphone analysis "
+                           f"for now: offer again in {retry:g} s"})
+            return
         # an offer from a new peer connection (the SDK makes one for every attachMedia: a
         # camera switch, a connection that failed) gets a fresh receiver, which replaces the
         # current one once it has answered (a failed offer leaves the current call alone)
@@ -1026,7 +1039,26 @@ class Sidecar:
                                  "message": "another connection of this participant now "
                                             "sends its media"})
         self.media_channels[key] = channel
+        patient = session.patient(channel.participant)
+        for kind in MEDIA_KINDS:  # let in after a refusal: nothing has arrived yet
+            if patient.limits.get(kind) == "busy":
+                session.set_limit(channel.participant, kind, None)
+                session.set_media(channel.participant, kind, "none")
         self._send(channel, {"type": "webrtc.answer", "sdp": answer})
+
+    def _media_calls(self) -> int:
+        """Receivers analysing a call's media now (``media.max_calls`` counts these)."""
+        return sum(1 for r in self.media.values() if not getattr(r, "closed", False))
+
+    async def _media_busy(self, session: Session, participant: str) -> None:
+        """Tell the clinicians a patient's consented media is refused for now (the cap)."""
+        changed = False
+        for kind in MEDIA_KINDS:
+            if session.in_scope(kind):
+                changed = session.set_media(participant, kind, "stopped") or changed
+                changed = session.set_limit(participant, kind, "busy") or changed
+        if changed and not self._stopping:
+            await self._status(session, self.clock(), "media_busy")
 
     def _media_flowing(self, kind: str) -> int:
         """Receivers whose ``kind`` is flowing (``sessionguard_media_flowing``, at scrape)."""

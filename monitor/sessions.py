@@ -44,13 +44,16 @@ LIMIT_WORDS = {
                "connection that never got through, or a {kind} track muted from the start)"),
     "failed": ("{kind} from patient {participant} is not analysed: the sidecar's {kind} "
                "analysis keeps failing on it (the sidecar's log says why)"),
+    "busy": ("{kind} from patient {participant} is not analysed for now: this sidecar already "
+             "analyses as many calls as it is set to (media.max_calls); the patient's app "
+             "offers it again shortly"),
     "oversized": ("video from patient {participant} is not analysed: it arrived larger or "
                   "faster than the sidecar accepts, so the sidecar stopped receiving it (the "
                   "patient's app should send the reduced copy the SDK sends)"),
 }
 #: limits that are the reason media stopped (the sidecar refused it), not what flowing media
 #: cannot carry: their words replace "has stopped" among a ``status``'s ``reasons``
-REFUSALS = frozenset({"oversized", "failed", "absent"})
+REFUSALS = frozenset({"oversized", "failed", "absent", "busy"})
 MEDIA_KINDS: tuple[Literal["audio", "video"], ...] = ("audio", "video")
 
 

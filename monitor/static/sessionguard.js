@@ -446,6 +446,7 @@ class Guard {
       case "error":
         if (m.code === "token_expired") this._stale = true;  // the close follows; renew then
         if (m.code === "media_replaced") this._mediaYielded = true;  // until attachMedia again
+        if (m.code === "media_busy") this._offerLater(m.retry_after_s);
         this._status({ error: { code: m.code, message: m.message } });
         break;
       default:
@@ -647,6 +648,20 @@ class Guard {
     this._raw({ type: "webrtc.offer", sdp: pc.localDescription.sdp });
     // Camera/mic permission is granted by now: device labels become readable.
     if (this._observing && !this._devicesLabelled) this._scanDevices().catch(() => {});
+  }
+
+  // The sidecar analyses as many calls' media as it is set to: this call's offer waits
+  // (its clinician is told) and is made again after the delay the sidecar gave.
+  _offerLater(seconds) {
+    const wait = Math.min(3600, Math.max(1, Number(seconds) || 60)) * 1000;
+    const pc = this._pc;
+    if (this._busyWait === pc) return;
+    this._busyWait = pc;
+    this._later(wait, () => {
+      if (this._busyWait === pc) this._busyWait = null;
+      if (this._closed || this._pc !== pc || !this._stream || this._mediaYielded) return;
+      this._offer().catch((e) => this._status({ media: "failed", error: String(e) }));
+    });
   }
 
   // A media connection that failed, or stayed disconnected for a while (the network went,

@@ -615,17 +615,20 @@ async def live_sidecar(
     port: int = 0,
     secret: str = SECRET,
     media: bool = False,
+    media_config: dict[str, Any] | None = None,
     **sidecar_options: Any,
 ) -> AsyncIterator[LiveSidecar]:
     """Run a real sidecar (default config and rules, SQLite store at ``db``) on
     127.0.0.1:``port`` (0: any free port). ``media=True`` enables the WebRTC receiver with
     127.0.0.1 as its ICE host (works on a loopback-only machine). Stopping and entering
-    again with the same ``port`` and ``db`` simulates a restart."""
+    again with the same ``port`` and ``db`` simulates a restart. ``media_config``: more
+    ``media:`` settings (``max_calls``...)."""
     from monitor.config import Config, MediaConfig, StoreConfig
     from monitor.server import Sidecar, running
 
     config = Config(store=StoreConfig(db=db),
-                    media=MediaConfig(enabled=media, ice_hosts=("127.0.0.1",)))
+                    media=MediaConfig(enabled=media, ice_hosts=("127.0.0.1",),
+                                      **(media_config or {})))
     sidecar = Sidecar(config, secret=secret, **sidecar_options)
     async with running(sidecar, "127.0.0.1", port) as bound:
         yield LiveSidecar(sidecar, bound, secret, db)

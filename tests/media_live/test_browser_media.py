@@ -327,6 +327,49 @@ async def test_a_quiet_room_through_chromiums_noise_suppression_is_not_a_virtual
         assert "audio.virtual_source" not in names
 
 
+async def test_the_sdk_offers_its_media_again_after_the_sidecar_was_busy(
+        tmp_path: Path) -> None:
+    """``media.max_calls`` reached: the page's offer is refused with ``media_busy`` (the
+    clinician is told); the SDK offers again after the ``retry_after_s`` it was given and,
+    the other call gone, its media is analysed."""
+    import json
+
+    import websockets
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from monitor.media_ice import use_host_addresses
+    from tests.media_live.peers import GeneratedVideo
+
+    async with live_sidecar(tmp_path / "audit.db", media=True,
+                            media_config={"max_calls": 1, "busy_retry_s": 1}) as sc, \
+            sc.clinician("visit-7") as clinician:
+        # another call holds the one analysis slot: an aiortc peer on its own channel
+        other_token = sc.token("visit-other", "pat-other", "patient", CONSENT)
+        other = await websockets.connect(f"{sc.ws_url}?token={other_token}")
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            assert json.loads(await other.recv())["type"] == "consent"
+            pc.addTrack(GeneratedVideo(lambda _i: np.full((120, 160, 3), 90, np.uint8)))
+            with use_host_addresses(("127.0.0.1",)):
+                await pc.setLocalDescription(await pc.createOffer())
+            await other.send(json.dumps({"type": "webrtc.offer",
+                                         "sdp": pc.localDescription.sdp}))
+            while (answer := json.loads(await other.recv()))["type"] != "webrtc.answer":
+                pass
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            async with call_page(tmp_path, sc, "visit-7", "pat-7"):
+                told = await recv_until(
+                    clinician, lambda m: m.get("type") == "status"
+                    and limits_of(m, "pat-7").get("video") == "busy", timeout=30)
+                assert told["blind"] is True
+                await pc.close()
+                await other.close()
+                await recv_until(clinician, is_status("pat-7", video="flowing"), timeout=30)
+        finally:
+            await pc.close()
+            await other.close()
+
+
 async def test_analyze_reads_a_recording_the_browser_made(tmp_path: Path) -> None:
     """What a platform keeps of a call is often a MediaRecorder WebM, whose header declares
     no duration (Chromium's does not) and which has no index. ``analyze`` reads it to the

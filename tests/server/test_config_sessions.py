@@ -28,6 +28,9 @@ def test_defaults_and_env_overrides(tmp_path: Path) -> None:
     assert cfg.webhooks.urls == ("http://a/x", "http://b/y")
     assert (cfg.secret, cfg.webhook_secret, cfg.store.db) == ("abc", "w", tmp_path / "x.db")
     assert require_secret(cfg) == "abc"
+    assert load_config(env={}).media.max_calls is None
+    assert load_config(env={"SESSIONGUARD_MEDIA_MAX_CALLS": "6"}).media.max_calls == 6
+    assert load_config(env={"SESSIONGUARD_MEDIA_MAX_CALLS": ""}).media.max_calls is None
 
 
 def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
@@ -91,6 +94,7 @@ def test_inf_and_nan_are_refused(tmp_path: Path, text: str) -> None:
     ({"SESSIONGUARD_MEDIA_ICE_HOSTS": "10.0.0.1, nope"},
      "SESSIONGUARD_MEDIA_ICE_HOSTS: 'nope' is not an IP address"),
     ({"SESSIONGUARD_DB_SYNCHRONOUS": "sometimes"}, "SESSIONGUARD_DB_SYNCHRONOUS: Input should be"),
+    ({"SESSIONGUARD_MEDIA_MAX_CALLS": "0"}, "SESSIONGUARD_MEDIA_MAX_CALLS: Input should be"),
 ])
 def test_a_bad_environment_override_names_the_variable(tmp_path: Path, env: dict[str, str],
                                                        needle: str) -> None:

@@ -312,3 +312,48 @@ async def test_an_offer_aiortc_chokes_on_is_a_bad_offer_not_an_internal_error(
         assert error["code"] == "bad_offer"
     finally:
         await pc.close()
+
+
+async def test_calls_past_media_max_calls_wait_and_their_clinician_is_told(
+        serve: Factory, tmp_path: Path) -> None:
+    """One analysis thread serves every call: past ``media.max_calls`` a call's offer is
+    refused for now (``media_busy``, with when to offer again) and its clinician is told,
+    instead of every call's analysis falling behind. A new peer of a call already analysed
+    still replaces its own; when a call ends, the waiting call's next offer is answered."""
+    h, c1, p1 = await media_call(serve, VIDEO, env=MEDIA_ENV | {
+        "SESSIONGUARD_MEDIA_MAX_CALLS": "1"})
+    first = await offer_over(p1, GeneratedVideo(noise(5), fps=10))
+    c2 = await h.clinician("s2")
+    p2 = await h.patient("s2", "p2", consent=VIDEO)
+    await recv_type(c2, "status")
+    waiting: list[RTCPeerConnection] = []
+    try:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        waiting.append(pc)
+        pc.addTrack(GeneratedVideo(noise(6), fps=10))
+        with use_host_addresses(("127.0.0.1",)):
+            await pc.setLocalDescription(await pc.createOffer())
+        await p2.send(json.dumps({"type": "webrtc.offer", "sdp": pc.localDescription.sdp}))
+        busy = await recv_type(p2, "error")
+        assert busy["code"] == "media_busy" and busy["retry_after_s"] == 60
+        told = await recv_type(c2, "status", where=lambda m: m["participants"][0]["limits"]
+                               == {"video": "busy"})
+        assert video_of(told) == "stopped" and told["blind"] is True
+        assert any("media.max_calls" in r for r in told["reasons"])
+        assert len(h.sidecar.media) == 1
+        # the call analysed now may still replace its own peer connection
+        second = await offer_over(p1, GeneratedVideo(noise(7), fps=10))
+        await first.close()
+        first = second
+        # the first call ends: the waiting one gets in at its next offer
+        await p1.close()
+        await recv_type(c1, "status", where=lambda m: m["participants"][0]["sdk"]
+                        == "disconnected")
+        waiting.append(await offer_over(p2, GeneratedVideo(noise(8), fps=10)))
+        flowing = await recv_type(c2, "status", timeout=30,
+                                  where=lambda m: video_of(m) == "flowing")
+        assert flowing["participants"][0]["limits"] == {} and flowing["blind"] is False
+    finally:
+        await first.close()
+        for pc in waiting:
+            await pc.close()

@@ -21,6 +21,7 @@ const LIMIT_ROWS = {
     oversized: "not analysed (sent larger than the sidecar accepts)",
     failed: "not analysed (the sidecar's analysis of it keeps failing: see its log)",
     absent: "not arriving (offered, but nothing came: a blocked connection or a muted track)",
+    busy: "not analysed for now (the sidecar analyses as many calls as it is set to; offered again shortly)",
   },
   flowing: {
     overloaded: "analysed only in part (the sidecar is overloaded: alerts may come late or be missed)",
