@@ -240,6 +240,8 @@ class Sidecar:
         #: (tokens, when) of each participant's offer bucket (see ``_offer``); kept across
         #: reconnects (a reconnect must not refill it), dropped with the idle session
         self._offer_tokens: dict[tuple[str, str], tuple[float, float]] = {}
+        #: (session, participant) of offers being answered now, and how many
+        self._answering: collections.Counter[tuple[str, str]] = collections.Counter()
         #: alerts the engine raised, and ledger entries of processed signals, that the store
         #: could not commit yet, in order (see ``_outcome``)
         self._unstored: collections.deque[_Unstored] = collections.deque()
@@ -995,13 +997,13 @@ class Sidecar:
                 and self._media_calls() >= cap:
             # one analysis thread for every call: past the cap, this call goes on without
             # media analysis for now (the calls analysed keep their full analysis), in words
-            await self._media_busy(session, channel.participant)
             retry = self.config.media.busy_retry_s
             self._send(channel, {
                 "type": "error", "code": "media_busy", "retry_after_s": retry,
                 "message": f"this sidecar already analyses the media of {cap} calls, its "
                            f"limit; the call goes on without camera and microphone analysis "
                            f"for now: offer again in {retry:g} s"})
+            await self._media_busy(session, channel.participant)
             return
         # an offer from a new peer connection (the SDK makes one for every attachMedia: a
         # camera switch, a connection that failed) gets a fresh receiver, which replaces the
@@ -1010,6 +1012,9 @@ class Sidecar:
             current, "same_peer", lambda _sdp: True)(message.sdp))
         receiver = current if current is not None and not replace else self.media_factory(
             self, channel.session, channel.participant, session.consent)
+        # a new call's offer being answered counts towards media.max_calls already (two
+        # calls offering at once must not both take the last place)
+        self._answering[key] += 1
         try:
             answer = await receiver.handle_offer(message.sdp)
         except SessionguardError as exc:
@@ -1017,6 +1022,10 @@ class Sidecar:
                 with contextlib.suppress(Exception):
                     await receiver.close()
             raise InvalidSignal(str(exc), "bad_offer") from exc
+        finally:
+            self._answering[key] -= 1
+            if self._answering[key] <= 0:
+                del self._answering[key]
         if channel.closing and receiver is not current:  # the patient left meanwhile
             with contextlib.suppress(Exception):
                 await receiver.close()
@@ -1047,8 +1056,10 @@ class Sidecar:
         self._send(channel, {"type": "webrtc.answer", "sdp": answer})
 
     def _media_calls(self) -> int:
-        """Receivers analysing a call's media now (``media.max_calls`` counts these)."""
-        return sum(1 for r in self.media.values() if not getattr(r, "closed", False))
+        """Calls whose media is analysed now, or whose offer is being answered
+        (``media.max_calls`` counts these)."""
+        live = {key for key, r in self.media.items() if not getattr(r, "closed", False)}
+        return len(live | set(self._answering))
 
     async def _media_busy(self, session: Session, participant: str) -> None:
         """Tell the clinicians a patient's consented media is refused for now (the cap)."""

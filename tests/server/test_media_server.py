@@ -357,3 +357,35 @@ async def test_calls_past_media_max_calls_wait_and_their_clinician_is_told(
         await first.close()
         for pc in waiting:
             await pc.close()
+
+
+async def test_two_calls_offering_at_once_do_not_both_take_the_last_place(
+        serve: Factory) -> None:
+    """An offer is answered over a few awaits (ICE gathering): counting only the calls
+    already answered let two calls offering at the same moment both past ``max_calls``."""
+    h = await serve(env=MEDIA_ENV | {"SESSIONGUARD_MEDIA_MAX_CALLS": "1"})
+    patients = [await h.patient(s, f"p-{s}", consent=VIDEO) for s in ("s1", "s2")]
+    peers: list[RTCPeerConnection] = []
+    try:
+        for p in patients:
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            peers.append(pc)
+            pc.addTrack(GeneratedVideo(noise(9), fps=10))
+            with use_host_addresses(("127.0.0.1",)):
+                await pc.setLocalDescription(await pc.createOffer())
+        await asyncio.gather(*(p.send(json.dumps({"type": "webrtc.offer",
+                                                  "sdp": pc.localDescription.sdp}))
+                               for p, pc in zip(patients, peers, strict=True)))
+
+        async def outcome(p: ClientConnection) -> str:
+            while (m := await recv_json(p, timeout=30))["type"] not in ("webrtc.answer",
+                                                                        "error"):
+                pass
+            return "answered" if m["type"] == "webrtc.answer" else str(m["code"])
+
+        results = await asyncio.gather(*(outcome(p) for p in patients))
+        assert sorted(results) == ["answered", "media_busy"]
+        assert len(h.sidecar.media) == 1
+    finally:
+        for pc in peers:
+            await pc.close()
