@@ -367,7 +367,7 @@ async def test_two_calls_offering_at_once_do_not_both_take_the_last_place(
     patients = [await h.patient(s, f"p-{s}", consent=VIDEO) for s in ("s1", "s2")]
     peers: list[RTCPeerConnection] = []
     try:
-        for p in patients:
+        for _ in patients:
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             peers.append(pc)
             pc.addTrack(GeneratedVideo(noise(9), fps=10))
