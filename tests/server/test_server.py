@@ -733,17 +733,29 @@ async def _break_store(h: Any) -> list[bool]:
     return broken
 
 
+async def _call_with_a_refusing_store(serve: Factory) -> tuple[Any, Any, Any, list[bool]]:
+    """A sidecar, a clinician and a patient (connected and recorded), then a store that
+    refuses every write while the returned flag holds ``True``."""
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient()
+    await recv_type(c, "status")
+    return h, c, p, await _break_store(h)
+
+
+def _ledger(h: Any) -> list[tuple[str, str]]:
+    """Session s1's signal and alert entries as (kind, signal name or rule), in order."""
+    return [(e["kind"], e["body"].get("signal", e["body"].get("rule")))
+            for e in h.sidecar.store.store.entries("s1", ("signal", "alert"))]
+
+
 async def test_a_signal_the_store_refused_is_kept_and_recorded_before_its_alert(
         serve: Factory) -> None:
     """A signal whose ledger entry the store refused was processed (its alert raised) but
     never recorded: the patient got an `internal` error, the resend was acknowledged as a
     duplicate, and the ledger missed it for good. Now the sidecar keeps the entry and records
     it, before the alert it caused, at the next tick that can; the patient gets its ack."""
-    h = await serve()
-    c = await h.clinician()
-    p = await h.patient()
-    await recv_type(c, "status")
-    broken = await _break_store(h)
+    h, c, p, broken = await _call_with_a_refusing_store(serve)
     await p.send(signal(1))
     assert (await recv_json(p)) == {"type": "ack", "seq": 1}
     await h.sidecar.tick()  # still refused
@@ -752,9 +764,7 @@ async def test_a_signal_the_store_refused_is_kept_and_recorded_before_its_alert(
     await h.sidecar.tick()
     alert = await recv_type(c, "alert")
     assert (alert["rule"], alert["seq"]) == ("test.recorder", 1)
-    entries = h.sidecar.store.store.entries("s1", ("signal", "alert"))
-    assert [(e["kind"], e["body"].get("signal", e["body"].get("rule"))) for e in entries] == [
-        ("signal", "client.media_recorder"), ("alert", "test.recorder")]
+    assert _ledger(h) == [("signal", "client.media_recorder"), ("alert", "test.recorder")]
     assert h.sidecar.store.store.verify("s1").ok
 
 
@@ -762,11 +772,7 @@ async def test_what_the_store_refused_gets_a_last_try_at_shutdown(
         serve: Factory, tmp_path: Any) -> None:
     """A SIGTERM before the next tick: what waits for the store is stored on the way out
     (with the ticker gone it was left behind)."""
-    h = await serve()
-    c = await h.clinician()
-    p = await h.patient()
-    await recv_type(c, "status")
-    broken = await _break_store(h)
+    h, _c, p, broken = await _call_with_a_refusing_store(serve)
     await p.send(signal(1))
     assert (await recv_json(p)) == {"type": "ack", "seq": 1}
     broken[0] = False
@@ -781,11 +787,7 @@ async def test_derived_signals_the_store_refused_do_not_take_their_alerts_with_t
     """The entries an outcome adds (a virtual device derived from a device list) failing to
     store made the whole outcome raise: its alerts were neither stored nor kept. Now every
     entry waits in order and is recorded once the store works again."""
-    h = await serve()
-    c = await h.clinician()
-    p = await h.patient()
-    await recv_type(c, "status")
-    broken = await _break_store(h)
+    h, _c, p, broken = await _call_with_a_refusing_store(serve)
     devices = {"change": "initial", "devices": [{"kind": "audioinput",
                                                  "label": "BlackHole 2ch",
                                                  "id": "x"}]}
@@ -795,8 +797,7 @@ async def test_derived_signals_the_store_refused_do_not_take_their_alerts_with_t
     assert (await recv_json(p)) == {"type": "ack", "seq": 2}
     broken[0] = False
     await h.sidecar.tick()
-    entries = h.sidecar.store.store.entries("s1", ("signal", "alert"))
-    assert [(e["kind"], e["body"].get("signal", e["body"].get("rule"))) for e in entries] == [
+    assert _ledger(h) == [
         ("signal", "client.devices"), ("signal", "client.virtual_device"),
         ("signal", "client.key"), ("alert", "test.key")]
 
