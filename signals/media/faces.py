@@ -97,6 +97,19 @@ class _Track:
     by_profile: bool = False  # last found by the profile cascade only
 
 
+#: runs after its hold ran out that a dropped face is remembered (see ``_update_tracks``)
+_REMEMBER_RUNS = 3
+
+
+def _same_face(patch: Gray, template: Gray, min_score: float) -> bool:
+    """Does ``patch`` look like ``template`` (normalised correlation, at its size)?"""
+    if patch.size == 0 or template.size == 0:
+        return False
+    h, w = template.shape[:2]
+    resized = cv2.resize(patch, (w, h), interpolation=cv2.INTER_AREA)
+    return float(cv2.matchTemplate(resized, template, cv2.TM_CCOEFF_NORMED)[0, 0]) >= min_score
+
+
 def _patch(gray: Gray, box: Box) -> Gray:
     x, y, w, h = box
     return cast(Gray, np.ascontiguousarray(gray[y:y + h, x:x + w]))
@@ -113,7 +126,10 @@ class FaceDetector:
     still found where it was followed to, for up to ``track_hold_runs`` runs. Only faces found
     by ``track_min_hits`` runs (3) are held: a false box on a still background matches its
     own picture perfectly, and one found in fewer runs has not lasted long enough to raise an
-    episode on its own, so holding it could.
+    episode on its own, so holding it could. A held face dropped after its hold and found
+    again within ``_REMEMBER_RUNS`` runs, where it was and still looking like its picture,
+    keeps its history (the cascade flickers on some faces at some positions: each
+    flicker started a track from scratch, never held, and a person in view read as none).
     """
 
     def __init__(self, params: FaceParams) -> None:
@@ -124,6 +140,8 @@ class FaceDetector:
         self._last = 0
         self._small_wait = 0  # runs the small-face search still skips (after a fruitless one)
         self.tracks: list[_Track] = []
+        #: faces held long enough to count that were dropped in the last few runs
+        self._lost: list[_Track] = []
 
     def _work(self, gray: Gray) -> Gray:
         width = self.p.work_width
@@ -150,6 +168,7 @@ class FaceDetector:
     def forget(self) -> None:
         """Drop every tracked face (the picture was covered: nothing to follow)."""
         self.tracks.clear()
+        self._lost.clear()
         self._last = 0
 
     def follow(self, gray: Gray) -> None:
@@ -253,6 +272,9 @@ class FaceDetector:
         tracks = self.tracks
         matched: set[int] = set()
         kept: list[_Track] = []
+        self._lost = [t for t in self._lost if t.misses <= p.track_hold_runs + _REMEMBER_RUNS]
+        for track in self._lost:
+            track.misses += 1
         for box in found:
             best, best_iou = None, 0.3
             for i, track in enumerate(tracks):
@@ -261,7 +283,16 @@ class FaceDetector:
                     best, best_iou = i, overlap
             by_profile = all(_iou(box, f) < 0.3 for f in frontal)
             if best is None:
-                kept.append(_Track(box, _patch(work, box), by_profile=by_profile))
+                patch = _patch(work, box)
+                # the same face found again soon after its track was dropped (a few runs
+                # missed it: a turn, a blur, the codec) keeps its history, so it is held
+                # through the next misses as before instead of starting over
+                again = next((t for t in self._lost if _iou(box, t.box) >= 0.3
+                              and _same_face(patch, t.template, p.track_min_score)), None)
+                if again is not None:
+                    self._lost.remove(again)
+                kept.append(_Track(box, patch, (again.hits if again else 0) + 1,
+                                   by_profile=by_profile))
                 continue
             matched.add(best)
             old = tracks[best]
@@ -282,5 +313,7 @@ class FaceDetector:
                     and all(_iou(track.box, k.box) < 0.3 for k in kept)):
                 kept.append(track)
                 counted += 1
+            elif track.hits >= p.track_min_hits:
+                self._lost.append(track)
         self.tracks = kept
         return counted
