@@ -16,8 +16,9 @@
 // Import this module before any other script of the page: the capture-API wrappers are
 // installed at import time, so later scripts calling getDisplayMedia, MediaRecorder or
 // captureStream are seen. The wrappers behave exactly like the originals (same return,
-// same throw). Calls seen before connect() are queued (bounded) and sent once the token's
-// consent allows it.
+// same throw). Calls seen before the page's first connect() are queued (bounded) and sent
+// to that first session if its consent allows it; calls seen while no guard observes (a
+// session without the "device" scope, after close()) are dropped, never sent later.
 //
 // Privacy: only what the token's consent.monitoring allows is observed. Every client.*
 // signal belongs to the "device" scope (the heartbeat, which carries nothing, is always sent); audio/video tracks are sent only for the "audio" /
@@ -58,8 +59,9 @@ const SCOPE_TEXT = { device: "device and window activity", audio: "audio", video
 
 // ---------------------------------------------------------------- shared state
 
-const guards = new Set();   // connected guards; capture hits go to each
-const early = [];           // capture hits before any connect()
+const guards = new Set();   // observing guards; capture hits go to each
+const early = [];           // capture hits before the page's first connect() (only)
+let connectedOnce = false;  // after the first connect(), a hit no guard observes is dropped
 
 function quiet(fn) {
   // Wrap a handler so nothing it does can throw into the page.
@@ -82,7 +84,7 @@ function call(cb, ...args) {
 function hit(signal, data) {
   try {
     const item = { signal, at: Date.now(), data };
-    if (guards.size === 0) {
+    if (guards.size === 0 && !connectedOnce) {
       if (early.length >= MAX_EARLY) early.shift();
       early.push(item);
     }
@@ -235,6 +237,9 @@ class Guard {
     this._requests = [];              // resolvers of requestRecording, oldest first
     this._noticeEl = null;
     this._firstOpen = null;
+    // hits seen before the page's first connect(): this session's, if it may observe them
+    this._early = connectedOnce ? [] : early.splice(0);
+    connectedOnce = true;
   }
 
   // ---- public API
@@ -517,7 +522,7 @@ class Guard {
   _startObserving() {
     if (this._observing || this._closed) return;
     this._observing = true;
-    for (const item of early.splice(0)) this._signal(item.signal, item.data, item.at);
+    for (const item of this._early.splice(0)) this._signal(item.signal, item.data, item.at);
     guards.add(this);
     const doc = typeof document !== "undefined" ? document : null;
 
@@ -700,6 +705,7 @@ class Guard {
   _start() {
     // Scopes from the token until the sidecar's consent message (the notice waits for it).
     if (this._consent.monitoring.includes("device")) this._startObserving();
+    this._early = [];   // not consented: never sent, to this session or a later one
     this._open();
     // The heartbeat carries nothing about the patient ({} or a dropped count) and runs
     // whatever the consent: without it the sidecar would report the SDK as silent.
