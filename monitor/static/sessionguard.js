@@ -39,6 +39,8 @@ const BATCH = 50;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const FIRST_OPEN_WAIT_MS = 5000;
+const ANSWER_WAIT_MS = 15000;       // a connected socket silent this long after a heartbeat ...
+const OPEN_WAIT_MS = 15000;         // ... or a handshake unanswered this long: given up
 const ICE_WAIT_MS = 5000;
 const MEDIA_RETRY_MS = 5000;        // a media connection down this long is offered anew ...
 const MEDIA_RETRY_MAX_MS = 60000;   // ... doubling after each try that did not connect
@@ -237,6 +239,8 @@ class Guard {
     this._requests = [];              // resolvers of requestRecording, oldest first
     this._noticeEl = null;
     this._firstOpen = null;
+    this._unanswered = null;          // when a heartbeat went out unanswered on this socket
+    this._abandon = () => {};         // give the current socket up (see _open)
     // hits seen before the page's first connect(): this session's, if it may observe them
     this._early = connectedOnce ? [] : early.splice(0);
     connectedOnce = true;
@@ -349,8 +353,26 @@ class Guard {
       return;
     }
     this._ws = ws;
+    this._unanswered = null;
     this._status({ state: "connecting" });
     let opened = false;
+    const gone = quiet((code, reason) => {
+      if (this._ws !== ws) return;
+      this._ws = null;
+      if (this._closed) { this._firstOpen?.(); return; }
+      if (!opened && this._looksExpired()) this._stale = true;  // refused: renew first
+      this._status({ state: "disconnected", code, reason });
+      if (this._stale) { this._open(); return; }  // renews (or reports "expired") at once
+      this._firstOpen?.();
+      this._retry();
+    });
+    // A socket can stop carrying data without closing (a NAT mapping or a proxy gone quiet):
+    // the browser would wait minutes. Give it up ourselves and reconnect.
+    this._abandon = (reason) => {
+      ws.onclose = null;
+      try { ws.close(4000, reason); } catch (_e) { /* already closing */ }
+      gone(4000, reason);
+    };
     ws.onopen = quiet(() => {
       opened = true;
       this._attempt = 0;
@@ -359,18 +381,21 @@ class Guard {
       if (this._stream && !this._mediaYielded) this._offer().catch(() => {});
       this._firstOpen?.();
     });
-    ws.onmessage = quiet((ev) => this._receive(ev.data));
-    ws.onclose = quiet((ev) => {
-      if (this._ws !== ws) return;
-      this._ws = null;
-      if (this._closed) { this._firstOpen?.(); return; }
-      if (!opened && this._looksExpired()) this._stale = true;  // refused: renew first
-      this._status({ state: "disconnected", code: ev.code, reason: ev.reason });
-      if (this._stale) { this._open(); return; }  // renews (or reports "expired") at once
-      this._firstOpen?.();
-      this._retry();
-    });
+    ws.onmessage = quiet((ev) => { this._unanswered = null; this._receive(ev.data); });
+    ws.onclose = quiet((ev) => gone(ev.code, ev.reason));
     ws.onerror = quiet(() => {});
+    this._later(OPEN_WAIT_MS, () => {
+      if (this._ws === ws && ws.readyState === 0) this._abandon("no handshake answer");
+    });
+  }
+
+  // Called with every heartbeat: the sidecar acknowledges each one at once, so a connected
+  // socket that has heard nothing for ANSWER_WAIT_MS since a heartbeat went out is dead.
+  _checkAnswered() {
+    if (this._ws?.readyState !== 1) return;
+    const now = Date.now();
+    if (this._unanswered === null) this._unanswered = now;
+    else if (now - this._unanswered >= ANSWER_WAIT_MS) this._abandon("no answer from the sidecar");
   }
 
   _retry() {
@@ -710,6 +735,7 @@ class Guard {
     // The heartbeat carries nothing about the patient ({} or a dropped count) and runs
     // whatever the consent: without it the sidecar would report the SDK as silent.
     const beat = () => {
+      this._checkAnswered();
       this._signal("client.heartbeat", {});
       this._later(HEARTBEAT_MS, beat);
     };

@@ -3,6 +3,9 @@ resends, long outages, bad tokens — against the real sidecar, in real headless
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
 from typing import Any
 
@@ -77,3 +80,65 @@ async def test_captures_seen_without_consent_or_after_close_never_reach_a_later_
     assert "client.media_recorder" not in names(stored)
     assert "client.capture_stream" not in names(stored)
     assert stored_signals(sidecar.db, "s-appt-1") == []
+
+
+class FreezingProxy:
+    """A TCP proxy in front of the sidecar. ``freeze()`` makes every connection open now stop
+    carrying data in both directions without closing (a NAT mapping that timed out, a proxy
+    that stopped forwarding); later connections pass."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.frozen: set[int] = set()
+        self.conns: list[tuple[int, asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self.ids = itertools.count()
+
+    async def __aenter__(self) -> FreezingProxy:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        for _, a, b in self.conns:
+            a.transport.abort()
+            b.transport.abort()
+
+    def freeze(self) -> None:
+        self.frozen.update(cid for cid, _, _ in self.conns)
+
+    async def _pipe(self, cid: int, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while data := await reader.read(65536):
+                if cid in self.frozen:
+                    continue       # swallowed: the peer never hears of it
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(Exception):
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cid = next(self.ids)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self.conns.append((cid, writer, up_writer))
+        await asyncio.gather(self._pipe(cid, reader, up_writer),
+                             self._pipe(cid, up_reader, writer))
+
+
+async def test_a_socket_that_silently_stops_carrying_data_is_replaced(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    ctx = await chromium()
+    async with FreezingProxy(sidecar.port) as proxy:
+        page = await open_call(ctx, site, sidecar, "s-frozen", FULL, name="frozen",
+                               ws_url=f"ws://127.0.0.1:{proxy.port}/v1/ws", clock=True)
+        await page.wait_for_function("window.sg.guard.pending === 0")
+        proxy.freeze()
+        await page.evaluate(KEY)
+        # heartbeats go unanswered; well within 25 s the SDK gives the socket up
+        await page.clock.run_for(25_000)
+        await page.wait_for_function("window.sg.guard.pending === 0", timeout=10_000)
+        await wait_stored(sidecar.db, "s-frozen", lambda b: "client.key" in names(b))
+        assert await page.evaluate("window.sg.statuses.at(-1).state") == "connected"
+        assert len(proxy.conns) == 2
+    assert page.errors == []
