@@ -47,13 +47,15 @@ class _Group:
 
 
 class _Session:
-    __slots__ = ("cap_skip", "capped", "consents", "counts", "groups", "inhibitions",
-                 "last_fired", "next_due", "skipped", "timed", "total")
+    __slots__ = ("cap_skip", "capped", "consented", "consents", "counts", "groups",
+                 "inhibitions", "last_fired", "next_due", "skipped", "timed", "total")
 
     def __init__(self, consent: Consent) -> None:
         self.consents: list[tuple[int, Consent]] = [(_SINCE_EVER, consent)]
+        self.consented = False  # set_consent was called (the default no longer applies)
         self.groups: dict[tuple[int, str], _Group] = {}
-        self.last_fired: dict[tuple[Any, ...], int] = {}
+        # fingerprint -> (time, severity) of the last alert raised with it
+        self.last_fired: dict[tuple[Any, ...], tuple[int, Severity]] = {}
         self.next_due = _NEVER
         self.counts: dict[int, int] = {}
         self.inhibitions: deque[tuple[int, str, frozenset[str], Severity]] | None = None
@@ -101,21 +103,33 @@ class Engine:
         """The consent in force for ``session`` from time ``now`` on (earlier signals keep
         the consent of their own time). Skips are reported afresh after a change."""
         s = self._session(session)
-        if len(s.consents) == 1 and s.consents[0][0] == _SINCE_EVER \
-                and not s.consents[0][1].monitoring:
+        first, s.consented = not s.consented, True
+        s.skipped = None
+        self._forget_withheld(s, consent)
+        if first and not s.consents[0][1].monitoring:
             # the session's first consent after a default that grants nothing: it holds from
             # the start. A patient's clock a little behind the sidecar's stamps the first
             # signals before ``now``; they must not fall under "nothing granted" (skipped).
             # (The server checks each signal's scope on arrival, so nothing sent before the
-            # consent is analysed.)
+            # consent is analysed.) Only the first: a later grant after an explicit "nothing"
+            # applies from its own time.
             s.consents[0] = (_SINCE_EVER, consent)
-            s.skipped = None
             return
         s.consents.append((now, consent))
         s.consents.sort(key=lambda tc: tc[0])
         if len(s.consents) > _MAX_CONSENT_HISTORY:
             del s.consents[0]
-        s.skipped = None
+
+    def _forget_withheld(self, s: _Session, consent: Consent) -> None:
+        """Drop what rules whose scopes ``consent`` withholds had gathered (a pending hold,
+        a half-complete sequence): the signals that would have ended or changed it are no
+        longer seen, so it would fire on a picture that is no longer true."""
+        rules = self.ruleset.rules
+        granted = consent.monitoring
+        for gkey in [k for k in s.groups if not rules[k[0]].requires <= granted]:
+            del s.groups[gkey]
+            if s.timed:
+                s.timed.discard(gkey)
 
     def consent(self, session: str, at: int) -> Consent:
         s = self._sessions.get(session)
@@ -148,8 +162,13 @@ class Engine:
         consent = s.consent_at(signal.at)
         if signal.name == "client.devices" and consent.allows("device"):
             derived = derive_virtual_devices(signal, self.classifier)
+        fired: list[tuple[CompiledRule, tuple[Signal, ...]]] = []
         for sig in (signal, *derived):
-            self._run(sig, s, consent, alerts, skipped, suppressed)
+            self._run(sig, s, consent, fired, skipped)
+        if len(fired) > 1:  # the most severe first, so inhibition mutes its companions
+            fired.sort(key=lambda rf: -rf[0].severity)
+        for rule, evidence in fired:
+            self._emit(rule, evidence, signal.at, s, alerts, suppressed)
         if s.cap_skip is not None:
             skipped.append(s.cap_skip)
             s.cap_skip = None
@@ -191,8 +210,10 @@ class Engine:
         return Outcome(tuple(alerts), (), tuple(skipped), suppressed[0])
 
     # -- internals --------------------------------------------------------------------
-    def _run(self, sig: Signal, s: _Session, consent: Consent, alerts: list[Alert],
-             skipped: list[Skip], suppressed: list[int]) -> None:
+    def _run(self, sig: Signal, s: _Session, consent: Consent,
+             fired_now: list[tuple[CompiledRule, tuple[Signal, ...]]],
+             skipped: list[Skip]) -> None:
+        """Append to ``fired_now`` each rule ``sig`` makes fire, with its evidence."""
         rules = self.ruleset.by_signal.get(sig.name)
         if not rules:
             return
@@ -200,7 +221,6 @@ class Engine:
         granted = consent.monitoring
         ctx: dict[str, Any] = _NO_CONTEXT
         key: Any = None
-        fired_now: list[tuple[CompiledRule, tuple[Signal, ...]]] = []
         for rule in rules:
             if not rule.requires <= granted:
                 if s.skipped is None:
@@ -221,10 +241,6 @@ class Engine:
             fired = self._step(rule, sig, s, ctx, key)
             if fired is not None:
                 fired_now.append((rule, fired))
-        if len(fired_now) > 1:  # the most severe first, so inhibition mutes its companions
-            fired_now.sort(key=lambda rf: -rf[0].severity)
-        for rule, evidence in fired_now:
-            self._emit(rule, evidence, sig.at, s, alerts, suppressed)
 
     def _matches(self, rule: CompiledRule, ctx: dict[str, Any], key: Any) -> bool:
         if rule.when is not None and not rule.when(ctx, key):
@@ -239,7 +255,8 @@ class Engine:
         gkey = (rule.index, sig.participant if rule.group_by == "participant" else "")
         g = s.groups.get(gkey)
         if kind in ("sequence", "all_of"):
-            if rule.exceptions and any(p(ctx, key) for _n, p in rule.exceptions):
+            # the rule's own ``when`` and exceptions apply to every signal, then each step's
+            if not self._matches(rule, ctx, key):
                 return None
             hits = [k for k, st in enumerate(rule.steps)
                     if st.signal == sig.name and (st.when is None or st.when(ctx, key))]
@@ -271,33 +288,46 @@ class Engine:
             g.start, g.events, g.fired = sig.at + rule.hold_ms, (sig,), False
             self._arm(sig.session, s, gkey, g.start)
             return None
-        if g is None:
-            g = s.groups[gkey] = _Group()
-        lo = sig.at - rule.window_ms
         if kind == "count":
-            if g.events is None:
+            if g is None:
+                g = s.groups[gkey] = _Group()
                 g.events = deque(maxlen=rule.n)
-            g.events.append(sig)
-            while g.events and g.events[0].at < lo:
-                g.events.popleft()
-            if len(g.events) >= rule.n:
-                out = tuple(g.events)
+            ev: deque[Signal] = g.events
+            if ev and sig.at < ev[-1].at:
+                # stamped before one already counted (another device's clock, a late
+                # resend): the window stays in time order, its newest signal its right end
+                ev = g.events = deque(sorted([*ev, sig], key=_at)[-rule.n:], maxlen=rule.n)
+            else:
+                ev.append(sig)
+            lo = ev[-1].at - rule.window_ms
+            while ev and ev[0].at < lo:
+                ev.popleft()
+            if len(ev) >= rule.n:
                 del s.groups[gkey]
-                return out
+                return tuple(ev)
             return None
         # distinct
-        if g.events is None:
+        field = rule.field or ""
+        if field == "participant":
+            value = sig.participant
+        elif ctx.get(field) is None:  # a signal without the field adds no value
+            return None
+        else:
+            value = str(ctx[field])
+        if g is None:
+            g = s.groups[gkey] = _Group()
             g.events = {}
         seen: dict[str, Signal] = g.events
-        for v in [v for v, e in seen.items() if e.at < lo]:
-            del seen[v]
-        field = rule.field or ""
-        value = sig.participant if field == "participant" else str(ctx.get(field))
+        if value in seen and seen[value].at > sig.at:
+            sig = seen[value]  # the later sighting of this value stays
         seen.pop(value, None)
         seen[value] = sig
+        lo = max(e.at for e in seen.values()) - rule.window_ms
+        for v in [v for v, e in seen.items() if e.at < lo]:
+            del seen[v]
         if len(seen) >= rule.n:
             del s.groups[gkey]
-            return tuple(seen.values())
+            return tuple(sorted(seen.values(), key=_at))
         return None
 
     def _steps(self, rule: CompiledRule, g: _Group, sig: Signal,
@@ -306,28 +336,38 @@ class Engine:
         ev: list[Any] = g.events
         last = len(rule.steps) - 1
         if rule.kind == "sequence":
-            # ev[k] = (start_at, chain) of the latest chain that completed steps 0..k
+            # ev[k] = (start_at, chain) of the latest chain that completed steps 0..k; a
+            # step extends a chain only if it comes after the chain's last step ("in order"
+            # by the signals' own times, whatever order they arrive in)
             for k in reversed(hits):
                 if k == 0:
-                    ev[0] = (sig.at, (sig,))
-                else:
-                    prev = ev[k - 1]
-                    if prev is None or prev[0] < lo:
-                        continue
-                    ev[k] = (prev[0], (*prev[1], sig))
+                    if ev[0] is None or ev[0][0] <= sig.at:
+                        ev[0] = (sig.at, (sig,))
+                    continue
+                prev = ev[k - 1]
+                if prev is None or prev[0] < lo or prev[1][-1].at > sig.at:
+                    continue
+                ev[k] = (prev[0], (*prev[1], sig))
                 if k == last:
                     chain: tuple[Signal, ...] = ev[k][1]
                     g.events = [None] * len(rule.steps)
                     return chain
             return None
-        for k in hits:
-            ev[k] = sig
+        # all_of: the window ends at the newest signal held (times may arrive out of order)
+        lo = max([sig.at, *(e.at for e in ev if e is not None)]) - rule.window_ms
         for k, e in enumerate(ev):
             if e is not None and e.at < lo:
                 ev[k] = None
+        if sig.at >= lo:
+            # a signal fills one step (two steps it matches need two signals): an empty one,
+            # or else the one holding the oldest signal
+            free = [k for k in hits if ev[k] is None]
+            k = free[0] if free else min(hits, key=lambda k: ev[k].at)
+            if ev[k] is None or ev[k].at < sig.at:
+                ev[k] = sig
         if all(e is not None for e in ev):
             g.events = [None] * len(rule.steps)
-            return tuple(sorted(ev, key=lambda e: e.at))
+            return tuple(sorted(ev, key=_at))
         return None
 
     def _arm(self, sid: str, s: _Session, gkey: tuple[int, str], due: int) -> None:
@@ -372,12 +412,15 @@ class Engine:
         trigger = evidence[-1]
         group = trigger.participant if rule.group_by == "participant" else ""
         data = trigger.data
+        consent = s.consent_at(at)
+        agreed = rule.capture and consent.recording in _AGREED
+        severity = Severity.INFO if agreed else rule.severity
         fp_key: tuple[Any, ...] = (
-            rule.index, group,
-            *(str(data.get(f, trigger.name if f == "signal" else "")) for f in rule.fingerprint))
-        # de-duplication and caps before any formatting work
+            rule.index, group, *(_fingerprint_value(f, trigger, consent) for f in rule.fingerprint))
+        # de-duplication and caps before any formatting work; an alert more severe than the
+        # last one of its fingerprint (the recording policy changed) is not held back
         last = s.last_fired.get(fp_key)
-        if last is not None and at - last < rule.cooldown_ms:
+        if last is not None and at - last[0] < rule.cooldown_ms and severity <= last[1]:
             suppressed[0] += 1
             return
         if s.counts.get(rule.index, 0) >= rule.max_per_session:
@@ -390,16 +433,13 @@ class Engine:
                 s.cap_skip = Skip(rule.id, trigger.session, trigger.participant, trigger.name,
                                   at, (), "alert_limit", self.max_alerts_per_session)
             return
-        consent = s.consent_at(at)
-        agreed = rule.capture and consent.recording in _AGREED
-        severity = Severity.INFO if agreed else rule.severity
         if s.inhibitions:
             tags = set(rule.tags)
             for until, who, itags, isev in s.inhibitions:
                 if at < until and who in (group, "") and severity < isev and tags & itags:
                     suppressed[0] += 1
                     return
-        s.last_fired[fp_key] = at
+        s.last_fired[fp_key] = (at, severity)
         s.counts[rule.index] = s.counts.get(rule.index, 0) + 1
         s.total += 1
         if rule.inhibit_tags and not agreed:
@@ -407,19 +447,20 @@ class Engine:
                 s.inhibitions = deque(maxlen=16)
             s.inhibitions.append((at + rule.inhibit_ms, group, rule.inhibit_tags, severity))
         def lookup(name: str) -> Any:
-            if name in data:
-                return data[name]
+            # the engine's own names first: a client's extra data fields never stand in
+            # for them (a spoofed "count" or "participant" in the clinician's message)
             if name == "duration":
                 dur = (rule.hold_ms if rule.kind in ("hold", "absent")
-                       else trigger.at - evidence[0].at)
+                       else max(0, trigger.at - evidence[0].at))
                 return format_duration(dur)
             if name == "distinct":
                 return ", ".join(sorted({e.participant if rule.field == "participant"
                                          else str(e.data.get(rule.field or "")) for e in evidence}))
-            return {"signal": trigger.name, "source": trigger.source, "count": len(evidence),
+            meta = {"signal": trigger.name, "source": trigger.source, "count": len(evidence),
                     "within": format_duration(rule.window_ms), "recording": consent.recording,
                     "signal_confidence": trigger.confidence,
-                    "participant": trigger.participant}.get(name)
+                    "participant": trigger.participant}
+            return meta[name] if name in meta else data.get(name)
 
         template = rule.agreed_message if agreed and rule.agreed_message else rule.message
         message = render(template, lookup)
@@ -437,6 +478,27 @@ class Engine:
                             evidence=tuple(evidence), confidence=confidence, session=session,
                             participant=trigger.participant, at=at, fingerprint=fingerprint,
                             tags=rule.tags))
+
+
+def _at(signal: Signal) -> int:
+    return signal.at
+
+
+def _fingerprint_value(field: str, trigger: Signal, consent: Consent) -> str:
+    """A fingerprint field's value: the signal's own name, source, participant, confidence
+    or the recording policy for those names (never a data field of the same name), else the
+    data field ("" when absent)."""
+    if field == "signal":
+        return trigger.name
+    if field == "participant":
+        return trigger.participant
+    if field == "source":
+        return trigger.source
+    if field == "signal_confidence":
+        return str(trigger.confidence)
+    if field == "recording":
+        return consent.recording
+    return str(trigger.data.get(field, ""))
 
 
 _EMPTY = Outcome()

@@ -1,0 +1,186 @@
+"""Edges of the engine's semantics a probe of the rule language found wrong: a correlation's
+own ``when``, names a client's data must not override, signals stamped out of order, one
+signal filling two steps, cooldowns across a recording-policy change, consent changes and
+what a withdrawal leaves behind."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from rules import Alert, Engine, Ruleset, load_rules
+from signals import FULL_MONITORING, Consent, Signal
+from tests.rules.conftest import T0, sig
+
+DEVICE_ONLY = Consent(frozenset({"device"}), "prohibited")
+NOTHING = Consent(frozenset(), "prohibited")
+
+
+def rules_from(tmp_path: Path, text: str) -> Ruleset:
+    p = tmp_path / "r.yaml"
+    p.write_text(textwrap.dedent(text))
+    return load_rules([p])
+
+
+def fed(engine: Engine, *signals: Signal) -> list[Alert]:
+    out: list[Alert] = []
+    for s in signals:
+        out += engine.feed(s, s.at).alerts
+    return out
+
+
+RECORDER = ("client.capture_stream", {"element": "video"}), ("client.media_recorder", {})
+
+
+def test_sequence_and_all_of_rules_apply_their_own_when(tmp_path: Path) -> None:
+    text = """
+        rules:
+          - id: {kind}-gated
+            title: gated
+            description: d
+            signals: [client.capture_stream, client.media_recorder]
+            when: signal == "client.heartbeat"
+            {kind}:
+              within: 30s
+              steps: [{{signal: client.capture_stream}}, {{signal: client.media_recorder}}]
+            severity: warning
+            message: fired
+            suggested_response: [x]
+    """
+    for kind in ("sequence", "all_of"):
+        engine = Engine(rules_from(tmp_path, text.format(kind=kind)),
+                        default_consent=FULL_MONITORING)
+        (a, da), (b, db) = RECORDER
+        assert fed(engine, sig(a, 0, da), sig(b, 1, db)) == [], kind
+
+
+def test_a_clients_extra_data_never_stands_in_for_the_engines_own_names(
+        engine: Engine, tmp_path: Path) -> None:
+    """Data schemas keep extra keys; a ``count`` or ``participant`` sent in them must not
+    reach the clinician's message or decide de-duplication."""
+    spoof = {"combo": "PrintScreen", "count": 9999, "within": "1 second",
+             "participant": "someone else"}
+    alerts = fed(engine, sig("client.key", 1, spoof), sig("client.key", 2, spoof),
+                 sig("client.key", 3, spoof))
+    repeated = next(a for a in alerts if a.rule == "repeated-screenshots")
+    assert repeated.message == "3 screenshots were taken within 2 minutes."
+    # window-mode's fingerprint names the signal: a data field "signal" does not split it
+    pips = fed(engine, *(sig("client.pip", t, {"active": True, "signal": f"x{t}"})
+                         for t in (10, 11, 12)))
+    assert [a.rule for a in pips] == ["window-mode"]
+    # a fingerprint on participant tells participants apart
+    ruleset = rules_from(tmp_path, """
+        rules:
+          - id: key-per-participant
+            title: key pressed
+            description: d
+            signals: [client.key]
+            group_by: session
+            fingerprint: [participant]
+            severity: notice
+            message: $participant pressed $combo
+            suggested_response: [x]
+            cooldown: 10m
+    """)
+    per = Engine(ruleset, default_consent=FULL_MONITORING)
+    got = fed(per, sig("client.key", 1, {"combo": "a"}, participant="alice"),
+              sig("client.key", 2, {"combo": "a"}, participant="bob"),
+              sig("client.key", 3, {"combo": "a", "participant": "bob"}, participant="alice"))
+    assert [a.message for a in got] == ["alice pressed a", "bob pressed a"]
+
+
+def test_signals_stamped_out_of_order(engine: Engine) -> None:
+    """Another device's clock or a late resend: a sequence is in order by the signals'
+    own times, a window is judged from its newest signal, evidence is in time order."""
+    (a, da), (b, db) = RECORDER
+    alerts = fed(engine, sig(a, 10, da), sig(b, 5, db))
+    assert "page-tap-then-record" not in [x.rule for x in alerts]
+    assert "page-tap-then-record" in [x.rule for x in fed(engine, sig(b, 12, db))]
+    shots = fed(engine, *(sig("audio.shutter", t) for t in (200, 0, 210)))
+    assert "repeated-shutter" not in [x.rule for x in shots]  # 0 is not within 2 min of 210
+    late = fed(engine, sig("audio.shutter", 205))
+    (rep,) = [x for x in late if x.rule == "repeated-shutter"]
+    assert [e.at - T0 for e in rep.evidence] == [200_000, 205_000, 210_000]
+
+
+def test_an_all_of_with_two_steps_of_one_kind_needs_two_signals(tmp_path: Path) -> None:
+    ruleset = rules_from(tmp_path, """
+        rules:
+          - id: two-shutters
+            title: two shutters
+            description: d
+            signals: [audio.shutter]
+            all_of: {within: 10s, steps: [{signal: audio.shutter}, {signal: audio.shutter}]}
+            severity: warning
+            message: two shutters ($count)
+            suggested_response: [x]
+    """)
+    engine = Engine(ruleset, default_consent=FULL_MONITORING)
+    assert fed(engine, sig("audio.shutter", 0)) == []
+    (alert,) = fed(engine, sig("audio.shutter", 4))
+    assert [e.at - T0 for e in alert.evidence] == [0, 4000]
+
+
+def test_an_alert_more_severe_than_the_last_is_not_held_back_by_its_cooldown(
+        engine: Engine) -> None:
+    """Recording agreed: a display capture is a note. The policy then becomes prohibited: the
+    next capture is critical and must reach the clinician within the note's cooldown."""
+    engine.set_consent("s1", Consent(FULL_MONITORING.monitoring, "patient_allowed"), T0)
+    capture = ("client.display_capture", {"api": "getDisplayMedia"})
+    (note,) = fed(engine, sig(*capture[:1], 1, capture[1]))
+    assert note.severity.label == "info"
+    engine.set_consent("s1", FULL_MONITORING, T0 + 3000)
+    (critical,) = fed(engine, sig(*capture[:1], 4, capture[1]))
+    assert critical.severity.label == "critical"
+    assert fed(engine, sig(*capture[:1], 5, capture[1])) == []  # the same again: cooled down
+
+
+def test_a_grant_after_an_explicit_nothing_applies_from_its_own_time(
+        default_rules: Ruleset) -> None:
+    engine = Engine(default_rules)  # the default grants nothing
+    engine.set_consent("s1", NOTHING, T0 + 1000)  # the token: nothing granted
+    engine.set_consent("s1", DEVICE_ONLY, T0 + 60_000)  # granted later
+    assert engine.consent("s1", T0 + 30_000) == NOTHING
+    assert fed(engine, sig("client.key", 58, {"combo": "PrintScreen"})) == []
+    assert [a.rule for a in fed(engine, sig("client.key", 61, {"combo": "PrintScreen"}))] \
+        == ["screenshot-key"]
+
+
+def test_a_consent_withdrawal_forgets_what_its_rules_gathered(engine: Engine) -> None:
+    """Hidden, then device monitoring withdrawn (the page becoming visible is not seen),
+    then granted again: the old hold must not fire claiming two minutes in the background."""
+    fed(engine, sig("client.visibility", 0, {"state": "hidden"}))
+    engine.set_consent("s1", Consent(frozenset({"audio", "video"}), "prohibited"), T0 + 10_000)
+    engine.set_consent("s1", FULL_MONITORING, T0 + 30_000)
+    assert engine.tick(T0 + 130_000).alerts == ()
+    # a fresh hidden spell after the grant is timed as usual
+    fed(engine, sig("client.visibility", 140, {"state": "hidden"}))
+    assert [a.rule for a in engine.tick(T0 + 261_000).alerts] == ["page-hidden-long"]
+
+
+def test_a_device_lists_alerts_come_most_severe_first(engine: Engine) -> None:
+    out = engine.feed(sig("client.devices", 0, {"change": "initial", "devices": [
+        {"kind": "videoinput", "label": "OBS Virtual Camera", "id": "a"},
+        {"kind": "audioinput", "label": "BlackHole 2ch", "id": "b"},
+        {"kind": "audioinput", "label": "Krisp Microphone", "id": "c"}]}), T0)
+    severities = [a.severity for a in out.alerts]
+    assert len(severities) >= 3 and severities == sorted(severities, reverse=True)
+
+
+def test_distinct_ignores_signals_without_its_field(tmp_path: Path) -> None:
+    ruleset = rules_from(tmp_path, """
+        rules:
+          - id: distinct-api
+            title: distinct api
+            description: d
+            signals: [client.display_capture, client.key]
+            distinct: {field: api, n: 2, within: 1m}
+            severity: notice
+            message: $distinct
+            suggested_response: [x]
+    """)
+    engine = Engine(ruleset, default_consent=FULL_MONITORING)
+    assert fed(engine, sig("client.display_capture", 0, {"api": "a"}),
+               sig("client.key", 1, {"combo": "x"})) == []  # no api: not a second value
+    (alert,) = fed(engine, sig("client.display_capture", 2, {"api": "b"}))
+    assert alert.message == "a, b"
