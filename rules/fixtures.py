@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rules.durations import parse_duration_ms
 from rules.engine import REPLAY_DEFAULT_CONSENT, Engine
@@ -43,7 +43,8 @@ BASE_AT = 1_700_000_000_000
 #: the latest simulated time a fixture may name (a week: 604,800 ticks take about a second)
 MAX_FIXTURE_MS = 7 * 24 * 3_600_000
 
-Time = str | int | float
+# ``bool`` first: kept as a bool (not read as 1 second), so ``_time`` refuses YAML's ``true``
+Time = bool | str | int | float
 
 
 def _time(value: Time) -> Time:
@@ -64,6 +65,12 @@ class _Input(BaseModel):
     consent: dict[str, Any] | None = None
 
     _at_ok = field_validator("at")(_time)
+
+    @model_validator(mode="after")
+    def _does_something(self) -> _Input:
+        if self.signal is None and self.consent is None:
+            raise ValueError("an input needs a signal or a consent change")
+        return self
 
 
 class _Expect(BaseModel):

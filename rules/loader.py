@@ -31,7 +31,11 @@ from signals.yaml_errors import describe_yaml_error, load_yaml, not_utf8
 __all__ = ["check_rules", "load_rules", "rule_files"]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-Duration = str | int | float
+# ``bool`` first: pydantic would otherwise read YAML's ``true`` / ``yes`` / ``on`` as the number
+# 1 (one second); kept as a bool, ``parse_duration_ms`` refuses it with a clear sentence
+Duration = bool | str | int | float
+#: names a list or macro may not take: rule-engine's own words (``in``, ``not`` ...)
+_RESERVED = frozenset(rule_engine.parser.Parser.reserved_words)
 #: template names every message may use, besides the data fields of the rule's signals
 TEMPLATE_META = frozenset({"signal", "count", "distinct", "duration", "within", "recording",
                            "source", "signal_confidence"})
@@ -129,13 +133,20 @@ def rule_files(paths: Iterable[str | Path]) -> list[Path]:
 def _pyd_message(exc: ValidationError) -> list[str]:
     msgs = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        path = err["loc"]
+        loc = ".".join(str(p) for p in path)
         if err["type"] == "extra_forbidden":
             msgs.append(f"unknown key {loc!r}")
         elif err["type"] == "missing":
             msgs.append(f"missing key {loc!r}")
+        elif not path:
+            msgs.append("a rule file is a mapping with the keys lists, macros and rules")
+        elif path[-1] == "[key]":
+            # ``true:`` or ``null:`` as a list or macro name: YAML reads it as another type
+            msgs.append(f"{path[0]}: a name is not a string (YAML reads true, yes, on, null "
+                        "and numbers as other types: quote the names)")
         else:
-            msgs.append(f"{loc}: {err['msg']}")
+            msgs.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
     return msgs
 
 
@@ -166,7 +177,7 @@ class _Loader:
         try:
             doc = load_yaml(text)
         except yaml.YAMLError as exc:
-            self.error(file, None, f"YAML syntax error at {describe_yaml_error(exc)}")
+            self.error(file, None, f"not valid YAML ({describe_yaml_error(exc)})")
             return
         if doc is None:
             self.warn(file, None, "the file is empty")
@@ -178,10 +189,16 @@ class _Loader:
                 self.error(file, None, msg)
             return
         for name, values in spec.lists.items():
-            if not _ID.match(name.replace("_", "-")) or name in CATALOGUE:
+            if not _ID.match(name.replace("_", "-")) or name in CATALOGUE or name in _RESERVED:
                 self.error(file, None, f"bad list name {name!r}")
+                continue
             self.lists[name] = list(values)
         for name, body in spec.macros.items():
+            if not _ID.match(name.replace("_", "-")) or name in _RESERVED:
+                # a macro named ``not`` or ``in`` would rewrite every condition's operators
+                self.error(file, None, f"bad macro name {name!r} (letters, digits and _; "
+                                       f"not one of {', '.join(sorted(_RESERVED))})")
+                continue
             if name in self.lists:
                 self.error(file, None, f"macro {name!r} has the name of a list")
             self.macros[name] = body
@@ -282,13 +299,23 @@ class _Loader:
             known = set(context_types(signals)) | {"participant"}
             if field not in known:
                 self.error(file, rid, f"distinct.field: unknown field {field!r}")
+            elif field == "participant" and spec.group_by == "participant":
+                self.error(file, rid, "distinct.field participant counts participants of a "
+                                      "session: it needs group_by: session (per participant "
+                                      "it can never reach n)")
         if steps_spec is not None:
             window = self.duration(file, rid, f"{kind}.within", steps_spec.within)
         cooldown = self.duration(file, rid, "cooldown", spec.cooldown)
         inhibit_ms = (self.duration(file, rid, "inhibits.for", spec.inhibits.for_)
                       if spec.inhibits else 0)
-        scopes = frozenset(spec.requires) if spec.requires is not None else frozenset(
-            CATALOGUE[s].scope for s in signals)
+        needed = frozenset(CATALOGUE[s].scope for s in signals)
+        scopes = needed if spec.requires is None else frozenset(spec.requires) | needed
+        if spec.requires is not None and not needed <= set(spec.requires):
+            # requires may add scopes, never drop one: a rule must not run on a signal the
+            # patient's consent does not cover
+            self.error(file, rid, f"requires: {sorted(spec.requires)} leaves out the consent "
+                                  f"scopes of the rule's signals ({', '.join(sorted(needed))}); "
+                                  "requires may only add scopes")
         fields = set(context_types(signals)) | TEMPLATE_META | {"participant"}
         for tname, tmpl in (("message", spec.message), ("agreed_message", spec.agreed_message)):
             if tmpl is None:
@@ -301,9 +328,12 @@ class _Loader:
             for ident in t.get_identifiers():
                 if ident not in fields:
                     self.warn(file, rid, f"{tname}: unknown placeholder ${{{ident}}}")
+        signal_fields = set(context_types(signals)) | {"participant"}
         for f in spec.fingerprint:
-            if f not in fields:
-                self.error(file, rid, f"fingerprint: unknown field {f!r}")
+            if f not in signal_fields:
+                self.error(file, rid, f"fingerprint: unknown field {f!r} (a fingerprint names "
+                                      "data fields of the signal, or signal, source, "
+                                      "participant, recording)")
         if not spec.description.strip():
             self.warn(file, rid, "no description (say what it detects and how to tune it)")
         if not spec.suggested_response:

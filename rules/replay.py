@@ -8,7 +8,10 @@ Pure: takes the lines, yields CONTRACT alert messages. Lines are JSON objects:
 - ``{"type": "tick", "at": MS}`` — let holds and absences fire up to that time (an extension)
 
 Blank lines and lines starting with ``#`` are ignored. The engine is ticked to each line's
-time before the line is fed, so holds fire in order. Same input, same output.
+time before the line is fed, so holds fire in order (every session's, as the server's
+once-a-second tick does). As on the live channel, a signal whose ``seq`` its participant
+already sent (a resend) is not counted again, and a media signal's evidence confidence is
+its ``data.confidence``. Same input, same output.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from rules.engine import REPLAY_DEFAULT_CONSENT, Engine
 from rules.model import Alert
 from rules.ruleset import Ruleset
-from signals.catalog import make_signal
+from signals.catalog import CATALOGUE, make_signal
 from signals.consent import Consent
 from signals.errors import InvalidSignal, SessionguardError
 
@@ -39,6 +42,25 @@ class ReplayError(SessionguardError):
         self.line = line
 
 
+def _name(item: dict[str, Any], key: str, default: str, n: int) -> str:
+    value = item.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ReplayError(n, f"'{key}' must be a non-empty string")
+    return value
+
+
+def _media_confidence(name: str, data: Any) -> float:
+    """A media signal's confidence, as the live sidecar gives it (the detector's, carried
+    in ``data.confidence``); 1.0 for the others."""
+    spec = CATALOGUE.get(name)
+    if spec is None or "media" not in spec.origins or not isinstance(data, dict):
+        return 1.0
+    value = data.get("confidence")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        return 1.0  # validate_data refuses a bad one with a clear sentence
+    return float(value)
+
+
 def _at(obj: dict[str, Any], n: int) -> int:
     at = obj.get("at")
     if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
@@ -53,6 +75,7 @@ def replay(lines: Iterable[str], ruleset: Ruleset, consent: Consent | None = Non
     eng = engine or Engine(ruleset, default_consent=base)
     seqs: dict[str, int] = {}
     current: dict[str, Consent] = {}
+    sent: set[tuple[str, str, int]] = set()  # (session, participant, seq) already fed
 
     def out(alerts: Iterable[Alert]) -> Iterator[dict[str, Any]]:
         for a in alerts:
@@ -81,7 +104,7 @@ def replay(lines: Iterable[str], ruleset: Ruleset, consent: Consent | None = Non
             yield from out(eng.tick(at).alerts)
             if kind == "tick":
                 continue
-            sid = str(obj.get("session", DEFAULT_SESSION))
+            sid = _name(obj, "session", DEFAULT_SESSION, n)
             prev = current.get(sid, base)
             claim = {"monitoring": obj.get("monitoring", sorted(prev.monitoring)),
                      "recording": obj.get("recording", prev.recording)}
@@ -102,11 +125,18 @@ def replay(lines: Iterable[str], ruleset: Ruleset, consent: Consent | None = Non
             name = item.get("signal")
             if not isinstance(name, str):
                 raise ReplayError(n, "'signal' must be a signal name")
+            session = _name(item, "session", DEFAULT_SESSION, n)
+            participant = _name(item, "participant", DEFAULT_PARTICIPANT, n)
+            data = item.get("data", {})
             try:
-                sig = make_signal(name, at, item.get("data", {}),
-                                  session=str(item.get("session", DEFAULT_SESSION)),
-                                  participant=str(item.get("participant", DEFAULT_PARTICIPANT)))
+                sig = make_signal(name, at, data, session=session, participant=participant,
+                                  confidence=_media_confidence(name, data))
             except InvalidSignal as exc:
                 raise ReplayError(n, str(exc)) from None
+            seq = item.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                if (session, participant, seq) in sent:
+                    continue  # a resend: acknowledged live, not counted twice
+                sent.add((session, participant, seq))
             yield from out(eng.tick(at).alerts)
             yield from out(eng.feed(sig, at).alerts)

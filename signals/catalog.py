@@ -252,6 +252,9 @@ def spec_for(name: str) -> SignalSpec:
 def validate_data(name: str, data: Any) -> dict[str, Any]:
     """Check ``data`` against the schema of signal ``name``; return it normalised."""
     spec = spec_for(name)
+    if not isinstance(data, dict):
+        raise InvalidSignal(f"{name}: data must be a JSON object, not {type(data).__name__}",
+                            "bad_field")
     try:
         model = spec.model.model_validate(data)
     except ValidationError as exc:

@@ -94,6 +94,9 @@ GOOD_CASE: dict[str, Any] = {
     ({"input": [{"at": "100000h", "signal": "client.key", "data": {"combo": "PrintScreen"}}]},
      "input.0.at: '100000h' is later than a fixture may run"),
     ({"inputs": [], "input": None}, "input: Input should be a valid list; inputs: Extra inputs"),
+    ({"input": [{"at": True, "signal": "client.key", "data": {"combo": "PrintScreen"}}]},
+     "input.0.at: bad duration True"),  # YAML's true is not one second
+    ({"input": [{"at": "0s"}]}, "input.0: an input needs a signal or a consent change"),
 ])
 def test_an_invalid_fixture_says_which_key_and_why(tmp_path: Path, change: dict[str, Any],
                                                    needle: str,

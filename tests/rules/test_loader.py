@@ -46,7 +46,7 @@ def test_default_rules_are_clean() -> None:
 @pytest.mark.parametrize(
     ("text", "rule", "needle"),
     [
-        ("rules: [\n  - id: x\n    title: [unclosed\n", None, "YAML syntax error at line"),
+        ("rules: [\n  - id: x\n    title: [unclosed\n", None, "not valid YAML (line"),
         ("rules:" + GOOD_RULE.format(id="k1", when='combo == "x"') + "    colour: red\n",
          "k1", "unknown key 'colour'"),
         ("rules:" + GOOD_RULE.format(id="k2", when='colour == "red"'), "k2",
@@ -75,6 +75,30 @@ def test_default_rules_are_clean() -> None:
          "cooldown: bad duration inf: not a finite number"),
         ("rules:" + GOOD_RULE.format(id="k12", when="true") + "    hold: .nan\n", "k12",
          "hold: bad duration nan: not a finite number"),
+        # YAML booleans are not one second
+        ("rules:" + GOOD_RULE.format(id="b1", when="true") + "    hold: true\n", "b1",
+         "hold: bad duration True"),
+        ("rules:" + GOOD_RULE.format(id="b2", when="true") + "    cooldown: yes\n", "b2",
+         "cooldown: bad duration True"),
+        ("rules:" + GOOD_RULE.format(id="b3", when="true") + "    count: {n: 2, within: on}\n",
+         "b3", "count.within: bad duration True"),
+        # requires may add consent scopes, never drop the signals' own
+        ("rules:" + GOOD_RULE.format(id="r1", when="true") + "    requires: []\n", "r1",
+         "requires: [] leaves out the consent scopes of the rule's signals (device)"),
+        ("rules:" + GOOD_RULE.format(id="r2", when="true") + "    requires: [audio]\n", "r2",
+         "leaves out the consent scopes"),
+        ("rules:" + GOOD_RULE.format(id="d1", when="true")
+         + "    distinct: {field: participant, n: 2, within: 1m}\n", "d1",
+         "it needs group_by: session"),
+        ("rules:" + GOOD_RULE.format(id="f1", when="true") + "    fingerprint: [count]\n", "f1",
+         "fingerprint: unknown field 'count'"),
+        ("rules:" + GOOD_RULE.format(id="Bad_Id", when="true"), "Bad_Id",
+         "id: an id is lower-case"),
+        ("- a\n- b\n", None, "a rule file is a mapping with the keys lists, macros and rules"),
+        ("lists:\n  true: [a]\n", None, "lists: a name is not a string"),
+        ("lists:\n  in: [a]\n", None, "bad list name 'in'"),
+        ("macros:\n  not: combo == 'x'\n", None, "bad macro name 'not'"),
+        ("rules: " + "[" * 5000 + "]" * 5000 + "\n", None, "not valid YAML (nested too deeply"),
     ],
 )
 def test_broken_files_name_file_rule_and_problem(tmp_path: Path, text: str, rule: str | None,
@@ -83,6 +107,7 @@ def test_broken_files_name_file_rule_and_problem(tmp_path: Path, text: str, rule
     diags = errors(check_rules([path]))
     assert diags, "expected an error"
     assert any(needle in d.message for d in diags), diags
+    assert not any("Value error" in d.message for d in diags), diags
     assert all(d.file == str(path) for d in diags)
     if rule is not None:
         assert any(d.rule == rule for d in diags)

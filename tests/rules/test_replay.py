@@ -68,6 +68,12 @@ def test_replay_with_restricted_consent(default_rules: Ruleset) -> None:
         ('{"type": "signal", "signal": "client.heartbeat", "at": NaN}', "finite number"),
         ('{"type": "tick", "at": -Infinity}', "finite number"),
         ('{"type": "consent.set", "recording": "sometimes", "at": 5}', "recording"),
+        ('{"type": "signal", "signal": "client.key", "at": 5, "data": [1]}',
+         "client.key: data must be a JSON object, not list"),
+        ('{"type": "signal", "signal": "client.heartbeat", "at": 5, "session": null}',
+         "'session' must be a non-empty string"),
+        ('{"type": "signal", "signal": "client.heartbeat", "at": 5, "participant": {"a": 1}}',
+         "'participant' must be a non-empty string"),
     ],
 )
 def test_malformed_line_names_its_number(default_rules: Ruleset, line: str, needle: str) -> None:
@@ -119,3 +125,19 @@ def test_replay_input_that_is_not_utf8_names_the_file_and_line(
     assert main(["replay", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path} is not UTF-8 text" in err and "on line 2" in err
+
+
+def test_replay_counts_a_resent_seq_once_and_keeps_a_media_signals_confidence(
+        default_rules: Ruleset) -> None:
+    """As the live channel does: a resend (the same participant's seq again) is not counted
+    twice, and a media signal's evidence confidence is the detector's (``data.confidence``)."""
+    key = {"type": "signal", "signal": "client.key", "seq": 1, "data": {"combo": "PrintScreen"}}
+    lines = [json.dumps({**key, "at": T0 + i}) for i in range(3)]
+    lines.append(json.dumps({**key, "at": T0 + 5, "participant": "other"}))  # not a resend
+    out = list(replay(lines, default_rules))
+    assert [(m["rule"], m["participant"]) for m in out] == [
+        ("screenshot-key", "patient"), ("screenshot-key", "other")]
+    shutter = {"type": "signal", "signal": "audio.shutter", "at": T0,
+               "data": {"confidence": 0.3}}
+    (alert,) = replay([json.dumps(shutter)], default_rules)
+    assert alert["confidence"] == pytest.approx(0.6 * 0.3)
