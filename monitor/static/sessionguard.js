@@ -36,6 +36,8 @@ const HEARTBEAT_MS = 5000;
 const MAX_UNACKED = 1000;
 const MAX_EARLY = 100;
 const BATCH = 50;
+const BATCH_CHARS = 16000;          // a resend frame: at most this much JSON (even at 3 bytes a
+                                    // character well under the sidecar's 64 KiB frame limit)
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const FIRST_OPEN_WAIT_MS = 5000;
@@ -374,8 +376,8 @@ class Guard {
       gone(4000, reason);
     };
     ws.onopen = quiet(() => {
-      opened = true;
-      this._attempt = 0;
+      opened = true;   // the backoff is reset by the first ack, not here: a socket closed at
+                       // once (a frame refused, a proxy) must not make reconnects a loop
       this._status({ state: "connected" });
       this._resend();
       if (this._stream && !this._mediaYielded) this._offer().catch(() => {});
@@ -425,10 +427,19 @@ class Guard {
   }
 
   _resend() {
-    const items = Array.from(this._unacked.values());
-    for (let i = 0; i < items.length; i += BATCH) {
-      this._raw({ type: "signals", items: items.slice(i, i + BATCH) });
+    let batch = [];
+    let size = 0;
+    for (const item of this._unacked.values()) {
+      const n = JSON.stringify(item).length + 1;
+      if (batch.length && (batch.length >= BATCH || size + n > BATCH_CHARS)) {
+        this._raw({ type: "signals", items: batch });
+        batch = [];
+        size = 0;
+      }
+      batch.push(item);
+      size += n;
     }
+    if (batch.length) this._raw({ type: "signals", items: batch });
   }
 
   _signal(signal, data, at) {
@@ -453,6 +464,7 @@ class Guard {
     if (!m || typeof m !== "object") return;
     switch (m.type) {
       case "ack":
+        this._attempt = 0;   // this connection works
         if (Array.isArray(m.seqs)) for (const s of m.seqs) this._unacked.delete(s);
         else this._unacked.delete(m.seq);
         break;

@@ -7,13 +7,16 @@ import asyncio
 import contextlib
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 
 from tests.browser.harness import (
     LiveSidecar,
     StaticSite,
+    live_sidecar,
     sdk_page,
     stored_signals,
     wait_stored,
@@ -142,3 +145,65 @@ async def test_a_socket_that_silently_stops_carrying_data_is_replaced(
         assert await page.evaluate("window.sg.statuses.at(-1).state") == "connected"
         assert len(proxy.conns) == 2
     assert page.errors == []
+
+
+# Forty devices with long labels, all new at each devicechange: every client.devices change
+# is several KB, so a resend of a few of them is far over the sidecar's 64 KiB frame limit.
+MANY_DEVICES = """
+(() => {
+  const md = navigator.mediaDevices;
+  let gen = 0;
+  window.churn = () => { gen++; md.dispatchEvent(new Event("devicechange")); };
+  md.enumerateDevices = async () => Array.from({length: 40}, (_, i) => ({
+    kind: i % 2 ? "audioinput" : "videoinput", groupId: "g", deviceId: "dev-" + gen + "-" + i,
+    label: "USB Audio Device " + i + " (" + "x".repeat(120) + ") gen " + gen}));
+})();
+"""
+
+
+async def test_a_large_resend_is_split_into_frames_the_sidecar_accepts(
+        chromium: Any, site: StaticSite, tmp_path: Path) -> None:
+    ctx = await chromium()
+    await ctx.add_init_script(MANY_DEVICES)
+    db = tmp_path / "big.db"
+    async with live_sidecar(db) as first:
+        port = first.port
+        page = await open_call(ctx, site, first, "s-big", FULL, name="big")
+        await page.wait_for_function("window.sg.guard.pending === 0")
+    await page.wait_for_function("window.sg.statuses.some((s) => s.state === 'disconnected')")
+    for gen in range(1, 5):
+        await page.evaluate("window.churn()")
+        await page.wait_for_function(f"""[...window.sg.guard._unacked.values()].some(
+            (m) => JSON.stringify(m.data).includes("gen {gen}"))""")
+    queued = await page.evaluate("""JSON.stringify({type: "signals",
+        items: [...window.sg.guard._unacked.values()]}).length""")
+    assert queued > 64 * 1024
+    async with live_sidecar(db, port=port):
+        await page.wait_for_function("window.sg.guard.pending === 0", timeout=15_000)
+    changes = [s for s in stored_signals(db, "s-big") if s["signal"] == "client.devices"]
+    assert len(changes) == 1 + 2 * 4   # initial, then added + removed per churn
+    assert not await page.evaluate("window.sg.statuses.some((s) => s.code === 1009)")
+
+
+async def test_a_connection_closed_at_once_does_not_reset_the_backoff(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    # A server that accepts the WebSocket and closes it at once, every time (as the sidecar
+    # did for a frame over its limit): the SDK's reconnects must still back off.
+    opened: list[float] = []
+    four = asyncio.Event()
+
+    async def close_at_once(ws: Any) -> None:
+        opened.append(asyncio.get_running_loop().time())
+        if len(opened) >= 4:
+            four.set()
+        await ws.close(1011, "going away")
+
+    async with websockets.serve(close_at_once, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        ctx = await chromium()
+        await open_call(ctx, site, sidecar, "s-flap", FULL, name="flap",
+                        ws_url=f"ws://127.0.0.1:{port}/v1/ws", wait="window.sg.ready === true")
+        await asyncio.wait_for(four.wait(), 20)
+    gaps = [b - a for a, b in itertools.pairwise(opened)]
+    # backoff 0.5 s, 1 s, 2 s (each between half and all of it): the third gap is >= 1 s
+    assert gaps[2] >= 0.9, gaps
