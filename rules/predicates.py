@@ -127,6 +127,16 @@ def never_equal(rule: rule_engine.Rule) -> str | None:
     the types of ordering, arithmetic and regex operators, but not of equality."""
     undefined = (DataType.UNDEFINED, DataType.NULL)
     for expr in _nodes(rule.statement.expression):
+        if type(expr) is rule_engine.ast.ContainsExpression:
+            # ``focused in ["false"]``: a field looked up in a list of another type
+            member, container = expr.member.result_type, expr.container.result_type
+            items = getattr(container, "value_type", DataType.UNDEFINED)
+            if (getattr(container, "name", None) == "ARRAY"
+                    and member not in undefined and items not in undefined
+                    and not DataType.is_compatible(member, items)):
+                return (f"{_type_name(expr.member)} is looked up in a list of "
+                        f"{getattr(items, 'name', str(items)).lower()}s, which is never true")
+            continue
         if type(expr) is not rule_engine.ast.ComparisonExpression:
             continue
         left, right = expr.left.result_type, expr.right.result_type

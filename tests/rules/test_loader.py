@@ -71,6 +71,8 @@ def test_default_rules_are_clean() -> None:
          "when: the string field 'combo' is compared with a float, which is never true"),
         ("rules:" + GOOD_RULE.format(id="k14", when='combo == "x" or signal != 1'), "k14",
          "when: the string field 'signal' is compared with a float, which is always true"),
+        ("rules:" + GOOD_RULE.format(id="k15", when='combo in [1, 2]'), "k15",
+         "when: the string field 'combo' is looked up in a list of floats, which is never true"),
         ("rules:" + GOOD_RULE.format(id="k11", when="true") + "    cooldown: .inf\n", "k11",
          "cooldown: bad duration inf: not a finite number"),
         ("rules:" + GOOD_RULE.format(id="k12", when="true") + "    hold: .nan\n", "k12",
