@@ -27,8 +27,9 @@
 //
 // Delivery: every signal carries a seq; unacknowledged signals are kept (at most
 // MAX_UNACKED, oldest dropped first and counted) and resent after a reconnect, which backs
-// off exponentially with jitter. Dropped signals are reported in the next heartbeat as
-// {"signal":"client.heartbeat","data":{"dropped":N}}.
+// off exponentially with jitter. Dropped signals are reported in a heartbeat as
+// {"signal":"client.heartbeat","data":{"dropped":N}}, kept (like any signal) until it is
+// acknowledged; offline, at most one heartbeat waits in the queue.
 //
 // The SDK never throws into the host page: every handler and callback is wrapped.
 
@@ -38,6 +39,7 @@ const MAX_EARLY = 100;
 const BATCH = 50;
 const BATCH_CHARS = 16000;          // a resend frame: at most this much JSON (even at 3 bytes a
                                     // character well under the sidecar's 64 KiB frame limit)
+const RESEND_WAIT_MS = 2000;        // after a "rate_limited" error
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const FIRST_OPEN_WAIT_MS = 5000;
@@ -222,7 +224,8 @@ class Guard {
     this._waitingForToken = false;
     this._seq = Date.now() * 1000;   // above any earlier page's numbers after a reload
     this._unacked = new Map();        // seq -> message, in send order
-    this._dropped = 0;
+    this._dropped = 0;                // signals discarded and not yet in a heartbeat
+    this._beats = new Set();          // seqs of heartbeats waiting for their ack
     this._ws = null;
     this._closed = false;
     this._attempt = 0;
@@ -442,20 +445,50 @@ class Guard {
     if (batch.length) this._raw({ type: "signals", items: batch });
   }
 
+  // The sidecar refused some frames of a large resend ("slow down and resend"): what is
+  // still unacknowledged goes again a little later.
+  _resendLater() {
+    if (this._resendPending) return;
+    this._resendPending = true;
+    this._later(RESEND_WAIT_MS, () => { this._resendPending = false; this._resend(); });
+  }
+
   _signal(signal, data, at) {
     if (this._closed) return;
-    if (signal === "client.heartbeat" && this._dropped > 0) {
-      data = { ...data, dropped: this._dropped };
-      this._dropped = 0;
-    }
     const msg = { type: "signal", seq: ++this._seq, signal, at: at ?? Date.now(), data };
     this._unacked.set(msg.seq, msg);
     while (this._unacked.size > MAX_UNACKED) {
       const oldest = this._unacked.keys().next().value;
+      const gone = this._unacked.get(oldest);
       this._unacked.delete(oldest);
-      this._dropped += 1;
+      // an evicted heartbeat gives its count back to the next one; a signal is counted
+      if (this._beats.delete(oldest)) this._dropped += gone.data.dropped || 0;
+      else this._dropped += 1;
     }
     this._raw(msg);
+    return msg.seq;
+  }
+
+  // Drops are counted once: each heartbeat carries the drops no earlier heartbeat carries,
+  // and stays queued (resent after a reconnect) until acknowledged. Offline, one heartbeat
+  // every 5 s would push real signals out of the queue: a new one replaces those waiting
+  // and takes over their counts.
+  _heartbeat() {
+    if (this._ws?.readyState !== 1) {
+      for (const seq of this._beats) {
+        this._dropped += this._unacked.get(seq)?.data.dropped || 0;
+        this._unacked.delete(seq);
+      }
+      this._beats.clear();
+    }
+    const data = this._dropped > 0 ? { dropped: this._dropped } : {};
+    this._dropped = 0;
+    this._beats.add(this._signal("client.heartbeat", data));
+  }
+
+  _acked(seq) {
+    this._unacked.delete(seq);
+    this._beats.delete(seq);
   }
 
   _receive(text) {
@@ -465,8 +498,8 @@ class Guard {
     switch (m.type) {
       case "ack":
         this._attempt = 0;   // this connection works
-        if (Array.isArray(m.seqs)) for (const s of m.seqs) this._unacked.delete(s);
-        else this._unacked.delete(m.seq);
+        if (Array.isArray(m.seqs)) for (const s of m.seqs) this._acked(s);
+        else this._acked(m.seq);
         break;
       case "consent":
         this._setConsent({ monitoring: Array.isArray(m.monitoring) ? m.monitoring : [],
@@ -489,6 +522,7 @@ class Guard {
         if (m.code === "token_expired") this._stale = true;  // the close follows; renew then
         if (m.code === "media_replaced") this._mediaYielded = true;  // until attachMedia again
         if (m.code === "media_busy") this._offerLater(m.retry_after_s);
+        if (m.code === "rate_limited") this._resendLater();
         this._status({ error: { code: m.code, message: m.message } });
         break;
       default:
@@ -748,7 +782,7 @@ class Guard {
     // whatever the consent: without it the sidecar would report the SDK as silent.
     const beat = () => {
       this._checkAnswered();
-      this._signal("client.heartbeat", {});
+      this._heartbeat();
       this._later(HEARTBEAT_MS, beat);
     };
     beat();

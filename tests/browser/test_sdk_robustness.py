@@ -207,3 +207,28 @@ async def test_a_connection_closed_at_once_does_not_reset_the_backoff(
     gaps = [b - a for a, b in itertools.pairwise(opened)]
     # backoff 0.5 s, 1 s, 2 s (each between half and all of it): the third gap is >= 1 s
     assert gaps[2] >= 0.9, gaps
+
+
+async def test_a_long_outage_keeps_signals_not_heartbeats_and_reports_every_drop(
+        chromium: Any, site: StaticSite, tmp_path: Path) -> None:
+    ctx = await chromium()
+    db = tmp_path / "outage.db"
+    async with live_sidecar(db) as first:
+        port = first.port
+        page = await open_call(ctx, site, first, "s-outage", FULL, name="outage", clock=True)
+        await wait_stored(db, "s-outage", lambda b: "client.devices" in names(b))
+        await page.wait_for_function("window.sg.guard.pending === 0")
+    await page.wait_for_function("window.sg.statuses.some((s) => s.state === 'disconnected')")
+    # 1,010 signals while offline: ten more than the queue holds
+    await page.evaluate(f"for (let i = 0; i < 1010; i++) {KEY}")
+    await page.clock.run_for(10 * 60_000)          # ten minutes offline: 120 heartbeats
+    queued = await page.evaluate("""[...window.sg.guard._unacked.values()].map((m) => m.signal)""")
+    assert queued.count("client.heartbeat") == 1
+    assert queued.count("client.key") == 999
+    await page.clock.resume()
+    async with live_sidecar(db, port=port):
+        await page.wait_for_function("window.sg.guard.pending === 0", timeout=20_000)
+    stored = stored_signals(db, "s-outage")
+    dropped = sum(s["data"].get("dropped", 0) for s in stored if s["signal"] == "client.heartbeat")
+    assert names(stored).count("client.key") + dropped == 1010
+    assert page.errors == []
