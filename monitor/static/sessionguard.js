@@ -260,6 +260,7 @@ class Guard {
   }
 
   requestRecording(reason) {
+    if (this._closed) return Promise.resolve({ id: null, approved: false, error: "closed" });
     return new Promise((resolve) => {
       this._requests.push(resolve);
       this._send({ type: "recording.request", reason: String(reason ?? "").slice(0, 500) });

@@ -232,3 +232,14 @@ async def test_a_long_outage_keeps_signals_not_heartbeats_and_reports_every_drop
     dropped = sum(s["data"].get("dropped", 0) for s in stored if s["signal"] == "client.heartbeat")
     assert names(stored).count("client.key") + dropped == 1010
     assert page.errors == []
+
+
+async def test_request_recording_after_close_settles_at_once(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    ctx = await chromium()
+    page = await open_call(ctx, site, sidecar, "s-closed-req", FULL, name="closed-req")
+    await page.evaluate("window.sg.guard.close()")
+    got = await page.evaluate("""Promise.race([
+        window.sg.guard.requestRecording("after close"),
+        new Promise((r) => setTimeout(() => r("still pending"), 2000))])""")
+    assert got == {"id": None, "approved": False, "error": "closed"}
