@@ -9,7 +9,8 @@
 //
 // Tokens expire. Pass getToken (async, returns a fresh token for the same session from the
 // platform's backend) and the SDK asks for one whenever its token has expired (the sidecar
-// closed the channel with "token_expired", or a reconnect failed past the token's exp) and
+// closed the channel with "token_expired", a reconnect failed past the token's exp, or three
+// handshakes in a row failed: a token already expired when the page got it looks fresh) and
 // reconnects with it; unsent signals are kept meanwhile. Without getToken the SDK reports
 // onStatus({state: "expired"}) and waits for guard.setToken(fresh).
 //
@@ -40,6 +41,7 @@ const BATCH = 50;
 const BATCH_CHARS = 16000;          // a resend frame: at most this much JSON (even at 3 bytes a
                                     // character well under the sidecar's 64 KiB frame limit)
 const RESEND_WAIT_MS = 2000;        // after a "rate_limited" error
+const REFUSALS_BEFORE_RENEW = 3;    // handshakes failed in a row before getToken is asked
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const FIRST_OPEN_WAIT_MS = 5000;
@@ -244,6 +246,7 @@ class Guard {
     this._requests = [];              // resolvers of requestRecording, oldest first
     this._noticeEl = null;
     this._firstOpen = null;
+    this._refused = 0;                // handshakes in a row that never opened
     this._unanswered = null;          // when a heartbeat went out unanswered on this socket
     this._abandon = () => {};         // give the current socket up (see _open)
     // hits seen before the page's first connect(): this session's, if it may observe them
@@ -366,7 +369,17 @@ class Guard {
       if (this._ws !== ws) return;
       this._ws = null;
       if (this._closed) { this._firstOpen?.(); return; }
-      if (!opened && this._looksExpired()) this._stale = true;  // refused: renew first
+      if (!opened) {
+        // Refused (or unreachable): renew first if the token looks expired, or, with
+        // getToken, after REFUSALS_BEFORE_RENEW handshakes in a row (the token may have
+        // expired before the page got it, and its own clock cannot tell).
+        this._refused += 1;
+        if (this._looksExpired() || (typeof this._cb.getToken === "function"
+            && this._refused >= REFUSALS_BEFORE_RENEW)) {
+          this._stale = true;
+          this._refused = 0;
+        }
+      }
       this._status({ state: "disconnected", code, reason });
       if (this._stale) { this._open(); return; }  // renews (or reports "expired") at once
       this._firstOpen?.();
@@ -380,7 +393,8 @@ class Guard {
       gone(4000, reason);
     };
     ws.onopen = quiet(() => {
-      opened = true;   // the backoff is reset by the first ack, not here: a socket closed at
+      opened = true;
+      this._refused = 0;   // the backoff is reset by the first ack, not here: a socket closed at
                        // once (a frame refused, a proxy) must not make reconnects a loop
       this._status({ state: "connected" });
       this._resend();

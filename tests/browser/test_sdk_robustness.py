@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,28 @@ async def test_request_recording_after_close_settles_at_once(
         window.sg.guard.requestRecording("after close"),
         new Promise((r) => setTimeout(() => r("still pending"), 2000))])""")
     assert got == {"id": None, "approved": False, "error": "closed"}
+
+
+async def test_a_token_expired_before_the_page_loaded_is_renewed(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    from monitor.tokens import mint
+
+    ctx = await chromium()
+    two_hours_ago = int((time.time() - 7200) * 1000)
+    stale = mint(sidecar.secret, "s-stale-tok", "pat", "patient", 3600, FULL, now=two_hours_ago)
+    page = await ctx.new_page()
+    asked: list[int] = []
+
+    def fresh_token() -> str:
+        asked.append(1)
+        return sidecar.token("s-stale-tok", "pat", "patient", FULL)
+
+    await page.expose_function("freshToken", fresh_token)
+    await page.goto(site.add("stale-token.html", sdk_page(
+        sidecar.sdk_url, sidecar.ws_url, stale,
+        connect_options="getToken: () => window.freshToken(),")))
+    await page.wait_for_function("window.sg.statuses.some((s) => s.state === 'connected')",
+                                 timeout=15_000)
+    assert len(asked) == 1
+    await page.evaluate(KEY)
+    await wait_stored(sidecar.db, "s-stale-tok", lambda b: "client.key" in names(b))
