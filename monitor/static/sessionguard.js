@@ -259,6 +259,9 @@ class Guard {
   attachMedia(stream) {
     this._stream = stream || null;
     this._mediaYielded = false;
+    // a stream means camera/mic permission: device labels are readable now (Chromium fires
+    // no devicechange for that), whether or not the consent lets any track be sent
+    if (stream && this._observing && !this._devicesLabelled) this._scanDevices().catch(() => {});
     return this._offer().catch((e) => this._status({ media: "failed", error: String(e) }));
   }
 

@@ -269,3 +269,24 @@ async def test_a_token_expired_before_the_page_loaded_is_renewed(
     assert len(asked) == 1
     await page.evaluate(KEY)
     await wait_stored(sidecar.db, "s-stale-tok", lambda b: "client.key" in names(b))
+
+
+async def test_device_labels_are_sent_once_permission_gives_them_with_device_consent_only(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    # fake devices, but no fake permission prompt: labels only once permission is granted
+    ctx = await chromium(extra_args=["--use-fake-device-for-media-stream"])
+    consent = {"monitoring": ["device"], "recording": "prohibited"}
+    page = await open_call(ctx, site, sidecar, "s-labels", consent, name="labels")
+    first = await wait_stored(sidecar.db, "s-labels", lambda b: "client.devices" in names(b))
+    assert {d["label"] for s in first if s["signal"] == "client.devices"
+            for d in s["data"]["devices"]} == {""}      # no permission yet: no labels
+    await ctx.grant_permissions(["camera", "microphone"])
+    await page.evaluate("""async () => {
+        const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
+        await window.sg.guard.attachMedia(stream); }""")
+    stored = await wait_stored(sidecar.db, "s-labels", lambda b: any(
+        s["signal"] == "client.devices" and any(d["label"] for d in s["data"]["devices"])
+        for s in b), timeout=10)
+    labelled = [s for s in stored if s["signal"] == "client.devices"][-1]["data"]
+    assert labelled["change"] == "initial"
+    assert "Fake Default Audio Input" in {d["label"] for d in labelled["devices"]}
