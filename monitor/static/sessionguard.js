@@ -180,8 +180,7 @@ installWrappers();
 
 function decodeConsent(token) {
   try {
-    const part = String(token).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    const payload = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+    const payload = decodePart(String(token).split(".")[1]);
     const c = payload.consent || {};
     return { sid: String(payload.sid || ""),
       exp: typeof payload.exp === "number" ? payload.exp * 1000 : null,
@@ -191,6 +190,37 @@ function decodeConsent(token) {
   } catch (_e) {
     return { sid: "", exp: null, iat: null,
       consent: { monitoring: [], recording: "prohibited" } };
+  }
+}
+
+// Why a token cannot open a patient channel, or null. Only the shape and the role are
+// checked (the signature is the sidecar's business): a Promise passed without await, a
+// string that is no JWT, a clinician's token would otherwise be retried forever in silence.
+function tokenProblem(token) {
+  if (typeof token !== "string") {
+    const what = token && typeof token.then === "function" ? "a Promise (missing await?)"
+      : typeof token;
+    return "the token must be a JWT string, not " + what;
+  }
+  const parts = token.split(".");
+  if (parts.length !== 3 || !parts.every((p) => /^[A-Za-z0-9_-]+$/.test(p))) {
+    return "the token is not a JWT (three base64url parts)";
+  }
+  const payload = decodePart(parts[1]);
+  if (!payload || typeof payload !== "object") return "the token's claims are not JSON";
+  if (payload.role !== "patient") {
+    return "the SDK needs a patient token, not a " + (typeof payload.role === "string"
+      ? JSON.stringify(payload.role.slice(0, 20)) + " (e.g. clinician) one" : "role-less one");
+  }
+  return null;
+}
+
+function decodePart(part) {
+  try {
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4)));
+  } catch (_e) {
+    return null;
   }
 }
 
@@ -215,13 +245,12 @@ export function noticeText(consent) {
 class Guard {
   constructor(opts) {
     this._url = String(opts.url);
-    this._token = String(opts.token);
     this._cb = opts;
-    const decoded = decodeConsent(this._token);
+    const decoded = decodeConsent(String(opts.token));
     this._salt = decoded.sid;
     this._consent = decoded.consent;
     this._stale = false;              // the token is known to be dead: renew before reconnecting
-    this._useToken(this._token);
+    this._useToken(opts.token);
     this._renewing = false;
     this._waitingForToken = false;
     this._seq = Date.now() * 1000;   // above any earlier page's numbers after a reload
@@ -291,7 +320,7 @@ class Guard {
   // A fresh token for the same session (after "expired" was reported, or ahead of expiry).
   setToken(token) {
     if (this._closed || !token) return;
-    this._useToken(String(token));
+    this._useToken(token);
     if (this._waitingForToken) {
       this._waitingForToken = false;
       this._attempt = 0;
@@ -305,7 +334,10 @@ class Guard {
   // ---- connection
 
   _useToken(token) {
-    const { exp, iat } = decodeConsent(token);
+    this._problem = tokenProblem(token);
+    token = String(token);
+    const { exp, iat, sid } = decodeConsent(token);
+    if (!this._salt && !this._problem) this._salt = sid;  // the first token was unusable
     this._token = token;
     this._stale = false;
     this._expiresAt = exp;
@@ -342,7 +374,7 @@ class Guard {
       this._renewing = false;
       if (this._closed) return;
       if (!token) throw new Error("getToken returned no token");
-      this._useToken(String(token));
+      this._useToken(token);
       this._open();
     }).catch(quiet((e) => {
       this._renewing = false;
@@ -354,6 +386,13 @@ class Guard {
 
   _open() {
     if (this._closed) return;
+    if (this._problem) {
+      // the sidecar would refuse it at every handshake: say so and wait for setToken()
+      this._waitingForToken = true;
+      this._status({ state: "expired", error: "invalid_token", message: this._problem });
+      this._firstOpen?.();
+      return;
+    }
     if (this._stale) { this._renew(); return; }
     const sep = this._url.includes("?") ? "&" : "?";
     let ws;

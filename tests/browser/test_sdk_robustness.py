@@ -290,3 +290,37 @@ async def test_device_labels_are_sent_once_permission_gives_them_with_device_con
     labelled = [s for s in stored if s["signal"] == "client.devices"][-1]["data"]
     assert labelled["change"] == "initial"
     assert "Fake Default Audio Input" in {d["label"] for d in labelled["devices"]}
+
+
+BAD_TOKEN_PAGE = """<!doctype html><html><head><script type="module">
+import { connect } from %(sdk)s;
+window.opens = 0;
+const Real = window.WebSocket;
+window.WebSocket = new Proxy(Real, { construct(t, a, n) {
+  window.opens += 1; return Reflect.construct(t, a, n); } });
+window.statuses = [];
+window.guard = await connect({ url: %(ws)s, token: %(token)s, onNotice: () => true,
+                               onStatus: (s) => window.statuses.push(s) });
+window.ready = true;
+</script></head><body>call</body></html>"""
+
+
+@pytest.mark.parametrize("kind", ["promise", "clinician"])
+async def test_a_token_that_cannot_work_is_reported_not_retried(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar, kind: str) -> None:
+    ctx = await chromium()
+    token = ("fetch('/no-such-token')" if kind == "promise"          # a forgotten await
+             else json.dumps(sidecar.token("s-bad-tok", "dr", "clinician")))
+    page = await ctx.new_page()
+    await page.goto(site.add(f"bad-token-{kind}.html", BAD_TOKEN_PAGE % {
+        "sdk": json.dumps(sidecar.sdk_url), "ws": json.dumps(sidecar.ws_url), "token": token}))
+    status = await page.wait_for_function("""window.statuses.find(
+        (s) => s.error === "invalid_token")""", timeout=5_000)
+    status = await status.json_value()
+    assert status["state"] == "expired"
+    assert ("Promise" if kind == "promise" else "clinician") in status["message"]
+    assert await page.evaluate("window.opens") == 0
+    # a proper token given later is used at once
+    fresh = sidecar.token("s-bad-tok", "pat", "patient", FULL)
+    await page.evaluate("(t) => window.guard.setToken(t)", fresh)
+    await page.wait_for_function("window.statuses.at(-1).state === 'connected'")
