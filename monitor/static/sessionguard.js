@@ -236,7 +236,7 @@ export function noticeText(consent) {
   const scopes = (consent?.monitoring || []).map((s) => SCOPE_TEXT[s] || String(s));
   const what = scopes.length ? scopes.join(", ") : "nothing";
   const policy = POLICY_TEXT[consent?.recording] || String(consent?.recording || "unknown");
-  return `This session uses sessionguard: ${what} ${scopes.length === 1 ? "is" : "are"} ` +
+  return `This session uses sessionguard: ${what} ${scopes.length > 1 ? "are" : "is"} ` +
     `monitored to detect recording. Recording policy: ${policy}.`;
 }
 
@@ -631,7 +631,7 @@ class Guard {
       el.setAttribute("aria-live", "polite");
       el.style.cssText = "position:fixed;left:8px;bottom:8px;max-width:28em;z-index:2147483647;" +
         "padding:6px 10px;font:13px/1.4 system-ui,sans-serif;color:#fff;background:#234;" +
-        "border-radius:6px;opacity:.92";
+        "border-radius:6px;opacity:.92;pointer-events:none";  // never in the way of a click
       document.body.appendChild(el);
       this._noticeEl = el;
     }

@@ -324,3 +324,30 @@ async def test_a_token_that_cannot_work_is_reported_not_retried(
     fresh = sidecar.token("s-bad-tok", "pat", "patient", FULL)
     await page.evaluate("(t) => window.guard.setToken(t)", fresh)
     await page.wait_for_function("window.statuses.at(-1).state === 'connected'")
+
+
+LEAVE_BUTTON = """
+const b = document.createElement("button"); b.id = "leave"; b.textContent = "Leave call";
+b.style.cssText = "position:fixed;left:16px;bottom:16px";
+b.onclick = () => { window.left = true; };
+document.body.appendChild(b);
+"""
+
+
+async def test_the_default_notice_does_not_block_clicks_and_reads_well(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    ctx = await chromium()
+    token = sidecar.token("s-notice", "pat", "patient", FULL)
+    page = await ctx.new_page()
+    await page.goto(site.add("notice-click.html", sdk_page(
+        sidecar.sdk_url, sidecar.ws_url, token, after=LEAVE_BUTTON)))
+    await page.wait_for_selector(".sessionguard-notice")
+    box = await page.locator("#leave").bounding_box()
+    assert box is not None
+    await page.mouse.click(box["x"] + 5, box["y"] + 5)    # under the notice
+    assert await page.evaluate("window.left === true")
+    text = await page.evaluate("""(url) => import(url).then((m) => [
+        m.noticeText({monitoring: [], recording: "prohibited"}),
+        m.noticeText({monitoring: ["audio"], recording: "prohibited"})])""", sidecar.sdk_url)
+    assert text[0].startswith("This session uses sessionguard: nothing is monitored")
+    assert text[1].startswith("This session uses sessionguard: audio is monitored")
