@@ -98,8 +98,13 @@ class WebrtcOffer(_Msg):
 
 
 class RecordingRequest(_Msg):
+    """``id`` (an extension): the id the sidecar gave this request earlier. A page back after
+    a disconnection asks again with it and, if a clinician decided meanwhile, gets the
+    decision instead of a new request."""
+
     type: Literal["recording.request"]
     reason: Annotated[str, Field(max_length=500)] = ""
+    id: _Id | None = None
 
 
 class AlertAck(_Msg):

@@ -78,6 +78,9 @@ SLOW_READER_S = 10.0
 #: recording requests a participant may have waiting for an answer at once; asking again
 #: meanwhile is answered with the waiting one's id
 MAX_PENDING_REQUESTS = 1
+#: recording decisions remembered per session for a patient that missed one (see
+#: Session.decided_requests)
+MAX_DECIDED_KEPT = 16
 
 
 def _item_session(item: _Unstored) -> str:
@@ -935,6 +938,13 @@ class Sidecar:
 
     async def _recording_request(self, channel: Channel, session: Session,
                                  message: proto.RecordingRequest) -> None:
+        decided = session.decided_requests.get(message.id) if message.id else None
+        if decided is not None and decided[0] == channel.participant:
+            # the page missed the decision (it was disconnected): the decision, not a new
+            # request for the clinicians
+            self._send(channel, {"type": "recording.decision", "id": message.id,
+                                 "approved": decided[1]})
+            return
         waiting = [rid for rid, r in session.pending_requests.items()
                    if r["participant"] == channel.participant]
         if len(waiting) >= MAX_PENDING_REQUESTS:
@@ -963,6 +973,9 @@ class Sidecar:
         await self.store.append(session.id, "recording_decision", now,
                                 {"id": message.id, "approve": message.approve,
                                  "by": channel.participant, "at": now})
+        session.decided_requests[message.id] = (str(request["participant"]), message.approve)
+        while len(session.decided_requests) > MAX_DECIDED_KEPT:
+            del session.decided_requests[next(iter(session.decided_requests))]
         decision = {"type": "recording.decision", "id": message.id, "approved": message.approve}
         self._broadcast(self._patients(session.id, str(request["participant"])), decision)
         self._broadcast(self._clinicians(session.id), {**decision, "at": now})

@@ -139,6 +139,9 @@ class Session:
     clinicians: int = 0
     idle_since: int | None = None
     pending_requests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the latest decisions (request id -> (participant, approved)), for a patient that was
+    #: disconnected when its request was decided; at most MAX_DECIDED_KEPT
+    decided_requests: dict[str, tuple[str, bool]] = field(default_factory=dict)
     known_alerts: set[str] = field(default_factory=set)
 
     @property

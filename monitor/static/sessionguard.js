@@ -273,6 +273,8 @@ class Guard {
     this._mediaCheck = null;          // the peer connection a retry is pending for
     this._mediaYielded = false;       // another connection of this participant took the media
     this._requests = [];              // resolvers of requestRecording, oldest first
+    this._requestReason = "";         // ... the reason last given
+    this._requestId = null;           // ... the id the sidecar gave the waiting request
     this._noticeEl = null;
     this._firstOpen = null;
     this._refused = 0;                // handshakes in a row that never opened
@@ -298,7 +300,8 @@ class Guard {
     if (this._closed) return Promise.resolve({ id: null, approved: false, error: "closed" });
     return new Promise((resolve) => {
       this._requests.push(resolve);
-      this._send({ type: "recording.request", reason: String(reason ?? "").slice(0, 500) });
+      this._requestReason = String(reason ?? "").slice(0, 500);
+      this._askRecording();   // now if connected, else once the socket opens
     });
   }
 
@@ -440,6 +443,7 @@ class Guard {
                        // once (a frame refused, a proxy) must not make reconnects a loop
       this._status({ state: "connected" });
       this._resend();
+      this._askRecording();
       if (this._stream && !this._mediaYielded) this._offer().catch(() => {});
       this._firstOpen?.();
     });
@@ -479,11 +483,14 @@ class Guard {
     return true;
   }
 
-  _send(message) {
-    // Non-signal messages: sent now if connected (recording requests wait for the socket).
-    if (!this._raw(message)) {
-      this._later(1000, () => { if (!this._closed) this._send(message); });
-    }
+  // A request still waiting is asked again after every reconnect, with the id the sidecar
+  // gave it: one decided while the page was disconnected is answered with its decision (the
+  // clinicians are not asked again); one still waiting stays the same request.
+  _askRecording() {
+    if (this._requests.length === 0) return;
+    const message = { type: "recording.request", reason: this._requestReason };
+    if (this._requestId) message.id = this._requestId;
+    this._raw(message);
   }
 
   _resend() {
@@ -570,11 +577,17 @@ class Guard {
         // a participant has one request waiting at a time (asking again meanwhile is the
         // same request): the decision answers every requestRecording still waiting
         const waiting = this._requests.splice(0);
+        this._requestId = null;
         const decision = { id: m.id ?? null, approved: !!m.approved };
         for (const resolve of waiting) resolve(decision);
         call(this._cb.onRecordingDecision, decision);
         break;
       }
+      case "ok":
+        if (m.ref === "recording.request" && typeof m.id === "string" && this._requests.length) {
+          this._requestId = m.id;
+        }
+        break;
       case "error":
         if (m.code === "token_expired") this._stale = true;  // the close follows; renew then
         if (m.code === "media_replaced") this._mediaYielded = true;  // until attachMedia again

@@ -18,6 +18,7 @@ from tests.browser.harness import (
     LiveSidecar,
     StaticSite,
     live_sidecar,
+    recv_until,
     sdk_page,
     stored_signals,
     wait_stored,
@@ -96,6 +97,7 @@ class FreezingProxy:
         self.frozen: set[int] = set()
         self.conns: list[tuple[int, asyncio.StreamWriter, asyncio.StreamWriter]] = []
         self.ids = itertools.count()
+        self.refusing = False
 
     async def __aenter__(self) -> FreezingProxy:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -111,6 +113,13 @@ class FreezingProxy:
     def freeze(self) -> None:
         self.frozen.update(cid for cid, _, _ in self.conns)
 
+    def cut(self) -> None:
+        """Close every connection open now, and refuse new ones until ``refusing`` is unset."""
+        self.refusing = True
+        for _, a, b in self.conns:
+            a.transport.abort()
+            b.transport.abort()
+
     async def _pipe(self, cid: int, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
@@ -124,6 +133,9 @@ class FreezingProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         cid = next(self.ids)
+        if self.refusing:
+            writer.transport.abort()
+            return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
         self.conns.append((cid, writer, up_writer))
         await asyncio.gather(self._pipe(cid, reader, up_writer),
@@ -351,3 +363,27 @@ async def test_the_default_notice_does_not_block_clicks_and_reads_well(
         m.noticeText({monitoring: ["audio"], recording: "prohibited"})])""", sidecar.sdk_url)
     assert text[0].startswith("This session uses sessionguard: nothing is monitored")
     assert text[1].startswith("This session uses sessionguard: audio is monitored")
+
+
+async def test_a_decision_made_while_the_page_was_disconnected_reaches_it(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    ctx = await chromium()
+    async with FreezingProxy(sidecar.port) as proxy, sidecar.clinician("s-blip") as clinician:
+        await recv_until(clinician, lambda m: m["type"] == "status")
+        page = await open_call(ctx, site, sidecar, "s-blip", FULL, name="blip",
+                               ws_url=f"ws://127.0.0.1:{proxy.port}/v1/ws")
+        await page.evaluate("void window.sg.guard.requestRecording('review')"
+                            ".then((d) => { window.decision = d; })")
+        request = await recv_until(clinician, lambda m: m["type"] == "recording.request")
+        await page.wait_for_function("window.sg.guard._requestId !== null")
+        proxy.cut()                     # the patient's network goes for a moment
+        await page.wait_for_function("window.sg.statuses.at(-1).state !== 'connected'")
+        await clinician.send(json.dumps({"type": "recording.decision", "id": request["id"],
+                                         "approve": True}))
+        await recv_until(clinician, lambda m: m["type"] == "recording.decision")
+        proxy.refusing = False          # ... and comes back
+        await page.wait_for_function("window.decision !== undefined", timeout=15_000)
+        assert await page.evaluate("window.decision") == {"id": request["id"], "approved": True}
+        # the clinicians were not asked again
+        entries = sidecar.sidecar.store.store.entries("s-blip")
+        assert sum(e["kind"] == "recording_request" for e in entries) == 1

@@ -824,3 +824,29 @@ async def test_a_resume_whose_store_read_fails_still_passes_on_live_alerts(
     gate.set()
     assert (await recv_type(c, "alert"))["seq"] == 1  # not lost with the failed resume
     assert (await recv_type(c, "error"))["code"] == "internal"
+
+
+async def test_a_patient_back_after_a_blip_learns_the_decision_of_its_request(
+        serve: Factory) -> None:
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient()
+    await p.send(json.dumps({"type": "recording.request", "reason": "review"}))
+    rid = (await recv_type(p, "ok"))["id"]
+    await recv_type(c, "recording.request")
+    await p.close()                      # the patient's network blips ...
+    await c.send(json.dumps({"type": "recording.decision", "id": rid, "approve": False}))
+    await recv_type(c, "recording.decision")
+    p = await h.patient()                # ... and the page asks again with the id it got
+    await p.send(json.dumps({"type": "recording.request", "reason": "review", "id": rid}))
+    assert await recv_type(p, "recording.decision") == {
+        "type": "recording.decision", "id": rid, "approved": False}
+    # another patient of the session presenting that id learns nothing: a request of its own
+    other = await h.patient(participant="p2")
+    await other.send(json.dumps({"type": "recording.request", "reason": "mine", "id": rid}))
+    assert (await recv_type(other, "ok"))["id"] != rid
+    new = await recv_type(c, "recording.request")
+    assert new["participant"] == "p2"
+    # the clinicians were asked once for p1's request
+    entries = h.sidecar.store.store.entries("s1")
+    assert sum(e["kind"] == "recording_request" for e in entries) == 2
