@@ -98,9 +98,10 @@ class WebrtcOffer(_Msg):
 
 
 class RecordingRequest(_Msg):
-    """``id`` (an extension): the id the sidecar gave this request earlier. A page back after
-    a disconnection asks again with it and, if a clinician decided meanwhile, gets the
-    decision instead of a new request."""
+    """``id`` (an extension): the request's id, chosen by the page (8-64 characters of
+    ``[A-Za-z0-9_-]``; the sidecar replaces one it cannot use and says so in its ``ok``) or
+    given by the sidecar earlier. A page back after a disconnection asks again with it and,
+    if a clinician decided meanwhile, gets the decision instead of a new request."""
 
     type: Literal["recording.request"]
     reason: Annotated[str, Field(max_length=500)] = ""

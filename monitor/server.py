@@ -27,6 +27,7 @@ import functools
 import gc
 import json
 import logging
+import re
 import time
 import uuid
 import weakref
@@ -81,6 +82,8 @@ MAX_PENDING_REQUESTS = 1
 #: recording decisions remembered per session for a patient that missed one (see
 #: Session.decided_requests)
 MAX_DECIDED_KEPT = 16
+#: a recording request id a page may choose for its request
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 def _item_session(item: _Unstored) -> str:
@@ -954,7 +957,12 @@ class Sidecar:
                                  "pending": True})
             return
         now = self.clock()
-        rid = "rr-" + uuid.uuid4().hex[:12]
+        # the page may name its request (so it can ask about it again even when this "ok" was
+        # lost with its connection); an id in use, or not a plain token, is replaced
+        rid = message.id
+        if (rid is None or not CLIENT_REQUEST_ID.fullmatch(rid)
+                or rid in session.pending_requests or rid in session.decided_requests):
+            rid = "rr-" + uuid.uuid4().hex[:12]
         request = {"type": "recording.request", "id": rid, "participant": channel.participant,
                    "reason": message.reason, "at": now}
         await self.store.append(session.id, "recording_request", now,

@@ -224,6 +224,14 @@ function decodePart(part) {
   }
 }
 
+function randomHex(n) {
+  const bytes = new Uint8Array(Math.ceil(n / 2));
+  try { globalThis.crypto.getRandomValues(bytes); } catch (_e) {
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  }
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("").slice(0, n);
+}
+
 async function hashId(salt, id) {
   if (!id) return "";
   const subtle = globalThis.crypto?.subtle;
@@ -274,7 +282,7 @@ class Guard {
     this._mediaYielded = false;       // another connection of this participant took the media
     this._requests = [];              // resolvers of requestRecording, oldest first
     this._requestReason = "";         // ... the reason last given
-    this._requestId = null;           // ... the id the sidecar gave the waiting request
+    this._requestId = null;           // ... the waiting request's id (ours, or the sidecar's)
     this._noticeEl = null;
     this._firstOpen = null;
     this._refused = 0;                // handshakes in a row that never opened
@@ -299,6 +307,9 @@ class Guard {
   requestRecording(reason) {
     if (this._closed) return Promise.resolve({ id: null, approved: false, error: "closed" });
     return new Promise((resolve) => {
+      // the request is named here, so that it can be asked about after a reconnect even if
+      // the sidecar's "ok" was lost with the connection
+      if (this._requests.length === 0) this._requestId = "rr-" + randomHex(12);
       this._requests.push(resolve);
       this._requestReason = String(reason ?? "").slice(0, 500);
       this._askRecording();   // now if connected, else once the socket opens
@@ -483,8 +494,7 @@ class Guard {
     return true;
   }
 
-  // A request still waiting is asked again after every reconnect, with the id the sidecar
-  // gave it: one decided while the page was disconnected is answered with its decision (the
+  // A request still waiting is asked again after every reconnect, with its id: one decided while the page was disconnected is answered with its decision (the
   // clinicians are not asked again); one still waiting stays the same request.
   _askRecording() {
     if (this._requests.length === 0) return;

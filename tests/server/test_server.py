@@ -850,3 +850,27 @@ async def test_a_patient_back_after_a_blip_learns_the_decision_of_its_request(
     # the clinicians were asked once for p1's request
     entries = h.sidecar.store.store.entries("s1")
     assert sum(e["kind"] == "recording_request" for e in entries) == 2
+
+
+async def test_a_page_that_named_its_request_learns_the_decision_even_without_the_ok(
+        serve: Factory) -> None:
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient()
+    await p.send(json.dumps({"type": "recording.request", "reason": "review",
+                             "id": "rr-0123456789ab"}))
+    assert (await recv_type(c, "recording.request"))["id"] == "rr-0123456789ab"
+    await p.close()                      # gone before its "ok" could matter
+    await c.send(json.dumps({"type": "recording.decision", "id": "rr-0123456789ab",
+                             "approve": True}))
+    await recv_type(c, "recording.decision")
+    p = await h.patient()
+    await p.send(json.dumps({"type": "recording.request", "reason": "review",
+                             "id": "rr-0123456789ab"}))
+    assert (await recv_type(p, "recording.decision"))["approved"] is True
+    # an id already in use, or not a plain token, is replaced by the sidecar's own
+    for n, bad in enumerate(("rr-0123456789ab", "<b>x</b>-very-bad"), start=2):
+        q = await h.patient(participant=f"p{n}")
+        await q.send(json.dumps({"type": "recording.request", "reason": "x", "id": bad}))
+        ok = await recv_type(q, "ok")
+        assert ok["id"] != bad and ok["id"].startswith("rr-") and "pending" not in ok
