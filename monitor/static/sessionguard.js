@@ -209,8 +209,8 @@ function tokenProblem(token) {
   const payload = decodePart(parts[1]);
   if (!payload || typeof payload !== "object") return "the token's claims are not JSON";
   if (payload.role !== "patient") {
-    return "the SDK needs a patient token, not a " + (typeof payload.role === "string"
-      ? JSON.stringify(payload.role.slice(0, 20)) + " (e.g. clinician) one" : "role-less one");
+    return "the SDK needs a patient's token, not one with role " +
+      JSON.stringify(typeof payload.role === "string" ? payload.role.slice(0, 20) : null);
   }
   return null;
 }
