@@ -37,7 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # a command not built yet
         module.register(sub)
+    for command in sub.choices.values():
+        _accept_debug(command)
     return parser
+
+
+def _accept_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after a command (``sessionguard report S --debug``) as well as before it;
+    absent there, it leaves the top-level value alone."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _accept_debug(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -309,9 +309,22 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         secret_env = webhooks["secret_env"]
     raw["webhook_secret"] = env.get(secret_env) or None
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_first_error(exc, from_env, file)) from exc
+    _check_env_paths(config, from_env)
+    return config
+
+
+def _check_env_paths(config: Config, from_env: Mapping[tuple[str, ...], str]) -> None:
+    """A path an environment variable gave that does not exist: the sentence names the
+    variable (the rules and media parameters are read later, where only the path is known)."""
+    given: list[tuple[str, Path | None]] = [
+        (from_env.get(("rules",), ""), p) for p in config.rules]
+    given.append((from_env.get(("media", "params"), ""), config.media.params))
+    for var, path in given:
+        if var and path is not None and not Path(path).exists():
+            raise ConfigError(f"environment variable {var}: {str(path)!r} does not exist")
 
 
 def check_media(config: Config) -> None:

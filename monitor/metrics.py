@@ -53,7 +53,8 @@ class Metrics:
             ["reason"], registry=r)
         self.disconnects = Counter(
             "sessionguard_forced_disconnects_total",
-            "Channels the sidecar closed (slow reader, flood, shutdown)", ["reason"], registry=r)
+            "Channels the sidecar closed (slow reader, flood, token expired)", ["reason"],
+            registry=r)
         self.rule_eval = Histogram(
             "sessionguard_rule_evaluation_seconds", "Time in engine.feed / engine.tick",
             buckets=_FAST, registry=r)

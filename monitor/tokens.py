@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
+from jwt.warnings import InsecureKeyLengthWarning
 
 from signals.consent import NO_CONSENT, Consent
 from signals.errors import AuthError, ConfigError, InvalidSignal
@@ -29,12 +31,14 @@ from signals.errors import AuthError, ConfigError, InvalidSignal
 __all__ = [
     "ALGORITHM",
     "LEEWAY_S",
+    "MIN_SECRET_BYTES",
     "ROLES",
     "SECRET_ENV",
     "Claims",
     "Role",
     "mint",
     "parse_duration",
+    "short_secret",
     "verify",
 ]
 
@@ -75,6 +79,22 @@ def parse_duration(text: str) -> int:
 
 def _now_s(now: int | None) -> int:
     return int(time.time()) if now is None else now // 1000
+
+
+#: HS256 keys shorter than this are weak (RFC 7518 §3.2); ``serve`` warns once (PyJWT would
+#: warn at every token, with a source line)
+MIN_SECRET_BYTES = 32
+warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
+
+
+def short_secret(secret: str) -> str | None:
+    """A sentence when ``secret`` is shorter than :data:`MIN_SECRET_BYTES`, else ``None``."""
+    size = len(secret.encode())
+    if size >= MIN_SECRET_BYTES:
+        return None
+    return (f"the token secret is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES} random "
+            "bytes to resist guessing (python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')")
 
 
 def _check_secret(secret: str) -> None:

@@ -55,6 +55,9 @@ class Consent:
                 value = json.loads(value)
             except ValueError as exc:
                 raise InvalidSignal(f"consent is not valid JSON: {exc}", "bad_consent") from exc
+        if not isinstance(value, dict):
+            raise InvalidSignal('consent must be a JSON object such as {"monitoring": '
+                                '["device"], "recording": "prohibited"}', "bad_consent")
         try:
             claim = _ConsentClaim.model_validate(value)
         except ValidationError as exc:

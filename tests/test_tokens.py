@@ -169,8 +169,6 @@ def test_token_command_accepts_secret_flag(
 
 @pytest.mark.parametrize(("extra", "needle"), [
     ([], "SESSIONGUARD_SECRET"),
-    (["--secret", SECRET, "--ttl", "2x"], "duration"),
-    (["--secret", SECRET, "--consent", "{bad"], "consent"),
 ])
 def test_token_command_errors_are_one_sentence(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -181,6 +179,42 @@ def test_token_command_errors_are_one_sentence(
     assert code == 1
     assert captured.out == ""
     assert needle in captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--ttl", "2x"], "argument --ttl: duration '2x' is not a number"),
+    (["--ttl", "0s"], "argument --ttl: duration '0s' must be longer than zero"),
+    (["--consent", "{bad"], "argument --consent: consent is not valid JSON"),
+    (["--consent", "[1]"], "argument --consent: consent must be a JSON object such as"),
+])
+def test_a_bad_token_option_value_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str], extra: list[str], needle: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["token", "--session", "S", "--participant", "P", "--role", "patient",
+              "--secret", SECRET, *extra])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and "_ConsentClaim" not in err
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+def test_a_short_secret_is_warned_about_once_in_words() -> None:
+    """In a real process (pytest installs warning filters of its own): our sentence, not
+    PyJWT's warning with a line of its source."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "monitor.cli", "token", "--session", "S", "--participant",
+           "P", "--role", "patient", "--ttl", "90", "--secret"]
+    done = subprocess.run([*cmd, "short"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    claims = verify("short", done.stdout.strip())
+    assert claims.exp - claims.iat == 90
+    assert done.stderr == ("sessionguard token: warning: the token secret is 5 bytes; HS256 "
+                           "needs at least 32 random bytes to resist guessing (python3 -c "
+                           "'import secrets; print(secrets.token_urlsafe(32))')\n")
+    long_enough = subprocess.run([*cmd, SECRET], capture_output=True, text=True, timeout=60)
+    assert long_enough.returncode == 0 and long_enough.stderr == ""
 
 
 def test_token_command_rejects_unknown_role(capsys: pytest.CaptureFixture[str]) -> None:

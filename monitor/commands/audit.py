@@ -13,16 +13,18 @@ command looks where the server writes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
-from monitor.commands import argtypes
+from monitor.commands import argtypes, describe
 from monitor.store import DEFAULT_DB_PATH, DEFAULT_RETENTION_MS, SqliteStore
 from signals.errors import StorageError
 
-__all__ = ["DB_ENV", "db_path", "register"]
+__all__ = ["DB_ENV", "db_path", "open_existing", "register"]
 
 DB_ENV = "SESSIONGUARD_DB"
 _DAY_MS = 24 * 3600 * 1000
@@ -47,16 +49,28 @@ def db_path(args: argparse.Namespace) -> Path:
     return Path(os.environ.get(DB_ENV) or DEFAULT_DB_PATH)
 
 
-def _open_existing(args: argparse.Namespace) -> SqliteStore:
+def open_existing(args: argparse.Namespace) -> SqliteStore:
+    """The audit store the command names (``db_path``), which must exist and be one: a
+    mistyped ``--db`` naming another program's database is refused, not given our tables."""
     path = db_path(args)
     if not path.is_file():
         raise StorageError(f"no audit store at {str(path)!r} (pass --db PATH)")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
+                                                uri=True)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master "
+                                               "WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise StorageError(f"{str(path)!r} is not a readable SQLite database ({exc})") from None
+    if not {"entries", "sessions"} <= tables:
+        raise StorageError(f"{str(path)!r} is not a sessionguard audit store (it has no "
+                           "entries table); pass the --db that serve writes")
     return SqliteStore(path)
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("audit", help="verify or purge the audit store",
-                                   description=__doc__.splitlines()[0] if __doc__ else None)
+                                   description=describe(__doc__))
     sub = parser.add_subparsers(dest="audit_command", metavar="ACTION",
                                 parser_class=type(parser))
     sub.required = True
@@ -87,7 +101,7 @@ def register(subparsers: Any) -> None:
 def _verify(args: argparse.Namespace) -> int:
     if bool(args.session) == bool(args.all):
         args._parser.error("give one SESSION or --all")
-    with _open_existing(args) as store:
+    with open_existing(args) as store:
         names = store.sessions() if args.all else [args.session]
         bad = 0
         for name in names:
@@ -112,14 +126,14 @@ def _purge(args: argparse.Namespace) -> int:
         config = _config(args)
         days = (config.store.retention_days if config is not None
                 else DEFAULT_RETENTION_MS / _DAY_MS)
-    with _open_existing(args) as store:
+    with open_existing(args) as store:
         gone = store.purge(int(days * _DAY_MS))
     print(f"purged {len(gone)} session(s) older than {days:g} days")
     return 0
 
 
 def _sessions(args: argparse.Namespace) -> int:
-    with _open_existing(args) as store:
+    with open_existing(args) as store:
         for name in store.sessions():
             print(name)
     return 0

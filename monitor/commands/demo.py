@@ -27,7 +27,7 @@ from typing import Any
 
 from config import DEFAULT_RULES_DIR
 from monitor.allocator import keep_freed_memory
-from monitor.commands import argtypes
+from monitor.commands import argtypes, describe
 from signals.consent import FULL_MONITORING
 
 __all__ = ["DEMO_RULES", "DEMO_TTL_S", "Demo", "demo_running", "register", "run"]
@@ -127,7 +127,7 @@ async def demo_running(host: str = "127.0.0.1", port: int = 0, *, db: str | Path
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo", help="serve plus demo pages and a generated secret; prints two URLs",
-        description=__doc__.splitlines()[0] if __doc__ else None)
+        description=describe(__doc__))
     parser.add_argument("--host", type=argtypes.host, default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=argtypes.port, default=8750,

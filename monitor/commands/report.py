@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monitor.commands import argtypes
-from monitor.commands.audit import DB_ENV, db_path
+from monitor.commands import argtypes, describe
+from monitor.commands.audit import DB_ENV, open_existing
 from monitor.report import build_report, render_html, render_json, tuning
-from monitor.store import SqliteStore
-from signals.errors import StorageError
 
 __all__ = ["format_tuning", "register"]
 
@@ -29,11 +27,11 @@ _DAY_MS = 24 * 3600 * 1000
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "report", help="the post-session integrity report, or --rules for rule tuning",
-        description=__doc__.splitlines()[0] if __doc__ else None)
+        description=describe(__doc__))
     parser.add_argument("session", nargs="?", metavar="SESSION_ID", help="session id")
     parser.add_argument("--rules", action="store_true",
                         help="per-rule alert, acknowledgement and false-alarm counts")
-    parser.add_argument("--days", type=argtypes.days(0, above=True), default=30.0,
+    parser.add_argument("--days", type=argtypes.days(0, above=True), default=None,
                         help="with --rules: the period, in days up to now (default 30)")
     parser.add_argument("--format", choices=("html", "json", "text"), default=None,
                         help="html (default for a session), json, or text (default for --rules)")
@@ -42,13 +40,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--config", help="the sidecar configuration file whose store.db to read")
     parser.add_argument("--out", help="write to this file instead of stdout")
     parser.set_defaults(func=_run, _parser=parser)
-
-
-def _open(args: argparse.Namespace) -> SqliteStore:
-    path = db_path(args)  # --db, else where ``serve`` with the same config writes
-    if not path.is_file():
-        raise StorageError(f"no audit store at {str(path)!r} (pass --db PATH)")
-    return SqliteStore(path)
 
 
 def format_tuning(rows: list[dict[str, Any]], days: float) -> str:
@@ -73,15 +64,21 @@ def format_tuning(rows: list[dict[str, Any]], days: float) -> str:
 def _run(args: argparse.Namespace) -> int:
     if args.rules == bool(args.session):
         args._parser.error("give either SESSION_ID or --rules")
-    with _open(args) as store:
+    # an option the chosen report does not use is a usage error, not silently ignored
+    if args.rules and args.format == "html":
+        args._parser.error("--format html is for a session's report; --rules gives text or json")
+    if not args.rules and args.format == "text":
+        args._parser.error("--format text is for --rules; use html or json")
+    if not args.rules and args.days is not None:
+        args._parser.error("--days is for --rules (a session's report covers the session)")
+    days = 30.0 if args.days is None else args.days
+    with open_existing(args) as store:  # --db, else serve's store.db
         if args.rules:
             now = time.time_ns() // 1_000_000
-            rows = tuning(store, now - int(args.days * _DAY_MS), now + 1)
+            rows = tuning(store, now - int(days * _DAY_MS), now + 1)
             text = (json.dumps(rows, indent=2) + "\n" if args.format == "json"
-                    else format_tuning(rows, args.days))
+                    else format_tuning(rows, days))
         else:
-            if args.format == "text":
-                args._parser.error("--format text is for --rules; use html or json")
             report = build_report(store, args.session)
             text = render_json(report) if args.format == "json" else render_html(report)
     if args.out:

@@ -26,10 +26,15 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+#: a channel's message limit below this can refuse a browser's WebRTC offer
+MIN_OFFER_ROOM = 16_384
+
+
 def run(args: argparse.Namespace) -> int:
     from monitor.allocator import keep_freed_memory
     from monitor.config import load_config, require_secret
     from monitor.server import Sidecar, serve_forever
+    from monitor.tokens import short_secret
 
     keep_freed_memory()
 
@@ -41,9 +46,17 @@ def run(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if overrides:
         config = config.with_overrides(**overrides)
-    require_secret(config)
+    secret = require_secret(config)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("sessionguard")
+    weak = short_secret(secret)
+    if weak is not None:
+        log.warning("%s", weak)
+    if config.media.enabled and config.limits.max_message_bytes < MIN_OFFER_ROOM:
+        log.warning("limits.max_message_bytes is %d: a WebRTC offer (the media copy) is 3-10 "
+                    "KB, so offers may be refused with close 1009; allow at least %d",
+                    config.limits.max_message_bytes, MIN_OFFER_ROOM)
 
     def ready(port: int) -> None:
         print(f"sessionguard listening on http://{config.host}:{port} "

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
-from monitor.tokens import ROLES, SECRET_ENV, mint, parse_duration
+from monitor.tokens import ROLES, SECRET_ENV, mint, parse_duration, short_secret
+from signals.consent import Consent
+from signals.errors import ConfigError, InvalidSignal
 
 __all__ = ["register", "run"]
 
@@ -18,8 +21,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--session", required=True, help="session id (the sid claim)")
     parser.add_argument("--participant", required=True, help="participant id (the sub claim)")
     parser.add_argument("--role", required=True, choices=ROLES)
-    parser.add_argument("--ttl", default="2h", help="lifetime: 30s, 15m, 2h, 1d (default 2h)")
-    parser.add_argument("--consent", default=None,
+    parser.add_argument("--ttl", default=7200, type=_ttl,
+                        help="lifetime: 30s, 15m, 2h, 1d or seconds (default 2h)")
+    parser.add_argument("--consent", default=None, type=_consent,
                         help='consent claim as JSON, e.g. \'{"monitoring": ["device"], '
                              '"recording": "prohibited"}\'')
     parser.add_argument("--secret", default=None,
@@ -27,9 +31,27 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _ttl(value: str) -> int:
+    """``--ttl``: a bad lifetime is a usage error (exit 2)."""
+    try:
+        return parse_duration(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _consent(value: str) -> Consent:
+    """``--consent``: JSON that is not a consent claim is a usage error (exit 2)."""
+    try:
+        return Consent.parse(value)
+    except InvalidSignal as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get(SECRET_ENV, "")
-    token = mint(secret, args.session, args.participant, args.role,
-                 parse_duration(args.ttl), args.consent)
+    token = mint(secret, args.session, args.participant, args.role, args.ttl, args.consent)
+    weak = short_secret(secret)
+    if weak is not None:
+        print(f"sessionguard token: warning: {weak}", file=sys.stderr)
     print(token)
     return 0

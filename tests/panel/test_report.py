@@ -166,6 +166,20 @@ def test_cli_errors_are_one_sentence(store: SqliteStore, tmp_path: Path,
     assert exit_info.value.code == 2
 
 
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--rules", "--format", "html"], "--format html is for a session's report"),
+    (["s-report", "--format", "text"], "--format text is for --rules"),
+    (["s-report", "--days", "3"], "--days is for --rules"),
+])
+def test_cli_an_option_the_report_does_not_use_is_a_usage_error(
+        store: SqliteStore, argv: list[str], needle: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", *argv, "--db", str(store.path)])
+    assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("days", ["nan", "inf", "-inf", "0", "-1", "1e300", "many"])
 def test_cli_rules_days_must_be_a_sensible_number(store: SqliteStore, days: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,6 +60,25 @@ def test_serve_without_secret_is_one_clear_sentence(tmp_path: Path) -> None:
     assert "SESSIONGUARD_SECRET" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_serve_warns_in_words_about_a_short_secret_and_a_message_limit_too_small_for_offers(
+        tmp_path: Path) -> None:
+    """Both start the sidecar (the secret may be a test's; the limit a deliberate choice), and
+    each is said once at start, in a sentence, not per token or per refused offer."""
+    config = _config_file(tmp_path, "port: 0\nlimits: {max_message_bytes: 2048}\n"
+                                    "store: {db: audit.db}\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SESSIONGUARD_SECRET": "short"}
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "serve", "--config",
+                             str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None and "listening" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert "the token secret is 5 bytes; HS256 needs at least 32" in err
+    assert "limits.max_message_bytes is 2048: a WebRTC offer" in err
+    assert "InsecureKeyLengthWarning" not in err and "Traceback" not in err
+
 
 def _config_file(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "c.yaml"
@@ -95,6 +114,10 @@ def test_inf_and_nan_are_refused(tmp_path: Path, text: str) -> None:
      "SESSIONGUARD_MEDIA_ICE_HOSTS: 'nope' is not an IP address"),
     ({"SESSIONGUARD_DB_SYNCHRONOUS": "sometimes"}, "SESSIONGUARD_DB_SYNCHRONOUS: Input should be"),
     ({"SESSIONGUARD_MEDIA_MAX_CALLS": "0"}, "SESSIONGUARD_MEDIA_MAX_CALLS: Input should be"),
+    ({"SESSIONGUARD_RULES": "/nonexistent/r1:/nonexistent/r2"},
+     "environment variable SESSIONGUARD_RULES: '/nonexistent/r1' does not exist"),
+    ({"SESSIONGUARD_MEDIA_PARAMS": "/nonexistent/media.yaml"},
+     "environment variable SESSIONGUARD_MEDIA_PARAMS: '/nonexistent/media.yaml' does not exist"),
 ])
 def test_a_bad_environment_override_names_the_variable(tmp_path: Path, env: dict[str, str],
                                                        needle: str) -> None:
@@ -124,6 +147,8 @@ def test_environment_paths_are_relative_to_the_current_directory(
     cfg = load_config(path, env={})
     assert cfg.rules == (folder / "own-rules",) and cfg.media.params == folder / "own-media.yaml"
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "m.yaml").write_text("{}\n")
     cfg = load_config(path, env={"SESSIONGUARD_RULES": "rules", "SESSIONGUARD_DB": "x.db",
                                  "SESSIONGUARD_MEDIA_PARAMS": "m.yaml"})
     assert [p.resolve() for p in cfg.rules] == [tmp_path / "rules"]

@@ -110,3 +110,36 @@ def test_verify_all_reports_odd_values_and_goes_on(db_path: Path,
     assert "ancient: chain BROKEN at entry 1" in captured.err
     assert "live: chain BROKEN at entry 1" in captured.err
     assert "later: chain holds (1 entries)" in captured.out
+
+
+@pytest.mark.parametrize("command", [["audit", "sessions"], ["audit", "verify", "--all"],
+                                     ["report", "--rules"], ["report", "s1"]])
+def test_a_database_that_is_not_an_audit_store_is_refused_untouched(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    """A mistyped --db naming another program's database: one sentence, exit 1, and the
+    database is not given the audit store's tables."""
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE foo (x)")
+    db.close()
+    assert main([*command, "--db", str(other)]) == 1
+    assert "is not a sessionguard audit store" in capsys.readouterr().err
+    with sqlite3.connect(other) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    assert tables == {"foo"}
+
+
+def test_debug_is_accepted_after_the_command_too(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``--debug`` shows the traceback (the error is raised), before or after the command."""
+    from signals.errors import StorageError
+
+    missing = str(tmp_path / "none.db")
+    for argv in (["--debug", "report", "s1", "--db", missing],
+                 ["report", "s1", "--db", missing, "--debug"],
+                 ["audit", "verify", "s1", "--db", missing, "--debug"]):
+        with pytest.raises(StorageError):
+            main(argv)
+    assert main(["report", "s1", "--db", missing]) == 1  # without it: one sentence
+    assert "no audit store at" in capsys.readouterr().err
