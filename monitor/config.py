@@ -111,6 +111,9 @@ class MediaConfig(_Model):
     #: still reported, as the limit ``overloaded``)
     max_calls: int | None = Field(default=None, ge=1)
     busy_retry_s: float = Field(default=60.0, gt=0, le=3600)
+    #: audio/video the consent covers that has not arrived this long after a patient
+    #: connected makes the session blind, in words (None: never said)
+    expect_within_s: float | None = Field(default=30.0, gt=0)
 
     @field_validator("ice_hosts")
     @classmethod

@@ -238,7 +238,10 @@ class Sidecar:
         self.webhooks = webhooks
         self.webhook_urls: tuple[str, ...] = (
             tuple(webhooks.urls) if webhooks is not None else ())
-        self.sessions = SessionRegistry()
+        wait = config.media.expect_within_s
+        self.sessions = SessionRegistry(
+            media_available=self.media_factory is not None,
+            media_wait_ms=None if wait is None else int(wait * 1000))
         self.channels: dict[str, set[Channel]] = {}
         self.media: dict[tuple[str, str], Any] = {}
         #: the channel whose offer the receiver of (session, participant) answered last
@@ -1145,6 +1148,8 @@ class Sidecar:
         for session in list(self.sessions.sessions.values()):
             if session.check_silence(now, timeout_ms):
                 await self._status(session, now, "patient_silent")
+            if session.check_media_wait(now):
+                await self._status(session, now, "media_missing")
         for sid in self.sessions.evict_idle(now, SESSION_IDLE_EVICT_MS):
             self.engine.end_session(sid)
             for key in [k for k in self._offer_tokens if k[0] == sid]:

@@ -113,6 +113,8 @@ class PatientState:
     connections: int = 0
     last_seen: int = 0
     silent: bool = False
+    connected_at: int = 0  # when its first open connection came (see Session.media_wait_ms)
+    media_overdue: bool = False  # consented media not received within media_wait_ms
     media: dict[str, MediaStatus] = field(
         default_factory=lambda: {"audio": "none", "video": "none"})
     #: what a flowing track cannot carry, by kind (``{"audio": "narrowband"}``)
@@ -143,6 +145,11 @@ class Session:
     #: disconnected when its request was decided; at most MAX_DECIDED_KEPT
     decided_requests: dict[str, tuple[str, bool]] = field(default_factory=dict)
     known_alerts: set[str] = field(default_factory=set)
+    #: whether this sidecar analyses media at all (``media.enabled``)
+    media_available: bool = True
+    #: consented audio/video not received this long after a patient connected makes the
+    #: session blind (``media.expect_within_s``; ``None``: never)
+    media_wait_ms: int | None = None
 
     @property
     def connections(self) -> int:
@@ -161,6 +168,9 @@ class Session:
 
     def patient_connected(self, participant: str, now: int) -> PatientState:
         state = self.patient(participant)
+        if state.connections == 0:
+            state.connected_at = now
+            state.media_overdue = False
         state.connections += 1
         state.last_seen = now
         state.silent = False
@@ -206,6 +216,20 @@ class Session:
                 changed.append(state.participant)
         return changed
 
+    def check_media_wait(self, now: int) -> bool:
+        """Whether a connected patient just passed ``media_wait_ms`` without sending the
+        audio or video its consent covers (the ``status`` then says so, once)."""
+        wanted = [k for k in MEDIA_KINDS if k in self.consent.monitoring]
+        if self.media_wait_ms is None or not self.media_available or not wanted:
+            return False
+        changed = False
+        for state in self.patients.values():
+            if (state.connections and not state.media_overdue
+                    and now - state.connected_at >= self.media_wait_ms
+                    and any(state.media.get(k) == "none" for k in wanted)):
+                state.media_overdue = changed = True
+        return changed
+
     def set_media(self, participant: str, kind: str, status: MediaStatus) -> bool:
         """Record a media state; ``True`` if it changed."""
         state = self.patient(participant)
@@ -243,6 +267,11 @@ class Session:
             reasons.append("no patient is connected")
         if not monitoring:
             reasons.append("the patient has not consented to any monitoring")
+        media_wanted = [k for k in MEDIA_KINDS if k in monitoring]
+        if media_wanted and not self.media_available:
+            reasons.append(f"this sidecar does not analyse camera or microphone (media "
+                           f"analysis is turned off): the consented {' and '.join(media_wanted)} "
+                           f"{'is' if len(media_wanted) == 1 else 'are'} not watched")
         for state in sorted(self.patients.values(), key=lambda p: p.participant):
             participants.append({"participant": state.participant, "sdk": state.sdk,
                                  "media": dict(state.media), "limits": dict(state.limits)})
@@ -252,6 +281,11 @@ class Session:
                 reasons.append(f"patient {state.participant} has gone silent")
             for kind in MEDIA_KINDS:
                 limit = state.limits.get(kind)
+                if (kind in monitoring and state.media_overdue and state.connections
+                        and self.media_available and state.media.get(kind) == "none"):
+                    reasons.append(f"no {kind} has arrived from patient {state.participant}, "
+                                   f"although the consent covers it (the patient's app has not "
+                                   f"sent it: not attached, or no permission)")
                 if kind in monitoring and state.media.get(kind) == "stopped":
                     # a refusal says why the media stopped (video the sidecar refused)
                     reasons.append(LIMIT_WORDS[limit].format(participant=state.participant,
@@ -288,15 +322,19 @@ def merge_claim(current: Consent, claim: Consent, first: bool,
 
 
 class SessionRegistry:
-    """Every session the process has seen, by id."""
+    """Every session the process has seen, by id; new ones get the process's media facts
+    (see :attr:`Session.media_available`, :attr:`Session.media_wait_ms`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, media_available: bool = True, media_wait_ms: int | None = None) -> None:
         self.sessions: dict[str, Session] = {}
+        self.media_available = media_available
+        self.media_wait_ms = media_wait_ms
 
     def get(self, session: str) -> Session:
         state = self.sessions.get(session)
         if state is None:
-            state = self.sessions[session] = Session(session)
+            state = self.sessions[session] = Session(
+                session, media_available=self.media_available, media_wait_ms=self.media_wait_ms)
         return state
 
     def active(self) -> int:

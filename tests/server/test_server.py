@@ -874,3 +874,53 @@ async def test_a_page_that_named_its_request_learns_the_decision_even_without_th
         await q.send(json.dumps({"type": "recording.request", "reason": "x", "id": bad}))
         ok = await recv_type(q, "ok")
         assert ok["id"] != bad and ok["id"].startswith("rr-") and "pending" not in ok
+
+
+AUDIO_VIDEO = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
+
+
+async def test_consented_media_that_never_arrives_makes_the_session_blind_in_words(
+        serve: Factory) -> None:
+    """The consent covers camera and microphone, but the patient's app sends no media: after
+    media.expect_within_s (30 s) the clinician is told, once; media arriving lifts it."""
+    now = [time.time_ns() // 1_000_000]
+    h = await serve(env={"SESSIONGUARD_MEDIA_ENABLED": "true"}, clock=lambda: now[0],
+                    media_factory=lambda *a: None)
+    c = await h.clinician()
+    p = await h.patient(consent=AUDIO_VIDEO)
+    first = await recv_type(c, "status", where=lambda m: m["participants"])
+    assert not first["blind"], first["reasons"]  # not yet: the page may attach its media in a moment
+    now[0] += 29_000
+    await p.send(signal(1, "client.heartbeat", at=now[0]))
+    await recv_type(p, "ack")
+    await h.sidecar.tick()
+    now[0] += 1_000
+    await p.send(signal(2, "client.heartbeat", at=now[0]))
+    await h.sidecar.tick()
+    late = await recv_type(c, "status", where=lambda m: m["blind"])
+    assert late["reasons"] == [
+        f"no {kind} has arrived from patient p1, although the consent covers it (the "
+        "patient's app has not sent it: not attached, or no permission)"
+        for kind in ("audio", "video")]
+    await h.sidecar.media_status("s1", "p1", "audio", "flowing")
+    await h.sidecar.media_status("s1", "p1", "video", "flowing")
+    back = await recv_type(c, "status", where=lambda m: not m["blind"])
+    assert back["reasons"] == []
+
+
+async def test_a_sidecar_without_media_analysis_says_consented_media_is_not_watched(
+        serve: Factory) -> None:
+    h = await serve(env={"SESSIONGUARD_MEDIA_ENABLED": "false"})
+    c = await h.clinician()
+    p = await h.patient(consent=AUDIO_VIDEO)
+    status = await recv_type(c, "status", where=lambda m: m["participants"])
+    assert status["blind"] and status["reasons"] == [
+        "this sidecar does not analyse camera or microphone (media analysis is turned off): "
+        "the consented audio and video are not watched"]
+    await p.send(json.dumps({"type": "webrtc.offer", "sdp": "v=0"}))
+    assert (await recv_type(p, "error"))["code"] == "media_unavailable"
+    # device-only consent on the same sidecar: nothing it should see is missed
+    d = await h.patient(session="s2", consent=DEVICE)
+    c2 = await h.connect(token("s2", "c1", "clinician"))
+    assert (await recv_type(c2, "status"))["blind"] is False
+    await d.close()
