@@ -889,7 +889,7 @@ async def test_consented_media_that_never_arrives_makes_the_session_blind_in_wor
     c = await h.clinician()
     p = await h.patient(consent=AUDIO_VIDEO)
     first = await recv_type(c, "status", where=lambda m: m["participants"])
-    assert not first["blind"], first["reasons"]  # not yet: the page may attach its media in a moment
+    assert not first["blind"], first["reasons"]  # not yet: the page may attach media soon
     now[0] += 29_000
     await p.send(signal(1, "client.heartbeat", at=now[0]))
     await recv_type(p, "ack")
