@@ -66,12 +66,17 @@ async def test_demo_tab_switch_gives_a_visible_alert(tmp_path: Path) -> None:
             " && v.left < r.right && r.top < v.bottom && v.top < r.bottom}; })()")
         assert box == {"visible": True, "overlaps": False}  # beside the call, never over it
 
-        # The patient closes the page: the panel says at once that monitoring is blind.
+        # Media analysis is off here while the demo's consent covers camera and microphone:
+        # the panel says so (the only reason). The patient closes the page: it says at once
+        # that the patient is gone too.
         assert await clinician.evaluate("document.querySelector('sessionguard-panel')"
-                                        ".dataset.state") == "on"
+                                        ".dataset.state") == "blind"
+        before = await clinician.evaluate("document.querySelector('.sg-reasons').textContent")
+        assert before == ("this sidecar does not analyse camera or microphone (media analysis "
+                          "is turned off): the consented audio and video are not watched")
         await patient.close()
         reasons = await clinician.wait_for(
-            "document.querySelector('sessionguard-panel').dataset.state === 'blind'"
+            "document.querySelector('.sg-reasons').textContent.includes('disconnected')"
             " && document.querySelector('.sg-reasons').textContent")
         assert "disconnected" in reasons
 

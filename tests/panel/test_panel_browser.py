@@ -49,10 +49,18 @@ async def send_signal(ws: Any, seq: int, name: str, data: dict[str, Any]) -> Non
     await recv_until(ws, lambda m: m.get("type") == "ack" and m.get("seq") == seq)
 
 
+#: media analysis on (so the consented camera and microphone are not reported unwatched),
+#: with a receiver factory that no offer reaches in these tests (their patients send none),
+#: and no deadline for media to arrive (a slow run must not turn the panel blind midway)
+MEDIA_ON = {"media": True, "media_factory": lambda *args: None,
+            "media_config": {"expect_within_s": None}}
+
+
 async def test_panel_shows_status_alerts_and_round_trips_actions(tmp_path: Path) -> None:
     db = tmp_path / "audit.db"
     # The real engine with the default rules.
-    async with live_sidecar(db) as sc, playwright_context(tmp_path / "profile") as ctx:
+    async with live_sidecar(db, **MEDIA_ON) as sc, \
+            playwright_context(tmp_path / "profile") as ctx:
         session = "s-panel"
         page = await ctx.new_page()
         await page.set_viewport_size({"width": 420, "height": 860})
@@ -216,7 +224,7 @@ async def test_panel_shows_a_media_limit_without_calling_it_blind(tmp_path: Path
 
     # The sidecar's media receiver reports narrowband audio (the live path is tested in
     # tests/server/test_media_server.py); here the panel's wording of it.
-    async with live_sidecar(tmp_path / "audit.db") as sc, \
+    async with live_sidecar(tmp_path / "audit.db", **MEDIA_ON) as sc, \
             playwright_context(tmp_path / "profile") as ctx:
         session = "s-limit"
         page = await ctx.new_page()
