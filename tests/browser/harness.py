@@ -88,6 +88,7 @@ __all__ = [
     "BASE_FLAGS",
     "CHROMIUM",
     "FAKE_MEDIA_FLAGS",
+    "FULL",
     "CdpBrowser",
     "CdpError",
     "CdpPage",
@@ -606,6 +607,8 @@ class LiveSidecar:
 
 
 SECRET = "test-secret-for-browser-tests-0123456789"
+#: a patient token's consent to everything (recording prohibited)
+FULL = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
 
 
 @contextlib.asynccontextmanager

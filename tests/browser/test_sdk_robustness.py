@@ -15,6 +15,7 @@ import pytest
 import websockets
 
 from tests.browser.harness import (
+    FULL,
     LiveSidecar,
     StaticSite,
     live_sidecar,
@@ -26,7 +27,6 @@ from tests.browser.harness import (
 
 pytestmark = pytest.mark.browser
 
-FULL = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
 NO_DEVICE = {"monitoring": ["audio", "video"], "recording": "prohibited"}
 KEY = ("window.dispatchEvent(new KeyboardEvent('keydown', "
        "{key: 'PrintScreen', code: 'PrintScreen'}))")

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.browser.harness import (
+    FULL,
     LiveSidecar,
     StaticSite,
     disable_focus_emulation,
@@ -28,7 +29,6 @@ from tests.browser.harness import (
 
 pytestmark = pytest.mark.browser
 
-FULL = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
 
 # A classic script run before the SDK: records every frame the page sends on a WebSocket.
 RECORD_FRAMES = """

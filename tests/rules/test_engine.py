@@ -4,31 +4,17 @@ templates, determinism, and its state size."""
 from __future__ import annotations
 
 import random
-import textwrap
 import tracemalloc
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules import Alert, Engine, Outcome, Ruleset, Severity, load_rules
-from signals import FULL_MONITORING, NO_CONSENT, Consent, Signal
-from tests.rules.conftest import T0, sig
+from rules import Engine, Outcome, Ruleset, Severity
+from signals import FULL_MONITORING, NO_CONSENT, Consent
+from tests.rules.conftest import T0, fed, rules_from, sig
 
 DEVICE_ONLY = Consent(frozenset({"device"}), "prohibited")
-
-
-def rules_from(tmp_path: Path, text: str) -> Ruleset:
-    p = tmp_path / "r.yaml"
-    p.write_text(textwrap.dedent(text))
-    return load_rules([p])
-
-
-def fed(engine: Engine, *signals: Signal) -> list[Alert]:
-    out: list[Alert] = []
-    for s in signals:
-        out += engine.feed(s, s.at).alerts
-    return out
 
 
 def test_outcome_and_wire_shape(engine: Engine) -> None:

@@ -5,28 +5,14 @@ what a withdrawal leaves behind."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
-from rules import Alert, Engine, Ruleset, load_rules
-from signals import FULL_MONITORING, Consent, Signal
-from tests.rules.conftest import T0, sig
+from rules import Engine, Ruleset
+from signals import FULL_MONITORING, Consent
+from tests.rules.conftest import T0, fed, rules_from, sig
 
 DEVICE_ONLY = Consent(frozenset({"device"}), "prohibited")
 NOTHING = Consent(frozenset(), "prohibited")
-
-
-def rules_from(tmp_path: Path, text: str) -> Ruleset:
-    p = tmp_path / "r.yaml"
-    p.write_text(textwrap.dedent(text))
-    return load_rules([p])
-
-
-def fed(engine: Engine, *signals: Signal) -> list[Alert]:
-    out: list[Alert] = []
-    for s in signals:
-        out += engine.feed(s, s.at).alerts
-    return out
 
 
 RECORDER = ("client.capture_stream", {"element": "video"}), ("client.media_recorder", {})
