@@ -12,6 +12,8 @@ import websockets
 from playwright.async_api import expect
 
 from tests.browser.harness import live_sidecar, playwright_context
+from tests.panel.scripted import ScriptedEngine
+from tests.panel.test_panel_browser import send_signal
 
 pytestmark = pytest.mark.browser
 
@@ -51,3 +53,36 @@ async def test_a_saved_token_never_goes_to_another_server(tmp_path: Path) -> Non
         await page.goto(f"{sc.origin}/panel/panel.html")
         await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
     assert offered == []
+
+
+async def hide_tab(sc: Any, session: str, count: int) -> None:
+    """``count`` alerts in ``session`` (the scripted engine: a hidden tab is a warning)."""
+    url = f"{sc.ws_url}?token={sc.token(session, 'p-' + session, 'patient', DEVICE)}"
+    async with websockets.connect(url) as patient:
+        for seq in range(1, count + 1):
+            await send_signal(patient, seq, "client.visibility", {"state": "hidden"})
+
+
+async def test_a_new_token_starts_a_clean_panel(tmp_path: Path) -> None:
+    async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
+            playwright_context(tmp_path / "profile") as ctx:
+        await hide_tab(sc, "s-b", 2)  # session B already has alerts 1 and 2
+        page = await ctx.new_page()
+        await page.goto(f"{sc.origin}/panel/panel.html?token="
+                        f"{sc.token('s-a', 'dr', 'clinician', DEVICE)}")
+        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        await hide_tab(sc, "s-a", 3)
+        await page.wait_for_function("document.querySelectorAll('.sg-alert').length === 3")
+        session_b = sc.token("s-b", "dr", "clinician", DEVICE)
+        await page.evaluate("t => document.getElementById('panel').setAttribute('token', t)",
+                            session_b)
+        # Session B's alerts, all of them, and none of session A's.
+        await page.wait_for_function("document.querySelectorAll('.sg-alert').length === 2")
+        sessions = await page.evaluate(
+            "[...document.getElementById('panel').alerts.values()].map(e => e.alert.session)")
+        assert sessions == ["s-b", "s-b"]
+        # A fresh token of the same session (a refresh) keeps what is shown.
+        await page.evaluate("t => document.getElementById('panel').setAttribute('token', t)",
+                            sc.token("s-b", "dr", "clinician", DEVICE, ttl_s=7200))
+        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        assert await page.locator(".sg-alert").count() == 2

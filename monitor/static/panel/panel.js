@@ -114,6 +114,17 @@ function defaultUrl() {
   return `${scheme}//${location.host}/v1/ws`;
 }
 
+/** "session participant" of a token (its unverified claims), or null when it is not a JWT. */
+function sessionOf(token) {
+  try {
+    const part = String(token).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part.padEnd(Math.ceil(part.length / 4) * 4, "=")));
+    return typeof claims.sid === "string" ? `${claims.sid} ${claims.sub}` : null;
+  } catch {
+    return null;
+  }
+}
+
 export class SessionguardPanel extends HTMLElement {
   static get observedAttributes() { return ["token", "url"]; }
 
@@ -148,12 +159,33 @@ export class SessionguardPanel extends HTMLElement {
 
   attributeChangedCallback(name, before, after) {
     if (!this.built || before === after || !this.isConnected) return;
+    // A token of another session (or clinician) is a new panel: nothing of the old session
+    // stays shown, and its alerts are asked for from the start. A fresh token of the same
+    // session (a refresh before it expires) keeps what is shown.
+    if (name === "token" && (sessionOf(before) === null || sessionOf(before) !== sessionOf(after))) {
+      this.reset();
+    }
     const old = this.ws;
     this.ws = null;  // its close event is then ignored
     if (old) old.close(1000, "reconfigured");
     clearTimeout(this.timer);
     this.retry = 0;
     this.open();
+  }
+
+  reset() {
+    this.alerts.clear();
+    this.states.clear();
+    this.requests.clear();
+    this.skips.clear();
+    this.alertLimit = null;
+    this.status = null;
+    this.lastSeq = 0;
+    this.politeRegion.textContent = "";
+    this.assertiveRegion.textContent = "";
+    this.renderRequests();
+    this.renderAlerts();
+    this.renderStatus();
   }
 
   build() {
