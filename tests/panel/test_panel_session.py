@@ -4,6 +4,7 @@ leave behind."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import websockets
 from playwright.async_api import expect
 
-from tests.browser.harness import live_sidecar, playwright_context
+from tests.browser.harness import live_sidecar, playwright_context, recv_until
 from tests.panel.scripted import ScriptedEngine
 from tests.panel.test_panel_browser import send_signal
 
@@ -86,3 +87,63 @@ async def test_a_new_token_starts_a_clean_panel(tmp_path: Path) -> None:
                             sc.token("s-b", "dr", "clinician", DEVICE, ttl_s=7200))
         await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
         assert await page.locator(".sg-alert").count() == 2
+
+
+async def test_a_request_decided_elsewhere_is_never_shown_as_this_panels_decision(
+        tmp_path: Path) -> None:
+    session = "s-req"
+    async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
+            playwright_context(tmp_path / "profile") as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{sc.origin}/panel/panel.html?token="
+                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
+        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        panel = page.locator("sessionguard-panel")
+        patient_url = f"{sc.ws_url}?token={sc.token(session, 'p1', 'patient', DEVICE)}"
+        async with websockets.connect(patient_url) as patient, \
+                sc.clinician(session, "sup") as supervisor:
+            await recv_until(patient, lambda m: m.get("type") == "consent")
+
+            async def asked(reason: str) -> str:
+                await patient.send(json.dumps({"type": "recording.request", "reason": reason}))
+                request = await recv_until(supervisor, lambda m: m.get("reason") == reason)
+                await page.wait_for_selector(f'.sg-request[data-request-id="{request["id"]}"]')
+                return str(request["id"])
+
+            async def declined(rid: str) -> None:
+                await supervisor.send(json.dumps({"type": "recording.decision", "id": rid,
+                                                  "approve": False}))
+                await recv_until(patient, lambda m: m.get("type") == "recording.decision")
+
+            # (a) The supervisor declines; this panel misses that and approves: the sidecar
+            # refuses, and the panel says so instead of "Approved".
+            first = await asked("first")
+            await page.evaluate("""() => { const p = document.getElementById('panel');
+              const handle = p.handle.bind(p);
+              p.handle = (m) => { if (m.type !== 'recording.decision') handle(m); }; }""")
+            await declined(first)
+            box = panel.locator(f'.sg-request[data-request-id="{first}"]')
+            await box.locator('[data-action="approve"]').click()
+            await expect(box.locator(".sg-done")).to_contain_text("No longer waiting")
+            assert "Approved" not in await box.inner_text()
+            await expect(panel.locator(".sg-details")).to_contain_text("Recording not allowed")
+            await page.evaluate("() => { const p = document.getElementById('panel');"
+                                " delete p.handle; }")
+            # (b) Decided while this panel was away: after the reconnect it is not offered.
+            second = await asked("second")
+            await page.evaluate("() => { const p = document.getElementById('panel');"
+                                " p.closed = true; p.ws.close(); }")
+            await page.wait_for_function("document.getElementById('panel').ws === null")
+            await declined(second)
+            await page.evaluate("() => { const p = document.getElementById('panel');"
+                                " p.closed = false; p.open(); }")
+            box = panel.locator(f'.sg-request[data-request-id="{second}"]')
+            await expect(box.locator(".sg-done")).to_contain_text("No longer waiting")
+            assert await box.locator("button").count() == 0
+            # (c) This panel's own decision shows once the sidecar confirms it.
+            third = await asked("third")
+            box = panel.locator(f'.sg-request[data-request-id="{third}"]')
+            await box.locator('[data-action="decline"]').click()
+            await recv_until(patient, lambda m: m.get("type") == "recording.decision"
+                             and m.get("id") == third)
+            await expect(box.locator(".sg-done")).to_have_text("Declined.")

@@ -240,6 +240,14 @@ export class SessionguardPanel extends HTMLElement {
     this.setLink("connecting", this.retry ? "Reconnecting to sessionguard…" : "Connecting to sessionguard…");
     ws.addEventListener("open", () => {
       this.retry = 0;
+      // The sidecar sends the requests still waiting when a panel connects: one that it does
+      // not send again before its resume is done was answered meanwhile (or is gone). A
+      // decision sent on the old connection may have been lost with it: ask again.
+      for (const request of this.requests.values()) {
+        if (request.decided === null && !request.gone) request.unconfirmed = true;
+        delete request.pending;
+      }
+      this.renderRequests();
       this.setLink("open");
       ws.send(JSON.stringify({ type: "resume", after: this.lastSeq }));
     });
@@ -294,7 +302,13 @@ export class SessionguardPanel extends HTMLElement {
         break;
       case "recording.decision": {
         const request = this.requests.get(msg.id);
-        if (request) { request.decided = msg.approve ?? msg.approved; this.renderRequests(); }
+        if (request) {
+          request.decided = Boolean(msg.approve ?? msg.approved);
+          request.unconfirmed = false;
+          request.gone = false;
+          delete request.pending;
+          this.renderRequests();
+        }
         break;
       }
       case "ok": this.onOk(msg); break;
@@ -302,8 +316,22 @@ export class SessionguardPanel extends HTMLElement {
       case "alert.feedback": this.markVerdict(msg.id, msg.verdict); break;
       case "alert.state": this.onState(msg); break;
       case "error": {
-        // An action was refused (e.g. a request another clinician already answered): undo
-        // the "in progress" state so the buttons work again, and say what happened.
+        if (msg.code === "unknown_request") {
+          // A decision on a request the sidecar no longer waits on: another clinician
+          // answered it (this panel missed it) or it is gone. Never shown as decided here.
+          const sent = [...this.requests.values()].filter((r) => r.pending !== undefined);
+          const named = sent.filter((r) => String(msg.message || "").includes(`'${r.id}'`));
+          for (const request of named.length ? named : sent) {
+            delete request.pending;
+            request.gone = true;
+          }
+          this.renderRequests();
+          this.announce("That recording request no longer waits for an answer: another clinician "
+            + "answered it, or the sidecar no longer holds it.", false);
+          break;
+        }
+        // An action was refused: undo the "in progress" state so the buttons work again, and
+        // say what happened.
         let undone = false;
         for (const entry of this.alerts.values()) {
           if (entry.pending.ack || entry.pending.verdict) { entry.pending = {}; undone = true; }
@@ -364,7 +392,8 @@ export class SessionguardPanel extends HTMLElement {
   }
 
   onRequest(request) {
-    if (this.requests.has(request.id)) return;
+    const known = this.requests.get(request.id);
+    if (known) { known.unconfirmed = false; return; }
     this.requests.set(request.id, { ...request, decided: null });
     this.renderRequests();
     this.announce(`The patient asks to record the session${request.reason ? `: ${request.reason}` : ""}.`, false);
@@ -376,7 +405,18 @@ export class SessionguardPanel extends HTMLElement {
     else if (msg.ref === "alert.feedback" && entry) this.markVerdict(msg.id, entry.pending.verdict || msg.verdict);
     else if (msg.ref === "recording.decision") {
       const request = this.requests.get(msg.id);
-      if (request && request.pending !== undefined) { request.decided = request.pending; this.renderRequests(); }
+      if (request && request.pending !== undefined) {
+        request.decided = request.pending;
+        delete request.pending;
+        this.renderRequests();
+      }
+    } else if (msg.ref === "resume") {
+      let changed = false;
+      for (const request of this.requests.values()) {
+        if (request.unconfirmed && request.decided === null) { request.gone = true; changed = true; }
+        request.unconfirmed = false;
+      }
+      if (changed) this.renderRequests();
     }
   }
 
@@ -485,14 +525,21 @@ export class SessionguardPanel extends HTMLElement {
         "aria-label": "Recording request" },
         el("h3", { class: "sg-subtitle", text: "The patient asks to record" }),
         el("p", { text: reason }));
-      if (decided === null || decided === undefined) {
-        box.append(el("div", { class: "sg-actions" },
-          el("button", { type: "button", class: "sg-btn", "data-action": "approve", text: "Approve recording",
-            onclick: () => this.decide(request, true) }),
-          el("button", { type: "button", class: "sg-btn", "data-action": "decline", text: "Decline",
-            onclick: () => this.decide(request, false) })));
-      } else {
+      if (decided === true || decided === false) {
         box.append(el("p", { class: "sg-done", text: decided ? "Approved: the patient may record." : "Declined." }));
+      } else if (request.gone) {
+        box.append(el("p", { class: "sg-done sg-gone", text: "No longer waiting for an answer: another clinician "
+          + "answered it, or the sidecar no longer holds it. The recording policy above is the one in force." }));
+      } else {
+        // Shown as decided only once the sidecar confirms it (it may have been answered already).
+        const sending = request.pending;
+        box.append(el("div", { class: "sg-actions" },
+          el("button", { type: "button", class: "sg-btn", "data-action": "approve",
+            text: sending === true ? "Approving…" : "Approve recording", disabled: sending !== undefined,
+            onclick: () => this.decide(request, true) }),
+          el("button", { type: "button", class: "sg-btn", "data-action": "decline",
+            text: sending === false ? "Declining…" : "Decline", disabled: sending !== undefined,
+            onclick: () => this.decide(request, false) })));
       }
       return box;
     }));
@@ -501,7 +548,6 @@ export class SessionguardPanel extends HTMLElement {
   decide(request, approve) {
     if (this.send({ type: "recording.decision", id: request.id, approve })) {
       request.pending = approve;
-      request.decided = approve;
       this.renderRequests();
       const next = this.querySelector(".sg-request .sg-done");
       if (next) next.setAttribute("tabindex", "-1");
