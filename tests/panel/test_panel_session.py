@@ -147,3 +147,29 @@ async def test_a_request_decided_elsewhere_is_never_shown_as_this_panels_decisio
             await recv_until(patient, lambda m: m.get("type") == "recording.decision"
                              and m.get("id") == third)
             await expect(box.locator(".sg-done")).to_have_text("Declined.")
+
+
+async def test_an_action_lost_with_the_connection_can_be_taken_again(tmp_path: Path) -> None:
+    session = "s-lost"
+    async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
+            playwright_context(tmp_path / "profile") as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{sc.origin}/panel/panel.html?token="
+                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
+        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        await hide_tab(sc, session, 1)
+        await page.wait_for_selector(".sg-alert")
+        # The ack and the verdict leave just as the connection dies: neither arrives.
+        await page.evaluate("""() => { const ws = document.getElementById('panel').ws;
+          ws.send = () => {};
+          document.querySelector('[data-action="ack"]').click();
+          document.querySelector('[data-action="false_positive"]').click();
+          ws.close(); }""")
+        ack = page.locator('.sg-alert [data-action="ack"]')
+        await expect(ack).to_have_text("Acknowledging…")
+        # After the reconnect the buttons work again (the sidecar's alert.state is the truth).
+        await expect(ack).to_have_text("Acknowledge")
+        await expect(ack).to_be_enabled()
+        await expect(page.locator('.sg-alert [data-action="false_positive"]')).to_be_enabled()
+        await ack.click()
+        await page.wait_for_selector('.sg-alert[data-acked="true"]')

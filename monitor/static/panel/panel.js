@@ -248,6 +248,13 @@ export class SessionguardPanel extends HTMLElement {
         delete request.pending;
       }
       this.renderRequests();
+      // Likewise an ack or verdict in flight: its buttons work again, and the resume's
+      // alert.state shows what the sidecar did receive.
+      let pending = false;
+      for (const entry of this.alerts.values()) {
+        if (entry.pending.ack || entry.pending.verdict) { entry.pending = {}; pending = true; }
+      }
+      if (pending) this.renderAlerts();
       this.setLink("open");
       ws.send(JSON.stringify({ type: "resume", after: this.lastSeq }));
     });
