@@ -173,3 +173,28 @@ async def test_an_action_lost_with_the_connection_can_be_taken_again(tmp_path: P
         await expect(page.locator('.sg-alert [data-action="false_positive"]')).to_be_enabled()
         await ack.click()
         await page.wait_for_selector('.sg-alert[data-acked="true"]')
+
+
+async def test_a_restarted_sidecar_is_never_shown_on_from_the_old_status(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    session = "s-restart"
+    async with playwright_context(tmp_path / "profile") as ctx:
+        page = await ctx.new_page()
+        async with live_sidecar(db, engine=ScriptedEngine()) as sc:
+            port = sc.port
+            await page.goto(f"{sc.origin}/panel/panel.html?token="
+                            f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
+            patient_url = f"{sc.ws_url}?token={sc.token(session, 'p1', 'patient', DEVICE)}"
+            async with websockets.connect(patient_url):
+                await page.wait_for_selector('sessionguard-panel[data-state="on"]')
+                # every state the panel shows from now on
+                await page.evaluate("""() => { window.shown = [];
+                  new MutationObserver((records) => { for (const r of records)
+                      window.shown.push(r.target.dataset.state); })
+                    .observe(document.getElementById('panel'), { attributeFilter: ['data-state'] });
+                }""")
+        await page.wait_for_selector('sessionguard-panel[data-state="offline"]')
+        # back without its patient: blind, and never "on" on the way
+        async with live_sidecar(db, port=port, engine=ScriptedEngine()):
+            await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        assert "on" not in await page.evaluate("window.shown")

@@ -255,6 +255,9 @@ export class SessionguardPanel extends HTMLElement {
         if (entry.pending.ack || entry.pending.verdict) { entry.pending = {}; pending = true; }
       }
       if (pending) this.renderAlerts();
+      // What the old connection said no longer holds (the sidecar may have restarted): never
+      // "on" until this connection's status says so.
+      this.status = null;
       this.setLink("open");
       ws.send(JSON.stringify({ type: "resume", after: this.lastSeq }));
     });
