@@ -416,8 +416,8 @@ _PLAIN: dict[str, str] = {
     "audio.shutter": "A camera-shutter or screenshot sound was heard",
     "audio.virtual_source": "The microphone has no natural background noise (virtual or "
                             "loopback source)",
-    "video.extra_person": "Two or more faces were in view",
-    "video.no_person": "No face was in view",
+    "video.extra_person": "The face detector found two or more faces",
+    "video.no_person": "The face detector found no face in the picture",
     "video.obscured": "The camera was covered, black or uniform",
     "video.frozen": "The video showed the same frame",
     "video.loop": "Earlier video was replayed",

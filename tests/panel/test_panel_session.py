@@ -198,3 +198,16 @@ async def test_a_restarted_sidecar_is_never_shown_on_from_the_old_status(tmp_pat
         async with live_sidecar(db, port=port, engine=ScriptedEngine()):
             await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
         assert "on" not in await page.evaluate("window.shown")
+
+
+async def test_face_evidence_is_worded_as_what_the_detector_found(tmp_path: Path) -> None:
+    async with live_sidecar(tmp_path / "audit.db") as sc, \
+            playwright_context(tmp_path / "profile") as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{sc.origin}/panel/panel.html")
+        words = await page.evaluate("""async () => {
+          const { describeEvidence } = await import('/panel/panel.js');
+          return [describeEvidence('video.no_person', {}),
+                  describeEvidence('video.extra_person', {})]; }""")
+    assert words == ["The face detector found no face in the picture",
+                     "The face detector found two or more faces"]

@@ -139,6 +139,14 @@ def test_evidence_in_plain_words() -> None:
     assert describe_evidence("something.new", {}) == "something.new"
 
 
+def test_face_evidence_is_worded_as_what_the_detector_found() -> None:
+    # a detector limit, never something the patient did
+    assert describe_evidence("video.no_person", {}) == (
+        "The face detector found no face in the picture")
+    assert describe_evidence("video.extra_person", {}) == (
+        "The face detector found two or more faces")
+
+
 def test_cli_report_html_json_and_rules(store: SqliteStore, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     db = str(store.path)
