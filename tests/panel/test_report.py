@@ -250,3 +250,18 @@ def test_the_alert_limit_is_reported_apart_from_consent_skips(tmp_path: Path) ->
     assert report["alert_limit"] == {"at": T0 + 90_000, "limit": 200, "rule": "screenshot-key"}
     assert report["skipped"] == [] and report["counts"]["skipped_without_consent"] == 0
     assert "At +01:30 the session reached the limit of 200 alerts" in html
+
+
+def test_the_footer_counts_rules_not_run_not_signals(store: SqliteStore, tmp_path: Path) -> None:
+    html = render_html(build_report(store, "s-report"))
+    assert "1 rule was not run because the patient had not consented to what it needs: " \
+        "no-face (needs video)." in html
+    assert "set aside" not in html
+    with SqliteStore(tmp_path / "two.db", synchronous="NORMAL") as db:
+        for i, (rule, missing) in enumerate([("no-face", ["video"]), ("shutter", ["audio"]),
+                                             ("no-face", ["video"])]):
+            db.append("s-two", "skip", T0 + i, {"rule": rule, "signal": "x", "at": T0 + i,
+                                                 "missing": missing})
+        html = render_html(build_report(db, "s-two"))
+    assert "2 rules were not run because the patient had not consented to what they need: " \
+        "no-face (needs video); shutter (needs audio)." in html
