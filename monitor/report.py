@@ -499,10 +499,11 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 .verify.ok { background: #eef6f0; border-color: #9cc5a6; }
 .verify.bad { background: #fbf1ee; border-color: #d3a595; }
 .summary { background: var(--bg); border: 1px solid var(--line); border-radius: 6px;
-           padding: 12px 14px; white-space: pre-wrap; user-select: all; }
+           padding: 12px 14px; white-space: pre-wrap; user-select: all;
+           overflow-wrap: anywhere; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; }
 th, td { text-align: left; vertical-align: top; padding: 6px 8px;
-         border-bottom: 1px solid var(--line); }
+         border-bottom: 1px solid var(--line); overflow-wrap: anywhere; }
 th { color: var(--muted); font-weight: 600; }
 .sev { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff;
        font-size: 12px; text-transform: uppercase; letter-spacing: .03em; }

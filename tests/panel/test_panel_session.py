@@ -211,3 +211,29 @@ async def test_face_evidence_is_worded_as_what_the_detector_found(tmp_path: Path
                   describeEvidence('video.extra_person', {})]; }""")
     assert words == ["The face detector found no face in the picture",
                      "The face detector found two or more faces"]
+
+
+async def test_long_unbroken_text_wraps_inside_the_panel(tmp_path: Path) -> None:
+    session = "s-long"
+    async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
+            playwright_context(tmp_path / "profile") as ctx:
+        page = await ctx.new_page()
+        await page.set_viewport_size({"width": 420, "height": 800})
+        await page.goto(f"{sc.origin}/panel/panel.html?token="
+                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
+        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        patient_url = f"{sc.ws_url}?token={sc.token(session, 'p1', 'patient', DEVICE)}"
+        async with websockets.connect(patient_url) as patient:
+            await patient.send(json.dumps({"type": "recording.request", "reason": "x" * 500}))
+            await page.wait_for_selector(".sg-request")
+            # an alert whose evidence names a device with a 256-character label
+            await page.evaluate("""() => document.getElementById('panel').handle({
+              type: 'alert', id: 'a-long', seq: 1, rule: 'virtual-device', severity: 'warning',
+              title: 'T'.repeat(200), message: 'm'.repeat(300), at: Date.now(),
+              evidence: [{ signal: 'client.virtual_device', at: Date.now(),
+                           data: { label: 'L'.repeat(256) } }],
+              suggested_response: ['r'.repeat(300)] })""")
+            await page.wait_for_selector(".sg-alert")
+            widths = await page.evaluate("""() => { const p = document.getElementById('panel');
+              return [document.documentElement.scrollWidth, p.scrollWidth, p.clientWidth]; }""")
+        assert widths[0] <= 420 and widths[1] <= widths[2], widths

@@ -54,3 +54,28 @@ async def test_report_renders_with_its_timeline(tmp_path: Path) -> None:
     assert external == []  # self-contained: nothing fetched from anywhere else
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size < 150_000
+
+
+async def test_long_unbroken_text_wraps_inside_the_report(tmp_path: Path) -> None:
+    from monitor.report import build_report, render_html
+    from tests.panel.sample import T0
+
+    with SqliteStore(tmp_path / "audit.db") as store:
+        populate(store, session="s-long")
+        store.append("s-long", "recording_request", T0 + 300_000, {
+            "id": "r2", "participant": "p1", "reason": "x" * 500, "at": T0 + 300_000})
+        store.append("s-long", "signal", T0 + 301_000, {
+            "signal": "client.virtual_device", "at": T0 + 301_000, "participant": "p1",
+            "data": {"kind": "audioinput", "label": "L" * 256}, "source": "client", "seq": 9})
+        store.append_alert("s-long", {
+            "id": "a-long", "session": "s-long", "participant": "p1", "rule": "virtual-device",
+            "severity": "warning", "title": "Virtual device", "message": "m" * 300,
+            "evidence": [{"signal": "client.virtual_device", "at": T0 + 301_000,
+                          "data": {"label": "L" * 256}}], "at": T0 + 301_500})
+        html = render_html(build_report(store, "s-long"))
+    async with playwright_context(tmp_path / "profile") as ctx:
+        page = await ctx.new_page()
+        await page.set_viewport_size({"width": 800, "height": 900})
+        await page.set_content(html)
+        width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 800
