@@ -237,3 +237,41 @@ async def test_long_unbroken_text_wraps_inside_the_panel(tmp_path: Path) -> None
             widths = await page.evaluate("""() => { const p = document.getElementById('panel');
               return [document.documentElement.scrollWidth, p.scrollWidth, p.clientWidth]; }""")
         assert widths[0] <= 420 and widths[1] <= widths[2], widths
+
+
+FOCUS = """() => { const a = document.activeElement;
+  return [a.closest('.sg-request')?.dataset.requestId || null,
+          a.dataset.action || a.className || a.tagName]; }"""
+
+
+async def test_requests_keep_keyboard_focus_and_name_the_patient(tmp_path: Path) -> None:
+    session = "s-keys"
+    async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
+            playwright_context(tmp_path / "profile") as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{sc.origin}/panel/panel.html?token="
+                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
+        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        panel = page.locator("sessionguard-panel")
+
+        def patient(name: str) -> Any:
+            return websockets.connect(
+                f"{sc.ws_url}?token={sc.token(session, name, 'patient', DEVICE)}")
+
+        async with patient("p1") as p1, patient("p2") as p2:
+            for ws in (p1, p2):
+                await recv_until(ws, lambda m: m.get("type") == "consent")
+            await expect(panel.locator(".sg-details")).to_contain_text("Patient p2")
+            await p1.send(json.dumps({"type": "recording.request", "reason": "first"}))
+            first = panel.locator(".sg-request").first
+            await first.wait_for()
+            rid = await first.get_attribute("data-request-id")
+            # two patients in the session: the box says which one asks
+            await expect(first.locator("h3")).to_have_text("Patient p1 asks to record")
+            await first.locator('[data-action="decline"]').focus()
+            await p2.send(json.dumps({"type": "recording.request", "reason": "second"}))
+            await page.wait_for_function("document.querySelectorAll('.sg-request').length === 2")
+            assert await page.evaluate(FOCUS) == [rid, "decline"]
+            await page.keyboard.press("Enter")
+            await expect(first.locator(".sg-done")).to_have_text("Declined.")
+            assert await page.evaluate(FOCUS) == [rid, "sg-done"]

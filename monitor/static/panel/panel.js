@@ -300,7 +300,11 @@ export class SessionguardPanel extends HTMLElement {
   handle(msg) {
     switch (msg.type) {
       case "alert": this.onAlert(msg); break;
-      case "status": this.status = msg; this.renderStatus(); break;
+      case "status":
+        this.status = msg;
+        this.renderStatus();
+        if (this.requests.size) this.renderRequests();  // a second patient: boxes say who asks
+        break;
       case "consent":
         this.status = { ...(this.status || {}), consent: { monitoring: msg.monitoring, recording: msg.recording } };
         this.renderStatus();
@@ -406,7 +410,9 @@ export class SessionguardPanel extends HTMLElement {
     if (known) { known.unconfirmed = false; return; }
     this.requests.set(request.id, { ...request, decided: null });
     this.renderRequests();
-    this.announce(`The patient asks to record the session${request.reason ? `: ${request.reason}` : ""}.`, false);
+    const who = request.participant && ((this.status && this.status.participants) || []).length > 1
+      ? `Patient ${request.participant}` : "The patient";
+    this.announce(`${who} asks to record the session${request.reason ? `: ${request.reason}` : ""}.`, false);
   }
 
   onOk(msg) {
@@ -527,13 +533,22 @@ export class SessionguardPanel extends HTMLElement {
   }
 
   renderRequests() {
+    // Re-rendering must not lose keyboard focus: back to the same button of the same request,
+    // else its decision text, else the request box itself.
+    const active = document.activeElement;
+    const focused = active && this.requestList.contains(active) ? active.closest(".sg-request") : null;
+    const focusId = focused ? focused.dataset.requestId : null;
+    const focusAction = focused ? active.dataset.action : null;
     const open = [...this.requests.values()];
+    const participants = new Set([...((this.status && this.status.participants) || []).map((p) => p.participant),
+      ...open.map((r) => r.participant).filter(Boolean)]);
     this.requestList.replaceChildren(...open.map((request) => {
       const reason = request.reason ? `“${request.reason}”` : "No reason given.";
       const decided = request.decided;
       const box = el("section", { class: "sg-request", "data-request-id": request.id,
         "aria-label": "Recording request" },
-        el("h3", { class: "sg-subtitle", text: "The patient asks to record" }),
+        el("h3", { class: "sg-subtitle", text: participants.size > 1 && request.participant
+          ? `Patient ${request.participant} asks to record` : "The patient asks to record" }),
         el("p", { text: reason }));
       if (decided === true || decided === false) {
         box.append(el("p", { class: "sg-done", text: decided ? "Approved: the patient may record." : "Declined." }));
@@ -553,14 +568,21 @@ export class SessionguardPanel extends HTMLElement {
       }
       return box;
     }));
+    if (focusId !== null) {
+      const box = [...this.requestList.children].find((b) => b.dataset.requestId === focusId);
+      if (!box) return;
+      const again = focusAction ? box.querySelector(`[data-action="${CSS.escape(focusAction)}"]`) : null;
+      const done = box.querySelector(".sg-done");
+      const target = again && !again.disabled ? again : done || box;
+      if (target !== again) target.tabIndex = -1;
+      target.focus();
+    }
   }
 
   decide(request, approve) {
     if (this.send({ type: "recording.decision", id: request.id, approve })) {
       request.pending = approve;
       this.renderRequests();
-      const next = this.querySelector(".sg-request .sg-done");
-      if (next) next.setAttribute("tabindex", "-1");
     }
   }
 
