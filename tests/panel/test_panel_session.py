@@ -5,6 +5,7 @@ leave behind."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,50 @@ async def test_requests_keep_keyboard_focus_and_name_the_patient(tmp_path: Path)
             await page.keyboard.press("Enter")
             await expect(first.locator(".sg-done")).to_have_text("Declined.")
             assert await page.evaluate(FOCUS) == [rid, "sg-done"]
+
+
+# Every text the panel's live regions speak, and the sidecar's "ok" to each resume, from the
+# page's first script on (so nothing said while the panel loads is missed).
+LISTEN = """document.addEventListener('DOMContentLoaded', () => {
+  window.spoken = []; window.resumed = 0;
+  new MutationObserver(() => {
+    for (const r of document.querySelectorAll('[aria-live]')) {
+      if (r.textContent && r.dataset.said !== r.textContent) {
+        r.dataset.said = r.textContent; window.spoken.push(r.textContent); }
+    }
+  }).observe(document.body, { childList: true, characterData: true, subtree: true });
+  document.getElementById('panel').addEventListener('sessionguard-message', (e) => {
+    if (e.detail.type === 'ok' && e.detail.ref === 'resume') window.resumed += 1; });
+});"""
+
+
+async def test_only_new_alerts_are_announced_and_a_burst_as_one(tmp_path: Path) -> None:
+    session = "s-say"
+    async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
+            playwright_context(tmp_path / "profile") as ctx:
+        await ctx.add_init_script(LISTEN)
+        page = await ctx.new_page()
+        await page.goto(f"{sc.origin}/panel/panel.html?token="
+                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
+        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        patient_url = f"{sc.ws_url}?token={sc.token(session, 'p1', 'patient', DEVICE)}"
+        async with websockets.connect(patient_url) as patient:
+            await send_signal(patient, 1, "client.visibility", {"state": "hidden"})
+            await page.wait_for_function("window.spoken.some(t => t.includes('left the call'))")
+            await page.locator('[data-action="ack"]').click()
+            await page.wait_for_selector('.sg-alert[data-acked="true"]')
+            # A reload replays the old (acknowledged) alert: shown, not announced.
+            await page.reload()
+            await page.wait_for_function("window.resumed === 1")
+            await page.wait_for_selector('.sg-alert[data-acked="true"]')
+            # A burst of three alerts is one announcement, led by the most severe.
+            now = int(time.time() * 1000)
+            items = [{"type": "signal", "seq": seq, "signal": name, "at": now, "data": data}
+                     for seq, name, data in [
+                         (2, "client.visibility", {"state": "hidden"}),
+                         (3, "client.key", {"combo": "PrintScreen"}),
+                         (4, "client.visibility", {"state": "hidden"})]]
+            await patient.send(json.dumps({"type": "signals", "items": items}))
+            await page.wait_for_function("window.spoken.length > 0")
+            spoken = await page.evaluate("window.spoken")
+        assert spoken == ["3 new alerts, the most severe: critical alert: Screenshot keys pressed."]

@@ -141,6 +141,10 @@ export class SessionguardPanel extends HTMLElement {
     this.retry = 0;
     this.closed = false;
     this.link = "connecting";    // connecting | open | lost | refused
+    this.resuming = false;       // between sending resume and its "ok": alerts are replayed
+    this.replayQuiet = true;     // the first resume of a panel replays history: not announced
+    this.held = [];              // ids of alerts a reconnect's resume brought, to announce after it
+    this.fresh = [];             // ids of new alerts gathered for one announcement
   }
 
   connectedCallback() {
@@ -181,6 +185,8 @@ export class SessionguardPanel extends HTMLElement {
     this.alertLimit = null;
     this.status = null;
     this.lastSeq = 0;
+    this.held = [];
+    this.fresh = [];
     this.politeRegion.textContent = "";
     this.assertiveRegion.textContent = "";
     this.renderRequests();
@@ -259,6 +265,11 @@ export class SessionguardPanel extends HTMLElement {
       // "on" until this connection's status says so.
       this.status = null;
       this.setLink("open");
+      // Alerts the resume replays are history on a panel's first connection (a reload, a new
+      // panel); on a reconnect they are new to this clinician unless already acknowledged,
+      // which the alert.state after them says: announced once the resume is done.
+      this.replayQuiet = this.alerts.size === 0 && this.lastSeq === 0;
+      this.resuming = true;
       ws.send(JSON.stringify({ type: "resume", after: this.lastSeq }));
     });
     ws.addEventListener("message", (event) => {
@@ -368,8 +379,28 @@ export class SessionguardPanel extends HTMLElement {
     this.states.delete(alert.id);
     if (early) this.applyState(this.alerts.get(alert.id), early);
     this.renderAlerts();
-    const words = `${alert.severity} alert: ${alert.title || alert.rule}. ${alert.message || ""}`;
-    this.announce(words, alert.severity === "critical");
+    if (!this.resuming) this.gather(alert.id);
+    else if (!this.replayQuiet) this.held.push(alert.id);
+  }
+
+  // New alerts are announced together: one arriving alone with its message, a burst as one
+  // summary led by the most severe. Acknowledged ones (by anyone) are not announced.
+  gather(id) {
+    this.fresh.push(id);
+    if (!this.gatherTimer) this.gatherTimer = setTimeout(() => this.announceAlerts(), 300);
+  }
+
+  announceAlerts() {
+    this.gatherTimer = null;
+    const entries = this.fresh.map((id) => this.alerts.get(id)).filter((e) => e && !e.acked);
+    this.fresh = [];
+    if (!entries.length) return;
+    const rank = (e) => SEVERITIES.indexOf(e.alert.severity);
+    const top = entries.reduce((best, e) => (rank(e) > rank(best) ? e : best)).alert;
+    const words = entries.length === 1
+      ? `${top.severity} alert: ${top.title || top.rule}. ${top.message || ""}`
+      : `${entries.length} new alerts, the most severe: ${top.severity} alert: ${top.title || top.rule}.`;
+    this.announce(words.trim(), entries.some((e) => e.alert.severity === "critical"));
   }
 
   // What the clinicians of the session did with an alert (any of them, this one included): sent
@@ -427,6 +458,9 @@ export class SessionguardPanel extends HTMLElement {
         this.renderRequests();
       }
     } else if (msg.ref === "resume") {
+      this.resuming = false;
+      for (const id of this.held) this.gather(id);
+      this.held = [];
       let changed = false;
       for (const request of this.requests.values()) {
         if (request.unconfirmed && request.decided === null) { request.gone = true; changed = true; }
