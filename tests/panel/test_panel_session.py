@@ -323,3 +323,35 @@ async def test_only_new_alerts_are_announced_and_a_burst_as_one(tmp_path: Path) 
             await page.wait_for_function("window.spoken.length > 0")
             spoken = await page.evaluate("window.spoken")
         assert spoken == ["3 new alerts, the most severe: critical alert: Screenshot keys pressed."]
+
+
+async def test_an_alert_renders_alone_in_its_place(tmp_path: Path) -> None:
+    session = "s-many"
+    async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
+            playwright_context(tmp_path / "profile") as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{sc.origin}/panel/panel.html?token="
+                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
+        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        # 120 alerts of every severity already shown (handed to the panel as from its socket)
+        await page.evaluate("""() => { const p = document.getElementById('panel');
+          const sev = ['info', 'notice', 'warning', 'critical'];
+          for (let i = 1; i <= 120; i++) p.handle({ type: 'alert', id: 'old-' + i, seq: 0,
+            rule: 'r', severity: sev[i % 4], title: 'Old ' + i, at: Date.now() - 1e6 + i });
+          window.built = 0;
+          new MutationObserver((records) => { for (const r of records)
+              window.built += [...r.addedNodes].filter((n) => n.matches?.('.sg-alert')).length; })
+            .observe(p.querySelector('.sg-alerts'), { childList: true }); }""")
+        await hide_tab(sc, session, 1)  # a warning, the newest
+        await page.wait_for_selector(".sg-alert[data-alert-id='tab-hidden-1']")
+        await page.locator("[data-alert-id='tab-hidden-1'] [data-action='ack']").click()
+        await page.wait_for_selector(".sg-alert[data-alert-id='tab-hidden-1'][data-acked='true']")
+        # only that alert's node, once per step: new, "Acknowledging…", acknowledged, and
+        # "Acknowledged by dr" (the sidecar's alert.state); never the other 120
+        assert await page.evaluate("window.built") <= 4
+        ids = await page.locator(".sg-alert").evaluate_all("els => els.map(e => e.dataset.alertId)")
+        want = await page.evaluate("document.getElementById('panel').sortedAlerts()"
+                                   ".map(e => e.alert.id)")
+        assert ids == want and len(ids) == 121
+        warnings = [i for i in ids if i == "tab-hidden-1" or int(i.split("-")[1]) % 4 == 2]
+        assert warnings[-1] == "tab-hidden-1"  # acknowledged: after the open warnings

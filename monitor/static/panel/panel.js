@@ -145,6 +145,8 @@ export class SessionguardPanel extends HTMLElement {
     this.replayQuiet = true;     // the first resume of a panel replays history: not announced
     this.held = [];              // ids of alerts a reconnect's resume brought, to announce after it
     this.fresh = [];             // ids of new alerts gathered for one announcement
+    this.order = [];             // the alert entries in the order shown
+    this.nodes = new Map();      // id -> its <li>
   }
 
   connectedCallback() {
@@ -256,11 +258,9 @@ export class SessionguardPanel extends HTMLElement {
       this.renderRequests();
       // Likewise an ack or verdict in flight: its buttons work again, and the resume's
       // alert.state shows what the sidecar did receive.
-      let pending = false;
-      for (const entry of this.alerts.values()) {
-        if (entry.pending.ack || entry.pending.verdict) { entry.pending = {}; pending = true; }
-      }
-      if (pending) this.renderAlerts();
+      const pending = [...this.alerts.values()].filter((e) => e.pending.ack || e.pending.verdict);
+      for (const entry of pending) entry.pending = {};
+      for (const entry of pending) this.updateAlert(entry);
       // What the old connection said no longer holds (the sidecar may have restarted): never
       // "on" until this connection's status says so.
       this.status = null;
@@ -357,11 +357,9 @@ export class SessionguardPanel extends HTMLElement {
         }
         // An action was refused: undo the "in progress" state so the buttons work again, and
         // say what happened.
-        let undone = false;
         for (const entry of this.alerts.values()) {
-          if (entry.pending.ack || entry.pending.verdict) { entry.pending = {}; undone = true; }
+          if (entry.pending.ack || entry.pending.verdict) { entry.pending = {}; this.updateAlert(entry); }
         }
-        if (undone) this.renderAlerts();
         this.announce(`sessionguard: ${msg.message || msg.code}`, false);
         break;
       }
@@ -378,7 +376,7 @@ export class SessionguardPanel extends HTMLElement {
     const early = this.states.get(alert.id);
     this.states.delete(alert.id);
     if (early) this.applyState(this.alerts.get(alert.id), early);
-    this.renderAlerts();
+    this.updateAlert(this.alerts.get(alert.id));
     if (!this.resuming) this.gather(alert.id);
     else if (!this.replayQuiet) this.held.push(alert.id);
   }
@@ -414,7 +412,7 @@ export class SessionguardPanel extends HTMLElement {
       if (!held || (msg.at || 0) >= (held.at || 0)) this.states.set(msg.id, msg);
       return;
     }
-    if (this.applyState(entry, msg)) this.renderAlerts();
+    if (this.applyState(entry, msg)) this.updateAlert(entry);
   }
 
   applyState(entry, msg) {
@@ -475,7 +473,7 @@ export class SessionguardPanel extends HTMLElement {
     if (!entry) return;
     entry.acked = true;
     delete entry.pending.ack;
-    this.renderAlerts();
+    this.updateAlert(entry);
   }
 
   markVerdict(id, verdict) {
@@ -483,7 +481,7 @@ export class SessionguardPanel extends HTMLElement {
     if (!entry || !verdict) return;
     entry.verdict = verdict;
     delete entry.pending.verdict;
-    this.renderAlerts();
+    this.updateAlert(entry);
   }
 
   announce(text, assertive) {
@@ -620,32 +618,58 @@ export class SessionguardPanel extends HTMLElement {
     }
   }
 
-  sortedAlerts() {
-    return [...this.alerts.values()].sort((a, b) => {
-      const bySeverity = SEVERITIES.indexOf(b.alert.severity) - SEVERITIES.indexOf(a.alert.severity);
-      if (bySeverity) return bySeverity;
-      const done = Number(a.acked) - Number(b.acked);
-      if (done) return done;
-      return (b.alert.at || 0) - (a.alert.at || 0);
-    });
+  // Most severe first; then open before acknowledged; then newest first.
+  static compare(a, b) {
+    const bySeverity = SEVERITIES.indexOf(b.alert.severity) - SEVERITIES.indexOf(a.alert.severity);
+    if (bySeverity) return bySeverity;
+    const done = Number(a.acked) - Number(b.acked);
+    if (done) return done;
+    return (b.alert.at || 0) - (a.alert.at || 0);
   }
 
+  sortedAlerts() {
+    return [...this.alerts.values()].sort(SessionguardPanel.compare);
+  }
+
+  // The whole list from scratch (a new session); one alert's change goes to updateAlert.
   renderAlerts() {
-    // Re-rendering must not lose keyboard focus: back to the same button, else the next
-    // action of the same alert, else the alert itself.
+    this.order = this.sortedAlerts();
+    this.nodes = new Map(this.order.map((entry) => [entry.alert.id, this.renderAlert(entry)]));
+    this.alertList.replaceChildren(...this.nodes.values());
+    this.empty.hidden = this.order.length > 0;
+  }
+
+  // One alert, new or changed: its node alone is built again and put at its place in the
+  // order (a binary search), so a long session does not re-render every alert for each one.
+  // Keyboard focus inside it stays: back to the same button, else the next action of the
+  // same alert, else the alert itself.
+  updateAlert(entry) {
+    const id = entry.alert.id;
+    const old = this.nodes.get(id);
     const active = document.activeElement;
-    const focusKey = active && this.alertList.contains(active) ? active.dataset.focusKey : null;
-    const items = this.sortedAlerts().map((entry) => this.renderAlert(entry));
-    this.alertList.replaceChildren(...items);
-    this.empty.hidden = items.length > 0;
-    if (focusKey) {
-      const alertId = focusKey.slice(0, focusKey.lastIndexOf(":"));
-      const again = this.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
-      const item = this.querySelector(`.sg-alert[data-alert-id="${CSS.escape(alertId)}"]`);
-      const next = item && item.querySelector("button:not([disabled])");
+    const focusKey = old && old.contains(active) ? active.dataset.focusKey || "" : null;
+    const was = this.order.indexOf(entry);
+    if (was >= 0) this.order.splice(was, 1);
+    let lo = 0;
+    let hi = this.order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (SessionguardPanel.compare(this.order[mid], entry) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    this.order.splice(lo, 0, entry);
+    const node = this.renderAlert(entry);
+    this.nodes.set(id, node);
+    const after = this.order[lo + 1];
+    if (old) old.remove();
+    this.alertList.insertBefore(node, after ? this.nodes.get(after.alert.id) : null);
+    this.empty.hidden = true;
+    if (focusKey !== null) {
+      const again = focusKey ? node.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`) : null;
+      const next = node.querySelector("button:not([disabled])");
       if (again && !again.disabled) again.focus();
       else if (next) next.focus();
-      else if (item) { item.tabIndex = -1; item.focus(); }
+      else { node.tabIndex = -1; node.focus(); }
     }
   }
 
@@ -667,7 +691,7 @@ export class SessionguardPanel extends HTMLElement {
       actions.append(el("button", { type: "button", class: "sg-btn", "data-action": "ack",
         "data-focus-key": `${id}:ack`, disabled: entry.pending.ack ? true : null,
         text: entry.pending.ack ? "Acknowledging…" : "Acknowledge",
-        onclick: () => { if (this.send({ type: "alert.ack", id })) { entry.pending.ack = true; this.renderAlerts(); } } }));
+        onclick: () => { if (this.send({ type: "alert.ack", id })) { entry.pending.ack = true; this.updateAlert(entry); } } }));
     }
     if (entry.verdict) {
       actions.append(el("span", { class: "sg-done", "data-verdict": entry.verdict,
@@ -678,7 +702,7 @@ export class SessionguardPanel extends HTMLElement {
           "data-action": verdict, "data-focus-key": `${id}:${verdict}`,
           disabled: entry.pending.verdict ? true : null, text: label,
           onclick: () => {
-            if (this.send({ type: "alert.feedback", id, verdict })) { entry.pending.verdict = verdict; this.renderAlerts(); }
+            if (this.send({ type: "alert.feedback", id, verdict })) { entry.pending.verdict = verdict; this.updateAlert(entry); }
           } }));
       }
     }
