@@ -265,3 +265,22 @@ def test_the_footer_counts_rules_not_run_not_signals(store: SqliteStore, tmp_pat
         html = render_html(build_report(db, "s-two"))
     assert "2 rules were not run because the patient had not consented to what they need: " \
         "no-face (needs video); shutter (needs audio)." in html
+
+
+def test_a_session_where_only_a_clinician_acted_has_a_report(tmp_path: Path) -> None:
+    # what the sidecar writes when a clinician, with no patient ever connected, changes the
+    # policy (connecting alone writes nothing: such a session stays "unknown")
+    with SqliteStore(tmp_path / "audit.db", synchronous="NORMAL") as db:
+        db.append("s-clin", "consent", T0, {"monitoring": [], "recording": "patient_allowed",
+                                            "by": "clinician:dr", "at": T0})
+        db.append("s-clin", "status", T0, {
+            "at": T0, "blind": True, "cause": "consent_changed", "limited": [],
+            "participants": [], "session": "s-clin",
+            "reasons": ["no patient is connected",
+                        "the patient has not consented to any monitoring"]})
+        report = build_report(db, "s-clin")
+        html = render_html(report)
+    assert report["verification"]["ok"] is True and report["alerts"] == []
+    assert report["blind_periods"][0]["open"] is True
+    assert "No alerts were raised." in report["summary"]
+    assert "no patient is connected" in html
