@@ -49,6 +49,16 @@ async def send_signal(ws: Any, seq: int, name: str, data: dict[str, Any]) -> Non
     await recv_until(ws, lambda m: m.get("type") == "ack" and m.get("seq") == seq)
 
 
+async def open_panel(ctx: Any, sc: Any, session: str, consent: dict[str, Any]) -> Any:
+    """A new page showing the panel of ``session`` for clinician ``dr``, once it has its
+    first status (blind: no patient yet)."""
+    page = await ctx.new_page()
+    await page.goto(f"{sc.origin}/panel/panel.html?token="
+                    f"{sc.token(session, 'dr', 'clinician', consent)}")
+    await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+    return page
+
+
 #: media analysis on (so the consented camera and microphone are not reported unwatched),
 #: with a receiver factory that no offer reaches in these tests (their patients send none),
 #: and no deadline for media to arrive (a slow run must not turn the panel blind midway)

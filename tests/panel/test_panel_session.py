@@ -15,7 +15,7 @@ from playwright.async_api import expect
 
 from tests.browser.harness import live_sidecar, playwright_context, recv_until
 from tests.panel.scripted import ScriptedEngine
-from tests.panel.test_panel_browser import send_signal
+from tests.panel.test_panel_browser import open_panel, send_signal
 
 pytestmark = pytest.mark.browser
 
@@ -95,10 +95,7 @@ async def test_a_request_decided_elsewhere_is_never_shown_as_this_panels_decisio
     session = "s-req"
     async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
             playwright_context(tmp_path / "profile") as ctx:
-        page = await ctx.new_page()
-        await page.goto(f"{sc.origin}/panel/panel.html?token="
-                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
-        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        page = await open_panel(ctx, sc, session, DEVICE)
         panel = page.locator("sessionguard-panel")
         patient_url = f"{sc.ws_url}?token={sc.token(session, 'p1', 'patient', DEVICE)}"
         async with websockets.connect(patient_url) as patient, \
@@ -154,10 +151,7 @@ async def test_an_action_lost_with_the_connection_can_be_taken_again(tmp_path: P
     session = "s-lost"
     async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
             playwright_context(tmp_path / "profile") as ctx:
-        page = await ctx.new_page()
-        await page.goto(f"{sc.origin}/panel/panel.html?token="
-                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
-        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        page = await open_panel(ctx, sc, session, DEVICE)
         await hide_tab(sc, session, 1)
         await page.wait_for_selector(".sg-alert")
         # The ack and the verdict leave just as the connection dies: neither arrives.
@@ -249,10 +243,7 @@ async def test_requests_keep_keyboard_focus_and_name_the_patient(tmp_path: Path)
     session = "s-keys"
     async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
             playwright_context(tmp_path / "profile") as ctx:
-        page = await ctx.new_page()
-        await page.goto(f"{sc.origin}/panel/panel.html?token="
-                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
-        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        page = await open_panel(ctx, sc, session, DEVICE)
         panel = page.locator("sessionguard-panel")
 
         def patient(name: str) -> Any:
@@ -298,10 +289,7 @@ async def test_only_new_alerts_are_announced_and_a_burst_as_one(tmp_path: Path) 
     async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
             playwright_context(tmp_path / "profile") as ctx:
         await ctx.add_init_script(LISTEN)
-        page = await ctx.new_page()
-        await page.goto(f"{sc.origin}/panel/panel.html?token="
-                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
-        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        page = await open_panel(ctx, sc, session, DEVICE)
         patient_url = f"{sc.ws_url}?token={sc.token(session, 'p1', 'patient', DEVICE)}"
         async with websockets.connect(patient_url) as patient:
             await send_signal(patient, 1, "client.visibility", {"state": "hidden"})
@@ -329,10 +317,7 @@ async def test_an_alert_renders_alone_in_its_place(tmp_path: Path) -> None:
     session = "s-many"
     async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
             playwright_context(tmp_path / "profile") as ctx:
-        page = await ctx.new_page()
-        await page.goto(f"{sc.origin}/panel/panel.html?token="
-                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
-        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        page = await open_panel(ctx, sc, session, DEVICE)
         # 120 alerts of every severity already shown (handed to the panel as from its socket)
         await page.evaluate("""() => { const p = document.getElementById('panel');
           const sev = ['info', 'notice', 'warning', 'critical'];

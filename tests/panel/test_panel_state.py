@@ -11,7 +11,7 @@ import websockets
 
 from tests.browser.harness import live_sidecar, playwright_context, recv_until
 from tests.panel.scripted import ScriptedEngine
-from tests.panel.test_panel_browser import send_signal
+from tests.panel.test_panel_browser import open_panel, send_signal
 
 pytestmark = pytest.mark.browser
 
@@ -31,10 +31,7 @@ async def test_a_supervisors_ack_and_verdict_show_in_the_panel(tmp_path: Path) -
     session = "s-state"
     async with live_sidecar(tmp_path / "audit.db", engine=ScriptedEngine()) as sc, \
             playwright_context(tmp_path / "profile") as ctx:
-        page = await ctx.new_page()
-        await page.goto(f"{sc.origin}/panel/panel.html?token="
-                        f"{sc.token(session, 'dr', 'clinician', DEVICE)}")
-        await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+        page = await open_panel(ctx, sc, session, DEVICE)
         patient_url = f"{sc.ws_url}?token={sc.token(session, 'p1', 'patient', DEVICE)}"
         async with websockets.connect(patient_url) as patient, \
                 sc.clinician(session, "supervisor") as supervisor:
