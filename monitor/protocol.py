@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -86,10 +87,17 @@ class SignalItem(_Msg):
 
 
 class SignalsBatch(_Msg):
-    """``{"type":"signals","items":[signal, ...]}``"""
+    """``{"type":"signals","items":[signal, ...]}``. Items that are not signals (a string
+    ``at``, ``data`` that is no object) do not sink the batch: they are left out of
+    ``items`` and listed in :attr:`rejected`, each with its ``seq`` when it has a usable one."""
 
     type: Literal["signals"]
     items: list[SignalItem]
+    _rejected: list[InvalidSignal] = PrivateAttr(default_factory=list)
+
+    @property
+    def rejected(self) -> list[InvalidSignal]:
+        return self._rejected
 
 
 class WebrtcOffer(_Msg):
@@ -164,6 +172,41 @@ def _first_error(exc: ValidationError) -> str:
     return first_error(exc, "message")
 
 
+def _usable_seq(value: Any) -> int | None:
+    """``value`` if it is a ``seq`` the sidecar could acknowledge, else ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**53:
+        return value
+    return None
+
+
+def _signal_problem(raw: Any, where: str) -> InvalidSignal | None:
+    """Why ``raw`` is not a signal item (its ``seq`` kept when usable), or ``None``."""
+    try:
+        SignalItem.model_validate(raw)
+    except ValidationError as exc:
+        seq = _usable_seq(raw.get("seq")) if isinstance(raw, dict) else None
+        return InvalidSignal(f"{where}: {_first_error(exc)}", "bad_field", seq=seq)
+    except (RecursionError, ValueError, TypeError):
+        return InvalidSignal(f"{where}: invalid signal", "bad_field")
+    return None
+
+
+def _batch(raw: dict[str, Any]) -> SignalsBatch:
+    """A ``signals`` batch whose items are a list: the good ones in ``items``, the others in
+    ``rejected`` (one bad item must not keep a resend's other signals from being stored)."""
+    good: list[Any] = []
+    rejected: list[InvalidSignal] = []
+    for k, item in enumerate(raw["items"]):
+        problem = _signal_problem(item, f"signals: items.{k}")
+        if problem is None:
+            good.append(item)
+        else:
+            rejected.append(problem)
+    batch = SignalsBatch.model_validate({"type": "signals", "items": good})
+    batch._rejected = rejected
+    return batch
+
+
 _SIGNAL_PREFIX = '{"type":"signal",'
 
 
@@ -209,7 +252,10 @@ def parse_message(
     try:
         message: ClientMessage = model.model_validate(raw)  # type: ignore[assignment]
     except ValidationError as exc:
-        raise InvalidSignal(f"{kind}: {_first_error(exc)}", "bad_field") from exc
+        if model is SignalsBatch and isinstance(raw.get("items"), list):
+            return _batch(raw)
+        seq = _usable_seq(raw.get("seq")) if model is SignalItem else None
+        raise InvalidSignal(f"{kind}: {_first_error(exc)}", "bad_field", seq=seq) from exc
     except (RecursionError, ValueError, TypeError) as exc:
         raise InvalidSignal(f"{kind}: invalid message", "bad_field") from exc
     return message

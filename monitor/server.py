@@ -644,7 +644,11 @@ class Sidecar:
                                           max_bytes=limits.max_message_bytes,
                                           max_batch=limits.max_batch)
         except InvalidSignal as exc:
-            self._invalid(channel, exc.code, str(exc))
+            if exc.seq is None or channel.role != "patient":
+                self._invalid(channel, exc.code, str(exc))
+            else:  # a signal that can never be stored: said with its seq, and acknowledged
+                self._invalid(channel, exc.code, str(exc), seq=exc.seq)
+                self._send(channel, {"type": "ack", "seq": exc.seq})
             return
         # a batch also costs a tenth of a token per item, counted from what was parsed (a
         # look at the raw text could be dodged with a space or an escape)
@@ -676,10 +680,16 @@ class Sidecar:
             await self._patient_signal(channel, session, message)
             await self._reply(channel, f'{{"type":"ack","seq":{message.seq}}}')
         elif isinstance(message, proto.SignalsBatch):
+            refused: list[int] = []
+            for problem in message.rejected:  # items that are not signals: said, and acked
+                extra = {} if problem.seq is None else {"seq": problem.seq}
+                self._invalid(channel, problem.code, str(problem), **extra)
+                if problem.seq is not None:
+                    refused.append(problem.seq)
             for item in message.items:
                 await self._patient_signal(channel, session, item)
             await self._reply(channel, json.dumps(
-                {"type": "ack", "seqs": [i.seq for i in message.items]}))
+                {"type": "ack", "seqs": [i.seq for i in message.items] + refused}))
         elif isinstance(message, proto.WebrtcOffer):
             await self._offer(channel, session, message)
         elif isinstance(message, proto.RecordingRequest):

@@ -38,9 +38,12 @@ class InvalidSignal(SessionguardError):
     ``unknown_signal``, ``bad_field``, ``too_large``...) used in ``error`` messages and metrics.
     """
 
-    def __init__(self, message: str, code: str = "invalid") -> None:
+    def __init__(self, message: str, code: str = "invalid", seq: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        #: the refused signal's ``seq`` when it carried a usable one (it is acknowledged too:
+        #: resending cannot help)
+        self.seq = seq
 
 
 class ConfigError(SessionguardError):

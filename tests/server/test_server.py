@@ -924,3 +924,29 @@ async def test_a_sidecar_without_media_analysis_says_consented_media_is_not_watc
     c2 = await h.connect(token("s2", "c1", "clinician"))
     assert (await recv_type(c2, "status"))["blind"] is False
     await d.close()
+
+
+async def test_a_signal_that_can_never_be_stored_is_said_with_its_seq_and_acked(
+        serve: Factory) -> None:
+    """A wrong envelope (``at`` as text, ``data`` that is no object) with a usable seq: an
+    error carrying the seq, and an ack (resending cannot help). In a batch it does not sink
+    the other items: they are stored, and every usable seq is acknowledged."""
+    h = await serve()
+    p = await h.patient()
+    now = int(time.time() * 1000)
+    await p.send(json.dumps({"type": "signal", "seq": 1, "signal": "client.key",
+                             "at": "soon", "data": {"combo": "PrintScreen"}}))
+    err = await recv_type(p, "error")
+    assert err["code"] == "bad_field" and err["seq"] == 1 and "at" in err["message"]
+    assert await recv_type(p, "ack") == {"type": "ack", "seq": 1}
+    good = {"type": "signal", "signal": "client.media_recorder", "at": now, "data": {}}
+    await p.send(json.dumps({"type": "signals", "items": [
+        {**good, "seq": 2}, {**good, "seq": 3, "data": [1]},
+        {**good, "seq": "four"}, {**good, "seq": 5, "at": now + 1}]}))
+    errors = [await recv_type(p, "error") for _ in range(2)]
+    assert [e.get("seq") for e in errors] == [3, None]
+    assert all(e["code"] == "bad_field" for e in errors)
+    ack = await recv_type(p, "ack")
+    assert sorted(ack["seqs"]) == [2, 3, 5]
+    stored = [e["body"] for e in h.sidecar.store.store.entries("s1") if e["kind"] == "signal"]
+    assert sorted(b["seq"] for b in stored) == [2, 5]
