@@ -40,6 +40,7 @@ __all__ = ["ClientError", "Outbox", "ReferenceClient", "backoff_delay"]
 BACKOFF_MIN_S = 0.25
 BACKOFF_MAX_S = 15.0
 BATCH = 50
+HEARTBEAT_S = 5.0
 
 
 class ClientError(SessionguardError):
@@ -97,7 +98,8 @@ class ReferenceClient:
     """One participant's connection, reconnecting until :meth:`close`.
 
     ``on_message(msg)`` is called for every message received (after the client's own
-    handling). ``rng`` seeds the backoff jitter; ``clock`` gives epoch ms.
+    handling). ``rng`` seeds the backoff jitter; ``clock`` gives epoch ms. While connected a
+    ``client.heartbeat`` goes out every ``heartbeat_s`` seconds.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class ReferenceClient:
         rng: random.Random | None = None,
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         on_message: Callable[[dict[str, Any]], None] | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         sep = "&" if "?" in url else "?"
         self._url = f"{url}{sep}token={token}"
@@ -120,6 +123,7 @@ class ReferenceClient:
         self._rng = rng or random.Random(0)
         self._clock = clock
         self._on_message = on_message
+        self._heartbeat_s = heartbeat_s
         self._ws: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
@@ -171,9 +175,13 @@ class ReferenceClient:
                     for message in self.outbox.resend():
                         await ws.send(json.dumps(message))
                     await self._notify()
-                    async for raw in ws:
-                        self._receive(raw)
-                        await self._notify()
+                    beat = asyncio.create_task(self._heartbeat())
+                    try:
+                        async for raw in ws:
+                            self._receive(raw)
+                            await self._notify()
+                    finally:
+                        beat.cancel()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # refused, reset, closed: all mean "try again later"
@@ -184,6 +192,12 @@ class ReferenceClient:
                 break
             await asyncio.sleep(backoff_delay(attempt, self._rng))
             attempt += 1
+
+    async def _heartbeat(self) -> None:
+        """``{}`` (or ``{"dropped": N}``) every ``heartbeat_s``: the sidecar's sign of life."""
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            await self.signal("client.heartbeat")
 
     def _receive(self, raw: str | bytes) -> None:
         try:

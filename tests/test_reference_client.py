@@ -91,3 +91,14 @@ async def test_recording_request_round_trip_and_refused_token(tmp_path: Path) ->
             await refused.start(timeout=1.0)
         await refused.close()
         assert refused.connects == 0 and "401" in (refused.last_error or "")
+
+
+async def test_heartbeats_go_out_while_connected(tmp_path: Path) -> None:
+    async with live_sidecar(tmp_path / "beat.db") as sc:
+        token = sc.token("s-beat", "ios-1", "patient", CONSENT)
+        async with ReferenceClient(sc.ws_url, token, seq_start=0, heartbeat_s=0.1) as client:
+            # two heartbeats numbered, sent and acknowledged without any app signal
+            await client.wait_for(lambda: client.outbox.seq >= 2 and not client.outbox.unacked,
+                                  timeout=3)
+        beats = [m for m in client.received if m.get("type") == "ack"]
+        assert {m.get("seq") for m in beats} >= {1, 2}
