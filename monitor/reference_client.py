@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection
 
 from signals.errors import SessionguardError
 
-__all__ = ["ClientError", "Outbox", "ReferenceClient", "backoff_delay"]
+__all__ = ["ClientError", "Outbox", "ReferenceClient", "backoff_delay", "scope_of"]
 
 BACKOFF_MIN_S = 0.25
 BACKOFF_MAX_S = 15.0
@@ -45,6 +45,14 @@ HEARTBEAT_S = 5.0
 
 class ClientError(SessionguardError):
     """The reference client was refused or closed."""
+
+
+def scope_of(signal: str) -> str | None:
+    """The consent scope a signal needs: ``os.*`` and ``client.*`` need ``device``; the
+    heartbeat (it carries nothing about the patient) needs none."""
+    if signal == "client.heartbeat":
+        return None
+    return "device" if signal.startswith(("os.", "client.")) else None
 
 
 def backoff_delay(attempt: int, rng: random.Random,
@@ -83,6 +91,13 @@ class Outbox:
             self.dropped += 1
         return message
 
+    def discard(self, keep: Callable[[dict[str, Any]], bool]) -> int:
+        """Forget the unacknowledged messages ``keep`` rejects; returns how many."""
+        gone = [seq for seq, message in self.unacked.items() if not keep(message)]
+        for seq in gone:
+            del self.unacked[seq]
+        return len(gone)
+
     def ack(self, seq: Any) -> bool:
         """Forget an acknowledged seq; ``True`` if it was pending."""
         return self.unacked.pop(seq, None) is not None if isinstance(seq, int) else False
@@ -100,6 +115,10 @@ class ReferenceClient:
     ``on_message(msg)`` is called for every message received (after the client's own
     handling). ``rng`` seeds the backoff jitter; ``clock`` gives epoch ms. While connected a
     ``client.heartbeat`` goes out every ``heartbeat_s`` seconds.
+
+    Only what the last ``consent`` allows is sent (:func:`scope_of`); other signals are
+    counted in ``out_of_scope`` and dropped. A connection sends (and resends what is
+    unacknowledged) once the sidecar's first ``consent`` on it has arrived.
     """
 
     def __init__(
@@ -120,6 +139,8 @@ class ReferenceClient:
         self.consent: dict[str, Any] | None = None
         self.received: list[dict[str, Any]] = []
         self.connects = 0
+        self.out_of_scope = 0
+        self._ready = False      # this connection's first consent has arrived
         self._rng = rng or random.Random(0)
         self._clock = clock
         self._on_message = on_message
@@ -169,16 +190,18 @@ class ReferenceClient:
             try:
                 async with websockets.connect(self._url, open_timeout=5,
                                               close_timeout=1) as ws:
-                    self._ws = ws
+                    self._ws, self._ready = ws, False
                     self.connects += 1
                     attempt = 0
-                    for message in self.outbox.resend():
-                        await ws.send(json.dumps(message))
                     await self._notify()
                     beat = asyncio.create_task(self._heartbeat())
                     try:
                         async for raw in ws:
-                            self._receive(raw)
+                            msg = self._receive(raw)
+                            if msg and msg["type"] == "consent" and not self._ready:
+                                self._ready = True
+                                for message in self.outbox.resend():
+                                    await ws.send(json.dumps(message))
                             await self._notify()
                     finally:
                         beat.cancel()
@@ -199,13 +222,17 @@ class ReferenceClient:
             await asyncio.sleep(self._heartbeat_s)
             await self.signal("client.heartbeat")
 
-    def _receive(self, raw: str | bytes) -> None:
+    def _allowed(self, signal: str) -> bool:
+        scope = scope_of(signal)
+        return scope is None or scope in (self.consent or {}).get("monitoring", [])
+
+    def _receive(self, raw: str | bytes) -> dict[str, Any] | None:
         try:
             msg = json.loads(raw)
         except ValueError:
-            return
+            return None
         if not isinstance(msg, dict):
-            return
+            return None
         self.received.append(msg)
         kind = msg.get("type")
         if kind == "ack":   # {"seq": N}, or {"seqs": [...]} for a batch
@@ -215,12 +242,14 @@ class ReferenceClient:
         elif kind == "consent":
             self.consent = {"monitoring": msg.get("monitoring", []),
                             "recording": msg.get("recording")}
+            self.out_of_scope += self.outbox.discard(lambda m: self._allowed(m["signal"]))
         elif kind == "recording.decision" and self._decisions:
             fut = self._decisions.pop(0)
             if not fut.done():
                 fut.set_result({"id": msg.get("id"), "approved": bool(msg.get("approved"))})
         if self._on_message is not None:
             self._on_message(msg)
+        return msg
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -229,10 +258,15 @@ class ReferenceClient:
     # -- sending ------------------------------------------------------------------------
 
     async def signal(self, name: str, data: dict[str, Any] | None = None,
-                     at: int | None = None) -> int:
-        """Queue one signal and send it if connected; returns its ``seq``."""
+                     at: int | None = None) -> int | None:
+        """Queue one signal and send it if connected; returns its ``seq`` (``None``: the
+        consent does not allow it, so it is counted in ``out_of_scope`` and dropped)."""
+        if self.consent is not None and not self._allowed(name):
+            self.out_of_scope += 1
+            return None
         message = self.outbox.add(name, dict(data or {}), self._clock() if at is None else at)
-        await self._send(message)
+        if self._ready:
+            await self._send(message)
         return int(message["seq"])
 
     async def _send(self, message: dict[str, Any]) -> bool:

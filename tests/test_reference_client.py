@@ -102,3 +102,25 @@ async def test_heartbeats_go_out_while_connected(tmp_path: Path) -> None:
                                   timeout=3)
         beats = [m for m in client.received if m.get("type") == "ack"]
         assert {m.get("seq") for m in beats} >= {1, 2}
+
+
+async def test_signals_outside_the_consent_are_counted_not_sent(tmp_path: Path) -> None:
+    async with live_sidecar(tmp_path / "scope.db") as sc:
+        token = sc.token("s-scope", "ios-1", "patient",
+                         {"monitoring": ["audio"], "recording": "prohibited"})
+        client = ReferenceClient(sc.ws_url, token, seq_start=0, heartbeat_s=0.1)
+        early = await client.signal("os.screenshot", {"api": "x"})   # before any consent
+        assert early == 1
+        try:
+            await client.start()
+            await client.wait_for(lambda: client.consent is not None)
+            assert await client.signal("os.screen_capture", {"active": True, "api": "a"}) is None
+            assert client.out_of_scope == 2 and 1 not in client.outbox.unacked
+            beat = client.outbox.seq + 1        # the heartbeat needs no scope
+            await client.wait_for(lambda: client.outbox.seq >= beat and not client.outbox.unacked,
+                                  timeout=3)
+        finally:
+            await client.close()
+        acked = {m.get("seq") for m in client.received if m.get("type") == "ack"}
+        assert beat in acked and 1 not in acked
+        assert stored_signals(tmp_path / "scope.db", "s-scope") == []
