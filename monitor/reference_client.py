@@ -27,7 +27,7 @@ import json
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import websockets
@@ -119,6 +119,11 @@ class ReferenceClient:
     Only what the last ``consent`` allows is sent (:func:`scope_of`); other signals are
     counted in ``out_of_scope`` and dropped. A connection sends (and resends what is
     unacknowledged) once the sidecar's first ``consent`` on it has arrived.
+
+    A handshake refused with 401/403 (bad or expired token, wrong role) is not retried in a
+    loop: ``get_token()``, when given, is asked once for a fresh token; otherwise (or if that
+    one is refused too) the client stops, ``refused`` is true and the waiting calls raise
+    :class:`ClientError`.
     """
 
     def __init__(
@@ -132,13 +137,14 @@ class ReferenceClient:
         clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         on_message: Callable[[dict[str, Any]], None] | None = None,
         heartbeat_s: float = HEARTBEAT_S,
+        get_token: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
-        sep = "&" if "?" in url else "?"
-        self._url = f"{url}{sep}token={token}"
+        self._base, self._token, self._get_token = url, token, get_token
         self.outbox = Outbox(limit, seq_start)
         self.consent: dict[str, Any] | None = None
         self.received: list[dict[str, Any]] = []
         self.connects = 0
+        self.refused = False
         self.out_of_scope = 0
         self._ready = False      # this connection's first consent has arrived
         self._rng = rng or random.Random(0)
@@ -180,17 +186,18 @@ class ReferenceClient:
             with contextlib.suppress(Exception):
                 await self._ws.close()
             self._ws = None
-        for fut in self._decisions:
-            if not fut.done():
-                fut.set_exception(ClientError("client closed"))
+        self._fail(ClientError("client closed"))
+
+    def _url(self) -> str:
+        return f"{self._base}{'&' if '?' in self._base else '?'}token={self._token}"
 
     async def _run(self) -> None:
-        attempt = 0
+        attempt, renewed = 0, False
         while not self._closed:
             try:
-                async with websockets.connect(self._url, open_timeout=5,
+                async with websockets.connect(self._url(), open_timeout=5,
                                               close_timeout=1) as ws:
-                    self._ws, self._ready = ws, False
+                    self._ws, self._ready, renewed = ws, False, False
                     self.connects += 1
                     attempt = 0
                     await self._notify()
@@ -207,6 +214,14 @@ class ReferenceClient:
                         beat.cancel()
             except asyncio.CancelledError:
                 raise
+            except websockets.InvalidStatus as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if exc.response.status_code in (401, 403):
+                    if self._get_token is None or renewed:
+                        await self._refuse()
+                        return
+                    self._token, renewed = await self._get_token(), True
+                    continue
             except Exception as exc:  # refused, reset, closed: all mean "try again later"
                 self.last_error = f"{type(exc).__name__}: {exc}"
             self._ws = None
@@ -215,6 +230,17 @@ class ReferenceClient:
                 break
             await asyncio.sleep(backoff_delay(attempt, self._rng))
             attempt += 1
+
+    async def _refuse(self) -> None:
+        """Stop for good: the token is not accepted."""
+        self.refused = True
+        self._fail(ClientError(f"refused: {self.last_error}"))
+        await self._notify()
+
+    def _fail(self, error: ClientError) -> None:
+        for fut in self._decisions:
+            if not fut.done():
+                fut.set_exception(error)
 
     async def _heartbeat(self) -> None:
         """``{}`` (or ``{"dropped": N}``) every ``heartbeat_s``: the sidecar's sign of life."""
@@ -295,9 +321,12 @@ class ReferenceClient:
     # -- waiting ------------------------------------------------------------------------
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Await until ``predicate()`` holds (re-checked after every message/connection)."""
+        """Await until ``predicate()`` holds (re-checked after every message/connection);
+        :class:`ClientError` if the token is refused first."""
         async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(predicate)
+            await self._changed.wait_for(lambda: self.refused or predicate())
+        if not predicate():
+            raise ClientError(f"refused: {self.last_error}")
 
     async def drained(self, timeout: float = 10.0) -> None:
         """Await until every signal sent so far is acknowledged."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
 
-from monitor.reference_client import Outbox, ReferenceClient, backoff_delay
+from monitor.reference_client import ClientError, Outbox, ReferenceClient, backoff_delay
+from monitor.tokens import mint
 from tests.browser.harness import live_sidecar, recv_until, stored_signals
 
 CONSENT = {"monitoring": ["device"], "recording": "prohibited"}
@@ -85,12 +87,6 @@ async def test_recording_request_round_trip_and_refused_token(tmp_path: Path) ->
             await clinician.send(json.dumps({"type": "recording.decision", "id": request["id"],
                                              "approve": False}))
             assert await pending == {"id": request["id"], "approved": False}
-        forged = sc.token("s-rr", "android-1", "patient", CONSENT)[:-4] + "AAAA"
-        refused = ReferenceClient(sc.ws_url, forged, rng=random.Random(5))
-        with pytest.raises(TimeoutError):
-            await refused.start(timeout=1.0)
-        await refused.close()
-        assert refused.connects == 0 and "401" in (refused.last_error or "")
 
 
 async def test_heartbeats_go_out_while_connected(tmp_path: Path) -> None:
@@ -124,3 +120,39 @@ async def test_signals_outside_the_consent_are_counted_not_sent(tmp_path: Path) 
         acked = {m.get("seq") for m in client.received if m.get("type") == "ack"}
         assert beat in acked and 1 not in acked
         assert stored_signals(tmp_path / "scope.db", "s-scope") == []
+
+
+async def test_a_refused_token_stops_the_client_or_is_renewed_once(tmp_path: Path) -> None:
+    async with live_sidecar(tmp_path / "auth.db") as sc:
+        forged = sc.token("s-auth", "android-1", "patient", CONSENT)[:-4] + "AAAA"
+        refused = ReferenceClient(sc.ws_url, forged, rng=random.Random(5))
+        with pytest.raises(ClientError):
+            await refused.start(timeout=5.0)   # at once, not after the timeout
+        assert refused.refused and refused.connects == 0 and "401" in (refused.last_error or "")
+        await refused.close()
+
+        # a token whose exp (plus the sidecar's 10 s leeway) passes in about a second:
+        # closed with token_expired (1008), then refused at the next handshake
+        expiring = mint(sc.secret, "s-auth", "android-1", "patient", 1, CONSENT,
+                        now=int(time.time() - 10) * 1000)
+        fresh = sc.token("s-auth", "android-1", "patient", CONSENT)
+        asked: list[str] = []
+
+        async def get_token() -> str:
+            asked.append(fresh)
+            return fresh
+
+        renewing = ReferenceClient(sc.ws_url, expiring, get_token=get_token)
+        stopping = ReferenceClient(sc.ws_url, expiring)
+        try:
+            await renewing.start()
+            await stopping.start()
+            await renewing.wait_for(lambda: renewing.connects == 2, timeout=8)
+            with pytest.raises(ClientError):
+                await stopping.wait_for(lambda: False, timeout=8)
+        finally:
+            await renewing.close()
+            await stopping.close()
+        assert asked == [fresh] and not renewing.refused
+        assert stopping.refused and stopping.connects == 1
+        assert any(m.get("code") == "token_expired" for m in stopping.received)
