@@ -40,6 +40,7 @@ __all__ = ["ClientError", "Outbox", "ReferenceClient", "backoff_delay", "scope_o
 BACKOFF_MIN_S = 0.25
 BACKOFF_MAX_S = 15.0
 BATCH = 50
+BATCH_CHARS = 16_000     # a resend frame's JSON at most (the sidecar's frame limit: 64 KiB)
 HEARTBEAT_S = 5.0
 
 
@@ -102,11 +103,19 @@ class Outbox:
         """Forget an acknowledged seq; ``True`` if it was pending."""
         return self.unacked.pop(seq, None) is not None if isinstance(seq, int) else False
 
-    def resend(self, batch: int = BATCH) -> list[dict[str, Any]]:
-        """The ``signals`` messages that resend everything unacknowledged, oldest first."""
-        items = list(self.unacked.values())
-        return [{"type": "signals", "items": items[i:i + batch]}
-                for i in range(0, len(items), batch)]
+    def resend(self, batch: int = BATCH, chars: int = BATCH_CHARS) -> list[dict[str, Any]]:
+        """The ``signals`` messages that resend everything unacknowledged, oldest first: at
+        most ``batch`` items and (unless one item alone is larger) ``chars`` of JSON each."""
+        frames: list[list[dict[str, Any]]] = []
+        size = 0
+        for item in self.unacked.values():
+            n = len(json.dumps(item)) + 1
+            if not frames or len(frames[-1]) >= batch or size + n > chars:
+                frames.append([])
+                size = 0
+            frames[-1].append(item)
+            size += n
+        return [{"type": "signals", "items": items} for items in frames]
 
 
 class ReferenceClient:
@@ -145,6 +154,7 @@ class ReferenceClient:
         self.received: list[dict[str, Any]] = []
         self.connects = 0
         self.refused = False
+        self._attempt = 0        # the backoff restarts on a connection's ack, not on connect
         self.out_of_scope = 0
         self._ready = False      # this connection's first consent has arrived
         self._rng = rng or random.Random(0)
@@ -188,18 +198,22 @@ class ReferenceClient:
             self._ws = None
         self._fail(ClientError("client closed"))
 
+    @property
+    def attempt(self) -> int:
+        """Reconnects tried since a connection last got an ``ack`` (the backoff's step)."""
+        return self._attempt
+
     def _url(self) -> str:
         return f"{self._base}{'&' if '?' in self._base else '?'}token={self._token}"
 
     async def _run(self) -> None:
-        attempt, renewed = 0, False
+        renewed = False
         while not self._closed:
             try:
                 async with websockets.connect(self._url(), open_timeout=5,
                                               close_timeout=1) as ws:
                     self._ws, self._ready, renewed = ws, False, False
                     self.connects += 1
-                    attempt = 0
                     await self._notify()
                     beat = asyncio.create_task(self._heartbeat())
                     try:
@@ -228,8 +242,8 @@ class ReferenceClient:
             await self._notify()
             if self._closed:
                 break
-            await asyncio.sleep(backoff_delay(attempt, self._rng))
-            attempt += 1
+            await asyncio.sleep(backoff_delay(self._attempt, self._rng))
+            self._attempt += 1
 
     async def _refuse(self) -> None:
         """Stop for good: the token is not accepted."""
@@ -262,6 +276,7 @@ class ReferenceClient:
         self.received.append(msg)
         kind = msg.get("type")
         if kind == "ack":   # {"seq": N}, or {"seqs": [...]} for a batch
+            self._attempt = 0
             seqs = msg.get("seqs")
             for seq in seqs if isinstance(seqs, list) else [msg.get("seq")]:
                 self.outbox.ack(seq)

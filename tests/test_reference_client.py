@@ -6,8 +6,10 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from websockets.asyncio.server import serve
 
 from monitor.reference_client import ClientError, Outbox, ReferenceClient, backoff_delay
 from monitor.tokens import mint
@@ -156,3 +158,45 @@ async def test_a_refused_token_stops_the_client_or_is_renewed_once(tmp_path: Pat
         assert asked == [fresh] and not renewing.refused
         assert stopping.refused and stopping.connects == 1
         assert any(m.get("code") == "token_expired" for m in stopping.received)
+
+
+def test_resend_frames_are_bounded_by_size_as_well_as_count() -> None:
+    box = Outbox(start=0)
+    devices = [{"kind": "videoinput", "label": "USB Camera " + "x" * 200, "id": f"{i:064x}"}
+               for i in range(20)]
+    for _ in range(15):
+        box.add("client.devices", {"change": "added", "devices": devices}, 0)
+    frames = box.resend()
+    assert [i["seq"] for f in frames for i in f["items"]] == list(range(1, 16))
+    assert all(len(json.dumps(f)) < 17_000 for f in frames) and len(frames) > 1
+
+
+async def test_large_resend_is_delivered_and_backoff_resets_on_an_ack(tmp_path: Path) -> None:
+    async with live_sidecar(tmp_path / "big.db") as sc:
+        token = sc.token("s-big", "ios-1", "patient", CONSENT)
+        async with ReferenceClient(sc.ws_url, token) as client:
+            await client.wait_for(lambda: client.consent is not None)
+            assert client._ws is not None
+            await client._ws.close()                  # an outage: 15 signals of ~6.5 KB wait
+            await client.wait_for(lambda: not client.connected)
+            devices = [{"kind": "videoinput", "label": "USB Camera " + "x" * 200,
+                        "id": f"{i:064x}"} for i in range(20)]
+            for _ in range(15):
+                await client.signal("client.devices", {"change": "added", "devices": devices})
+            await client.drained(timeout=5)           # one ~98 KB frame was closed with 1009
+            assert client.connects == 2 and client.attempt == 0
+
+
+async def test_backoff_keeps_growing_while_connections_get_no_ack() -> None:
+    async def hang_up(ws: Any) -> None:
+        await ws.close()
+
+    async with serve(hang_up, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = ReferenceClient(f"ws://127.0.0.1:{port}/v1/ws", "t", rng=random.Random(2))
+        try:
+            await client.start()
+            await client.wait_for(lambda: client.connects >= 3, timeout=5)
+            assert client.attempt >= 2      # not reset by each connect
+        finally:
+            await client.close()
