@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import random
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -164,7 +165,9 @@ class ReferenceClient:
         self._ws: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
-        self._decisions: list[asyncio.Future[dict[str, Any]]] = []
+        # recording requests by id: (reason, waiters); re-asked after every reconnect
+        self._requests: dict[str, tuple[str, list[asyncio.Future[dict[str, Any]]]]] = {}
+        self._asked: list[str] = []   # ids sent on this connection, awaiting their "ok"
         self._closed = False
         self.last_error: str | None = None
 
@@ -220,9 +223,11 @@ class ReferenceClient:
                         async for raw in ws:
                             msg = self._receive(raw)
                             if msg and msg["type"] == "consent" and not self._ready:
-                                self._ready = True
+                                self._ready, self._asked = True, []
                                 for message in self.outbox.resend():
                                     await ws.send(json.dumps(message))
+                                for rid in list(self._requests):
+                                    await self._ask(rid)
                             await self._notify()
                     finally:
                         beat.cancel()
@@ -252,9 +257,10 @@ class ReferenceClient:
         await self._notify()
 
     def _fail(self, error: ClientError) -> None:
-        for fut in self._decisions:
-            if not fut.done():
-                fut.set_exception(error)
+        for _reason, waiters in self._requests.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(error)
 
     async def _heartbeat(self) -> None:
         """``{}`` (or ``{"dropped": N}``) every ``heartbeat_s``: the sidecar's sign of life."""
@@ -284,10 +290,20 @@ class ReferenceClient:
             self.consent = {"monitoring": msg.get("monitoring", []),
                             "recording": msg.get("recording")}
             self.out_of_scope += self.outbox.discard(lambda m: self._allowed(m["signal"]))
-        elif kind == "recording.decision" and self._decisions:
-            fut = self._decisions.pop(0)
-            if not fut.done():
-                fut.set_result({"id": msg.get("id"), "approved": bool(msg.get("approved"))})
+        elif kind == "ok" and msg.get("ref") == "recording.request" and self._asked:
+            # the sidecar may answer with another id (the request already waiting): the
+            # decision will carry that one
+            asked, rid = self._asked.pop(0), msg.get("id")
+            if isinstance(rid, str) and rid != asked and asked in self._requests:
+                reason, waiters = self._requests.pop(asked)
+                self._requests.setdefault(rid, (reason, []))[1].extend(waiters)
+        elif kind == "recording.decision" and msg.get("id") in self._requests:
+            rid = msg["id"]
+            if rid in self._asked:
+                self._asked.remove(rid)
+            for fut in self._requests.pop(rid)[1]:
+                if not fut.done():
+                    fut.set_result({"id": rid, "approved": bool(msg.get("approved"))})
         if self._on_message is not None:
             self._on_message(msg)
         return msg
@@ -324,14 +340,22 @@ class ReferenceClient:
         """Send any protocol message now (``False`` when not connected)."""
         return await self._send(message)
 
-    async def request_recording(self, reason: str, timeout: float = 30.0) -> dict[str, Any]:
-        """Ask to record; await the clinician's ``{"id", "approved"}``."""
+    async def request_recording(self, reason: str, timeout: float = 30.0,
+                                request_id: str | None = None) -> dict[str, Any]:
+        """Ask to record; await the clinician's ``{"id", "approved"}``. The request is named
+        (``request_id`` or ``"rr-"`` + 12 hex) and asked again, with its id, after every
+        reconnect until decided: the sidecar answers a decided one with its decision."""
+        rid = request_id or "rr-" + secrets.token_hex(6)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._decisions.append(fut)
-        await self.wait_for(lambda: self.connected, timeout)
-        if not await self._send({"type": "recording.request", "reason": reason}):
-            raise ClientError("not connected")
+        self._requests.setdefault(rid, (reason, []))[1].append(fut)
+        if self._ready:
+            await self._ask(rid)
         return await asyncio.wait_for(fut, timeout)
+
+    async def _ask(self, rid: str) -> None:
+        self._asked.append(rid)
+        await self._send({"type": "recording.request", "reason": self._requests[rid][0],
+                          "id": rid})
 
     # -- waiting ------------------------------------------------------------------------
 

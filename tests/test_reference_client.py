@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -81,8 +83,6 @@ async def test_recording_request_round_trip_and_refused_token(tmp_path: Path) ->
         async with ReferenceClient(sc.ws_url, token) as client, \
                 sc.clinician("s-rr") as clinician:
             await recv_until(clinician, lambda m: m["type"] == "status")
-            import asyncio
-
             pending = asyncio.create_task(client.request_recording("for my notes"))
             request = await recv_until(clinician, lambda m: m["type"] == "recording.request")
             assert request["reason"] == "for my notes" and request["participant"] == "android-1"
@@ -200,3 +200,26 @@ async def test_backoff_keeps_growing_while_connections_get_no_ack() -> None:
             assert client.attempt >= 2      # not reset by each connect
         finally:
             await client.close()
+
+
+async def test_recording_requests_are_named_asked_again_and_resolved_by_id(
+        tmp_path: Path) -> None:
+    async with live_sidecar(tmp_path / "rr2.db") as sc:
+        token = sc.token("s-rr2", "ios-1", "patient", CONSENT)
+        async with ReferenceClient(sc.ws_url, token) as client, \
+                sc.clinician("s-rr2") as clinician:
+            await recv_until(clinician, lambda m: m["type"] == "status")
+            first = asyncio.create_task(client.request_recording("one", timeout=5))
+            second = asyncio.create_task(client.request_recording("two", timeout=5))
+            request = await recv_until(clinician, lambda m: m["type"] == "recording.request")
+            assert re.fullmatch(r"rr-[0-9a-f]{12}", request["id"])   # the client's own id
+            await client.wait_for(lambda: sum(m.get("ref") == "recording.request"
+                                              for m in client.received) == 2)
+            assert client._ws is not None
+            await client._ws.close()       # decided while the app is away: it asks again
+            await client.wait_for(lambda: not client.connected)
+            await clinician.send(json.dumps({"type": "recording.decision", "id": request["id"],
+                                             "approve": True}))
+            decided = {"id": request["id"], "approved": True}
+            assert await first == decided and await second == decided   # one waiting request
+            assert client.connects == 2
