@@ -59,9 +59,10 @@ def scope_of(signal: str) -> str | None:
 
 def backoff_delay(attempt: int, rng: random.Random,
                   low: float = BACKOFF_MIN_S, high: float = BACKOFF_MAX_S) -> float:
-    """Seconds to wait before reconnect ``attempt`` (0-based): exponential, capped, with
-    jitter in the upper half of the window (so clients never retry in lockstep)."""
-    ceiling = min(high, low * 2 ** min(attempt, 30))
+    """Seconds to wait before reconnect ``attempt`` (0-based): a random point in the upper
+    half of a window that starts at ``low``-``2*low`` (0.25-0.5 s) and doubles up to ``high``
+    (jitter, so clients never retry in lockstep)."""
+    ceiling = min(high, low * 2 ** min(attempt + 1, 31))
     return float(ceiling / 2 + rng.random() * ceiling / 2)
 
 

@@ -41,8 +41,11 @@ def test_backoff_grows_caps_and_jitters() -> None:
     rng = random.Random(1)
     delays = [backoff_delay(a, rng, low=1.0, high=8.0) for a in range(8)]
     for attempt, delay in enumerate(delays):
-        ceiling = min(8.0, 2.0**attempt)
+        ceiling = min(8.0, 2.0 ** (attempt + 1))
         assert ceiling / 2 <= delay <= ceiling
+    first = [backoff_delay(0, rng) for _ in range(200)]      # docs/native.md: 0.25-0.5 s
+    assert 0.25 <= min(first) < 0.3 and 0.45 < max(first) <= 0.5
+    assert 7.5 <= backoff_delay(20, rng) <= 15.0
     assert len({round(d, 6) for d in delays[4:]}) == 4   # jittered, not lockstep
 
 
