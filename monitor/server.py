@@ -686,8 +686,16 @@ class Sidecar:
                 self._invalid(channel, problem.code, str(problem), **extra)
                 if problem.seq is not None:
                     refused.append(problem.seq)
-            for item in message.items:
-                await self._patient_signal(channel, session, item)
+            # Concurrently: each item's entry is queued and fed to the engine in batch
+            # order before any of them waits (the store keeps that order), so a batch shares
+            # group commits instead of waiting for one per item (100 items took 1.15 s).
+            # The ack waits for every item; the first failure, if any, is raised after all.
+            done = await asyncio.gather(
+                *(self._patient_signal(channel, session, item) for item in message.items),
+                return_exceptions=True)
+            failure = next((r for r in done if isinstance(r, BaseException)), None)
+            if failure is not None:
+                raise failure
             await self._reply(channel, json.dumps(
                 {"type": "ack", "seqs": [i.seq for i in message.items] + refused}))
         elif isinstance(message, proto.WebrtcOffer):

@@ -950,3 +950,31 @@ async def test_a_signal_that_can_never_be_stored_is_said_with_its_seq_and_acked(
     assert sorted(ack["seqs"]) == [2, 3, 5]
     stored = [e["body"] for e in h.sidecar.store.store.entries("s1") if e["kind"] == "signal"]
     assert sorted(b["seq"] for b in stored) == [2, 5]
+
+
+async def test_a_batch_is_stored_and_fed_in_its_order_with_each_alert_after_its_signal(
+        serve: Factory) -> None:
+    """A batch's items are processed together (they share group commits), yet the ledger
+    and the engine see them in batch order, each alert right after the signal that raised
+    it, and the clinician gets the alerts in that order."""
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient()
+    now = int(time.time() * 1000)
+    items = [{"type": "signal", "seq": k, "at": now + k,
+              **({"signal": "client.key", "data": {"combo": "PrintScreen"}} if k % 3 == 0
+                 else {"signal": "client.focus", "data": {"focused": k % 2 == 0}})}
+             for k in range(1, 61)]
+    await p.send(json.dumps({"type": "signals", "items": items}))
+    assert (await recv_type(p, "ack"))["seqs"] == list(range(1, 61))
+    alerts = [await recv_type(c, "alert") for _ in range(20)]
+    assert [a["evidence"][0]["at"] - now for a in alerts] == list(range(3, 61, 3))
+    entries = [e for e in h.sidecar.store.store.entries("s1") if e["kind"] in ("signal", "alert")]
+    order = [(e["kind"], e["body"]["seq"] if e["kind"] == "signal"
+              else e["body"]["evidence"][0]["at"] - now) for e in entries]
+    want: list[tuple[str, int]] = []
+    for k in range(1, 61):
+        want.append(("signal", k))
+        if k % 3 == 0:
+            want.append(("alert", k))
+    assert order == want
