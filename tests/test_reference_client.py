@@ -221,8 +221,14 @@ async def test_recording_requests_are_named_asked_again_and_resolved_by_id(
             assert client._ws is not None
             await client._ws.close()       # decided while the app is away: it asks again
             await client.wait_for(lambda: not client.connected)
+            await recv_until(clinician, lambda m: m["type"] == "status" and any(
+                p["sdk"] == "disconnected" for p in m["participants"]))
             await clinician.send(json.dumps({"type": "recording.decision", "id": request["id"],
                                              "approve": True}))
+            await recv_until(clinician, lambda m: m["type"] == "recording.decision")
+            # decided while no channel of the app was open (its first reconnect waits at least
+            # 0.25 s): the app can learn it only by asking again with the request's id
+            assert not client.connected
             decided = {"id": request["id"], "approved": True}
             assert await first == decided and await second == decided   # one waiting request
             assert client.connects == 2
