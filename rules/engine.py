@@ -75,6 +75,16 @@ class _Session:
         return c[0][1]
 
 
+def _trim_consents(consents: list[tuple[int, Consent]]) -> None:
+    """Fold the two oldest consent records into one, from the oldest one's time, granting
+    only the scopes both granted (the newer one's recording policy). A signal stamped that
+    long ago is then never analysed beyond what was granted at its time: the fold can only
+    withhold, never grant (privacy first; such a late signal is rare)."""
+    (t0, old), (_, newer) = consents[0], consents[1]
+    consents[1] = (t0, Consent(old.monitoring & newer.monitoring, newer.recording))
+    del consents[0]
+
+
 class Engine:
     """Runs a :class:`Ruleset` over the signals of many sessions.
 
@@ -118,7 +128,7 @@ class Engine:
         s.consents.append((now, consent))
         s.consents.sort(key=lambda tc: tc[0])
         if len(s.consents) > _MAX_CONSENT_HISTORY:
-            del s.consents[0]
+            _trim_consents(s.consents)
 
     def _forget_withheld(self, s: _Session, consent: Consent) -> None:
         """Drop what rules whose scopes ``consent`` withholds had gathered (a pending hold,

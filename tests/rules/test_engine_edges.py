@@ -170,3 +170,18 @@ def test_distinct_ignores_signals_without_its_field(tmp_path: Path) -> None:
                sig("client.key", 1, {"combo": "x"})) == []  # no api: not a second value
     (alert,) = fed(engine, sig("client.display_capture", 2, {"api": "b"}))
     assert alert.message == "a, b"
+
+
+def test_a_long_consent_history_never_grants_a_late_signal_more_than_its_time_had(
+        engine: Engine) -> None:
+    # monitoring withdrawn at 10 s, granted again at 20 s and re-sent eight times: the engine
+    # keeps 8 records, so the withdrawal is folded away. A signal stamped at 15 s, arriving
+    # late, must still be judged as withheld, not by the oldest record kept.
+    engine.set_consent("s1", NOTHING, T0 + 10_000)
+    for at_s in range(20, 110, 10):
+        engine.set_consent("s1", FULL_MONITORING, T0 + at_s * 1000)
+    late = sig("os.screenshot", 15, {"api": "x"})
+    assert engine.consent("s1", late.at) == NOTHING
+    assert fed(engine, late) == []
+    (now,) = fed(engine, sig("os.screenshot", 105, {"api": "x"}))
+    assert now.rule == "os-screenshot"
