@@ -736,8 +736,24 @@ class Sidecar:
             return
         if not session.in_scope(CATALOGUE[signal.name].scope):
             self.metrics.signals_dropped.labels("out_of_scope").inc()
+        else:
+            await self._process(session, signal, now, started)
+        if signal.name == "client.heartbeat":
+            await self._signals_lost(session, channel.participant, signal, now)
+
+    async def _signals_lost(self, session: Session, participant: str, heartbeat: Signal,
+                            now: int) -> None:
+        """A heartbeat's ``dropped``: signals the patient's app had to discard (its offline
+        queue was full). A gap in the record, whatever the consent's scopes (it says what is
+        missing, not what happened): counted, and the clinicians' ``status`` says it in words
+        (stored with cause ``signals_lost``)."""
+        dropped = heartbeat.data.get("dropped")
+        if not isinstance(dropped, int) or not session.signals_lost(participant, dropped):
             return
-        await self._process(session, signal, now, started)
+        self.metrics.signals_dropped.labels("client_queue").inc(dropped)
+        log.info("patient of session %s reports %d signals dropped", session.id, dropped)
+        if not self._stopping:  # the signal is recorded already: a refused status waits
+            await self._status(session, now, "signals_lost", keep=True)
 
     async def media_signal(self, signal: Signal) -> None:
         """A media detection from a :class:`~monitor.media.MediaReceiver`."""
@@ -1141,13 +1157,18 @@ class Sidecar:
 
     # -- status and tick ------------------------------------------------------------------
 
-    async def _status(self, session: Session, now: int, cause: str) -> None:
+    async def _status(self, session: Session, now: int, cause: str, keep: bool = False) -> None:
+        """Tell the clinicians, then the ledger. ``keep``: a ledger entry the store refuses
+        waits in memory for a retry (:meth:`_record`) instead of raising."""
         status = session.status(now)
         self.metrics.status_changes.labels(cause).inc()
         # Clinicians first: what the sidecar can see must reach them even if the store fails.
         self._broadcast(self._clinicians(session.id), status)
-        await self.store.append(session.id, "status", now,
-                                {k: v for k, v in status.items() if k != "type"} | {"cause": cause})
+        body = {k: v for k, v in status.items() if k != "type"} | {"cause": cause}
+        if keep:
+            await self._record(_Entry(session.id, "status", now, body), [])
+        else:
+            await self.store.append(session.id, "status", now, body)
 
     async def tick(self) -> None:
         """Run the engine's holds and timeouts, silence checks and idle eviction once."""

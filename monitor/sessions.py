@@ -16,6 +16,7 @@ from typing import Any, Literal
 from signals.consent import NO_CONSENT, Consent
 
 __all__ = [
+    "GAP_WORDS",
     "LIMIT_WORDS",
     "MEDIA_KINDS",
     "REFUSALS",
@@ -51,6 +52,10 @@ LIMIT_WORDS = {
                   "faster than the sidecar accepts, so the sidecar stopped receiving it (the "
                   "patient's app should send the reduced copy the SDK sends)"),
 }
+#: the sentence a ``status`` gives (in ``gaps``) for a patient whose app reported dropped signals
+GAP_WORDS = ("the app of patient {participant} could not deliver {n} {signals} while it was "
+             "offline (its queue for them was full): the record of this session has a gap, and "
+             "any sign of recording among them was missed")
 #: limits that are the reason media stopped (the sidecar refused it), not what flowing media
 #: cannot carry: their words replace "has stopped" among a ``status``'s ``reasons``
 REFUSALS = frozenset({"oversized", "failed", "absent", "busy"})
@@ -120,6 +125,8 @@ class PatientState:
     #: what a flowing track cannot carry, by kind (``{"audio": "narrowband"}``)
     limits: dict[str, str] = field(default_factory=dict)
     seqs: SeqTracker = field(default_factory=SeqTracker)
+    #: signals its app reported it had to drop (heartbeats' ``dropped``, offline queue full)
+    lost: int = 0
 
     @property
     def sdk(self) -> SdkStatus:
@@ -238,6 +245,14 @@ class Session:
         state.media[kind] = status
         return True
 
+    def signals_lost(self, participant: str, dropped: int) -> bool:
+        """``participant``'s app reports it had to drop ``dropped`` signals (its offline queue
+        was full): the record has a gap. ``True`` if that is news (``dropped`` > 0)."""
+        if dropped <= 0:
+            return False
+        self.patient(participant).lost += dropped
+        return True
+
     def set_limit(self, participant: str, kind: str, limit: str | None) -> bool:
         """Record what ``kind`` from ``participant`` cannot carry (``None``: nothing known);
         ``True`` if it changed."""
@@ -258,9 +273,12 @@ class Session:
         disconnected or silent, nothing consented, or consented media that stopped.
         ``limited`` lists what flowing media cannot show (narrowband audio: no shutter
         sounds), without making the session blind; a refusal (:data:`REFUSALS`) on stopped
-        media is the reason it stopped."""
+        media is the reason it stopped. ``gaps`` says, per patient, how many signals its app
+        reported it could not deliver (:data:`GAP_WORDS`): a gap in the record, past, so it
+        makes the session neither blind nor limited."""
         reasons: list[str] = []
         limited: list[str] = []
+        gaps: list[str] = []
         participants = []
         monitoring = self.consent.monitoring
         if not self.patients or not any(p.connections for p in self.patients.values()):
@@ -274,7 +292,11 @@ class Session:
                            f"{'is' if len(media_wanted) == 1 else 'are'} not watched")
         for state in sorted(self.patients.values(), key=lambda p: p.participant):
             participants.append({"participant": state.participant, "sdk": state.sdk,
-                                 "media": dict(state.media), "limits": dict(state.limits)})
+                                 "media": dict(state.media), "limits": dict(state.limits),
+                                 "lost": state.lost})
+            if state.lost:
+                gaps.append(GAP_WORDS.format(participant=state.participant, n=state.lost,
+                                             signals="signal" if state.lost == 1 else "signals"))
             if state.sdk == "disconnected":
                 reasons.append(f"patient {state.participant} is disconnected")
             elif state.sdk == "silent":
@@ -304,6 +326,7 @@ class Session:
             "participants": participants,
             "reasons": reasons,
             "limited": limited,
+            "gaps": gaps,
         }
 
 

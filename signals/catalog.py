@@ -35,6 +35,13 @@ class Empty(_Data):
     pass
 
 
+class Heartbeat(_Data):
+    """``dropped`` (optional): signals the client had to discard since its previous heartbeat
+    that carried a count (its offline queue was full); the record has a gap of that many."""
+
+    dropped: int | None = Field(default=None, ge=0, le=2**53)
+
+
 class Visibility(_Data):
     state: Literal["hidden", "visible"]
     away_ms: int | None = Field(default=None, ge=0)
@@ -168,7 +175,13 @@ CATALOGUE: dict[str, SignalSpec] = {
             "the call page entered or left fullscreen",
         ),
         _spec("client.pip", "device", "client", Active, "picture-in-picture started or stopped"),
-        _spec("client.heartbeat", "device", "client", Empty, "the SDK is alive"),
+        _spec(
+            "client.heartbeat",
+            "device",
+            "client",
+            Heartbeat,
+            "the SDK is alive (and how many signals it had to drop, if any)",
+        ),
         _spec(
             "os.screen_capture",
             "device",

@@ -29,6 +29,24 @@ const LIMIT_ROWS = {
     narrowband: "analysed (narrowband: shutter sounds cannot be heard)",
   },
 };
+// A patient's app that had to drop signals (its queue filled while it was offline) says how
+// many in a heartbeat: the status's participants[].lost, a gap in the record (not blindness now).
+function gapWords(participant, lost, many) {
+  const who = many ? `Patient ${participant}'s app` : "The patient's app";
+  return `${who} could not deliver ${lost} ${lost === 1 ? "signal" : "signals"} while it was offline `
+    + "(its queue for them was full): the record of this session has a gap there, and a sign of "
+    + "recording among them may have been missed.";
+}
+
+/** Signals each patient's app reported lost, by participant, from a status message. */
+function lostBy(status) {
+  const lost = new Map();
+  for (const p of (status && status.participants) || []) {
+    if (typeof p.lost === "number" && p.lost > 0) lost.set(p.participant, p.lost);
+  }
+  return lost;
+}
+
 const VERDICT_WORDS = { confirmed: "Confirmed", false_positive: "Marked false alarm" };
 const PLAIN = {
   "client.display_capture": "A screen or tab capture was started inside the call page",
@@ -202,6 +220,7 @@ export class SessionguardPanel extends HTMLElement {
     this.stateBox = el("div", { class: "sg-state", "data-state": "connecting" },
       el("span", { class: "sg-dot", "aria-hidden": "true" }), this.stateText);
     this.reasons = el("ul", { class: "sg-reasons" });
+    this.gaps = el("ul", { class: "sg-gaps", "aria-label": "Gaps in the record" });
     this.skipNote = el("p", { class: "sg-skips" });
     this.details = el("dl", { class: "sg-details" });
     this.policySelect = el("select", { id: "sg-policy", class: "sg-policy-select" },
@@ -217,7 +236,7 @@ export class SessionguardPanel extends HTMLElement {
       el("header", { class: "sg-head" },
         el("h2", { class: "sg-title", text: "Session monitoring" }), this.stateBox),
       el("section", { class: "sg-section", "aria-label": "What monitoring can see" },
-        this.reasons, this.details, this.skipNote,
+        this.reasons, this.gaps, this.details, this.skipNote,
         el("div", { class: "sg-policy" },
           el("label", { for: "sg-policy", text: "Recording policy" }), this.policySelect, this.policyButton)),
       this.requestList,
@@ -312,6 +331,7 @@ export class SessionguardPanel extends HTMLElement {
     switch (msg.type) {
       case "alert": this.onAlert(msg); break;
       case "status":
+        this.announceGaps(this.status, msg);
         this.status = msg;
         this.renderStatus();
         if (this.requests.size) this.renderRequests();  // a second patient: boxes say who asks
@@ -484,6 +504,18 @@ export class SessionguardPanel extends HTMLElement {
     this.updateAlert(entry);
   }
 
+  // Signals lost since the previous status of this connection are announced (politely, once);
+  // a first status (a new or reconnected panel) only shows them.
+  announceGaps(before, after) {
+    if (!before) return;
+    const was = lostBy(before);
+    const now = lostBy(after);
+    const many = ((after && after.participants) || []).length > 1;
+    for (const [participant, lost] of now) {
+      if (lost > (was.get(participant) || 0)) this.announce(gapWords(participant, lost, many), false);
+    }
+  }
+
   announce(text, assertive) {
     const region = assertive ? this.assertiveRegion : this.politeRegion;
     region.textContent = "";
@@ -522,6 +554,9 @@ export class SessionguardPanel extends HTMLElement {
       ? [...((status && status.reasons) || []), ...((status && status.limited) || [])]
       : state === "limited" ? status.limited : [];
     this.reasons.replaceChildren(...shown.map((r) => el("li", { text: r })));
+    const many = ((status && status.participants) || []).length > 1;
+    this.gaps.replaceChildren(...[...lostBy(status)].map(([participant, lost]) =>
+      el("li", { "data-participant": participant, text: gapWords(participant, lost, many) })));
 
     const rows = [];
     const participants = (status && status.participants) || [];
