@@ -1012,8 +1012,10 @@ class Sidecar:
                                   message: proto.RecordingDecision) -> None:
         request = session.pending_requests.pop(message.id, None)
         if request is None:
-            raise InvalidSignal(f"no pending recording request {message.id[:64]!r}",
-                                "unknown_request")
+            # the id as a field too, so a panel need not read it out of the words
+            self._invalid(channel, "unknown_request",
+                          f"no pending recording request {message.id[:64]!r}", id=message.id)
+            return
         now = self.clock()
         await self.store.append(session.id, "recording_decision", now,
                                 {"id": message.id, "approve": message.approve,

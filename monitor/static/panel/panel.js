@@ -364,9 +364,12 @@ export class SessionguardPanel extends HTMLElement {
         if (msg.code === "unknown_request") {
           // A decision on a request the sidecar no longer waits on: another clinician
           // answered it (this panel missed it) or it is gone. Never shown as decided here.
-          const sent = [...this.requests.values()].filter((r) => r.pending !== undefined);
-          const named = sent.filter((r) => String(msg.message || "").includes(`'${r.id}'`));
-          for (const request of named.length ? named : sent) {
+          // The error names the request in its "id" (without one, every decision in flight
+          // is in doubt).
+          const doubtful = typeof msg.id === "string"
+            ? [this.requests.get(msg.id)].filter((r) => r && r.decided === null)
+            : [...this.requests.values()].filter((r) => r.pending !== undefined);
+          for (const request of doubtful) {
             delete request.pending;
             request.gone = true;
           }
