@@ -10,12 +10,17 @@ aioice has no per-connection option for this, so :func:`install` wraps
 :class:`contextvars.ContextVar`. :func:`use_host_addresses` sets that variable for the
 duration of a ``with`` block: candidate gathering started inside the block (aiortc's
 ``setLocalDescription``) sees the chosen addresses; every other peer keeps aioice's default.
+
+aioice logs every connectivity check at INFO with both ends' addresses: the patient's IP
+address and port (personal data) in a log that ``sessionguard serve`` writes at INFO.
+:func:`install` raises the ``aioice`` logger to WARNING, unless the embedder has set its level.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -78,7 +83,11 @@ class IceConfig:
 
 
 def install() -> None:
-    """Wrap ``aioice.ice.get_host_addresses`` once; idempotent."""
+    """Wrap ``aioice.ice.get_host_addresses`` once, and keep aioice's INFO lines (the peers'
+    addresses) out of the log; idempotent."""
+    quiet = logging.getLogger("aioice")
+    if quiet.level == logging.NOTSET:  # an embedder's own choice stands
+        quiet.setLevel(logging.WARNING)
     original: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
     if getattr(original, _MARK, False):
         return

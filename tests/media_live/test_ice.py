@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import aioice.ice
+import numpy as np
 import pytest
 
+from monitor.media import MediaParams, MediaReceiver
 from monitor.media_ice import IceConfig, install, use_host_addresses
+from signals.consent import Consent
 from signals.errors import ConfigError
+
+from .analyzers import DarkVideo
+from .peers import GeneratedVideo, connect_client
 
 
 def test_chosen_addresses_apply_only_inside_the_block() -> None:
@@ -44,3 +53,26 @@ def test_ice_settings_from_config() -> None:
     ice = IceConfig.from_dict({"host_addresses": ["127.0.0.1"], "servers": []})
     assert ice == IceConfig(("127.0.0.1",), ())
     assert IceConfig.from_dict(None) == IceConfig()
+
+
+async def test_the_peers_addresses_stay_out_of_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """aioice logs every connectivity check at INFO with both ends' addresses (the patient's
+    IP address and port); ``sessionguard serve`` logs at INFO. A call leaves no such line."""
+    caplog.set_level(logging.INFO)
+    flowing = asyncio.Event()
+
+    def on_status(kind: str, state: str) -> None:
+        if (kind, state) == ("video", "flowing"):
+            flowing.set()
+
+    rx = MediaReceiver("s", "p", Consent(frozenset({"video"})),
+                       MediaParams(video_factory=DarkVideo), IceConfig(("127.0.0.1",)),
+                       on_status=on_status)
+    track = GeneratedVideo(lambda _i: np.zeros((120, 160, 3), np.uint8), fps=10)
+    pc = await connect_client([track], rx.handle_offer)
+    try:
+        await asyncio.wait_for(flowing.wait(), 20)
+    finally:
+        await pc.close()
+        await rx.close()
+    assert [r.getMessage() for r in caplog.records if "127.0.0.1" in r.getMessage()] == []
