@@ -688,9 +688,11 @@ class MediaReceiver:
                 elif state.state == "flowing" and state.kind == "audio" and not self._dtx:
                     self._check_coverage(state, now)
                 elif state.state == "none" and state.received == 0 and \
-                        now - self._answered_ms >= first_ms:
+                        now - self._answered_ms >= first_ms and \
+                        self._consent.allows(state.kind):
                     # answered, consented, and nothing ever came (ICE that never connects,
-                    # a track muted from the start): blind, not "never attached"
+                    # a track muted from the start): blind, not "never attached" (a kind
+                    # whose consent was withdrawn meanwhile is not expected any more)
                     state.state = "stopped"
                     if self._on_status is not None:
                         await self._call(self._on_status, state.kind, "stopped")

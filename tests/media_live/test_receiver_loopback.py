@@ -409,6 +409,32 @@ async def test_a_consented_track_from_which_nothing_arrives_is_reported_absent(
     assert ("audio", "absent") not in limits and ("video", "flowing") not in rec.statuses
 
 
+class SilentMicrophone(GeneratedAudio):
+    """A microphone track that never delivers a frame (muted from the start)."""
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+
+
+async def test_a_withdrawn_kind_from_which_nothing_arrived_is_not_reported_absent(
+        cleanup: list[Any]) -> None:
+    """Video withdrawn before its first frame is not expected any more: the clinician was
+    told its video "stopped", with the limit absent, for video the consent no longer covers
+    (audio that never came, still consented, is)."""
+    rec = Recorder()
+    limits: list[tuple[str, str | None]] = []
+    media = MediaParams(video_factory=DarkVideo, audio_factory=SilentAudio, first_media_s=1.0)
+    rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, rec.on_status,
+                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    cleanup.append(rx)
+    cleanup.append(await connect_client([SilentVideo(black), SilentMicrophone(silence)],
+                                        rx.handle_offer))
+    await rx.set_consent(Consent(frozenset({"audio"})))
+    await eventually(lambda: ("audio", "absent") in limits)  # the same watchdog pass
+    assert ("video", "absent") not in limits and ("video", "stopped") not in rec.statuses
+    assert rx.media_state() == {"audio": "stopped", "video": "none"}
+
+
 class LeapingVideo(GeneratedVideo):
     """Black frames whose timestamps leap an hour ahead after the first second."""
 
