@@ -16,7 +16,11 @@ template for writing a client in another language.
         decision = await client.request_recording("for my notes")
 
 Dropped signals are reported in the next heartbeat: ``client.heartbeat`` with
-``{"dropped": N}`` (the same convention as the browser SDK).
+``{"dropped": N}`` (the same convention as the browser SDK). A signal whose JSON is over
+:data:`MAX_SIGNAL_BYTES` could never be delivered (the sidecar closes the connection on a
+frame over its limit, at every resend): it is dropped at once and counted, never queued.
+Frames are paced (:class:`Pacer`) to stay within the sidecar's documented per-connection
+allowance, so a long queue resent after an outage is not refused.
 """
 
 from __future__ import annotations
@@ -33,20 +37,84 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
 
 from signals.errors import SessionguardError
 
-__all__ = ["ClientError", "Outbox", "ReferenceClient", "backoff_delay", "scope_of"]
+__all__ = ["ClientError", "Outbox", "Pacer", "ReferenceClient", "SignalTooLarge",
+           "backoff_delay", "frame_cost", "scope_of", "websocket_url"]
 
 BACKOFF_MIN_S = 0.25
 BACKOFF_MAX_S = 15.0
 BATCH = 50
 BATCH_CHARS = 16_000     # a resend frame's JSON at most (the sidecar's frame limit: 64 KiB)
+MAX_SIGNAL_BYTES = 60_000   # one signal's JSON (UTF-8) at most: alone in a frame it still
+                            # fits the sidecar's default limit of 65,536 bytes
 HEARTBEAT_S = 5.0
+# The sidecar's default allowance per connection: a token bucket of 100 tokens refilled at
+# 50 a second; a frame costs 1, a "signals" batch 0.1 more per item. The client spends from
+# a bucket of half that size refilled at 4/5 of that rate (frames bunched in transit fit).
+PACE_BURST = 50.0
+PACE_RATE = 40.0
+RESEND_WAIT_S = 2.0      # after a "rate_limited" error, before everything unacked goes again
 
 
 class ClientError(SessionguardError):
     """The reference client was refused or closed."""
+
+
+class SignalTooLarge(ValueError):
+    """A signal whose JSON is over :data:`MAX_SIGNAL_BYTES`: it can never be delivered."""
+
+
+def websocket_url(url: str) -> str:
+    """``url`` as the connection uses it (``http:``/``https:`` mean ``ws:``/``wss:``, as in
+    browsers); :class:`ValueError` for one no connection can use (another scheme, no host,
+    a fragment, unparsable): such a url is refused at once, never retried."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in ("http", "https"):
+        url = ("ws" if scheme.lower() == "http" else "wss") + sep + rest
+    try:
+        parse_uri(url)
+    except (InvalidURI, ValueError) as exc:
+        reason = str(exc).rpartition(": ")[2] if isinstance(exc, InvalidURI) else str(exc)
+        raise ValueError(f"not a usable WebSocket url ({reason}); use ws:// or wss:// "
+                         "(http:// and https:// are taken as those)") from None
+    return url
+
+
+def frame_cost(message: dict[str, Any]) -> float:
+    """What a frame costs the sidecar's token bucket: 1, and 0.1 more per batch item."""
+    items = message.get("items")
+    return 1.0 + (len(items) / 10 if isinstance(items, list) else 0.0)
+
+
+class Pacer:
+    """The client's model of the sidecar's per-connection token bucket, without I/O (the
+    time, in seconds, is an argument): :meth:`wait` says how long before a frame of ``cost``
+    may go, :meth:`spend` takes its tokens."""
+
+    def __init__(self, now: float, burst: float = PACE_BURST, rate: float = PACE_RATE) -> None:
+        self.burst, self.rate = burst, rate
+        self.tokens, self.at = burst, now
+
+    def _refill(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = now
+        return self.tokens
+
+    def wait(self, cost: float, now: float) -> float:
+        """Seconds until ``cost`` tokens are there (0: now)."""
+        return max(0.0, cost - self._refill(now)) / self.rate
+
+    def spend(self, cost: float, now: float) -> None:
+        self.tokens = self._refill(now) - cost
+
+    def empty(self, now: float) -> None:
+        """The sidecar said its bucket is empty (``rate_limited``)."""
+        self._refill(now)
+        self.tokens = 0.0
 
 
 def scope_of(signal: str) -> str | None:
@@ -82,12 +150,19 @@ class Outbox:
         self.dropped = 0
 
     def add(self, signal: str, data: dict[str, Any], at: int) -> dict[str, Any]:
-        """Number a new signal, keep it, return its wire message."""
+        """Number a new signal, keep it, return its wire message. :class:`SignalTooLarge`
+        (after counting it as dropped) if its JSON is over :data:`MAX_SIGNAL_BYTES`."""
+        message = {"type": "signal", "seq": self.seq + 1, "signal": signal, "at": at,
+                   "data": data}
+        size = len(json.dumps(message).encode())
+        if size > MAX_SIGNAL_BYTES:
+            self.dropped += 1
+            raise SignalTooLarge(f"a {signal} signal of {size} bytes is over the limit of "
+                                 f"{MAX_SIGNAL_BYTES} bytes for one signal: dropped")
         if signal == "client.heartbeat" and self.dropped:
-            data = {**data, "dropped": self.dropped}
+            message["data"] = {**data, "dropped": self.dropped}
             self.dropped = 0
         self.seq += 1
-        message = {"type": "signal", "seq": self.seq, "signal": signal, "at": at, "data": data}
         self.unacked[self.seq] = message
         while len(self.unacked) > self.limit:
             self.unacked.popitem(last=False)
@@ -134,7 +209,14 @@ class ReferenceClient:
     A handshake refused with 401/403 (bad or expired token, wrong role) is not retried in a
     loop: ``get_token()``, when given, is asked once for a fresh token; otherwise (or if that
     one is refused too) the client stops, ``refused`` is true and the waiting calls raise
-    :class:`ClientError`.
+    :class:`ClientError`. A ``url`` no connection can use raises :class:`ValueError` here
+    (see :func:`websocket_url`).
+
+    A signal too large to deliver (:data:`MAX_SIGNAL_BYTES`) is not sent: :meth:`signal`
+    returns ``None``, counts it in ``too_large`` and in the next heartbeat's ``dropped``, and
+    says so in ``last_error`` (its name and size, not its content). Frames go no faster than
+    :class:`Pacer` allows; a ``rate_limited`` error (a frame refused) has everything
+    unacknowledged sent again after :data:`RESEND_WAIT_S`.
     """
 
     def __init__(
@@ -150,7 +232,7 @@ class ReferenceClient:
         heartbeat_s: float = HEARTBEAT_S,
         get_token: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
-        self._base, self._token, self._get_token = url, token, get_token
+        self._base, self._token, self._get_token = websocket_url(url), token, get_token
         self.outbox = Outbox(limit, seq_start)
         self.consent: dict[str, Any] | None = None
         self.received: list[dict[str, Any]] = []
@@ -158,6 +240,7 @@ class ReferenceClient:
         self.refused = False
         self._attempt = 0        # the backoff restarts on a connection's ack, not on connect
         self.out_of_scope = 0
+        self.too_large = 0
         self._ready = False      # this connection's first consent has arrived
         self._rng = rng or random.Random(0)
         self._clock = clock
@@ -165,6 +248,8 @@ class ReferenceClient:
         self._heartbeat_s = heartbeat_s
         self._ws: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._pacer = Pacer(time.monotonic())
+        self._resender: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         # recording requests by id: (reason, waiters); re-asked after every reconnect
         self._requests: dict[str, tuple[str, list[asyncio.Future[dict[str, Any]]]]] = {}
@@ -217,6 +302,7 @@ class ReferenceClient:
                 async with websockets.connect(self._url(), open_timeout=5,
                                               close_timeout=1) as ws:
                     self._ws, self._ready, renewed = ws, False, False
+                    self._pacer = Pacer(time.monotonic())   # a connection's own bucket
                     self.connects += 1
                     await self._notify()
                     beat = asyncio.create_task(self._heartbeat())
@@ -225,13 +311,14 @@ class ReferenceClient:
                             msg = self._receive(raw)
                             if msg and msg["type"] == "consent" and not self._ready:
                                 self._ready, self._asked = True, []
-                                for message in self.outbox.resend():
-                                    await ws.send(json.dumps(message))
+                                self._resend_later(0.0)
                                 for rid in list(self._requests):
                                     await self._ask(rid)
                             await self._notify()
                     finally:
                         beat.cancel()
+                        if self._resender is not None:
+                            self._resender.cancel()
             except asyncio.CancelledError:
                 raise
             except websockets.InvalidStatus as exc:
@@ -287,6 +374,9 @@ class ReferenceClient:
             seqs = msg.get("seqs")
             for seq in seqs if isinstance(seqs, list) else [msg.get("seq")]:
                 self.outbox.ack(seq)
+        elif kind == "error" and msg.get("code") == "rate_limited" and self._ready:
+            self._pacer.empty(time.monotonic())   # a frame was refused: all again, later
+            self._resend_later(RESEND_WAIT_S)
         elif kind == "consent":
             self.consent = {"monitoring": msg.get("monitoring", []),
                             "recording": msg.get("recording")}
@@ -322,15 +412,36 @@ class ReferenceClient:
         if self.consent is not None and not self._allowed(name):
             self.out_of_scope += 1
             return None
-        message = self.outbox.add(name, dict(data or {}), self._clock() if at is None else at)
+        try:
+            message = self.outbox.add(name, dict(data or {}),
+                                      self._clock() if at is None else at)
+        except SignalTooLarge as exc:
+            self.too_large += 1
+            self.last_error = f"signal_too_large: {exc}"
+            return None
         if self._ready:
             await self._send(message)
         return int(message["seq"])
+
+    def _resend_later(self, delay: float) -> None:
+        if self._resender is not None:
+            self._resender.cancel()
+        self._resender = asyncio.create_task(self._resend(delay))
+
+    async def _resend(self, delay: float) -> None:
+        """After ``delay`` s, send everything unacknowledged, oldest first, paced."""
+        await asyncio.sleep(delay)
+        for message in self.outbox.resend():
+            while (wait := self._pacer.wait(frame_cost(message), time.monotonic())) > 0:
+                await asyncio.sleep(wait)
+            if not await self._send(message):
+                return
 
     async def _send(self, message: dict[str, Any]) -> bool:
         ws = self._ws
         if ws is None:
             return False
+        self._pacer.spend(frame_cost(message), time.monotonic())
         try:
             await ws.send(json.dumps(message))
         except websockets.ConnectionClosed:

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import serve
 
-from monitor.reference_client import ClientError, Outbox, ReferenceClient, backoff_delay
+from monitor.reference_client import (
+    MAX_SIGNAL_BYTES,
+    ClientError,
+    Outbox,
+    Pacer,
+    ReferenceClient,
+    SignalTooLarge,
+    backoff_delay,
+)
 from monitor.tokens import mint
 from tests.browser.harness import live_sidecar, recv_until, stored_signals
 
@@ -232,3 +240,119 @@ async def test_recording_requests_are_named_asked_again_and_resolved_by_id(
             decided = {"id": request["id"], "approved": True}
             assert await first == decided and await second == decided   # one waiting request
             assert client.connects == 2
+
+
+# 64 devices whose labels are 256 control characters (each written as \u0007 in JSON): a
+# client.devices signal of about 100 KB, over any frame the sidecar accepts
+HUGE = {"change": "initial", "devices": [
+    {"kind": "audioinput", "label": "\u0007" * 256, "id": f"{i:064x}"} for i in range(64)]}
+
+
+def test_a_signal_too_large_for_any_frame_is_never_queued_but_counted() -> None:
+    box = Outbox(start=10)
+    with pytest.raises(SignalTooLarge, match=r"client\.devices signal of"):
+        box.add("client.devices", HUGE, 0)
+    assert not box.unacked and box.dropped == 1 and box.seq == 10
+    assert box.add("client.heartbeat", {}, 0)["data"] == {"dropped": 1}
+    at_limit = {"change": "initial", "devices": [{"kind": "audioinput", "label": "", "id": ""}]}
+    room = MAX_SIGNAL_BYTES - len(json.dumps(
+        {"type": "signal", "seq": 12, "signal": "client.devices", "at": 0, "data": at_limit}))
+    at_limit["devices"][0]["label"] = "x" * room       # exactly the limit: kept
+    assert box.add("client.devices", at_limit, 0)["seq"] == 12
+
+
+async def test_a_signal_too_large_to_deliver_is_dropped_and_reported(tmp_path: Path) -> None:
+    db = tmp_path / "huge.db"
+    async with live_sidecar(db) as sc:
+        token = sc.token("s-huge", "ios-1", "patient", CONSENT)
+        async with ReferenceClient(sc.ws_url, token, heartbeat_s=0.2) as client:
+            await client.wait_for(lambda: client.consent is not None)
+            assert await client.signal("client.devices", HUGE) is None
+            assert client.too_large == 1 and "\u0007" not in (client.last_error or "")
+            assert "signal_too_large" in (client.last_error or "")
+            shot = await client.signal("os.screenshot", {"api": "x"})
+            await client.drained()
+            await client.wait_for(lambda: any(
+                s["signal"] == "client.heartbeat" and s["data"].get("dropped") == 1
+                for s in stored_signals(db, "s-huge")) or client.connects > 1, timeout=5)
+            assert client.connects == 1                     # never closed with 1009
+    stored = stored_signals(db, "s-huge")
+    assert shot in [s["seq"] for s in stored if s["signal"] == "os.screenshot"]
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:8750/v1/ws", "ws://[::1/v1/ws",
+                                 "ws:///v1/ws", "ws://127.0.0.1:8750/v1/ws#call",
+                                 "127.0.0.1:8750/v1/ws"])
+def test_a_url_that_cannot_work_is_refused_at_construction(url: str) -> None:
+    with pytest.raises(ValueError, match="not a usable WebSocket url"):
+        ReferenceClient(url, "t")
+
+
+async def test_an_http_url_means_ws(tmp_path: Path) -> None:
+    async with live_sidecar(tmp_path / "http.db") as sc:
+        token = sc.token("s-http", "ios-1", "patient", CONSENT)
+        url = sc.ws_url.replace("ws://", "http://", 1)
+        async with ReferenceClient(url, token) as client:
+            await client.signal("os.screenshot", {"api": "x"})
+            await client.drained()
+
+
+def test_the_pacer_models_the_sidecars_bucket() -> None:
+    pacer = Pacer(now=0.0, burst=50, rate=40)
+    assert pacer.wait(6.0, 0.0) == 0
+    for _ in range(8):
+        pacer.spend(6.0, 0.0)
+    assert pacer.wait(6.0, 0.0) == pytest.approx(4.0 / 40)    # 2 left, 4 short
+    assert pacer.wait(6.0, 0.1) == 0
+    pacer.empty(10.0)
+    assert pacer.wait(1.0, 10.0) == pytest.approx(1 / 40)
+
+
+async def test_a_long_resend_is_paced_within_the_sidecars_allowance(tmp_path: Path) -> None:
+    db = tmp_path / "paced.db"
+    devices = [{"kind": "audioinput", "label": f"USB Audio Device {k} " + "x" * 180,
+                "id": f"{k:064x}"} for k in range(8)]
+    async with live_sidecar(db) as first:
+        port = first.port
+        token = first.token("s-paced", "ios-1", "patient", CONSENT)
+        client = ReferenceClient(first.ws_url, token, rng=random.Random(4))
+        await client.start()
+        await client.wait_for(lambda: client.consent is not None)
+    try:
+        await client.wait_for(lambda: not client.connected)
+        for _ in range(1000):      # ~1.9 KB each: ~140 frames, far over a burst of 100
+            await client.signal("client.devices", {"change": "added", "devices": devices})
+        async with live_sidecar(db, port=port) as second:
+            await client.drained(timeout=30)
+            refused = second.sidecar.metrics.registry.get_sample_value(
+                "sessionguard_invalid_messages_total", {"reason": "rate_limited"})
+    finally:
+        await client.close()
+    assert not refused       # None: never counted
+    assert sum(s["signal"] == "client.devices" for s in stored_signals(db, "s-paced")) >= 999
+
+
+async def test_a_frame_refused_as_rate_limited_is_sent_again() -> None:
+    frames: list[dict[str, Any]] = []
+
+    async def refuse_first(ws: Any) -> None:
+        await ws.send(json.dumps({"type": "consent", "monitoring": ["device"],
+                                  "recording": "prohibited"}))
+        async for raw in ws:
+            msg = json.loads(raw)
+            frames.append(msg)
+            if len(frames) == 1:
+                await ws.send(json.dumps({"type": "error", "code": "rate_limited",
+                                          "message": "too many messages; slow down and resend"}))
+            else:
+                seqs = [i["seq"] for i in msg.get("items", [msg])]
+                await ws.send(json.dumps({"type": "ack", "seqs": seqs}))
+
+    async with serve(refuse_first, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with ReferenceClient(f"ws://127.0.0.1:{port}/v1/ws", "t",
+                                   heartbeat_s=60) as client:
+            await client.wait_for(lambda: client.consent is not None)
+            await client.signal("os.screenshot", {"api": "x"})
+            await client.drained(timeout=5)
+    assert len(frames) == 2 and client.connects == 1

@@ -30,7 +30,14 @@
 // MAX_UNACKED, oldest dropped first and counted) and resent after a reconnect, which backs
 // off exponentially with jitter. Dropped signals are reported in a heartbeat as
 // {"signal":"client.heartbeat","data":{"dropped":N}}, kept (like any signal) until it is
-// acknowledged; offline, at most one heartbeat waits in the queue.
+// acknowledged; offline, at most one heartbeat waits in the queue. A signal whose JSON is
+// over MAX_SIGNAL_BYTES (UTF-8) could never be delivered (the sidecar closes the socket on
+// a frame over its limit, every time it is resent): it is never queued, it is counted as
+// dropped and onStatus({error: "signal_too_large", message}) says so (name and size only).
+// Frames are paced to stay within the sidecar's documented per-connection allowance (see
+// PACE_BURST), so a long queue resent after an outage is not refused.
+//
+// connect() throws (rejects) on a url the WebSocket API cannot use, never retries it.
 //
 // The SDK never throws into the host page: every handler and callback is wrapped.
 
@@ -40,6 +47,14 @@ const MAX_EARLY = 100;
 const BATCH = 50;
 const BATCH_CHARS = 16000;          // a resend frame: at most this much JSON (even at 3 bytes a
                                     // character well under the sidecar's 64 KiB frame limit)
+const MAX_SIGNAL_BYTES = 60000;     // one signal's JSON, UTF-8: over it, dropped (a frame carrying
+                                    // it alone still fits the sidecar's default 65,536 bytes)
+// The sidecar's default allowance per connection is a token bucket of 100 tokens refilled at
+// 50 a second; a frame costs 1, and a "signals" batch 0.1 more per item. The SDK spends from
+// its own bucket of half that size, refilled at 4/5 of that rate: frames bunched on their way
+// (a busy network or sidecar) still fit, and a 1,000-signal resend takes about 2 s.
+const PACE_BURST = 50;
+const PACE_RATE = 40;               // tokens a second
 const RESEND_WAIT_MS = 2000;        // after a "rate_limited" error
 const REFUSALS_BEFORE_RENEW = 3;    // handshakes failed in a row before getToken is asked
 const BACKOFF_MIN_MS = 500;
@@ -215,6 +230,38 @@ function tokenProblem(token) {
   return null;
 }
 
+// Why the WebSocket API cannot use this url, or null: the checks its constructor makes (a
+// parsable URL, relative ones resolved against the page; scheme ws:, wss:, http: or https:,
+// the last two meaning ws: and wss:; no fragment). Retrying such a url can never work.
+function urlProblem(url) {
+  let parsed;
+  try {
+    const base = typeof document !== "undefined" ? document.baseURI : undefined;
+    parsed = new URL(String(url), base);
+  } catch (_e) {
+    return "sessionguard.connect: url is not a valid URL";
+  }
+  if (!["ws:", "wss:", "http:", "https:"].includes(parsed.protocol)) {
+    return "sessionguard.connect: url must be a ws:, wss:, http: or https: URL, not " +
+      JSON.stringify(parsed.protocol.slice(0, 20));
+  }
+  if (parsed.hash || String(url).includes("#")) {
+    return "sessionguard.connect: url must have no #fragment (the token is added as a query)";
+  }
+  return null;
+}
+
+let encoder = null;
+
+// The UTF-8 length of a signal's JSON if it is over MAX_SIGNAL_BYTES, else 0. A UTF-16 code
+// unit is at most 3 bytes: only a long text is encoded to be measured.
+function oversize(text) {
+  if (text.length * 3 <= MAX_SIGNAL_BYTES) return 0;
+  encoder ??= new TextEncoder();
+  const bytes = encoder.encode(text).length;
+  return bytes > MAX_SIGNAL_BYTES ? bytes : 0;
+}
+
 function decodePart(part) {
   try {
     const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
@@ -265,6 +312,11 @@ class Guard {
     this._unacked = new Map();        // seq -> message, in send order
     this._dropped = 0;                // signals discarded and not yet in a heartbeat
     this._beats = new Set();          // seqs of heartbeats waiting for their ack
+    this._sent = 0;                   // signals up to this seq went out on the current socket
+    this._tokens = PACE_BURST;        // the current socket's pacing bucket (see PACE_BURST)
+    this._tokensAt = 0;
+    this._flushTimer = null;          // sending waits: for tokens, or after "rate_limited"
+    this._urlError = null;            // the browser refused to open a socket to the url
     this._ws = null;
     this._closed = false;
     this._attempt = 0;
@@ -413,8 +465,14 @@ class Guard {
     try {
       ws = new WebSocket(this._url + sep + "token=" + encodeURIComponent(this._token));
     } catch (e) {
-      this._status({ state: "disconnected", error: String(e) });
-      this._retry();
+      // the browser refuses this url outright (connect() checked its syntax; an insecure ws:
+      // from an https page, say): the same url can never work, so it is not retried. The
+      // browser's message may quote the url, token included: only its name is passed on.
+      this._urlError = new TypeError("sessionguard: the browser refused to open a WebSocket " +
+        "to this url (" + String(e?.name || "Error") + ")");
+      this._status({ state: "disconnected", error: "invalid_url",
+        message: this._urlError.message });
+      this._firstOpen?.();
       return;
     }
     this._ws = ws;
@@ -485,13 +543,25 @@ class Guard {
   _later(ms, fn) {
     const t = setTimeout(quiet(() => { this._timers.delete(t); fn(); }), ms);
     this._timers.add(t);
+    return t;
   }
 
+  // Every frame costs the sidecar's bucket a token (a batch more, see _flush).
   _raw(message) {
     const ws = this._ws;
     if (!ws || ws.readyState !== 1) return false;
     ws.send(JSON.stringify(message));
+    this._tokens -= 1;
     return true;
+  }
+
+  // The pacing bucket's tokens now.
+  _refill() {
+    const now = performance.now();
+    this._tokens = Math.min(PACE_BURST,
+      this._tokens + Math.max(0, now - this._tokensAt) * PACE_RATE / 1000);
+    this._tokensAt = now;
+    return this._tokens;
   }
 
   // A request still waiting is asked again after every reconnect, with its id: one decided while the page was disconnected is answered with its decision (the
@@ -503,33 +573,85 @@ class Guard {
     this._raw(message);
   }
 
-  _resend() {
-    let batch = [];
-    let size = 0;
-    for (const item of this._unacked.values()) {
-      const n = JSON.stringify(item).length + 1;
-      if (batch.length && (batch.length >= BATCH || size + n > BATCH_CHARS)) {
-        this._raw({ type: "signals", items: batch });
-        batch = [];
-        size = 0;
-      }
-      batch.push(item);
-      size += n;
-    }
-    if (batch.length) this._raw({ type: "signals", items: batch });
+  _cancelFlush() {
+    if (this._flushTimer === null) return;
+    clearTimeout(this._flushTimer);
+    this._timers.delete(this._flushTimer);
+    this._flushTimer = null;
   }
 
-  // The sidecar refused some frames of a large resend ("slow down and resend"): what is
-  // still unacknowledged goes again a little later.
+  // A new socket: everything unacknowledged goes again, from a full bucket.
+  _resend() {
+    this._cancelFlush();
+    this._sent = 0;
+    this._tokens = PACE_BURST;
+    this._tokensAt = performance.now();
+    this._flush();
+  }
+
+  // The sidecar refused a frame ("slow down and resend"; its bucket is empty): nothing goes
+  // for a while, then everything still unacknowledged goes again.
   _resendLater() {
-    if (this._resendPending) return;
-    this._resendPending = true;
-    this._later(RESEND_WAIT_MS, () => { this._resendPending = false; this._resend(); });
+    this._cancelFlush();
+    this._refill();
+    this._tokens = 0;
+    this._flushTimer = this._later(RESEND_WAIT_MS, () => {
+      this._flushTimer = null;
+      this._sent = 0;
+      this._flush();
+    });
+  }
+
+  // Send the queued signals not sent on this socket yet, oldest first, as fast as the
+  // pacing bucket allows: one alone as a "signal", more (after a reconnect, or once sending
+  // waited) as "signals" batches of at most BATCH items and BATCH_CHARS characters (unless
+  // one item alone is larger). Later signals wait behind them, so the order is kept.
+  _flush() {
+    if (this._flushTimer !== null || this._ws?.readyState !== 1) return;
+    for (;;) {
+      const items = this._nextFrame();
+      if (items.length === 0) return;
+      const cost = items.length > 1 ? 1 + items.length / 10 : 1;
+      const short = cost - this._refill();
+      if (short > 0) {
+        this._flushTimer = this._later(short * 1000 / PACE_RATE, () => {
+          this._flushTimer = null;
+          this._flush();
+        });
+        return;
+      }
+      this._tokens -= cost - 1;   // _raw spends the frame's own token
+      this._raw(items.length > 1 ? { type: "signals", items } : items[0]);
+      this._sent = items[items.length - 1].seq;
+    }
+  }
+
+  _nextFrame() {
+    const items = [];
+    let size = 0;
+    for (const item of this._unacked.values()) {   // in seq order
+      if (item.seq <= this._sent) continue;
+      const n = JSON.stringify(item).length + 1;
+      if (items.length && (items.length >= BATCH || size + n > BATCH_CHARS)) break;
+      items.push(item);
+      size += n;
+    }
+    return items;
   }
 
   _signal(signal, data, at) {
-    if (this._closed) return;
-    const msg = { type: "signal", seq: ++this._seq, signal, at: at ?? Date.now(), data };
+    if (this._closed) return undefined;
+    const msg = { type: "signal", seq: this._seq + 1, signal, at: at ?? Date.now(), data };
+    const bytes = oversize(JSON.stringify(msg));
+    if (bytes) {
+      // the sidecar would close the socket on it at every try, and the queue behind it
+      // would wait forever: dropped, counted, said (never its content)
+      this._dropped += 1;
+      this._status({ error: "signal_too_large", message: `a ${signal} signal of ${bytes} ` +
+        `bytes is over the SDK's limit of ${MAX_SIGNAL_BYTES} bytes for one signal: dropped` });
+      return undefined;
+    }
+    this._seq = msg.seq;
     this._unacked.set(msg.seq, msg);
     while (this._unacked.size > MAX_UNACKED) {
       const oldest = this._unacked.keys().next().value;
@@ -539,7 +661,7 @@ class Guard {
       if (this._beats.delete(oldest)) this._dropped += gone.data.dropped || 0;
       else this._dropped += 1;
     }
-    this._raw(msg);
+    this._flush();
     return msg.seq;
   }
 
@@ -874,9 +996,15 @@ class Guard {
 export async function connect(options) {
   const opts = options || {};
   if (!opts.url || !opts.token) throw new TypeError("sessionguard.connect needs {url, token}");
+  const problem = urlProblem(opts.url);
+  if (problem) throw new TypeError(problem);
   const guard = new Guard(opts);
   const opened = new Promise((resolve) => { guard._firstOpen = resolve; });
   guard._start();
+  if (guard._urlError) {
+    guard.close();
+    throw guard._urlError;
+  }
   await Promise.race([opened, new Promise((r) => setTimeout(r, FIRST_OPEN_WAIT_MS))]);
   guard._firstOpen = null;
   return guard;

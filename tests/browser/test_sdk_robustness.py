@@ -387,3 +387,119 @@ async def test_a_decision_made_while_the_page_was_disconnected_reaches_it(
         # the clinicians were not asked again
         entries = sidecar.sidecar.store.store.entries("s-blip")
         assert sum(e["kind"] == "recording_request" for e in entries) == 1
+
+
+# Once ``window.huge()`` is called, 64 devices whose labels are 256 control characters (each
+# written as \u0007 in JSON): a client.devices signal of about 100 KB, over any frame the
+# sidecar accepts.
+HUGE_DEVICES = """
+(() => {
+  const md = navigator.mediaDevices;
+  let huge = false;
+  window.huge = () => { huge = true; md.dispatchEvent(new Event("devicechange")); };
+  md.enumerateDevices = async () => huge
+    ? Array.from({length: 64}, (_, i) => ({kind: "audioinput", groupId: "g",
+        deviceId: "big-" + i, label: "\\u0007".repeat(256)}))
+    : [{kind: "audioinput", groupId: "g", deviceId: "mic", label: "Desk microphone"}];
+})();
+"""
+
+
+async def test_a_signal_too_large_for_any_frame_is_dropped_counted_and_reported(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    ctx = await chromium()
+    await ctx.add_init_script(HUGE_DEVICES)
+    page = await open_call(ctx, site, sidecar, "s-huge", FULL, name="huge", clock=True)
+    await wait_stored(sidecar.db, "s-huge", lambda b: "client.devices" in names(b))
+    await page.evaluate("window.huge()")
+    status = await page.wait_for_function("""window.sg.statuses.find(
+        (s) => s.error === "signal_too_large")""")
+    status = await status.json_value()
+    assert "client.devices" in status["message"] and "\u0007" not in json.dumps(status)
+    await page.evaluate(KEY)      # what comes after it is not held up
+    await page.clock.run_for(5_000)   # the next heartbeat counts the drop
+    stored = await wait_stored(sidecar.db, "s-huge", lambda b: "client.key" in names(b) and any(
+        s["signal"] == "client.heartbeat" and s["data"].get("dropped") for s in b))
+    assert sum(s["data"].get("dropped", 0) for s in stored
+               if s["signal"] == "client.heartbeat") == 1
+    changes = [s["data"]["change"] for s in stored if s["signal"] == "client.devices"]
+    assert changes == ["initial", "removed"]     # the small part of the change got through
+    assert not await page.evaluate("window.sg.statuses.some((s) => s.code === 1009)")
+    assert await page.evaluate("window.sg.guard.pending") == 0
+
+
+BAD_URL_PAGE = """<!doctype html><html><head><script type="module">
+import { connect } from %(sdk)s;
+window.opens = 0;
+const Real = window.WebSocket;
+window.WebSocket = new Proxy(Real, { construct(t, a, n) {
+  window.opens += 1; return Reflect.construct(t, a, n); } });
+connect({ url: %(ws)s, token: %(token)s, onNotice: () => true })
+  .then((g) => { window.result = {resolved: g.pending >= 0}; },
+        (e) => { window.result = {name: e.name, message: e.message}; });
+</script></head><body>call</body></html>"""
+
+
+@pytest.mark.parametrize(("kind", "url"), [
+    ("scheme", "ftp://127.0.0.1:{port}/v1/ws"),
+    ("unparsable", "ws://[127.0.0.1:{port}/v1/ws"),
+    ("fragment", "ws://127.0.0.1:{port}/v1/ws#call"),
+])
+async def test_a_url_that_cannot_work_is_refused_at_once_not_retried(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar, kind: str, url: str) -> None:
+    ctx = await chromium()
+    token = sidecar.token("s-bad-url", "pat", "patient", FULL)
+    page = await ctx.new_page()
+    await page.goto(site.add(f"bad-url-{kind}.html", BAD_URL_PAGE % {
+        "sdk": json.dumps(sidecar.sdk_url), "ws": json.dumps(url.format(port=sidecar.port)),
+        "token": json.dumps(token)}))
+    result = await (await page.wait_for_function("window.result")).json_value()
+    assert result.get("name") == "TypeError", result
+    assert {"scheme": "ftp:", "unparsable": "not a valid URL",
+            "fragment": "fragment"}[kind] in result["message"]
+    assert token not in result["message"]
+    assert await page.evaluate("window.opens") == 0
+
+
+async def test_an_http_url_is_a_websocket_url(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    ctx = await chromium()
+    http_url = sidecar.ws_url.replace("ws://", "http://", 1)
+    page = await open_call(ctx, site, sidecar, "s-http-url", FULL, name="http-url",
+                           ws_url=http_url)
+    await page.evaluate(KEY)
+    await wait_stored(sidecar.db, "s-http-url", lambda b: "client.key" in names(b))
+
+
+# A thousand client.devices changes of about 1.9 KB each: a resend of ~140 frames, well over
+# the sidecar's per-connection burst of 100 tokens.
+QUEUE_BIG_CHANGES = """() => {
+  for (let i = 0; i < 1000; i++) {
+    window.sg.guard._signal("client.devices", {change: "added", devices: Array.from(
+      {length: 8}, (_, k) => ({kind: "audioinput", id: "d" + i + "-" + k,
+                                label: "USB Audio Device " + k + " " + "x".repeat(180)}))});
+  }
+}"""
+
+
+async def test_a_long_resend_is_paced_within_the_sidecars_allowance(
+        chromium: Any, site: StaticSite, tmp_path: Path) -> None:
+    ctx = await chromium()
+    db = tmp_path / "paced.db"
+    async with live_sidecar(db) as first:
+        port = first.port
+        page = await open_call(ctx, site, first, "s-paced", FULL, name="paced")
+        await page.wait_for_function("window.sg.guard.pending === 0")
+    await page.wait_for_function("window.sg.statuses.some((s) => s.state === 'disconnected')")
+    await page.evaluate(QUEUE_BIG_CHANGES)
+    assert await page.evaluate("window.sg.guard.pending") >= 999
+    async with live_sidecar(db, port=port) as second:
+        await page.wait_for_function("window.sg.guard.pending === 0", timeout=30_000)
+        refused = second.sidecar.metrics.registry.get_sample_value(
+            "sessionguard_invalid_messages_total", {"reason": "rate_limited"})
+    errors = await page.evaluate("window.sg.statuses.filter((s) => s.error).map((s) => s.error)")
+    assert not [e for e in errors if isinstance(e, dict) and e.get("code") == "rate_limited"]
+    assert not refused     # None: never counted
+    stored = stored_signals(db, "s-paced")
+    assert sum(1 for s in stored if s["signal"] == "client.devices"
+               and s["data"]["change"] == "added") >= 999
