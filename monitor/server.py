@@ -259,6 +259,8 @@ class Sidecar:
             self.metrics.media_flowing.labels(kind).set_function(
                 functools.partial(self._media_flowing, kind))
         self._reply_locks: dict[str, asyncio.Lock] = {}
+        #: sessions whose recording requests are being read back from the ledger
+        self._restoring: dict[str, asyncio.Future[None]] = {}
         self._pending_claims: weakref.WeakKeyDictionary[ServerConnection, Any] = (
             weakref.WeakKeyDictionary())
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -550,12 +552,14 @@ class Sidecar:
             self._send(channel, text)
 
     async def _open(self, channel: Channel) -> None:
-        now = self.clock()
         state = self.sessions.get(channel.session)
         self.channels.setdefault(channel.session, set()).add(channel)
         self.metrics.connections.labels(channel.role).inc()
         self.metrics.active_sessions.set(len(self.channels))
         log.info("%s connected to session %s", channel.role, channel.session)
+        if not state.requests_restored:
+            await self._restore_requests(state)
+        now = self.clock()
         if channel.role == "patient":
             state.patient_connected(channel.participant, now)
             merged = merge_claim(state.consent, channel.consent, not state.consent_from_token,
@@ -976,6 +980,24 @@ class Sidecar:
         if announce and not self._stopping:
             await self._status(session, now, "consent_changed")
 
+    async def _restore_requests(self, session: Session) -> None:
+        """Read back from the ledger the recording requests of a session this process did not
+        hold (a restart, even a SIGKILL; or a session forgotten while idle): those still
+        waiting wait again, so clinicians are sent them and can decide; recent decisions
+        answer a patient asking again (see :meth:`Session.restore_requests`). Channels opening
+        at once share one read; a failed read (StorageError) refuses the channel, and the
+        next one tries again."""
+        pending = self._restoring.get(session.id)
+        if pending is None:
+            async def read() -> None:
+                entries = await self.store.entries(session.id, _REQUEST_KINDS)
+                if not session.requests_restored:
+                    session.restore_requests(entries, MAX_DECIDED_KEPT)
+
+            pending = self._restoring[session.id] = asyncio.ensure_future(read())
+            pending.add_done_callback(lambda _f: self._restoring.pop(session.id, None))
+        await asyncio.shield(pending)
+
     async def _recording_request(self, channel: Channel, session: Session,
                                  message: proto.RecordingRequest) -> None:
         decided = session.decided_requests.get(message.id) if message.id else None
@@ -1247,6 +1269,8 @@ def _signal_body(signal: Signal) -> dict[str, Any]:
 
 #: the ledger entries an alert's state is built from
 _STATE_KINDS = ("alert", "ack", "feedback")
+#: the ledger entries a restarted sidecar reads recording requests back from
+_REQUEST_KINDS = ("recording_request", "recording_decision", "consent")
 
 
 def _alert_states(entries: Iterable[Any], only: str | None = None) -> dict[str, dict[str, Any]]:

@@ -10,10 +10,11 @@ recognised); :meth:`SessionRegistry.evict_idle` forgets sessions idle for a long
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from signals.consent import NO_CONSENT, Consent
+from signals.consent import NO_CONSENT, RECORDING_POLICIES, Consent
 
 __all__ = [
     "GAP_WORDS",
@@ -151,6 +152,9 @@ class Session:
     #: the latest decisions (request id -> (participant, approved)), for a patient that was
     #: disconnected when its request was decided; at most MAX_DECIDED_KEPT
     decided_requests: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    #: whether the requests waiting and decided were read back from the ledger (see
+    #: :meth:`restore_requests`: a restarted sidecar, or a session forgotten while idle)
+    requests_restored: bool = False
     known_alerts: set[str] = field(default_factory=set)
     #: whether this sidecar analyses media at all (``media.enabled``)
     media_available: bool = True
@@ -264,6 +268,52 @@ class Session:
         else:
             state.limits[kind] = limit
         return True
+
+    # -- recording requests after a restart ------------------------------------------------
+
+    def restore_requests(self, entries: Iterable[Mapping[str, Any]], keep: int) -> None:
+        """What the ledger ``entries`` (``recording_request``, ``recording_decision`` and
+        ``consent`` kinds, in chain order) say of recording requests, for a session this
+        process did not hold yet (it restarted, or forgot the session while idle).
+
+        A request without a decision waits again (a patient's later undecided request replaces
+        an earlier one: that one was lost by a sidecar from before requests were restored); the
+        last ``keep`` decisions are remembered for a patient that asks again; the recording
+        policy a clinician set last (``consent.set``, or an approval) stays, as it does when
+        the clinician set it before the first patient came (see :func:`merge_claim`). Requests
+        already in memory are kept."""
+        asked: dict[str, dict[str, Any]] = {}
+        decided: dict[str, tuple[str, bool]] = {}
+        recording: str | None = None
+        for entry in entries:
+            body = entry.get("body")
+            if not isinstance(body, Mapping):
+                continue
+            kind = entry.get("kind")
+            rid = str(body.get("id", ""))
+            if kind == "recording_request" and rid:
+                participant = str(body.get("participant", ""))
+                for old in [k for k, r in asked.items() if r["participant"] == participant]:
+                    del asked[old]
+                asked[rid] = {"type": "recording.request", "id": rid,
+                              "participant": participant, "reason": str(body.get("reason", "")),
+                              "at": body.get("at", entry.get("at"))}
+            elif kind == "recording_decision" and rid in asked:
+                request = asked.pop(rid)
+                decided.pop(rid, None)
+                decided[rid] = (str(request["participant"]), body.get("approve") is True)
+            elif kind == "consent" and str(body.get("by", "")).startswith("clinician:"):
+                recording = str(body.get("recording", ""))
+        for rid, request in asked.items():
+            if not any(r["participant"] == request["participant"]
+                       for r in self.pending_requests.values()):
+                self.pending_requests.setdefault(rid, request)
+        kept = dict(list(decided.items())[-keep:] if keep > 0 else [])
+        self.decided_requests = {**kept, **self.decided_requests}
+        if recording in RECORDING_POLICIES and not self.recording_by_clinician:
+            self.consent = self.consent.with_recording(recording)
+            self.recording_by_clinician = True
+        self.requests_restored = True
 
     # -- status ----------------------------------------------------------------------------
 

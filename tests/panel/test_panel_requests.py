@@ -3,7 +3,9 @@ against a real sidecar."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal as signals
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,54 @@ async def test_an_unknown_request_error_marks_only_the_request_it_names(tmp_path
             assert "No longer waiting" not in shown_second and "Approving" in shown_second
             assert await recv_until(p2, lambda m: m.get("type") == "recording.decision") == {
                 "type": "recording.decision", "id": second, "approved": True}
+
+
+async def test_a_waiting_request_is_still_offered_after_the_sidecar_is_killed(
+        tmp_path: Path) -> None:
+    """A real ``sessionguard serve``, SIGKILLed and started again on the same port and
+    database: the panel reconnects by itself and the request is still there to decide."""
+    from tests.server.conftest import SECRET, token
+    from tests.server.test_durability import free_port, start_serve
+
+    session, rid = "s1", "rr-panel-restart-1"
+    port = free_port()
+    proc, _ = await start_serve(tmp_path, port)
+    try:
+        async with playwright_context(tmp_path / "profile") as ctx:
+            page = await ctx.new_page()
+            await page.goto(f"http://127.0.0.1:{port}/panel/panel.html?token="
+                            f"{token(session, 'dr', 'clinician', ttl_s=3600, secret=SECRET)}")
+            await page.wait_for_selector('sessionguard-panel[data-state="blind"]')
+            box = page.locator(f'.sg-request[data-request-id="{rid}"]')
+            patient_url = (f"ws://127.0.0.1:{port}/v1/ws?token="
+                           f"{token(session, 'p1', 'patient', DEVICE)}")
+            async with websockets.connect(patient_url) as patient:
+                await recv_until(patient, lambda m: m.get("type") == "consent")
+                await patient.send(json.dumps({"type": "recording.request", "reason": "notes",
+                                               "id": rid}))
+                await recv_until(patient, lambda m: m.get("type") == "ok")
+                await expect(box.locator('[data-action="approve"]')).to_be_enabled()
+                proc.send_signal(signals.SIGKILL)
+                await proc.wait()
+            await page.wait_for_selector('sessionguard-panel[data-state="offline"]')
+            proc, _ = await start_serve(tmp_path, port)
+            # reconnected, resumed: the request waits still, and says so
+            await page.wait_for_function("""() => { const p = document.getElementById('panel');
+              return p.link === 'open' && p.status !== null && !p.resuming; }""",
+                                         timeout=30_000)
+            assert await box.locator(".sg-gone").count() == 0
+            async with websockets.connect(patient_url) as patient:
+                await recv_until(patient, lambda m: m.get("type") == "consent")
+                await patient.send(json.dumps({"type": "recording.request", "reason": "notes",
+                                               "id": rid}))
+                assert (await recv_until(patient, lambda m: m.get("type") == "ok")).get(
+                    "pending") is True
+                await box.locator('[data-action="decline"]').click()
+                assert await recv_until(
+                    patient, lambda m: m.get("type") == "recording.decision") == {
+                    "type": "recording.decision", "id": rid, "approved": False}
+                await expect(box.locator(".sg-done")).to_have_text("Declined.")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signals.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)

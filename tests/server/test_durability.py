@@ -33,13 +33,15 @@ from tests.server.conftest import (
 )
 
 
-async def start_serve(tmp_path: Path) -> tuple[asyncio.subprocess.Process, int]:
+async def start_serve(tmp_path: Path, port: int = 0) -> tuple[asyncio.subprocess.Process, int]:
+    """A real ``sessionguard serve`` on ``port`` (0: any free one) with the audit store in
+    ``tmp_path``; starting it again on the same ``tmp_path`` (and port) is a restart."""
     env = {**os.environ, "SESSIONGUARD_SECRET": SECRET,
            "SESSIONGUARD_DB": str(tmp_path / "audit.db"),
            "SESSIONGUARD_RULES": str(write_rules(tmp_path)),
            "SESSIONGUARD_MEDIA_ENABLED": "false"}
     proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "sessionguard"), "serve", "--port", "0", env=env,
+        str(Path(sys.executable).parent / "sessionguard"), "serve", "--port", str(port), env=env,
         stdout=asyncio.subprocess.PIPE, stderr=(tmp_path / "serve.log").open("ab"),
         cwd=tmp_path)
     assert proc.stdout is not None
