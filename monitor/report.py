@@ -126,6 +126,7 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
     deliveries = 0
     abandoned = 0
     participants: set[str] = set()
+    lost: dict[str, int] = {}  # per participant: signals its app reported it could not deliver
 
     for entry in entries:
         kind = entry.get("kind")
@@ -144,6 +145,10 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
                             "source": _get(body, "source", default="client"),
                             "data": dict(data),
                             "description": describe_evidence(name, data)})
+            dropped = data.get("dropped") if name == "client.heartbeat" else None
+            if isinstance(dropped, int) and not isinstance(dropped, bool) and dropped > 0:
+                who = participant if isinstance(participant, str) else "unknown"
+                lost[who] = lost.get(who, 0) + dropped
         elif kind == "alert":
             alert_id = str(_get(body, "id", default=f"alert-{entry.get('index')}"))
             evidence = [dict(e) for e in _get(body, "evidence", default=[])
@@ -237,6 +242,7 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
         "recording_requests": list(requests.values()),
         "skipped": skips,
         "alert_limit": alert_limit,
+        "signals_lost": dict(sorted(lost.items())),
         "counts": {
             "entries": len(entries),
             "signals": len(signals),
@@ -251,6 +257,7 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
             "deliveries_abandoned": abandoned,
             "blind_ms": sum(p["end"] - p["start"] for p in blind),
             "limited_ms": sum(p["end"] - p["start"] for p in limited),
+            "signals_lost": sum(lost.values()),
         },
     }
     report["summary"] = summary_text(report)
@@ -335,6 +342,12 @@ def summary_text(report: Mapping[str, Any]) -> str:
         lines.append(f"Monitoring was limited for {_duration(counts['limited_ms'])} in "
                      f"{_plural(len(limited), 'period')} (some signs could not be detected, "
                      "e.g. shutter sounds in narrowband audio).")
+    lost = report.get("signals_lost", {})
+    if lost:
+        who = ", ".join(f"patient {p}: {_plural(n, 'signal')}" for p, n in lost.items())
+        total = _plural(counts["signals_lost"], "signal")
+        lines.append(f"The patient's app could not deliver {total} while it was offline "
+                     f"({who}): the record has a gap there.")
     requests = report["recording_requests"]
     if requests:
         decided = ", ".join(r["decision"] or "undecided" for r in requests)

@@ -284,3 +284,28 @@ def test_a_session_where_only_a_clinician_acted_has_a_report(tmp_path: Path) -> 
     assert report["blind_periods"][0]["open"] is True
     assert "No alerts were raised." in report["summary"]
     assert "no patient is connected" in html
+
+
+def test_signals_the_patients_app_could_not_deliver_are_a_gap_in_the_report(
+        tmp_path: Path) -> None:
+    # heartbeats carry {"dropped": N} when the app's offline queue overflowed
+    with SqliteStore(tmp_path / "audit.db", synchronous="NORMAL") as db:
+        for i, data in enumerate(({}, {"dropped": 12}, {}, {"dropped": 3})):
+            db.append("s-gap", "signal", T0 + i * 5_000, {
+                "signal": "client.heartbeat", "at": T0 + i * 5_000, "data": data,
+                "participant": "p1", "source": "client"})
+        db.append("s-gap", "signal", T0 + 30_000, {
+            "signal": "client.heartbeat", "at": T0 + 30_000, "data": {"dropped": 1},
+            "participant": "p2", "source": "client"})
+        report = build_report(db, "s-gap")
+        html = render_html(report)
+    assert report["signals_lost"] == {"p1": 15, "p2": 1}
+    assert report["counts"]["signals_lost"] == 16
+    sentence = ("could not deliver 16 signals while it was offline (patient p1: 15 signals, "
+                "patient p2: 1 signal): the record has a gap there.")
+    assert sentence in report["summary"] and sentence in html
+    # a session without drops says nothing about them
+    with SqliteStore(tmp_path / "other.db", synchronous="NORMAL") as db:
+        populate(db)
+        plain = build_report(db, "s-report")
+    assert plain["signals_lost"] == {} and "could not deliver" not in plain["summary"]
