@@ -961,24 +961,42 @@ class Sidecar:
 
     # -- consent and recording requests ---------------------------------------------------
 
-    def _consent_message(self, session: Session, now: int) -> dict[str, Any]:
-        return {"type": "consent", **session.consent.to_dict(), "at": now}
+    def _consent_message(self, session: Session, now: int,
+                         consent: Consent | None = None) -> dict[str, Any]:
+        return {"type": "consent", **(consent or session.consent).to_dict(), "at": now}
 
     async def _apply_consent(self, session: Session, consent: Consent, now: int, by: str,
                              announce: bool = True) -> None:
+        """Put ``consent`` in force and in the ledger. Privacy first: what it withdraws stops
+        at once, whatever the store does: the engine, the live media receivers (a withdrawn
+        kind's analysis ends) and the patients' pages (the SDK stops sending it) are told
+        before the write. The rest (a recording policy, a first token's scopes) reaches
+        receivers and pages once the ledger holds it. A failed write raises, for the caller
+        to report; a withdrawal stays in force all the same."""
+        old = session.consent
+        withdrawn = old.monitoring - consent.monitoring
+        kept = Consent(old.monitoring & consent.monitoring, consent.recording)
         session.consent = consent  # at once: a narrower consent must not wait for the disk
         self.engine.set_consent(session.id, consent, now)
         session.consent_unrecorded = True  # until the ledger holds it (see _open)
+        if withdrawn:
+            await self._tell_consent(session, kept, now)
         await self.store.append(session.id, "consent", now,
                                 {**consent.to_dict(), "by": by, "at": now})
         session.consent_unrecorded = False
+        # a later change made during the write has told them already (or will, once written)
+        if (not withdrawn or kept != consent) and session.consent is consent:
+            await self._tell_consent(session, consent, now)
+        if announce and not self._stopping:
+            await self._status(session, now, "consent_changed")
+
+    async def _tell_consent(self, session: Session, consent: Consent, now: int) -> None:
+        """Give ``consent`` to the session's live media receivers and patient pages."""
         for (sid, _pid), receiver in list(self.media.items()):
             if sid == session.id:
                 with contextlib.suppress(Exception):
                     await receiver.set_consent(consent)
-        self._broadcast(self._patients(session.id), self._consent_message(session, now))
-        if announce and not self._stopping:
-            await self._status(session, now, "consent_changed")
+        self._broadcast(self._patients(session.id), self._consent_message(session, now, consent))
 
     async def _restore_requests(self, session: Session) -> None:
         """Read back from the ledger the recording requests of a session this process did not
