@@ -129,6 +129,9 @@ class AlertFeedback(_Msg):
 
 
 class ConsentSet(_Msg):
+    """``{"type":"consent.set","recording":POLICY}``: the recording policy only. One that
+    carries ``monitoring`` is refused (see :data:`_REFUSED_FIELDS`)."""
+
     type: Literal["consent.set"]
     recording: RecordingPolicy
 
@@ -165,6 +168,17 @@ CLINICIAN_TYPES: dict[str, type[_Msg]] = {
 _BY_ROLE: dict[str, dict[str, type[_Msg]]] = {
     "patient": PATIENT_TYPES,
     "clinician": CLINICIAN_TYPES,
+}
+
+#: Fields a message type cannot act on although a sender could believe it does: refused with
+#: ``bad_field`` and these words (other unknown fields are ignored, for newer clients).
+_REFUSED_FIELDS: dict[str, dict[str, str]] = {
+    "consent.set": {
+        "monitoring": "consent.set changes only the recording policy; nothing was changed. "
+                      "The monitoring scopes come from the patient's token: narrowing them "
+                      "means the platform minting a new patient token without the scope "
+                      "(the session keeps only the scopes every patient token granted)",
+    },
 }
 
 
@@ -245,6 +259,9 @@ def parse_message(
         if kind in _BY_ROLE[other]:
             raise InvalidSignal(f"a {role} may not send {kind!r} messages", "forbidden")
         raise InvalidSignal(f"unknown message type {kind[:40]!r}", "unknown_type")
+    for field, why in _REFUSED_FIELDS.get(kind, {}).items():
+        if field in raw:
+            raise InvalidSignal(f"{kind}: {field}: {why}", "bad_field")
     if model is SignalsBatch:
         items = raw.get("items")
         if isinstance(items, list) and len(items) > max_batch:

@@ -49,6 +49,22 @@ def test_parses_each_clinician_message() -> None:
     assert isinstance(cs, ConsentSet) and cs.recording == "patient_allowed"
 
 
+def test_consent_set_refuses_monitoring_and_ignores_other_unknown_fields() -> None:
+    # monitoring scopes come from the patient's token: a consent.set that carries them was
+    # answered ok and changed nothing (the clinician believed video was withdrawn)
+    for frame in ('{"type":"consent.set","recording":"prohibited","monitoring":["device"]}',
+                  '{"type":"consent.set","monitoring":[]}'):
+        with pytest.raises(InvalidSignal) as info:
+            parse_message(frame, "clinician")
+        assert info.value.code == "bad_field"
+        words = str(info.value)
+        assert "only the recording policy" in words and "patient's token" in words
+    # a field this sidecar does not know is still ignored (a newer panel)
+    cs = parse_message('{"type":"consent.set","recording":"prohibited","note":"x"}',
+                       "clinician")
+    assert isinstance(cs, ConsentSet) and cs.recording == "prohibited"
+
+
 @pytest.mark.parametrize(("frame", "role", "code"), [
     ("{not json", "patient", "bad_json"),
     ("[1,2]", "patient", "not_object"),

@@ -211,6 +211,35 @@ async def test_a_policy_the_clinician_set_before_the_patient_came_stays(serve: F
         "consent", ["device"], "provider_records")
 
 
+async def test_consent_set_with_monitoring_is_refused_and_changes_nothing(
+        serve: Factory) -> None:
+    """consent.set carries only the recording policy: one that also says ``monitoring`` (a
+    clinician believing it withdraws video) was answered ``ok`` and changed nothing. It is an
+    error now, in words, counted, and nothing of it is applied, its recording neither."""
+    h = await serve()
+    c = await h.clinician()
+    p = await h.patient(consent={"monitoring": ["device", "video"], "recording": "prohibited"})
+    await recv_type(c, "status")
+    await c.send(json.dumps({"type": "consent.set", "recording": "provider_records",
+                             "monitoring": ["device"]}))
+    error = await recv_json(c)
+    assert error["type"] == "error" and error["code"] == "bad_field"
+    assert "patient's token" in error["message"] and "new patient token" in error["message"]
+    assert h.sidecar.metrics.registry.get_sample_value(
+        "sessionguard_invalid_messages_total", {"reason": "bad_field"}) == 1
+    session = h.sidecar.sessions.get("s1")
+    assert session.consent.to_dict() == {"monitoring": ["device", "video"],
+                                         "recording": "prohibited"}
+    # the next consent the patient hears of is a later, valid change: nothing came between
+    await c.send(json.dumps({"type": "consent.set", "recording": "patient_allowed",
+                             "note": "a field this sidecar does not know is ignored"}))
+    assert (await recv_type(c, "ok"))["ref"] == "consent.set"
+    told = await recv_type(p, "consent")
+    assert (told["monitoring"], told["recording"]) == (["device", "video"], "patient_allowed")
+    assert [e["body"]["recording"] for e in h.sidecar.store.store.entries("s1")
+            if e["kind"] == "consent"] == ["prohibited", "patient_allowed"]
+
+
 async def test_out_of_scope_signals_are_acked_but_dropped(serve: Factory) -> None:
     h = await serve()
     c = await h.clinician()
