@@ -17,6 +17,10 @@ The patient's SDK sends a ``webrtc.offer`` on its channel; the server hands the 
 * reports ``on_limit(kind, "narrowband" | None)`` when the analyzer's ``limit`` changes (the
   audio analyzer's band check, ``signals.media.audio_band``: the audio cannot carry a
   shutter's clicks), and ``None`` when the track ends;
+* reports ``on_limit("audio", "muted")`` while the audio has been nothing but digital silence
+  for ``muted_after_s`` (``signals.media.audio_silence``: a microphone muted in the page
+  keeps sending zeros, so it never stops; nothing near the patient can be heard), and clears
+  it at the first sound;
 * refuses video that arrives at more than ``max_video_pixel_rate`` decoded pixels a second
   for ``oversize_after_s`` (a patient's app that ignores the SDK's reduced copy would
   otherwise take decoding time from every call in the process): it stops receiving that
@@ -31,6 +35,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -55,6 +60,7 @@ from monitor.media_pipeline import (
 from signals.catalog import make_signal
 from signals.consent import Consent
 from signals.errors import MediaError, SessionguardError
+from signals.media.audio_silence import MUTED, MUTED_AFTER_S, SilenceWatch
 from signals.media.detection import Detection
 from signals.model import Signal
 
@@ -183,6 +189,10 @@ class MediaParams:
     ``overload_wait_s``: a track whose analysis jobs wait this long for the analysis thread,
     on average over ``overload_window_s``, reports the limit ``overloaded`` (see
     :class:`~monitor.media_pipeline.LagWatch`; it clears under a quarter of it).
+    ``muted_after_s``: audio that has been digital silence (no sample above one step of
+    16-bit audio) this long reports the limit ``muted`` until a sound arrives (see
+    :class:`~signals.media.audio_silence.SilenceWatch`; keep it at or under the audio
+    analyzer's ``virtual_source.max_gap_s``, 15 s, which leaves longer runs to it).
     """
 
     max_fps: float = 10.0
@@ -195,6 +205,7 @@ class MediaParams:
     lossy_window_s: float = 10.0
     overload_wait_s: float = 0.25
     overload_window_s: float = 5.0
+    muted_after_s: float = MUTED_AFTER_S
     video: Any = None
     audio: Any = None
     video_factory: Callable[[], VideoSink] | None = None
@@ -221,6 +232,8 @@ class MediaParams:
             raise MediaError("media overload_wait_s must be positive")
         if not self.overload_window_s >= 0:
             raise MediaError("media overload_window_s must not be negative")
+        if not (self.muted_after_s > 0 and math.isfinite(self.muted_after_s)):
+            raise MediaError("media muted_after_s must be a positive number of seconds")
 
     def make_video(self) -> VideoSink:
         return self.video_factory() if self.video_factory else _default_video(self.video)
@@ -298,6 +311,7 @@ class _Track:
     failing: bool = False  # its analyzer keeps raising: reported stopped, limit "failed"
     sink_limit: str | None = None  # what its analyzer last said it cannot carry
     lossy: bool = False  # audio: decoded frames cover too little of the time (see _watch)
+    muted: bool = False  # audio: nothing but digital silence for muted_after_s
     covered_s: float = 0.0  # seconds of audio decoded in the current coverage window
     window_ms: int | None = None  # when that window began
 
@@ -572,9 +586,16 @@ class MediaReceiver:
             pipeline = VideoPipeline(emit=emit, stats=state.analysis, sink=sink,
                                      max_fps=p.max_fps, lag=lag, on_failing=on_failing)
         else:
+            state.muted = False  # a fresh watch: silent only after muted_after_s of it
+
+            def on_silent(silent: bool) -> None:
+                state.muted = silent
+                self._refresh_limit(state, pipeline)
+
             pipeline = AudioPipeline(emit=emit, stats=state.analysis, sink=sink,
                                      backlog_s=p.audio_backlog_s, batch_s=p.audio_batch_s,
-                                     lag=lag, on_failing=on_failing)
+                                     lag=lag, on_failing=on_failing,
+                                     silence=SilenceWatch(p.muted_after_s), on_silent=on_silent)
         return pipeline
 
     async def _analysis_failing(self, state: _Track, failing: bool) -> None:
@@ -632,13 +653,15 @@ class MediaReceiver:
 
     def _refresh_limit(self, state: _Track,
                        pipeline: VideoPipeline | AudioPipeline | None) -> None:
-        """Report the limit a flowing track has now. An overloaded analysis thread outweighs
-        lossy audio, which outweighs what the analyzer says (narrowband audio): each covers
-        more of what the track's detectors miss."""
+        """Report the limit a flowing track has now. Muted audio (only digital silence: there
+        is nothing to analyse) outweighs an overloaded analysis thread, which outweighs lossy
+        audio, which outweighs what the analyzer says (narrowband audio): each covers more
+        of what the track's detectors miss."""
         if state.state != "flowing":
             return
         overloaded = pipeline is not None and pipeline.lag.overloaded
-        self._set_limit(state, "overloaded" if overloaded
+        self._set_limit(state, MUTED if state.muted
+                        else "overloaded" if overloaded
                         else "lossy" if state.lossy else state.sink_limit)
 
     def _check_coverage(self, state: _Track, now: int) -> None:
@@ -691,8 +714,9 @@ class MediaReceiver:
                         now - self._answered_ms >= first_ms and \
                         self._consent.allows(state.kind):
                     # answered, consented, and nothing ever came (ICE that never connects,
-                    # a track muted from the start): blind, not "never attached" (a kind
-                    # whose consent was withdrawn meanwhile is not expected any more)
+                    # a track the app sends nothing on: Chromium sends black frames and
+                    # silence for a muted one): blind, not "never attached" (a kind whose
+                    # consent was withdrawn meanwhile is not expected any more)
                     state.state = "stopped"
                     if self._on_status is not None:
                         await self._call(self._on_status, state.kind, "stopped")

@@ -10,7 +10,10 @@ the worker at a time:
   kept, older waiting ones are dropped (the newest picture matters, not the queue);
 * audio collects 20 ms frames into batches of ``batch_s`` (100 ms; longer while the worker
   is busy) and hands each batch over in one push (contiguous runs concatenated), dropping
-  the oldest beyond ``backlog_s``.
+  the oldest beyond ``backlog_s``. Each frame's peak is taken as it is copied (one ``max``
+  and one ``min``, on the event loop, whatever the worker's load) for the pipeline's
+  :class:`~signals.media.audio_silence.SilenceWatch`: a track that sends only digital
+  silence (a muted microphone) is told to ``on_silent``.
 
 Frames live only in memory: converted to numpy, pushed to the analyzer, released.
 
@@ -36,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.mediafile import bgr_picture, gray_picture
+from signals.media.audio_silence import SilenceWatch, peak_level
 from signals.media.detection import Detection
 
 __all__ = [
@@ -309,6 +313,10 @@ class AudioPipeline(_Base):
     sink: AudioSink | None = None
     backlog_s: float = 1.0
     batch_s: float = 0.1
+    #: whether the track sends only digital silence (``None``: not watched); each change of
+    #: its verdict is told to ``on_silent``
+    silence: SilenceWatch | None = None
+    on_silent: Callable[[bool], None] | None = None
     _pending: list[_Raw] = field(default_factory=list)
     _held: float = 0.0
 
@@ -316,11 +324,13 @@ class AudioPipeline(_Base):
         self.stats.received += 1
         if self._closed or self.sink is None:
             return
-        # Only the copy out of the frame happens here; conversion to mono runs in the worker,
-        # once per batch.
+        # Only the copy out of the frame (and its peak) happens here; conversion to mono runs
+        # in the worker, once per batch.
         layout = (len(frame.layout.channels), bool(frame.format.is_planar))
         rate = frame.sample_rate
-        self._pending.append((t, rate, layout, frame.to_ndarray(), frame.samples))
+        data = frame.to_ndarray()
+        self._watch_silence(data, t, frame.samples / max(1, rate))
+        self._pending.append((t, rate, layout, data, frame.samples))
         self._held += frame.samples / rate
         while self._held > self.backlog_s and len(self._pending) > 1:
             dropped = self._pending.pop(0)
@@ -328,6 +338,14 @@ class AudioPipeline(_Base):
             self.stats.dropped += 1
         if self._job is None:
             self._next()
+
+    def _watch_silence(self, data: npt.NDArray[Any], t: float, seconds: float) -> None:
+        watch = self.silence
+        if watch is None:
+            return
+        was = watch.silent
+        if watch.push(peak_level(data), t, seconds) != was and self.on_silent is not None:
+            self.on_silent(watch.silent)
 
     def _next(self, force: bool = False) -> None:
         if not self._pending or self.sink is None:

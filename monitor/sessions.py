@@ -39,11 +39,13 @@ LIMIT_WORDS = {
                    "cannot be heard"),
     "lossy": ("audio from patient {participant} arrives with gaps (a connection losing "
               "packets): sounds in the gaps, a shutter among them, are missed"),
+    "muted": ("the microphone of patient {participant} sends only silence (muted?): sounds "
+              "near the patient, a shutter among them, are not heard"),
     "overloaded": ("{kind} from patient {participant} is analysed only in part: the "
                    "sidecar's analysis is falling behind (more calls than its CPU can "
                    "analyse, or a busy machine), so detections may come late or be missed"),
     "absent": ("{kind} from patient {participant} was offered but none has arrived (a "
-               "connection that never got through, or a {kind} track muted from the start)"),
+               "connection that never got through, or an app that sends no {kind} at all)"),
     "failed": ("{kind} from patient {participant} is not analysed: the sidecar's {kind} "
                "analysis keeps failing on it (the sidecar's log says why)"),
     "busy": ("{kind} from patient {participant} is not analysed for now: this sidecar already "

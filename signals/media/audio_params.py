@@ -68,11 +68,12 @@ class VirtualSourceParams(_Strict):
 
     A 10 ms block below ``digital_dbfs`` is digital silence; a run of them between sounds,
     at least ``min_gap_s`` and at most ``max_gap_s`` long, is a *gap* (longer runs look like
-    a muted track and are not counted). Reported once ``min_silence_s`` of gaps in at least
-    ``min_gaps`` gaps have been seen; the evidence is forgotten after ``reset_floor_s`` of
-    pauses with a real noise floor (runs of at least ``floor_run_s`` of blocks between
-    ``digital_dbfs`` and ``quiet_dbfs``); an open episode closes after ``clear_floor_s``
-    of such floor without a new gap.
+    a muted track and are not counted; the live receiver reports 5 s of digital silence as
+    the limit ``muted``, :mod:`signals.media.audio_silence`). Reported once
+    ``min_silence_s`` of gaps in at least ``min_gaps`` gaps have been seen; the evidence is
+    forgotten after ``reset_floor_s`` of pauses with a real noise floor (runs of at least
+    ``floor_run_s`` of blocks between ``digital_dbfs`` and ``quiet_dbfs``); an open episode
+    closes after ``clear_floor_s`` of such floor without a new gap.
     """
 
     enabled: bool = True

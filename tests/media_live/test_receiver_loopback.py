@@ -304,8 +304,9 @@ async def switchable_call(cleanup: list[Any], video: Callable[[], Any], **params
                           ) -> tuple[MediaReceiver, Recorder, list[tuple[str, str | None]],
                                      list[Any]]:
     """A receiver whose video analyzers come from ``video`` (each kept in the list returned,
-    so the test can change how they behave), sent a grey 160x120 camera at 10 fps and
-    silence; the limits it reports are collected."""
+    so the test can change how they behave), sent a grey 160x120 camera at 10 fps and a
+    quiet hum (not digital silence: that would be the limit ``muted`` after 5 s); the
+    limits it reports are collected."""
     rec = Recorder()
     limits: list[tuple[str, str | None]] = []
     made: list[Any] = []
@@ -318,8 +319,9 @@ async def switchable_call(cleanup: list[Any], video: Callable[[], Any], **params
     rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, rec.on_status,
                        on_limit=lambda kind, limit: limits.append((kind, limit)))
     cleanup.append(rx)
+    hum = (np.sin(np.arange(960) * 2 * np.pi * 100 / 48_000) * 300).astype(np.int16)
     tracks = [GeneratedVideo(lambda i: np.full((120, 160, 3), 128, np.uint8), fps=10),
-              GeneratedAudio(silence)]
+              GeneratedAudio(lambda _i: hum)]
     cleanup.append(await connect_client(tracks, rx.handle_offer))
     return rx, rec, limits, made
 
@@ -385,7 +387,8 @@ async def test_a_track_whose_analysis_keeps_failing_is_not_reported_flowing(
 
 
 class SilentVideo(GeneratedVideo):
-    """A camera track that never delivers a frame (muted from the start)."""
+    """A camera track that never delivers a frame (an app that sends none; Chromium sends
+    black frames for a muted camera)."""
 
     async def recv(self) -> Any:
         await asyncio.Event().wait()
@@ -393,8 +396,8 @@ class SilentVideo(GeneratedVideo):
 
 async def test_a_consented_track_from_which_nothing_arrives_is_reported_absent(
         cleanup: list[Any]) -> None:
-    """Answered, consented, and no frame ever comes (a track muted from the start, ICE that
-    never gets through): the clinician saw "none" (never attached) and no blindness for as
+    """Answered, consented, and no frame ever comes (a track the app sends nothing on, ICE
+    that never gets through): the clinician saw "none" (never attached) and no blindness for as
     long as the call lasted. After ``first_media_s`` it is stopped, with the reason."""
     rec = Recorder()
     limits: list[tuple[str, str | None]] = []
@@ -410,7 +413,7 @@ async def test_a_consented_track_from_which_nothing_arrives_is_reported_absent(
 
 
 class SilentMicrophone(GeneratedAudio):
-    """A microphone track that never delivers a frame (muted from the start)."""
+    """A microphone track that never delivers a frame (an app that sends none)."""
 
     async def recv(self) -> Any:
         await asyncio.Event().wait()

@@ -20,10 +20,11 @@ const LIMIT_ROWS = {
   stopped: {
     oversized: "not analysed (sent larger than the sidecar accepts)",
     failed: "not analysed (the sidecar's analysis of it keeps failing: see its log)",
-    absent: "not arriving (offered, but nothing came: a blocked connection or a muted track)",
+    absent: "not arriving (offered, but nothing came: a blocked connection, or the app sends none)",
     busy: "not analysed for now (the sidecar analyses as many calls as it is set to; offered again shortly)",
   },
   flowing: {
+    muted: "sends only silence (muted?): sounds near the patient are not heard",
     overloaded: "analysed only in part (the sidecar is overloaded: alerts may come late or be missed)",
     lossy: "analysed with gaps (a connection losing packets: sounds in the gaps are missed)",
     narrowband: "analysed (narrowband: shutter sounds cannot be heard)",
