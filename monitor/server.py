@@ -155,11 +155,15 @@ def _default_media(sidecar: Sidecar, session: str, participant: str, consent: Co
     async def on_signal(signal: Signal) -> None:
         await sidecar.media_signal(signal)
 
+    # a receiver let go of (its patient left) reports media and limits to nobody: its kinds
+    # stopping would follow the status that says the patient is disconnected, media none
     async def on_status(kind: str, state: str) -> None:
-        await sidecar.media_status(session, participant, kind, state)
+        if not sidecar.released(receiver):
+            await sidecar.media_status(session, participant, kind, state)
 
     async def on_limit(kind: str, limit: str | None) -> None:
-        await sidecar.media_limit(session, participant, kind, limit)
+        if not sidecar.released(receiver):
+            await sidecar.media_limit(session, participant, kind, limit)
 
     hosts = tuple(sidecar.config.media.ice_hosts)
     params = sidecar.__dict__.get("_live_media_params")
@@ -171,10 +175,11 @@ def _default_media(sidecar: Sidecar, session: str, participant: str, consent: Co
         params = MediaParams(video=loaded.video, audio=loaded.audio or None,
                              max_video_pixel_rate=sidecar.config.media.max_video_pixel_rate)
         sidecar.__dict__["_live_media_params"] = params
-    return MediaReceiver(session, participant, consent, params=params,
-                         ice=IceConfig(host_addresses=hosts), on_signal=on_signal,
-                         on_status=on_status, on_limit=on_limit, clock=sidecar.clock,
-                         on_frames=sidecar.metrics.count_frames)
+    receiver = MediaReceiver(session, participant, consent, params=params,
+                             ice=IceConfig(host_addresses=hosts), on_signal=on_signal,
+                             on_status=on_status, on_limit=on_limit, clock=sidecar.clock,
+                             on_frames=sidecar.metrics.count_frames)
+    return receiver
 
 
 def _default_webhooks(config: Config, store: Any, clock: Clock,
@@ -244,6 +249,8 @@ class Sidecar:
             media_wait_ms=None if wait is None else int(wait * 1000))
         self.channels: dict[str, set[Channel]] = {}
         self.media: dict[tuple[str, str], Any] = {}
+        #: receivers let go of because their patient left (see ``_closed``)
+        self._released: weakref.WeakSet[Any] = weakref.WeakSet()
         #: the channel whose offer the receiver of (session, participant) answered last
         self.media_channels: dict[tuple[str, str], Channel] = {}
         #: (tokens, when) of each participant's offer bucket (see ``_offer``); kept across
@@ -593,11 +600,7 @@ class Sidecar:
         if channel.role == "patient":
             patient = state.patient_disconnected(channel.participant, now)
             if patient.connections == 0:
-                receiver = self.media.pop((channel.session, channel.participant), None)
-                self.media_channels.pop((channel.session, channel.participant), None)
-                if receiver is not None:
-                    with contextlib.suppress(Exception):
-                        await receiver.close()
+                await self._release_media(state, channel.participant)
             if not self._stopping:
                 try:
                     await self._status(state, now, "patient_disconnected")
@@ -607,6 +610,24 @@ class Sidecar:
         else:
             state.clinician_disconnected(now)
         self.metrics.active_sessions.set(len(self.channels))
+
+    async def _release_media(self, session: Session, participant: str) -> None:
+        """The patient left (its media is ``none`` now): close its receiver, whose reports
+        while closing (each kind stopped, its limits gone) are no longer the session's,
+        and forget what its media could not carry. The patient's status says the rest."""
+        for kind in MEDIA_KINDS:
+            session.set_limit(participant, kind, None)
+        receiver = self.media.pop((session.id, participant), None)
+        self.media_channels.pop((session.id, participant), None)
+        if receiver is not None:
+            with contextlib.suppress(TypeError):  # one that cannot be weakly referenced
+                self._released.add(receiver)
+            with contextlib.suppress(Exception):
+                await receiver.close()
+
+    def released(self, receiver: Any) -> bool:
+        """``receiver`` was let go of because its patient left: its reports are ignored."""
+        return receiver in self._released
 
     # -- receiving ------------------------------------------------------------------------
 

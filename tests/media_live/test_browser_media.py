@@ -79,6 +79,21 @@ def is_status(participant: str, **want: str) -> Callable[[dict[str, Any]], bool]
     return check
 
 
+def video_ended(participant: str) -> Callable[[dict[str, Any]], bool]:
+    """A status telling the clinician ``participant``'s video ended: stopped while the page
+    is still connected, or the patient left (media ``none``: the receiver closed with the
+    channel reports nothing more)."""
+    def check(msg: dict[str, Any]) -> bool:
+        if msg.get("type") != "status":
+            return False
+        video = media_of(msg, participant).get("video")
+        sdk = next((p.get("sdk") for p in msg.get("participants", [])
+                    if p.get("participant") == participant), None)
+        return video == "stopped" or (sdk == "disconnected" and video == "none")
+
+    return check
+
+
 @contextlib.asynccontextmanager
 async def call_page(tmp_path: Path, sc: LiveSidecar, session: str,
                     participant: str, audio: Path | None = None) -> AsyncIterator[Any]:
@@ -168,7 +183,7 @@ async def test_browser_media_reaches_the_receiver_and_status_reaches_the_clinici
             # A microphone file with a noise floor is not digitally silent.
             assert not any(s.name == "audio.virtual_source" for s in seen)
             await page.evaluate("window.sg.guard.close()")
-        await recv_until(clinician, is_status("pat-1", video="stopped"), timeout=30)
+        await recv_until(clinician, video_ended("pat-1"), timeout=30)
 
 
 async def _until_async(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
@@ -202,7 +217,7 @@ async def test_covered_camera_in_chromium_alerts_the_clinician(tmp_path: Path) -
         evidence = next(e for e in alert["evidence"] if e["signal"] == "video.obscured")
         assert 0 < evidence["data"]["confidence"] <= 1
         assert evidence["data"]["mean_luma"] < 30
-        await recv_until(clinician, is_status("pat-2", video="stopped"), timeout=30, seen=seen)
+        await recv_until(clinician, video_ended("pat-2"), timeout=30, seen=seen)
 
 
 def limits_of(msg: dict[str, Any], participant: str) -> dict[str, str]:

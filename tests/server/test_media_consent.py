@@ -18,7 +18,7 @@ from monitor.media_ice import use_host_addresses
 from signals.errors import StorageError
 from tests.media_live.peers import GeneratedAudio, GeneratedVideo
 from tests.server.conftest import Factory, recv_json, recv_type, token
-from tests.server.test_media_server import MEDIA_ENV, noise
+from tests.server.test_media_server import MEDIA_ENV, VIDEO, noise
 
 BOTH = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
 AUDIO_ONLY = {"monitoring": ["device", "audio"], "recording": "prohibited"}
@@ -121,3 +121,45 @@ async def test_a_withdrawn_scope_stops_being_analysed_before_the_store_and_if_it
         assert h.sidecar.sessions.get("s1").consent.monitoring == {"device", "audio"}
     finally:
         await pc.close()
+
+
+async def test_a_patient_who_leaves_ends_in_one_status_without_stopped_media(
+        serve: Factory) -> None:
+    """The last channel of a patient with media closes: the clinician gets one status, the
+    patient disconnected and its media ``none``, its limits gone. The receiver closed after
+    the media was reset reported ``stopped`` on top of it: three statuses in a row, with
+    "video from patient p1 has stopped" next to "patient p1 is disconnected"."""
+    h = await serve(env=MEDIA_ENV)
+    c = await h.clinician()
+    p = await h.patient(consent=VIDEO)
+    pc = await offer_tracks(p, [GeneratedVideo(noise(12), fps=10)])
+    try:
+        await recv_type(c, "status", timeout=30, where=lambda m: media_of(m) == {
+            "audio": "none", "video": "flowing"})
+        await ledger_caught_up(h)
+        # a limit the receiver reported (as the analysis thread falling behind would)
+        await h.sidecar.media_limit("s1", "p1", "video", "overloaded")
+        await recv_type(c, "status", where=lambda m: m["limited"] != [])
+        closed = asyncio.Event()
+        close_channel = h.sidecar._closed
+
+        async def closing(channel: Any) -> None:
+            await close_channel(channel)
+            closed.set()
+
+        h.sidecar._closed = closing  # type: ignore[method-assign]
+        await p.close()  # the peer connection stays up: the sidecar closes its side
+        await asyncio.wait_for(closed.wait(), 30)
+        # then a patient p2 connects: its status comes next
+        await h.patient(participant="p2", consent=VIDEO)
+        statuses = [await recv_type(c, "status", timeout=30)]
+        while media_of(statuses[-1], "p2") is None:
+            statuses.append(await recv_type(c, "status", timeout=30))
+    finally:
+        await pc.close()
+    assert len(statuses) == 2, [s["reasons"] for s in statuses]
+    gone = statuses[0]
+    assert media_of(gone) == {"audio": "none", "video": "none"}
+    assert gone["participants"][0]["limits"] == {} and gone["limited"] == []
+    assert gone["reasons"] == ["no patient is connected", "patient p1 is disconnected"]
+    assert ("s1", "p1") not in h.sidecar.media
