@@ -554,7 +554,10 @@ class MediaReceiver:
                     if state.limit == "absent":  # late, but here
                         self._set_limit(state, None)
                     await self._set_state(state, "flowing")
-                state.pipeline.offer(frame, t - state.t_offset)  # type: ignore[arg-type]
+                pipeline = state.pipeline  # the consent may have been narrowed meanwhile
+                if pipeline is None or self._closed:
+                    continue
+                pipeline.offer(frame, t - state.t_offset)  # type: ignore[arg-type]
         finally:
             if not self._closed:
                 await self._end_track(state)

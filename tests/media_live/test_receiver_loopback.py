@@ -499,3 +499,29 @@ async def test_audio_that_arrives_with_gaps_is_a_limit_until_it_is_whole(
     cleanup.append(await connect_client([GeneratedAudio(lambda _i: tone)], whole.handle_offer))
     await eventually(lambda: whole.stats()["audio"]["received"] >= 150)  # 3 windows
     assert not [limit for who, limit in limits if who == "whole"]
+
+
+async def test_a_withdrawal_while_flowing_is_reported_does_not_end_the_track(
+        cleanup: list[Any]) -> None:
+    """The consent is narrowed while the track's first ``flowing`` report is awaited (the
+    server writes it to the ledger meanwhile): the pipeline is gone when the report returns.
+    The track must go on being read (drained), and analysed again once granted again; the
+    frame that arrived meanwhile must not crash its reader."""
+    rec = Recorder()
+    receivers: list[MediaReceiver] = []
+
+    async def on_status(kind: str, state: str) -> None:
+        rec.on_status(kind, state)
+        if (kind, state) == ("video", "flowing") and rec.statuses.count(("video", "flowing")) == 1:
+            await receivers[0].set_consent(Consent(frozenset({"audio"})))
+
+    media = MediaParams(video_factory=DarkVideo, audio_factory=SilentAudio)
+    rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, on_status)
+    receivers.append(rx)
+    cleanup.append(rx)
+    cleanup.append(await connect_client([GeneratedVideo(black)], rx.handle_offer))
+    await rec.until(lambda: ("video", "stopped") in rec.statuses)
+    received = rx.stats()["video"]["received"]
+    await eventually(lambda: rx.stats()["video"]["received"] >= received + 5)  # still read
+    await rx.set_consent(BOTH)
+    await rec.until(lambda: rec.statuses.count(("video", "flowing")) == 2)
