@@ -14,7 +14,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from signals.consent import NO_CONSENT, RECORDING_POLICIES, Consent
+from signals.consent import (
+    MONITORING_SCOPES,
+    NO_CONSENT,
+    RECORDING_POLICIES,
+    Consent,
+    RecordingPolicy,
+    Scope,
+)
 
 __all__ = [
     "GAP_WORDS",
@@ -283,10 +290,16 @@ class Session:
         last ``keep`` decisions are remembered for a patient that asks again; the recording
         policy a clinician set last (``consent.set``, or an approval) stays, as it does when
         the clinician set it before the first patient came (see :func:`merge_claim`). Requests
-        already in memory are kept."""
+        already in memory are kept. Once a patient token had set the session's consent, the
+        consent last in force (its scopes, which tokens only ever narrowed, and its policy)
+        is in force again, so the next token narrows it further instead of setting it afresh:
+        a scope withdrawn before the restart stays withdrawn."""
         asked: dict[str, dict[str, Any]] = {}
         decided: dict[str, tuple[str, bool]] = {}
         recording: str | None = None
+        # the consent in force once a patient token had set it: scopes, recording policy
+        scopes: frozenset[Scope] | None = None
+        policy: RecordingPolicy = self.consent.recording
         for entry in entries:
             body = entry.get("body")
             if not isinstance(body, Mapping):
@@ -304,14 +317,29 @@ class Session:
                 request = asked.pop(rid)
                 decided.pop(rid, None)
                 decided[rid] = (str(request["participant"]), body.get("approve") is True)
-            elif kind == "consent" and str(body.get("by", "")).startswith("clinician:"):
-                recording = str(body.get("recording", ""))
+            elif kind == "consent":
+                monitoring = body.get("monitoring")
+                if (body.get("by") == "token" or scopes is not None) and \
+                        isinstance(monitoring, list):
+                    scopes = frozenset(m for m in MONITORING_SCOPES if m in monitoring)
+                    stored = body.get("recording")
+                    policy = next((r for r in RECORDING_POLICIES if r == stored), policy)
+                if str(body.get("by", "")).startswith("clinician:"):
+                    recording = str(body.get("recording", ""))
         for rid, request in asked.items():
             if not any(r["participant"] == request["participant"]
                        for r in self.pending_requests.values()):
                 self.pending_requests.setdefault(rid, request)
         kept = dict(list(decided.items())[-keep:] if keep > 0 else [])
         self.decided_requests = {**kept, **self.decided_requests}
+        if scopes is not None and not self.consent_from_token:
+            # the scopes the session's patient tokens had narrowed it to: a later token only
+            # narrows them further, as before the restart (a withdrawn scope must not come
+            # back with the next token). The engine and the media learn them, and the ledger
+            # records them again, when the next patient connects (see Sidecar._open).
+            self.consent = Consent(scopes, policy)
+            self.consent_from_token = True
+            self.consent_unrecorded = True
         if recording in RECORDING_POLICIES and not self.recording_by_clinician:
             self.consent = self.consent.with_recording(recording)
             self.recording_by_clinician = True

@@ -124,3 +124,40 @@ async def test_a_waiting_request_survives_sigkill_and_is_decided_after(tmp_path:
         cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await verify.communicate()
     assert verify.returncode == 0, (out + err).decode()
+
+
+async def test_a_scope_withdrawn_before_a_restart_stays_withdrawn(tmp_path: Path) -> None:
+    """Scopes combine as an intersection of the session's patient tokens. After a SIGKILL the
+    next token used to set them afresh, so audio another token had withdrawn was analysed
+    again; now the consent last in force is read back and the token narrows it further."""
+    both = {"monitoring": ["device", "audio"], "recording": "patient_allowed"}
+    url = "ws://127.0.0.1:{port}/v1/ws?token={token}"
+    proc, port = await start_serve(tmp_path)
+    try:
+        clinician = await connect(port, "c1", "clinician")
+        p1 = await websockets.connect(url.format(port=port, token=token("s1", "p1", "patient",
+                                                                        both)))
+        assert (await recv_type(p1, "consent"))["monitoring"] == ["device", "audio"]
+        p2 = await websockets.connect(url.format(port=port, token=token(
+            "s1", "p2", "patient", {"monitoring": ["device"], "recording": "patient_allowed"})))
+        assert (await recv_type(p1, "consent"))["monitoring"] == ["device"]
+        # the clinician's status after p2 connected follows the ledger write
+        await recv_type(clinician, "status",
+                        where=lambda m: m["consent"]["monitoring"] == ["device"])
+        await p2.close()
+    finally:
+        await stop(proc, signals.SIGKILL)
+    proc, port = await start_serve(tmp_path)
+    try:
+        p1 = await websockets.connect(url.format(port=port, token=token("s1", "p1", "patient",
+                                                                        both)))
+        consent = await recv_type(p1, "consent")
+        assert consent["monitoring"] == ["device"]
+        assert consent["recording"] == "patient_allowed"
+        await p1.close()
+        await stop(proc, signals.SIGTERM)
+    finally:
+        await stop(proc, signals.SIGKILL)
+    with SqliteStore(tmp_path / "audit.db") as store:
+        last = [e["body"] for e in store.entries("s1") if e["kind"] == "consent"][-1]
+    assert last["monitoring"] == ["device"] and last["by"] == "token"
