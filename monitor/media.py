@@ -32,6 +32,7 @@ Nothing here writes media anywhere, and nothing personal is logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import logging
@@ -459,9 +460,9 @@ class MediaReceiver:
 
     async def set_consent(self, consent: Consent) -> None:
         """Apply a new consent: a withdrawn scope stops being analysed at once (its analyzer
-        state is discarded, its status becomes ``stopped``). A scope granted later is analysed
-        from its next frame if its track was accepted; a track rejected in the answer needs a
-        new offer."""
+        state is discarded, its status becomes ``stopped``) and its receiving stops (nothing
+        of it is decoded any more). A scope granted later needs a new offer (the SDK makes one
+        whenever the consented kinds change)."""
         old, self._consent = self._consent, consent
         for kind in _KINDS:
             track = self._tracks.get(kind)
@@ -474,6 +475,14 @@ class MediaReceiver:
                 track.start_ms = None
                 await self._set_state(track, "stopped")
                 self._set_limit(track, None)
+                await self._stop_receiving(kind)
+
+    async def _stop_receiving(self, kind: str) -> None:
+        """Stop the RTP receivers of ``kind``: their decoding ends, and their tracks end."""
+        for transceiver in self._pc.getTransceivers() if self._pc is not None else []:
+            if transceiver.kind == kind:
+                with contextlib.suppress(Exception):  # already stopped, or the peer closed
+                    await transceiver.receiver.stop()
 
     async def close(self) -> None:
         """Close the peer: open episodes are reported, then every flowing kind is ``stopped``."""
