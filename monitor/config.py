@@ -79,6 +79,8 @@ class Limits(_Model):
     ping_interval_s: float | None = Field(default=20.0, gt=0)
     ping_timeout_s: float | None = Field(default=20.0, gt=0)
     clock_skew_ms: int = Field(default=300_000, ge=0)
+    #: open channels one session may have at once (every role); a further handshake gets 429
+    max_channels_per_session: int = Field(default=32, ge=1)
 
 
 class WebhookConfig(_Model):

@@ -408,6 +408,17 @@ class Sidecar:
         except AuthError as exc:
             self.metrics.handshakes_refused.labels(str(exc.status)).inc()
             return json_response(exc.status, {"error": str(exc)})
+        cap = self.config.limits.max_channels_per_session
+        opening = sum(1 for c in self._pending_claims.values() if c.session == claims.session)
+        if len(self.channels.get(claims.session, ())) + opening >= cap:
+            # one session's channels (a page reconnecting in a loop, a leaked token) must not
+            # take the process's memory and descriptors from every other session
+            log.warning("a handshake to session %s was refused: %d channels open (the limit)",
+                        claims.session, cap)
+            self.metrics.handshakes_refused.labels("429").inc()
+            return json_response(429, {"error": f"this session has {cap} channels open, the "
+                                                "limit (limits.max_channels_per_session); "
+                                                "close one, or retry later"})
         self._pending_claims[connection] = claims
         return None
 

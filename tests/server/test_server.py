@@ -1007,3 +1007,29 @@ async def test_a_batch_is_stored_and_fed_in_its_order_with_each_alert_after_its_
         if k % 3 == 0:
             want.append(("alert", k))
     assert order == want
+
+
+async def test_one_sessions_channels_are_capped_and_others_are_not_affected(
+        serve: Factory, tmp_path: Any) -> None:
+    """A page reconnecting in a loop, or a leaked token, must not take the process's memory
+    and descriptors from every other session: a session holds at most
+    ``limits.max_channels_per_session`` channels at once (every role)."""
+    from tests.server.conftest import make_config
+    cfg = make_config(tmp_path)
+    cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(
+        update={"max_channels_per_session": 3})})
+    h = await serve(config=cfg)
+    c = await h.clinician()
+    p1 = await h.patient(participant="p1")
+    await h.patient(participant="p2")
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await h.connect(token("s1", "p3", "patient", DEVICE))
+    assert info.value.response.status_code == 429
+    assert b"max_channels_per_session" in info.value.response.body
+    assert h.sidecar.metrics.registry.get_sample_value(
+        "sessionguard_handshakes_refused_total", {"status": "429"}) == 1
+    await h.patient(session="s2")  # another session is not affected
+    await p1.close()
+    await recv_type(c, "status", where=lambda m: not any(
+        p["participant"] == "p1" and p["sdk"] != "disconnected" for p in m["participants"]))
+    await h.patient(participant="p3")  # room again once one closed
