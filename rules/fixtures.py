@@ -15,6 +15,9 @@ A fixture file (YAML) holds ``tests``; each test::
     expect:
       - {at: 0s, rule: screenshot-key, severity: notice}
 
+A media signal's confidence (``signal_confidence`` in conditions, and the alert's) is its
+``data.confidence``, as the live sidecar and ``replay`` give it.
+
 Times (``at``, ``until``) are durations from the start, at most :data:`MAX_FIXTURE_MS` (a week:
 the engine is ticked every simulated second). Every rule id named (``rule``, ``only``,
 ``expect``) must be one of the rules under test.
@@ -32,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from rules.durations import parse_duration_ms
 from rules.engine import REPLAY_DEFAULT_CONSENT, Engine
 from rules.model import Alert
+from rules.replay import media_confidence
 from rules.ruleset import Ruleset
 from signals.catalog import make_signal
 from signals.consent import Consent
@@ -145,8 +149,10 @@ def run_case(case: FixtureCase, ruleset: Ruleset) -> CaseResult:
             current[item.session] = c
             engine.set_consent(item.session, c, at)
         if item.signal is not None:
+            # a media signal's confidence is its data.confidence, as live and in replay
             sig = make_signal(item.signal, at, item.data, session=item.session,
-                              participant=item.participant)
+                              participant=item.participant,
+                              confidence=media_confidence(item.signal, item.data))
             alerts += engine.feed(sig, at).alerts
     until = parse_duration_ms(case.until) if case.until is not None else last
     for t in range(last + 1000, until + 1, 1000):

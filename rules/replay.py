@@ -28,7 +28,7 @@ from signals.catalog import CATALOGUE, make_signal
 from signals.consent import Consent
 from signals.errors import InvalidSignal, SessionguardError
 
-__all__ = ["ReplayError", "replay"]
+__all__ = ["ReplayError", "media_confidence", "replay"]
 
 DEFAULT_SESSION = "replay"
 DEFAULT_PARTICIPANT = "patient"
@@ -49,7 +49,7 @@ def _name(item: dict[str, Any], key: str, default: str, n: int) -> str:
     return value
 
 
-def _media_confidence(name: str, data: Any) -> float:
+def media_confidence(name: str, data: Any) -> float:
     """A media signal's confidence, as the live sidecar gives it (the detector's, carried
     in ``data.confidence``); 1.0 for the others."""
     spec = CATALOGUE.get(name)
@@ -130,7 +130,7 @@ def replay(lines: Iterable[str], ruleset: Ruleset, consent: Consent | None = Non
             data = item.get("data", {})
             try:
                 sig = make_signal(name, at, data, session=session, participant=participant,
-                                  confidence=_media_confidence(name, data))
+                                  confidence=media_confidence(name, data))
             except InvalidSignal as exc:
                 raise ReplayError(n, str(exc)) from None
             seq = item.get("seq")

@@ -39,7 +39,7 @@ def test_replay_alerts_consent_and_per_session_seq(default_rules: Ruleset) -> No
     out = list(replay((json.dumps(x) for x in LINES), default_rules))
     got = [(m["session"], m["seq"], m["rule"], m["severity"]) for m in out]
     assert got == [
-        ("replay", 1, "loopback-audio-device", "warning"),
+        ("replay", 1, "loopback-audio-device", "notice"),
         ("other", 1, "screenshot-key", "notice"),
         ("replay", 2, "os-screenshot", "info"),       # after consent.set patient_allowed
         ("replay", 3, "sdk-silent", "notice"),        # no heartbeat after the first
