@@ -285,12 +285,15 @@ def to_signal(
     participant: str,
     now: int,
     clock_skew_ms: int = 300_000,
+    clock_offset_ms: int = 0,
 ) -> Signal:
     """Check one patient signal against the catalogue and build the :class:`Signal`.
 
-    ``at`` is re-stamped with ``now`` when it is further than ``clock_skew_ms`` from the
-    sidecar's clock (a patient's clock cannot move an event out of the rules' windows).
-    Consent is not checked here: see :func:`in_scope` of the session.
+    ``at`` is moved by ``clock_offset_ms`` (how far the patient's clock is behind the
+    sidecar's: :class:`signals.clock.ClockOffset`), then re-stamped with ``now`` when it is
+    still further than ``clock_skew_ms`` from the sidecar's clock (a patient's clock cannot
+    move an event out of the rules' windows). Consent is not checked here: see
+    :func:`in_scope` of the session.
     """
     spec = CATALOGUE.get(item.signal)
     if spec is None:
@@ -304,7 +307,7 @@ def to_signal(
         raise
     except Exception as exc:  # pragma: no cover - defensive: schema code must not crash us
         raise InvalidSignal(f"{item.signal}: invalid data", "bad_field") from exc
-    at = int(item.at)
+    at = int(item.at) + clock_offset_ms
     if abs(at - now) > clock_skew_ms:
         at = now
     source: Source = "os" if "os" in spec.origins else "client"

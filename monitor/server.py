@@ -759,21 +759,23 @@ class Sidecar:
         or out-of-scope signal too: resending it would not change anything)."""
         started = time.perf_counter()
         now = self.clock()
+        patient = session.patient(channel.participant)
+        offset = patient.clock.observe(int(item.at), now)
         try:
             signal = proto.to_signal(item, session=channel.session,
                                      participant=channel.participant, now=now,
-                                     clock_skew_ms=self.config.limits.clock_skew_ms)
+                                     clock_skew_ms=self.config.limits.clock_skew_ms,
+                                     clock_offset_ms=offset)
         except InvalidSignal as exc:
             self._invalid(channel, exc.code, str(exc), seq=item.seq)
             return
-        patient = session.patient(channel.participant)
         if not patient.seqs.first_time(item.seq):
             self.metrics.signals_dropped.labels("duplicate").inc()
             return
         if not session.in_scope(CATALOGUE[signal.name].scope):
             self.metrics.signals_dropped.labels("out_of_scope").inc()
         else:
-            await self._process(session, signal, now, started)
+            await self._process(session, signal, now, started, offset)
         if signal.name == "client.heartbeat":
             await self._signals_lost(session, channel.participant, signal, now)
 
@@ -801,7 +803,7 @@ class Sidecar:
         await self._process(session, signal, self.clock(), time.perf_counter())
 
     async def _process(self, session: Session, signal: Signal, now: int,
-                       started: float) -> None:
+                       started: float, clock_offset_ms: int = 0) -> None:
         self.metrics.count_signal(signal.name)
         if signal.name == "client.heartbeat" and not signal.data:
             # Liveness only, no evidence: the ledger records what liveness changes (status
@@ -812,7 +814,7 @@ class Sidecar:
         # The signal entry is queued first (the store runs writes in order, so it precedes
         # any alert it causes) but not awaited yet: its commit and the alert's share one
         # group commit instead of two fsyncs in a row. Both are durable before the ack.
-        entry = _Entry(session.id, "signal", signal.at, _signal_body(signal))
+        entry = _Entry(session.id, "signal", signal.at, _signal_body(signal, clock_offset_ms))
         write = self.store.append_soon(entry.session, entry.kind, entry.at, entry.body)
         first_held: list[_Unstored] = []
         try:
@@ -1311,10 +1313,13 @@ def _only(outcome: Any, session: str) -> _Filtered:
     )
 
 
-def _signal_body(signal: Signal) -> dict[str, Any]:
-    return {"signal": signal.name, "at": signal.at, "participant": signal.participant,
+def _signal_body(signal: Signal, clock_offset_ms: int = 0) -> dict[str, Any]:
+    body = {"signal": signal.name, "at": signal.at, "participant": signal.participant,
             "source": signal.source, "data": signal.data, "seq": signal.seq,
             "confidence": signal.confidence}
+    if clock_offset_ms:  # ``at`` was corrected: the device stamped it at - clock_offset_ms
+        body["clock_offset_ms"] = clock_offset_ms
+    return body
 
 
 #: the ledger entries an alert's state is built from
