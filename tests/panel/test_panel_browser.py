@@ -93,14 +93,15 @@ async def test_panel_shows_status_alerts_and_round_trips_actions(tmp_path: Path)
             await send_signal(patient, 1, "client.key", {"combo": "PrintScreen"})
             await page.wait_for_selector(".sg-alert")
             await send_signal(patient, 2, "client.display_capture", {"api": "getDisplayMedia"})
+            await send_signal(patient, 3, "client.media_recorder", {})
             await page.wait_for_function(
-                "document.querySelectorAll('.sg-alert').length === 2")
+                "document.querySelectorAll('.sg-alert').length === 3")
             severities = await panel.locator(".sg-alert").evaluate_all(
                 "els => els.map(e => e.dataset.severity)")
-            assert severities == ["critical", "notice"]  # most important first
+            assert severities == ["critical", "warning", "notice"]  # most important first
             critical = panel.locator('.sg-alert[data-severity="critical"]')
             text = await critical.inner_text()
-            assert "Screen or tab capture started in the call page" in text
+            assert "Screen or tab capture, then a recorder, in the call page" in text
             assert "A screen or tab capture was started inside the call page" in text  # plain
             assert "Confidence 90 %" in text
             assert "Restate the recording policy agreed for this session." in text
@@ -175,7 +176,7 @@ async def test_panel_shows_status_alerts_and_round_trips_actions(tmp_path: Path)
         assert response.status == 200
         report = await response.json()
         counts = report["counts"]
-        assert (counts["alerts"], counts["acknowledged"], counts["false_positive"]) == (2, 1, 1)
+        assert (counts["alerts"], counts["acknowledged"], counts["false_positive"]) == (3, 1, 1)
         assert report["recording_requests"][0]["decision"] == "approved"
         assert [c["recording"] for c in report["consent"]] == [
             "prohibited", "patient_allowed", "prohibited"]

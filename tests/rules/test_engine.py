@@ -21,7 +21,7 @@ def test_outcome_and_wire_shape(engine: Engine) -> None:
     out = engine.feed(sig("client.display_capture", 0, {"api": "getDisplayMedia"}), T0)
     (alert,) = out.alerts
     wire = alert.to_wire(7)
-    assert wire["type"] == "alert" and wire["seq"] == 7 and wire["severity"] == "critical"
+    assert wire["type"] == "alert" and wire["seq"] == 7 and wire["severity"] == "warning"
     assert wire["rule"] == "page-display-capture" and wire["session"] == "s1"
     assert wire["evidence"] == [{"signal": "client.display_capture", "at": T0,
                                  "data": {"api": "getDisplayMedia"}}]

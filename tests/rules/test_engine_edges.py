@@ -110,14 +110,14 @@ def test_an_all_of_with_two_steps_of_one_kind_needs_two_signals(tmp_path: Path) 
 def test_an_alert_more_severe_than_the_last_is_not_held_back_by_its_cooldown(
         engine: Engine) -> None:
     """Recording agreed: a display capture is a note. The policy then becomes prohibited: the
-    next capture is critical and must reach the clinician within the note's cooldown."""
+    next capture is a warning and must reach the clinician within the note's cooldown."""
     engine.set_consent("s1", Consent(FULL_MONITORING.monitoring, "patient_allowed"), T0)
     capture = ("client.display_capture", {"api": "getDisplayMedia"})
     (note,) = fed(engine, sig(*capture[:1], 1, capture[1]))
     assert note.severity.label == "info"
     engine.set_consent("s1", FULL_MONITORING, T0 + 3000)
-    (critical,) = fed(engine, sig(*capture[:1], 4, capture[1]))
-    assert critical.severity.label == "critical"
+    (warning,) = fed(engine, sig(*capture[:1], 4, capture[1]))
+    assert warning.severity.label == "warning"
     assert fed(engine, sig(*capture[:1], 5, capture[1])) == []  # the same again: cooled down
 
 

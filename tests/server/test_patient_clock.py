@@ -22,7 +22,7 @@ async def test_a_capture_just_after_an_approval_is_judged_under_it_on_a_lagging_
         serve: Factory, tmp_path: Path) -> None:
     """The patient's clock is 3 s behind. The clinician approves recording; the patient then
     shares the screen. Stamped by its clock, the capture came 3 s *before* the approval, and
-    was judged under the prohibiting policy: a critical alert right after the clinician said
+    was judged under the prohibiting policy: a warning right after the clinician said
     yes. Corrected, it is a note."""
     h = await serve(env={"SESSIONGUARD_RULES": DEFAULT_RULES})
     clinician = await h.clinician()
