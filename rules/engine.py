@@ -483,8 +483,11 @@ class Engine:
                                    ).hexdigest()[:16]
         aid = hashlib.sha1(f"{session}\x1f{fingerprint}\x1f{at}\x1f{s.total}".encode()
                            ).hexdigest()[:20]
+        responses = (rule.agreed_suggested_response
+                     if agreed and rule.agreed_suggested_response is not None
+                     else rule.suggested_response)
         alerts.append(Alert(id=aid, rule=rule.id, severity=severity, title=rule.title,
-                            message=message, suggested_response=rule.suggested_response,
+                            message=message, suggested_response=responses,
                             evidence=tuple(evidence), confidence=confidence, session=session,
                             participant=trigger.participant, at=at, fingerprint=fingerprint,
                             tags=rule.tags))

@@ -99,6 +99,8 @@ class _RuleSpec(_Model):
     confidence: float = Field(default=0.8, ge=0.0, le=1.0)
     message: str = Field(min_length=1)
     suggested_response: list[str] = []
+    #: used instead of suggested_response while recording is agreed (capture rules)
+    agreed_suggested_response: list[str] | None = None
     cooldown: Duration = "5m"
     max_per_session: int = Field(default=10, ge=1, le=10_000)
     fingerprint: list[str] = []
@@ -353,7 +355,10 @@ class _Loader:
             message=string.Template(spec.message.strip()),
             agreed_message=(string.Template(spec.agreed_message.strip())
                             if spec.agreed_message else None),
-            suggested_response=tuple(spec.suggested_response), group_by=spec.group_by,
+            suggested_response=tuple(spec.suggested_response),
+            agreed_suggested_response=(tuple(spec.agreed_suggested_response)
+                                       if spec.agreed_suggested_response is not None else None),
+            group_by=spec.group_by,
             kind=kind, hold_ms=hold, window_ms=window, n=n, field=field, steps=tuple(steps),
             confidence=spec.confidence, cooldown_ms=cooldown, max_per_session=spec.max_per_session,
             fingerprint=tuple(spec.fingerprint), inhibit_tags=frozenset(spec.inhibits.tags)

@@ -54,6 +54,8 @@ class CompiledRule:
     fingerprint: tuple[str, ...]
     inhibit_tags: frozenset[str]
     inhibit_ms: int
+    #: suggested responses while recording is agreed (None: ``suggested_response``)
+    agreed_suggested_response: tuple[str, ...] | None = None
 
     @property
     def needs_context(self) -> bool:

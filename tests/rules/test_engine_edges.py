@@ -185,3 +185,19 @@ def test_a_long_consent_history_never_grants_a_late_signal_more_than_its_time_ha
     assert fed(engine, late) == []
     (now,) = fed(engine, sig("os.screenshot", 105, {"api": "x"}))
     assert now.rule == "os-screenshot"
+
+
+def test_an_agreed_recording_gets_its_own_suggested_responses(default_rules: Ruleset) -> None:
+    """Under an agreed policy a capture rule is a note: its suggestions must not ask the
+    patient whether anything is being recorded, as if it were not agreed."""
+    capture = sig("client.display_capture", 1, {"api": "getDisplayMedia"})
+    agreed = Engine(default_rules, default_consent=Consent(FULL_MONITORING.monitoring,
+                                                           "patient_allowed"))
+    (note,) = fed(agreed, capture)
+    assert note.severity.label == "info"
+    assert note.suggested_response[0].startswith("No action needed")
+    assert not any("recorded" in r for r in note.suggested_response)
+    (alert,) = fed(Engine(default_rules, default_consent=FULL_MONITORING), capture)
+    assert any("recorded" in r for r in alert.suggested_response)
+    # every capture rule of the defaults has its agreed suggestions
+    assert all(r.agreed_suggested_response for r in default_rules.rules if r.capture)
