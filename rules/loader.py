@@ -319,6 +319,14 @@ class _Loader:
                                   f"scopes of the rule's signals ({', '.join(sorted(needed))}); "
                                   "requires may only add scopes")
         fields = set(context_types(signals)) | TEMPLATE_META | {"participant"}
+        # the message is filled from the signal that ends the rule (a sequence's last step;
+        # otherwise any of its signals): a data field only some of them have would be left
+        # as a literal $name in the clinician's message when another one ends it
+        enders = [steps_spec.steps[-1].signal] if spec.sequence and steps_spec else signals
+        everywhere = set(context_types([])) | TEMPLATE_META | {"participant"}
+        if enders:
+            everywhere |= set.intersection(*(set(CATALOGUE[e].model.model_fields)
+                                             for e in enders))
         for tname, tmpl in (("message", spec.message), ("agreed_message", spec.agreed_message)):
             if tmpl is None:
                 continue
@@ -330,6 +338,12 @@ class _Loader:
             for ident in t.get_identifiers():
                 if ident not in fields:
                     self.warn(file, rid, f"{tname}: unknown placeholder ${{{ident}}}")
+                elif ident not in everywhere:
+                    lacking = [e for e in enders
+                               if ident not in CATALOGUE[e].model.model_fields]
+                    self.warn(file, rid, f"{tname}: placeholder ${{{ident}}} is not a field of "
+                                         f"every signal that can end this rule ({lacking[0]} "
+                                         "has none): it would be shown as written")
         signal_fields = set(context_types(signals)) | {"participant"}
         for f in spec.fingerprint:
             if f not in signal_fields:

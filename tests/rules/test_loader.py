@@ -137,6 +137,47 @@ def test_warnings_for_missing_description_response_and_placeholder(tmp_path: Pat
     assert [r.id for r in ruleset.rules] == ["bare"] and len(ruleset.warnings) == 3
 
 
+def test_a_placeholder_only_some_ending_signals_have_is_flagged(tmp_path: Path) -> None:
+    """The message is filled from the signal that ends the rule: a field of an earlier step
+    (or of only one of a rule's signals) would be shown as a literal $name."""
+    path = write(tmp_path, """
+        rules:
+          - id: seq
+            title: t
+            description: d
+            signals: [client.display_capture, client.media_recorder]
+            sequence:
+              within: 1m
+              steps:
+                - {signal: client.display_capture}
+                - {signal: client.media_recorder}
+            severity: warning
+            message: Captured via $api, then recorded.
+            suggested_response: [x]
+          - id: either
+            title: t
+            description: d
+            signals: [client.pip, client.display_capture]
+            severity: info
+            message: Changed ($active).
+            suggested_response: [x]
+          - id: fine
+            title: t
+            description: d
+            signals: [client.pip, client.fullscreen]
+            severity: info
+            message: Changed ($active).
+            suggested_response: [x]
+    """)
+    diags = check_rules([path])
+    assert errors(diags) == []
+    by_rule = {d.rule: d.message for d in diags}
+    assert "${api} is not a field of every signal that can end this rule " \
+        "(client.media_recorder has none)" in by_rule["seq"]
+    assert "(client.display_capture has none)" in by_rule["either"]
+    assert "fine" not in by_rule
+
+
 def test_lists_and_macros_across_files_in_order(tmp_path: Path) -> None:
     write(tmp_path, """
         lists:
