@@ -249,9 +249,16 @@ async def test_panel_shows_a_media_limit_without_calling_it_blind(tmp_path: Path
             await sc.sidecar.media_limit(session, "p1", "audio", "lossy")
             await page.wait_for_selector('sessionguard-panel[data-state="limited"]')
             await expect(panel.locator(".sg-details")).to_contain_text("analysed with gaps")
+            # a microphone muted in the page: it sends only silence
+            await sc.sidecar.media_limit(session, "p1", "audio", "muted")
+            await expect(panel.locator(".sg-details dd[data-gap='true']")).to_have_text(
+                "sends only silence (muted?): sounds near the patient are not heard")
+            assert "the microphone of patient p1 sends only silence (muted?)" in \
+                await panel.locator(".sg-reasons").inner_text()
             await sc.sidecar.media_limit(session, "p1", "audio", "narrowband")
             await page.wait_for_selector('sessionguard-panel[data-state="limited"]')
             assert "with a limit" in await panel.locator(".sg-state").inner_text()
+            assert "silence" not in await panel.locator(".sg-details").inner_text()
             reasons = await panel.locator(".sg-reasons").inner_text()
             assert "shutter sounds cannot be heard" in reasons
             assert "narrowband" in await panel.locator(".sg-details").inner_text()
