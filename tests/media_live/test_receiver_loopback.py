@@ -38,7 +38,11 @@ class Recorder:
     def __init__(self) -> None:
         self.signals: list[Signal] = []
         self.statuses: list[tuple[str, str]] = []
+        self.limits: list[tuple[str, str | None]] = []
         self._changed = asyncio.Condition()
+
+    def on_limit(self, kind: str, limit: str | None) -> None:
+        self.limits.append((kind, limit))
 
     async def on_signal(self, signal: Signal) -> None:
         async with self._changed:
@@ -80,7 +84,8 @@ def receiver(rec: Recorder, consent: Consent, video: DarkVideo | None = None,
         audio_factory=(lambda: audio) if audio else SilentAudio,
         **params,
     )
-    return MediaReceiver("s-1", "p-1", consent, media, LOOPBACK, rec.on_signal, rec.on_status)
+    return MediaReceiver("s-1", "p-1", consent, media, LOOPBACK, rec.on_signal, rec.on_status,
+                         on_limit=rec.on_limit)
 
 
 async def test_covered_camera_and_silent_mic_are_detected_and_status_flows(
@@ -401,10 +406,8 @@ async def test_a_consented_track_from_which_nothing_arrives_is_reported_absent(
     that never gets through): the clinician saw "none" (never attached) and no blindness for as
     long as the call lasted. After ``first_media_s`` it is stopped, with the reason."""
     rec = Recorder()
-    limits: list[tuple[str, str | None]] = []
-    media = MediaParams(video_factory=DarkVideo, audio_factory=SilentAudio, first_media_s=1.0)
-    rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, rec.on_status,
-                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    limits = rec.limits
+    rx = receiver(rec, BOTH, first_media_s=1.0)
     cleanup.append(rx)
     cleanup.append(await connect_client([SilentVideo(black), GeneratedAudio(silence)],
                                         rx.handle_offer))
@@ -426,10 +429,8 @@ async def test_a_withdrawn_kind_from_which_nothing_arrived_is_not_reported_absen
     told its video "stopped", with the limit absent, for video the consent no longer covers
     (audio that never came, still consented, is)."""
     rec = Recorder()
-    limits: list[tuple[str, str | None]] = []
-    media = MediaParams(video_factory=DarkVideo, audio_factory=SilentAudio, first_media_s=1.0)
-    rx = MediaReceiver("s-1", "p-1", BOTH, media, LOOPBACK, rec.on_signal, rec.on_status,
-                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    limits = rec.limits
+    rx = receiver(rec, BOTH, first_media_s=1.0)
     cleanup.append(rx)
     cleanup.append(await connect_client([SilentVideo(black), SilentMicrophone(silence)],
                                         rx.handle_offer))
