@@ -132,7 +132,8 @@ def main() -> None:
     print(f"idle session state: {per_session:,.0f} bytes", flush=True)
     body = "\n".join([
         "Signals through `make_signal` (pydantic validation) + `Engine.feed` with the default "
-        "rules (29), on one core (CPU time of the process, so other load on the machine does "
+        f"rules ({len(load_rules().rules)}), on one core (CPU time of the process, so other "
+        "load on the machine does "
         "not count), a seeded mix of mostly heartbeats and page events with about 5 % media "
         "detections and occasional screenshot keys, round-robin over the sessions (each "
         "sending about one signal a second of event time; each session first lives through "
