@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
-import pytest
 
 from monitor.media import IceConfig, MediaParams, MediaReceiver
 from signals.consent import Consent
@@ -17,14 +15,6 @@ from .analyzers import SilentAudio
 from .peers import GeneratedAudio, GeneratedVideo, connect_client
 
 LOOPBACK = IceConfig(host_addresses=("127.0.0.1",))
-
-
-@pytest.fixture
-async def cleanup() -> AsyncIterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        await thing.close()
 
 
 async def test_real_video_analyzer_reports_a_covered_camera(cleanup: list[Any]) -> None:

@@ -4,22 +4,21 @@ audio analyzer, cleared at the first sound."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from monitor.media import MediaParams, MediaReceiver
+from monitor.media import MediaParams
 from signals.consent import Consent
 from signals.errors import MediaError
 
-from .analyzers import DarkVideo, SilentAudio
 from .peers import GeneratedAudio, connect_client
-from .test_receiver_loopback import LOOPBACK, Recorder, eventually
+from .test_receiver_loopback import Recorder, eventually, receiver
 
 TONE = (np.sin(np.arange(960) * 2 * np.pi * 440 / 48_000) * 3000).astype(np.int16)
 SILENCE = np.zeros(960, np.int16)
+AUDIO = Consent(frozenset({"audio"}))
 
 
 class MuteButton:
@@ -33,25 +32,14 @@ class MuteButton:
         return SILENCE if self.muted else TONE
 
 
-@pytest.fixture
-async def cleanup() -> AsyncIterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        await thing.close()
-
-
 async def test_a_microphone_sending_only_silence_is_the_limit_muted_until_it_sounds(
         cleanup: list[Any]) -> None:
     """The analyzer here (SilentAudio) has no limit of its own: the receiver watches the
     frames' peaks itself. Audio stays ``flowing`` (frames arrive and are analysed); the
     limit says the microphone carries nothing."""
     rec = Recorder()
-    limits: list[tuple[str, str | None]] = []
-    media = MediaParams(video_factory=DarkVideo, audio_factory=SilentAudio, muted_after_s=1.0)
-    rx = MediaReceiver("s-1", "p-1", Consent(frozenset({"audio"})), media, LOOPBACK,
-                       rec.on_signal, rec.on_status,
-                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    limits = rec.limits
+    rx = receiver(rec, AUDIO, muted_after_s=1.0)
     cleanup.append(rx)
     button = MuteButton(muted=True)
     cleanup.append(await connect_client([GeneratedAudio(button)], rx.handle_offer))
@@ -67,15 +55,13 @@ async def test_a_microphone_sending_only_silence_is_the_limit_muted_until_it_sou
 
 
 async def test_sound_from_the_start_is_never_muted(cleanup: list[Any]) -> None:
-    limits: list[tuple[str, str | None]] = []
-    media = MediaParams(video_factory=DarkVideo, audio_factory=SilentAudio, muted_after_s=0.5)
-    rx = MediaReceiver("s-1", "p-1", Consent(frozenset({"audio"})), media, LOOPBACK,
-                       on_limit=lambda kind, limit: limits.append((kind, limit)))
+    rec = Recorder()
+    rx = receiver(rec, AUDIO, muted_after_s=0.5)
     cleanup.append(rx)
     cleanup.append(await connect_client([GeneratedAudio(MuteButton(muted=False))],
                                         rx.handle_offer))
     await eventually(lambda: rx.stats().get("audio", {}).get("received", 0) >= 100)  # 2 s
-    assert limits == []
+    assert rec.limits == []
 
 
 @pytest.mark.parametrize("after_s", [0.0, -1.0, float("inf"), float("nan")])
