@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 import gc
 import json
@@ -46,6 +47,7 @@ from monitor.http import HttpRoutes, json_response, split_path
 from monitor.metrics import CONTENT_TYPE, Metrics
 from monitor.sessions import LIMIT_WORDS, MEDIA_KINDS, Session, SessionRegistry, merge_claim
 from signals.catalog import CATALOGUE
+from signals.clock import ClockOffset
 from signals.consent import Consent
 from signals.errors import (
     AuthError,
@@ -138,6 +140,8 @@ class Channel:
     held: list[dict[str, Any]] | None = field(default=None, repr=False)
     #: set by the writer whenever the send queue is at most half full
     room: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: how far the device's clock is off the sidecar's (a patient's signals are corrected)
+    clock: ClockOffset = field(default_factory=ClockOffset, repr=False)
 
 
 def _default_engine(config: Config) -> _Engine:
@@ -409,16 +413,20 @@ class Sidecar:
             self.metrics.handshakes_refused.labels(str(exc.status)).inc()
             return json_response(exc.status, {"error": str(exc)})
         cap = self.config.limits.max_channels_per_session
-        opening = sum(1 for c in self._pending_claims.values() if c.session == claims.session)
-        if len(self.channels.get(claims.session, ())) + opening >= cap:
+        opening = sum(1 for c in self._pending_claims.values()
+                      if c.session == claims.session and c.role == claims.role)
+        open_now = sum(1 for c in self.channels.get(claims.session, ()) if c.role == claims.role)
+        if open_now + opening >= cap:
             # one session's channels (a page reconnecting in a loop, a leaked token) must not
-            # take the process's memory and descriptors from every other session
-            log.warning("a handshake to session %s was refused: %d channels open (the limit)",
-                        claims.session, cap)
+            # take the process's memory and descriptors from every other session; counted
+            # per role, so patients' channels never lock the clinicians out, nor the reverse
+            log.warning("a %s handshake to session %s was refused: %d %s channels open "
+                        "(the limit)", claims.role, claims.session, cap, claims.role)
             self.metrics.handshakes_refused.labels("429").inc()
-            return json_response(429, {"error": f"this session has {cap} channels open, the "
-                                                "limit (limits.max_channels_per_session); "
-                                                "close one, or retry later"})
+            return json_response(429, {"error": f"this session has {cap} {claims.role} "
+                                                "channels open, the limit "
+                                                "(limits.max_channels_per_session); close "
+                                                "one, or retry later"})
         self._pending_claims[connection] = claims
         return None
 
@@ -759,8 +767,7 @@ class Sidecar:
         or out-of-scope signal too: resending it would not change anything)."""
         started = time.perf_counter()
         now = self.clock()
-        patient = session.patient(channel.participant)
-        offset = patient.clock.observe(int(item.at), now)
+        offset = channel.clock.offset(now)
         try:
             signal = proto.to_signal(item, session=channel.session,
                                      participant=channel.participant, now=now,
@@ -769,9 +776,17 @@ class Sidecar:
         except InvalidSignal as exc:
             self._invalid(channel, exc.code, str(exc), seq=item.seq)
             return
+        patient = session.patient(channel.participant)
         if not patient.seqs.first_time(item.seq):
             self.metrics.signals_dropped.labels("duplicate").inc()
             return
+        channel.clock.observe(int(item.at), now)  # valid and new: it may tell the offset
+        if signal.at != int(item.at) + offset:
+            offset = 0  # re-stamped (too far off): the ledger's at is the sidecar's own
+        if signal.name == "client.heartbeat" and signal.at != now:
+            # liveness is the sidecar's to time: the absence timers never depend on the
+            # device's clock, confirmed or not
+            signal, offset = dataclasses.replace(signal, at=now), 0
         if not session.in_scope(CATALOGUE[signal.name].scope):
             self.metrics.signals_dropped.labels("out_of_scope").inc()
         else:

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from signals.clock import ClockOffset
 from signals.consent import (
     MONITORING_SCOPES,
     NO_CONSENT,
@@ -138,8 +137,6 @@ class PatientState:
     seqs: SeqTracker = field(default_factory=SeqTracker)
     #: signals its app reported it had to drop (heartbeats' ``dropped``, offline queue full)
     lost: int = 0
-    #: how far its device's clock is off the sidecar's (its signals' ``at`` are corrected)
-    clock: ClockOffset = field(default_factory=ClockOffset)
 
     @property
     def sdk(self) -> SdkStatus:

@@ -7,67 +7,60 @@ session; a clock 2 s behind put a screen capture made just after the clinician a
 recording before the approval, and it was judged under the old policy.
 
 Method: each signal's *lag* (arrival time minus ``at``) is the clock offset plus how long it
-took to arrive (the network; for a signal queued while offline, the time it waited). The
-smallest lag among the signals that arrived in the last ``window_ms`` is the estimate: a
-live signal's delay is near zero, and waiting only ever adds to a lag, so a resent backlog
-cannot pull the estimate away from the true offset while one live signal is in the window.
-An estimate within ``tolerance_ms`` of zero is taken as no offset: a correct clock's signals
-are never moved by network jitter.
+took to arrive (the network; for a signal queued while offline, the time it waited). Two
+signals in a row that arrived at least ``confirm_gap_ms`` apart and whose lags agree within
+``tolerance_ms`` were both live: the smaller of their lags is the estimate. A backlog resent
+after a reconnect arrives all at once with lags as different as the times its signals waited,
+so it never sets the estimate (its own timing is kept, as the device stamped it), and neither
+does one signal stamped in the future by mistake. An estimate within ``tolerance_ms`` of zero
+is taken as no offset: a correct clock's signals are never moved by network jitter. It is
+kept for ``window_ms`` after it was last confirmed. One estimator serves one connection: two
+devices of one participant have two clocks.
 
-The window (10 minutes) outlasts most outages, so a backlog resent after one is corrected by
-the estimate from before it and keeps its own timing. After a longer outage, before any
-live signal arrived, a resent signal's lag includes its wait, and the backlog is placed at
-its arrival (as the sidecar did before with signals stamped more than
-``limits.clock_skew_ms``, 5 minutes, off its clock).
-A device clock that jumps ahead and back (a bad time sync), or a signal stamped in the
-future by mistake, sets the estimate for as long as it stays in the window: the device's
-signals are then placed earlier than they happened, by as much, for up to ``window_ms``.
-No I/O; times are epoch milliseconds given by the caller.
+Until two such signals came (the first seconds of a connection), nothing is corrected: the
+sidecar stamps liveness (heartbeats) with their arrival itself, so its absence timers never
+depend on the device's clock. No I/O; times are epoch milliseconds given by the caller.
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 __all__ = ["ClockOffset"]
 
 
 class ClockOffset:
-    """The sliding-window minimum of signal lags (arrival - ``at``), in milliseconds.
+    """A client clock's offset, confirmed by two live signals in a row, in milliseconds.
 
     Positive: the client's clock is behind the sidecar's (add the offset to its ``at``);
     negative: ahead.
     """
 
-    __slots__ = ("_samples", "tolerance_ms", "window_ms")
+    __slots__ = ("_confirmed", "_last", "confirm_gap_ms", "tolerance_ms", "window_ms")
 
-    def __init__(self, window_ms: int = 600_000, tolerance_ms: int = 1_000) -> None:
-        if window_ms <= 0 or tolerance_ms < 0:
-            raise ValueError("window_ms must be positive and tolerance_ms not negative")
+    def __init__(self, window_ms: int = 600_000, tolerance_ms: int = 1_000,
+                 confirm_gap_ms: int = 2_000) -> None:
+        if window_ms <= 0 or tolerance_ms < 0 or confirm_gap_ms < 0:
+            raise ValueError("window_ms must be positive, tolerance_ms and confirm_gap_ms "
+                             "not negative")
         self.window_ms = window_ms
         self.tolerance_ms = tolerance_ms
-        # (arrival, lag), arrivals and lags increasing: the front is the minimum (a sample a
-        # newer one undercuts can never be the minimum again: it leaves the window first)
-        self._samples: deque[tuple[int, int]] = deque()
+        self.confirm_gap_ms = confirm_gap_ms
+        self._last: tuple[int, int] | None = None       # (arrival, lag) of the last signal
+        self._confirmed: tuple[int, int] | None = None  # (when, lag) last confirmed
 
     def observe(self, at: int, now: int) -> int:
-        """Count a signal stamped ``at`` that arrived at ``now``; the offset to apply to it
-        (and to the signals that follow until the next one)."""
-        samples = self._samples
-        if samples and now < samples[-1][0]:  # the sidecar's clock stepped back
-            samples.clear()
+        """Count a signal stamped ``at`` that arrived at ``now``; the offset to apply to it."""
         lag = now - at
-        while samples and samples[-1][1] >= lag:
-            samples.pop()
-        samples.append((now, lag))
+        last, self._last = self._last, (now, lag)
+        if last is not None and now < last[0]:  # the sidecar's clock stepped back
+            self._confirmed = None
+        elif (last is not None and now - last[0] >= self.confirm_gap_ms
+              and abs(lag - last[1]) <= self.tolerance_ms):
+            self._confirmed = (now, min(lag, last[1]))
         return self.offset(now)
 
     def offset(self, now: int) -> int:
-        """The current estimate (0 when within the tolerance, or with no recent signal)."""
-        samples = self._samples
-        while samples and samples[0][0] < now - self.window_ms:
-            samples.popleft()
-        if not samples:
+        """The current estimate (0 when within the tolerance, unconfirmed, or too old)."""
+        confirmed = self._confirmed
+        if confirmed is None or now - confirmed[0] > self.window_ms:
             return 0
-        lag = samples[0][1]
-        return lag if abs(lag) > self.tolerance_ms else 0
+        return confirmed[1] if abs(confirmed[1]) > self.tolerance_ms else 0

@@ -9,46 +9,77 @@ from signals.clock import ClockOffset
 NOW = 1_800_000_000_000
 
 
+def live(clock: ClockOffset, behind_ms: int, *arrivals_s: float, delay_ms: int = 30) -> int:
+    """Signals from a device ``behind_ms`` behind, each sent live at ``arrivals_s``; the
+    offset given to the last."""
+    offset = 0
+    for t in arrivals_s:
+        now = NOW + int(t * 1000)
+        offset = clock.observe(now - delay_ms - behind_ms, now)
+    return offset
+
+
 def test_a_correct_clock_is_never_moved() -> None:
     clock = ClockOffset()
     for i, delay in enumerate((40, 12, 900, 250)):  # network delays, jitter
         assert clock.observe(NOW + i * 5000 - delay, NOW + i * 5000) == 0
 
 
-def test_a_clock_behind_or_ahead_is_corrected_by_its_smallest_lag() -> None:
+def test_a_clock_behind_or_ahead_is_corrected_once_two_live_signals_agree() -> None:
     behind = ClockOffset()
-    assert behind.observe(NOW - 60_080, NOW) == 60_080
-    assert behind.observe(NOW + 5000 - 60_020, NOW + 5000) == 60_020
+    assert live(behind, 60_000, 0) == 0  # one signal proves nothing yet
+    assert live(behind, 60_000, 5) == 60_030
     ahead = ClockOffset()
-    assert ahead.observe(NOW + 30_000, NOW + 50) == -29_950
+    assert live(ahead, -30_000, 0, 5) == -29_970
 
 
-def test_a_resent_backlog_does_not_inflate_the_estimate() -> None:
+def test_signals_arriving_together_do_not_confirm() -> None:
     clock = ClockOffset()
-    clock.observe(NOW - 2_050, NOW)  # live: 2 s behind
-    # a backlog resent after a 4-minute outage: each waited, so its lag is larger
-    for waited in (230_000, 120_000, 10_000):
-        assert clock.observe(NOW + 241_000 - 2_000 - waited, NOW + 241_000) == 2_050
+    assert live(clock, 60_000, 0, 0.5, 1.0) == 0  # less than 2 s apart
 
 
-def test_old_samples_leave_the_window() -> None:
+def test_a_resent_backlog_keeps_its_own_timing() -> None:
+    """After a reconnect (or a sidecar restart) the backlog arrives at once, each signal
+    having waited differently: it is not read as a clock offset."""
+    clock = ClockOffset()
+    for waited in (120_000, 90_000, 60_000, 30_000):
+        assert clock.observe(NOW - waited, NOW + 5) == 0
+    # then live signals 5 s apart confirm the true (correct) clock
+    assert live(clock, 0, 5, 10) == 0
+
+
+def test_a_backlog_after_a_confirmed_offset_is_moved_by_that_offset() -> None:
+    clock = ClockOffset()
+    live(clock, 2_000, 0, 5)
+    for waited in (120_000, 30_000):
+        assert clock.observe(NOW + 60_000 - 2_000 - waited, NOW + 60_000) == 2_030
+
+
+def test_one_signal_stamped_in_the_future_moves_nothing() -> None:
+    clock = ClockOffset()
+    live(clock, 0, 0, 5)
+    assert clock.observe(NOW + 10_000 + 240_000, NOW + 10_000) == 0  # a glitch
+    assert live(clock, 0, 15, 20) == 0
+
+
+def test_a_clock_set_right_is_followed_once_confirmed() -> None:
+    clock = ClockOffset()
+    assert live(clock, 5_000, 0, 5) == 5_030
+    assert live(clock, 0, 30) == 5_030  # one signal: not yet
+    assert live(clock, 0, 35) == 0
+
+
+def test_the_estimate_expires_without_confirmation() -> None:
     clock = ClockOffset(window_ms=60_000)
-    clock.observe(NOW - 5_000, NOW)  # 5 s behind
-    assert clock.observe(NOW + 30_000 - 8_000, NOW + 30_000) == 5_000  # a delayed one
-    assert clock.offset(NOW + 61_000) == 8_000  # the first left the window
-    assert clock.offset(NOW + 200_000) == 0  # nothing recent: no correction
-
-
-def test_a_clock_set_right_is_followed_at_once() -> None:
-    clock = ClockOffset()
-    clock.observe(NOW - 5_000, NOW)  # 5 s behind, then set right: a smaller lag wins
-    assert clock.observe(NOW + 30_000 - 20, NOW + 30_000) == 0
+    live(clock, 5_000, 0, 5)
+    assert clock.offset(NOW + 64_000) == 5_030
+    assert clock.offset(NOW + 66_000) == 0
 
 
 def test_a_sidecar_clock_stepping_back_starts_over() -> None:
     clock = ClockOffset()
-    clock.observe(NOW - 9_000, NOW)
-    assert clock.observe(NOW - 10_000 - 3_000, NOW - 10_000) == 3_000
+    live(clock, 9_000, 0, 5)
+    assert clock.observe(NOW - 10_000 - 3_000, NOW - 10_000) == 0
 
 
 def test_bad_settings_are_refused() -> None:
@@ -56,11 +87,5 @@ def test_bad_settings_are_refused() -> None:
         ClockOffset(window_ms=0)
     with pytest.raises(ValueError):
         ClockOffset(tolerance_ms=-1)
-
-
-def test_a_signal_stamped_in_the_future_sets_the_estimate_while_in_the_window() -> None:
-    """The documented limit: the minimum follows it, for up to the window."""
-    clock = ClockOffset(window_ms=60_000)
-    clock.observe(NOW - 30, NOW)
-    assert clock.observe(NOW + 5000 + 240_000, NOW + 5000) == -240_000
-    assert clock.observe(NOW + 66_000 - 30, NOW + 66_000) == 0  # it left the window
+    with pytest.raises(ValueError):
+        ClockOffset(confirm_gap_ms=-1)

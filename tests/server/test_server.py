@@ -1022,12 +1022,14 @@ async def test_one_sessions_channels_are_capped_and_others_are_not_affected(
     c = await h.clinician()
     p1 = await h.patient(participant="p1")
     await h.patient(participant="p2")
+    await h.patient(participant="p2")  # a second tab
     with pytest.raises(websockets.InvalidStatus) as info:
         await h.connect(token("s1", "p3", "patient", DEVICE))
     assert info.value.response.status_code == 429
     assert b"max_channels_per_session" in info.value.response.body
     assert h.sidecar.metrics.registry.get_sample_value(
         "sessionguard_handshakes_refused_total", {"status": "429"}) == 1
+    await h.clinician(participant="c2")  # patients never lock the clinicians out
     await h.patient(session="s2")  # another session is not affected
     await p1.close()
     await recv_type(c, "status", where=lambda m: not any(
