@@ -538,7 +538,10 @@ class MediaReceiver:
                     await self._refuse(state, track)
                     break
                 if not self._consent.allows(state.kind):
-                    continue  # drained, never analysed
+                    # withdrawn before its receiver had started (set_consent's stop came
+                    # too early to take): stop receiving it now, never analysed
+                    await self._stop_receiving(state.kind)
+                    break
                 now = self._clock()
                 t = frame_time(frame)  # type: ignore[arg-type]
                 if t is None or t < state.last_t:  # no usable pts: fall back on the clock

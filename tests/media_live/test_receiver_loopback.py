@@ -520,3 +520,26 @@ async def test_a_withdrawal_while_flowing_is_reported_does_not_crash_the_reader(
     await asyncio.wait_for(asyncio.shield(task), 10)
     assert task.exception() is None
     assert rec.statuses.count(("video", "stopped")) == 1
+
+
+async def test_a_kind_withdrawn_before_the_connection_is_up_is_not_received(
+        cleanup: list[Any]) -> None:
+    """Withdrawn between the answer and the connection: aiortc's receiver.stop() does nothing
+    before the receiver started, and the receiver starts with the connection. Its first frame
+    now ends the receiving; before, the kind was decoded and drained for the whole call."""
+    rec = Recorder()
+    rx = receiver(rec, BOTH)
+    cleanup.append(rx)
+
+    async def answer_then_withdraw(offer: Any) -> Any:
+        answer = await rx.handle_offer(offer)
+        await rx.set_consent(Consent(frozenset({"audio"})))
+        return answer
+
+    cleanup.append(await connect_client([GeneratedVideo(black)], answer_then_withdraw))
+    await eventually(lambda: rx._tracks.get("video") is not None
+                     and rx._tracks["video"].task is not None)
+    task = rx._tracks["video"].task
+    assert task is not None
+    await asyncio.wait_for(asyncio.shield(task), 10)
+    assert rx.media_state()["video"] != "flowing"
