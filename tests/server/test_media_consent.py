@@ -5,20 +5,16 @@ audit store does, and a patient who leaves ends in one coherent status."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from monitor.media_ice import use_host_addresses
 from signals.errors import StorageError
 from tests.media_live.peers import GeneratedAudio, GeneratedVideo
 from tests.server.conftest import Factory, recv_json, recv_type, token
-from tests.server.test_media_server import MEDIA_ENV, VIDEO, noise
+from tests.server.test_media_server import MEDIA_ENV, VIDEO, noise, offer_over
 
 BOTH = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
 AUDIO_ONLY = {"monitoring": ["device", "audio"], "recording": "prohibited"}
@@ -39,24 +35,6 @@ def tone(i: int) -> np.ndarray:
             + rng.normal(0, 300, 960)).astype(np.int16)
 
 
-async def offer_tracks(patient: ClientConnection, tracks: list[MediaStreamTrack]
-                       ) -> RTCPeerConnection:
-    """A client peer sending ``tracks``, negotiated over the patient's channel (loopback)."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        for track in tracks:
-            pc.addTransceiver(track, direction="sendonly")
-        with use_host_addresses(("127.0.0.1",)):
-            await pc.setLocalDescription(await pc.createOffer())
-        await patient.send(json.dumps({"type": "webrtc.offer", "sdp": pc.localDescription.sdp}))
-        answer = await recv_type(patient, "webrtc.answer", timeout=30)
-        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-    except BaseException:
-        await pc.close()
-        raise
-    return pc
-
-
 async def ledger_caught_up(h: Any, session: str = "s1") -> None:
     """Wait until the ledger holds the statuses sent so far. A receiver reporting media
     ``flowing`` resumes only once that status is written; a read queued after the write is
@@ -75,7 +53,7 @@ async def test_a_withdrawn_scope_stops_being_analysed_before_the_store_and_if_it
     h = await serve(env=MEDIA_ENV)
     c = await h.clinician()
     tab1 = await h.patient(consent=BOTH)
-    pc = await offer_tracks(tab1, [GeneratedVideo(noise(11), fps=10), GeneratedAudio(tone)])
+    pc = await offer_over(tab1, GeneratedVideo(noise(11), fps=10), GeneratedAudio(tone))
     try:
         await recv_type(c, "status", timeout=30,
                         where=lambda m: media_of(m) == {"audio": "flowing", "video": "flowing"})
@@ -132,7 +110,7 @@ async def test_a_patient_who_leaves_ends_in_one_status_without_stopped_media(
     h = await serve(env=MEDIA_ENV)
     c = await h.clinician()
     p = await h.patient(consent=VIDEO)
-    pc = await offer_tracks(p, [GeneratedVideo(noise(12), fps=10)])
+    pc = await offer_over(p, GeneratedVideo(noise(12), fps=10))
     try:
         await recv_type(c, "status", timeout=30, where=lambda m: media_of(m) == {
             "audio": "none", "video": "flowing"})

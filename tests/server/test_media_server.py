@@ -41,11 +41,13 @@ def noise(seed: int) -> Callable[[int], np.ndarray]:
     return lambda _i: rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
 
 
-async def offer_over(patient: ClientConnection, track: MediaStreamTrack) -> RTCPeerConnection:
-    """A client peer sending ``track``, negotiated over the patient's channel (loopback)."""
+async def offer_over(patient: ClientConnection, *tracks: MediaStreamTrack
+                     ) -> RTCPeerConnection:
+    """A client peer sending ``tracks``, negotiated over the patient's channel (loopback)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no public STUN from tests
     try:
-        pc.addTrack(track)
+        for track in tracks:
+            pc.addTrack(track)
         with use_host_addresses(("127.0.0.1",)):
             await pc.setLocalDescription(await pc.createOffer())
             await patient.send(json.dumps({"type": "webrtc.offer",
