@@ -15,6 +15,10 @@ A fixture file (YAML) holds ``tests``; each test::
     expect:
       - {at: 0s, rule: screenshot-key, severity: notice}
 
+An expectation may also check the words the clinician reads: ``message_contains`` and
+``message_lacks`` (a fragment of the message), ``response_contains`` and ``response_lacks`` (a
+fragment of any suggested response; ``response_lacks``: of none of them).
+
 A media signal's confidence (``signal_confidence`` in conditions, and the alert's) is its
 ``data.confidence``, as the live sidecar and ``replay`` give it.
 
@@ -84,6 +88,9 @@ class _Expect(BaseModel):
     severity: str | None = None
     participant: str | None = None
     message_contains: str | None = None
+    message_lacks: str | None = None
+    response_contains: str | None = None
+    response_lacks: str | None = None
 
     _at_ok = field_validator("at")(_time)
 
@@ -173,7 +180,23 @@ def run_case(case: FixtureCase, ruleset: Ruleset) -> CaseResult:
                             f"expected {e.severity}")
         if e.participant is not None and match.participant != e.participant:
             problems.append(f"{e.rule} at {e.at}: participant {match.participant}")
-        if e.message_contains is not None and e.message_contains not in match.message:
-            problems.append(f"{e.rule} at {e.at}: message {match.message!r} lacks "
-                            f"{e.message_contains!r}")
+        problems += _wording_problems(e, match)
     return CaseResult(case.name, tuple(alerts), tuple(problems))
+
+
+def _wording_problems(e: _Expect, alert: Alert) -> list[str]:
+    """What the expectation's message and response fragments find wrong in ``alert``."""
+    out: list[str] = []
+    where = f"{e.rule} at {e.at}"
+    if e.message_contains is not None and e.message_contains not in alert.message:
+        out.append(f"{where}: message {alert.message!r} lacks {e.message_contains!r}")
+    if e.message_lacks is not None and e.message_lacks in alert.message:
+        out.append(f"{where}: message {alert.message!r} contains {e.message_lacks!r}")
+    responses = alert.suggested_response
+    if e.response_contains is not None and not any(e.response_contains in r for r in responses):
+        out.append(f"{where}: no suggested response contains {e.response_contains!r} "
+                   f"({list(responses)!r})")
+    if e.response_lacks is not None and any(e.response_lacks in r for r in responses):
+        out.append(f"{where}: a suggested response contains {e.response_lacks!r} "
+                   f"({list(responses)!r})")
+    return out

@@ -121,3 +121,23 @@ def test_no_tests_is_an_error_and_yml_fixtures_count(tmp_path: Path,
     (folder / "one.yml").write_text(yaml.safe_dump({"tests": [GOOD_CASE]}))
     assert main(["rules", "test", str(folder)]) == 0
     assert "1/1 rule tests passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("check", "needle"), [
+    ({"message_lacks": "Meta+Shift+4"}, "contains 'Meta+Shift+4'"),
+    ({"response_contains": "no such advice"}, "no suggested response contains 'no such advice'"),
+    ({"response_lacks": "recording agreement"}, "a suggested response contains 'recording agree"),
+])
+def test_wording_checks_report_what_the_clinician_would_read(
+        default_rules: Ruleset, check: dict[str, str], needle: str) -> None:
+    case = FixtureCase.model_validate({
+        "name": "words", "rule": "screenshot-key",
+        "input": [{"at": "0s", "signal": "client.key", "data": {"combo": "Meta+Shift+4"}}],
+        "expect": [{"at": "0s", "rule": "screenshot-key", **check}]})
+    problems = run_case(case, default_rules).problems
+    assert len(problems) == 1 and needle in problems[0], problems
+    fine = {"message_lacks": "PrintScreen", "response_contains": "recording agreement",
+            "response_lacks": "is anything recording"}
+    case = case.model_copy(update={"expect": [
+        case.expect[0].model_copy(update=fine)]})
+    assert run_case(case, default_rules).ok
