@@ -48,6 +48,10 @@ class Metrics:
         self.alerts = Counter(
             "sessionguard_alerts_total", "Alerts raised, by rule and severity",
             ["rule", "severity"], registry=r)
+        self.alerts_muted = Counter(
+            "sessionguard_alerts_muted_total",
+            "Alerts delivered muted: repeats of an alert the clinicians marked a false alarm",
+            ["rule"], registry=r)
         self.invalid_messages = Counter(
             "sessionguard_invalid_messages_total", "Rejected messages, by reason",
             ["reason"], registry=r)

@@ -166,6 +166,7 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
                 "participant": participant,
                 "suggested_response": list(_get(body, "suggested_response", default=[])),
                 "evidence": evidence,
+                "muted": _get(body, "muted", default=False) is True,
                 "acknowledged_at": None, "verdict": None, "verdict_at": None,
             }
         elif kind == "consent":
@@ -252,6 +253,7 @@ def build_report(store: ReportStore, session_id: str) -> dict[str, Any]:
             "acknowledged": sum(1 for a in alert_list if a["acknowledged_at"] is not None),
             "confirmed": sum(1 for a in alert_list if a["verdict"] == "confirmed"),
             "false_positive": sum(1 for a in alert_list if a["verdict"] == "false_positive"),
+            "muted": sum(1 for a in alert_list if a["muted"]),
             "skipped_without_consent": skipped,
             "deliveries": deliveries,
             "deliveries_abandoned": abandoned,
@@ -326,7 +328,9 @@ def summary_text(report: Mapping[str, Any]) -> str:
     if counts["alerts"]:
         lines.append(f"{_plural(counts['alerts'], 'alert')} ({', '.join(by_sev)}): "
                      f"{counts['acknowledged']} acknowledged, {counts['confirmed']} confirmed, "
-                     f"{counts['false_positive']} marked false alarm.")
+                     f"{counts['false_positive']} marked false alarm"
+                     + (f"; {counts['muted']} shown muted, as repeats of a false alarm."
+                        if counts["muted"] else "."))
         rules = sorted({a["rule"] for a in report["alerts"]})
         lines.append("Rules that fired: " + ", ".join(rules) + ".")
     else:
@@ -379,8 +383,9 @@ def _session_ids(store: ReportStore) -> list[str]:
 def tuning(store: ReportStore, since_ms: int, until_ms: int) -> list[dict[str, Any]]:
     """Per-rule counts of alerts raised in ``[since_ms, until_ms)`` and what clinicians did.
 
-    Each row: ``rule, alerts, sessions, acknowledged, confirmed, false_positive, unreviewed,
-    false_positive_rate`` (false alarms over alerts with a verdict, ``None`` without any),
+    Each row: ``rule, alerts, sessions, acknowledged, confirmed, false_positive, muted,
+    unreviewed, false_positive_rate`` (false alarms over alerts with a verdict, ``None``
+    without any; ``muted``: repeats of a false alarm, delivered without being announced),
     ``by_severity``. Sorted noisiest first (most false alarms, then most alerts).
     """
     rows: dict[str, dict[str, Any]] = {}
@@ -400,9 +405,10 @@ def tuning(store: ReportStore, since_ms: int, until_ms: int) -> list[dict[str, A
                 alert_rule[alert_id] = rule
                 row = rows.setdefault(rule, {
                     "rule": rule, "alerts": 0, "sessions": set(), "acknowledged": 0,
-                    "confirmed": 0, "false_positive": 0,
+                    "confirmed": 0, "false_positive": 0, "muted": 0,
                     "by_severity": dict.fromkeys(SEVERITIES, 0)})
                 row["alerts"] += 1
+                row["muted"] += _get(body, "muted", default=False) is True
                 row["sessions"].add(session)
                 severity = str(_get(body, "severity", default="notice"))
                 row["by_severity"][severity] = row["by_severity"].get(severity, 0) + 1

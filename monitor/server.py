@@ -921,11 +921,16 @@ class Sidecar:
         """Commit ``alert`` (it gets its seq), then send it to clinicians and webhooks."""
         wire = alert.to_wire(0)
         wire.pop("seq", None)
+        wire["fingerprint"] = alert.fingerprint
+        target = self.sessions.get(alert.session)
+        if target.is_muted(alert.fingerprint, alert.severity):
+            wire["muted"] = True  # stored so: a resume, the report and webhooks say it too
         seq = await self.store.append_alert(alert.session, wire, self.webhook_urls)
         wire["seq"] = seq
-        target = self.sessions.get(alert.session)
         target.known_alerts.add(alert.id)
         self.metrics.alerts.labels(alert.rule, alert.severity.label).inc()
+        if wire.get("muted"):
+            self.metrics.alerts_muted.labels(alert.rule).inc()
         self._deliver_alert(alert.session, wire)
         if started is not None:
             self.metrics.delivery_latency.observe(time.perf_counter() - started)
@@ -1003,6 +1008,7 @@ class Sidecar:
             # The state is read back from the ledger (off the loop), so it also carries what
             # was done before a restart and by other clinicians.
             ledger = await self.store.entries(session.id, _STATE_KINDS)
+            session.learn_verdicts(ledger)
             states = _alert_states(ledger, only=message.id)
             state = states.get(message.id)
             if state is not None:
@@ -1051,7 +1057,8 @@ class Sidecar:
         """Read back from the ledger the recording requests of a session this process did not
         hold (a restart, even a SIGKILL; or a session forgotten while idle): those still
         waiting wait again, so clinicians are sent them and can decide; recent decisions
-        answer a patient asking again (see :meth:`Session.restore_requests`). Channels opening
+        answer a patient asking again (see :meth:`Session.restore_requests`); the alerts marked
+        a false alarm keep muting their repeats (:meth:`Session.learn_verdicts`). Channels opening
         at once share one read; a failed read (StorageError) refuses the channel, and the
         next one tries again."""
         pending = self._restoring.get(session.id)
@@ -1060,6 +1067,7 @@ class Sidecar:
                 entries = await self.store.entries(session.id, _REQUEST_KINDS)
                 if not session.requests_restored:
                     session.restore_requests(entries, MAX_DECIDED_KEPT)
+                    session.learn_verdicts(entries)
 
             pending = self._restoring[session.id] = asyncio.ensure_future(read())
             pending.add_done_callback(lambda _f: self._restoring.pop(session.id, None))
@@ -1339,8 +1347,9 @@ def _signal_body(signal: Signal, clock_offset_ms: int = 0) -> dict[str, Any]:
 
 #: the ledger entries an alert's state is built from
 _STATE_KINDS = ("alert", "ack", "feedback")
-#: the ledger entries a restarted sidecar reads recording requests back from
-_REQUEST_KINDS = ("recording_request", "recording_decision", "consent")
+#: the ledger entries a restarted sidecar reads recording requests, the consent and the
+#: clinicians' false-alarm verdicts back from
+_REQUEST_KINDS = ("recording_request", "recording_decision", "consent", "alert", "feedback")
 
 
 def _alert_states(entries: Iterable[Any], only: str | None = None) -> dict[str, dict[str, Any]]:

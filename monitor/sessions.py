@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rules.model import Severity
 from signals.consent import (
     MONITORING_SCOPES,
     NO_CONSENT,
@@ -165,6 +166,9 @@ class Session:
     #: :meth:`restore_requests`: a restarted sidecar, or a session forgotten while idle)
     requests_restored: bool = False
     known_alerts: set[str] = field(default_factory=set)
+    #: alert fingerprint -> the most severe alert of it the clinicians marked a false alarm
+    #: (see :meth:`learn_verdicts`): its repeats up to that severity reach them ``muted``
+    muted: dict[str, int] = field(default_factory=dict)
     #: whether this sidecar analyses media at all (``media.enabled``)
     media_available: bool = True
     #: consented audio/video not received this long after a patient connected makes the
@@ -344,6 +348,42 @@ class Session:
             self.consent = self.consent.with_recording(recording)
             self.recording_by_clinician = True
         self.requests_restored = True
+
+    # -- clinicians' verdicts ----------------------------------------------------------------
+
+    def learn_verdicts(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Which repeats the clinicians asked not to be alerted to, from the ledger ``entries``
+        (``alert`` and ``feedback`` kinds, in chain order; also after a restart): an alert
+        marked ``false_positive`` mutes its fingerprint (same rule, same evidence key) up to
+        its severity, so a later repeat at that severity or below is still stored and
+        delivered, with ``muted``, but not announced. A ``confirmed`` verdict on any alert of
+        the fingerprint ends it. Alerts stored without a fingerprint (an older sidecar) are
+        left alone."""
+        alerts: dict[str, tuple[str, int]] = {}
+        muted: dict[str, int] = {}
+        for entry in entries:
+            body = entry.get("body")
+            if not isinstance(body, Mapping):
+                continue
+            kind = entry.get("kind")
+            if kind == "alert":
+                fingerprint, severity = body.get("fingerprint"), body.get("severity")
+                if isinstance(fingerprint, str) and fingerprint and isinstance(severity, str) \
+                        and severity.upper() in Severity.__members__:
+                    alerts[str(body.get("id"))] = (fingerprint, int(Severity.parse(severity)))
+            elif kind == "feedback" and str(body.get("id")) in alerts:
+                fingerprint, rank = alerts[str(body.get("id"))]
+                if body.get("verdict") == "false_positive":
+                    muted[fingerprint] = max(rank, muted.get(fingerprint, rank))
+                elif body.get("verdict") == "confirmed":
+                    muted.pop(fingerprint, None)
+        self.muted = muted
+
+    def is_muted(self, fingerprint: str, severity: int) -> bool:
+        """Whether an alert of ``fingerprint`` at ``severity`` repeats one marked a false
+        alarm (a more severe one is not muted)."""
+        level = self.muted.get(fingerprint)
+        return level is not None and severity <= level
 
     # -- status ----------------------------------------------------------------------------
 

@@ -46,11 +46,12 @@ def format_tuning(rows: list[dict[str, Any]], days: float) -> str:
     """The tuning rows as a plain-text table."""
     if not rows:
         return f"No alerts in the last {days:g} days.\n"
-    headers = ("rule", "alerts", "sessions", "acked", "confirmed", "false alarm", "unreviewed",
-               "false-alarm rate")
+    headers = ("rule", "alerts", "sessions", "acked", "confirmed", "false alarm", "muted",
+               "unreviewed", "false-alarm rate")
     table = [headers] + [(
         r["rule"], str(r["alerts"]), str(r["sessions"]), str(r["acknowledged"]),
-        str(r["confirmed"]), str(r["false_positive"]), str(r["unreviewed"]),
+        str(r["confirmed"]), str(r["false_positive"]), str(r.get("muted", 0)),
+        str(r["unreviewed"]),
         "—" if r["false_positive_rate"] is None else f"{r['false_positive_rate'] * 100:.0f} %",
     ) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]

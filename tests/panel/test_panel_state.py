@@ -1,5 +1,6 @@
 """Another clinician's actions reach the panel (``alert.state``), in a real headless Chromium
-against a real sidecar: shown, not re-announced, and back after a reload."""
+against a real sidecar: shown, not re-announced, and back after a reload. A repeat of the
+alert marked a false alarm is shown muted, without being announced."""
 
 from __future__ import annotations
 
@@ -58,6 +59,16 @@ async def test_a_supervisors_ack_and_verdict_show_in_the_panel(tmp_path: Path) -
             await page.wait_for_timeout(150)
             assert await page.evaluate("window.liveChanges") == 0
 
+            # a repeat of the false alarm is shown quietly: marked, and never announced
+            await send_signal(patient, 2, "client.key", {"combo": "PrintScreen"})
+            repeat = await recv_until(supervisor, lambda m: m.get("type") == "alert")
+            assert repeat["muted"] is True
+            muted = page.locator(f'.sg-alert[data-alert-id="{repeat["id"]}"][data-muted="true"]')
+            await muted.wait_for()
+            assert "repeats an alert marked a false alarm" in await muted.inner_text()
+            await page.wait_for_timeout(450)  # past the 300 ms gathering and the 50 ms write
+            assert await page.evaluate("window.liveChanges") == 0
+
             # after a reload the panel resumes: the alert comes back with its state
             await page.reload()
             item = page.locator(f'.sg-alert[data-alert-id="{alert["id"]}"]')
@@ -65,4 +76,6 @@ async def test_a_supervisors_ack_and_verdict_show_in_the_panel(tmp_path: Path) -
                 f'.sg-alert[data-alert-id="{alert["id"]}"][data-acked="true"]')
             await item.locator('[data-verdict="false_positive"]').wait_for()
             assert "Acknowledged by supervisor" in await item.inner_text()
-            assert await page.locator(".sg-alert").count() == 1
+            assert await page.locator(".sg-alert").count() == 2
+            await page.locator(f'.sg-alert[data-alert-id="{repeat["id"]}"][data-muted="true"]'
+                               ).wait_for()

@@ -401,6 +401,7 @@ export class SessionguardPanel extends HTMLElement {
     this.states.delete(alert.id);
     if (early) this.applyState(this.alerts.get(alert.id), early);
     this.updateAlert(this.alerts.get(alert.id));
+    if (alert.muted === true) return;  // a repeat of a false alarm: shown, never announced
     if (!this.resuming) this.gather(alert.id);
     else if (!this.replayQuiet) this.held.push(alert.id);
   }
@@ -747,11 +748,14 @@ export class SessionguardPanel extends HTMLElement {
     }
     const headingId = `sg-alert-${String(id).replace(/[^A-Za-z0-9_-]/g, "_")}`;
     return el("li", { class: "sg-alert", "data-alert-id": id, "data-severity": severity,
-      "data-acked": entry.acked ? "true" : "false", "aria-labelledby": headingId },
+      "data-acked": entry.acked ? "true" : "false", "data-muted": alert.muted === true ? "true" : null,
+      "aria-labelledby": headingId },
       el("div", { class: "sg-alert-head" },
         el("span", { class: "sg-sev", text: severity }),
         el("h4", { id: headingId, class: "sg-alert-title", text: alert.title || alert.rule }),
         el("span", { class: "sg-time", text: clock(alert.at) })),
+      alert.muted === true ? el("p", { class: "sg-muted-note",
+        text: "Shown quietly: it repeats an alert marked a false alarm in this session." }) : null,
       alert.message ? el("p", { class: "sg-message", text: alert.message }) : null,
       evidence.length ? el("div", { class: "sg-block" }, el("strong", { text: "What was seen" }),
         el("ul", { class: "sg-evidence" }, evidence)) : null,
