@@ -655,7 +655,7 @@ def render_html(report: Mapping[str, Any]) -> str:
                            for item in alert["evidence"])
         confidence = (f"{round(float(alert['confidence']) * 100)} %"
                       if isinstance(alert["confidence"], int | float) else "—")
-        done = []
+        done = ["shown muted (a repeat of a false alarm)"] if alert["muted"] else []
         if alert["acknowledged_at"] is not None:
             done.append(f"acknowledged {_clock(alert['acknowledged_at'], start)}")
         if alert["verdict"]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import websockets
 
-from monitor.report import build_report, tuning
+from monitor.report import build_report, render_html, tuning
 from monitor.server import Sidecar, running
 from monitor.store import SqliteStore
 from tests.server.conftest import (
@@ -145,5 +145,6 @@ async def test_the_muting_survives_a_restart(tmp_path: Path) -> None:
         [row] = tuning(store, 0, 2**62)
     assert [a["muted"] for a in report["alerts"]] == [False, True]
     assert report["counts"]["muted"] == 1 and "1 shown muted" in report["summary"]
+    assert render_html(report).count("shown muted (a repeat of a false alarm)") == 1
     assert (row["rule"], row["alerts"], row["false_positive"], row["muted"]) == (
         "test.key", 2, 1, 1)
