@@ -58,7 +58,8 @@ class _Session:
         self.last_fired: dict[tuple[Any, ...], tuple[int, Severity]] = {}
         self.next_due = _NEVER
         self.counts: dict[int, int] = {}
-        self.inhibitions: deque[tuple[int, str, frozenset[str], Severity]] | None = None
+        # (until, participant, tags, severity raised, the rule's own severity)
+        self.inhibitions: deque[tuple[int, str, frozenset[str], Severity, Severity]] | None = None
         self.skipped: set[int] | None = None
         self.timed: set[tuple[int, str]] | None = None
         self.total = 0
@@ -445,17 +446,22 @@ class Engine:
             return
         if s.inhibitions:
             tags = set(rule.tags)
-            for until, who, itags, isev in s.inhibitions:
-                if at < until and who in (group, "") and severity < isev and tags & itags:
+            for until, who, itags, isev, irule in s.inhibitions:
+                # lesser by the rules' own severities, and not raised above the inhibitor:
+                # under an agreed policy a note folds the lesser notes of the same capture
+                # (as its warning would), never a warning raised after the policy changed
+                if (at < until and who in (group, "") and rule.severity < irule
+                        and severity <= isev and tags & itags):
                     suppressed[0] += 1
                     return
         s.last_fired[fp_key] = (at, severity)
         s.counts[rule.index] = s.counts.get(rule.index, 0) + 1
         s.total += 1
-        if rule.inhibit_tags and not agreed:
+        if rule.inhibit_tags:
             if s.inhibitions is None:
                 s.inhibitions = deque(maxlen=16)
-            s.inhibitions.append((at + rule.inhibit_ms, group, rule.inhibit_tags, severity))
+            s.inhibitions.append((at + rule.inhibit_ms, group, rule.inhibit_tags, severity,
+                                  rule.severity))
         def lookup(name: str) -> Any:
             # the engine's own names first: a client's extra data fields never stand in
             # for them (a spoofed "count" or "participant" in the clinician's message)

@@ -106,13 +106,16 @@ def test_critical_only_when_two_sources_agree(default_rules: Ruleset) -> None:
 
 
 def test_recording_agreed_is_never_more_than_a_note(default_rules: Ruleset) -> None:
-    """Across every scenario run again under each agreed policy: no capture alert above info,
-    and no suggested response asks whether anything is being recorded."""
+    """Across every scenario run again under each agreed policy (kept for the whole
+    scenario): no capture alert above info, and no suggested response asks whether anything
+    is being recorded."""
     for policy in ("patient_allowed", "provider_records"):
         for raw in _scenarios():
             consent = {"monitoring": ["device", "audio", "video"], **(raw.get("consent") or {}),
                        "recording": policy}
-            case = FixtureCase.model_validate({**raw, "consent": consent, "expect": []})
+            signals = [i for i in raw["input"] if "signal" in i]  # the policy stays agreed
+            case = FixtureCase.model_validate({**raw, "consent": consent, "input": signals,
+                                               "expect": []})
             for alert in run_case(case, default_rules).alerts:
                 if "capture" in alert.tags:
                     assert alert.severity is Severity.INFO, (raw["name"], alert.rule)
