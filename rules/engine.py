@@ -476,7 +476,13 @@ class Engine:
                     "within": format_duration(rule.window_ms), "recording": consent.recording,
                     "signal_confidence": trigger.confidence,
                     "participant": trigger.participant}
-            return meta[name] if name in meta else data.get(name)
+            if name in meta:
+                return meta[name]
+            if name in data:
+                return data[name]
+            # a correlation's other evidence (an earlier step's device label or key): every
+            # step of a sequence or all_of is in the evidence when it fires
+            return next((e.data[name] for e in reversed(evidence) if name in e.data), None)
 
         template = rule.agreed_message if agreed and rule.agreed_message else rule.message
         message = render(template, lookup)

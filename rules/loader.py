@@ -319,12 +319,16 @@ class _Loader:
                                   f"scopes of the rule's signals ({', '.join(sorted(needed))}); "
                                   "requires may only add scopes")
         fields = set(context_types(signals)) | TEMPLATE_META | {"participant"}
-        # the message is filled from the signal that ends the rule (a sequence's last step;
-        # otherwise any of its signals): a data field only some of them have would be left
-        # as a literal $name in the clinician's message when another one ends it
-        enders = [steps_spec.steps[-1].signal] if spec.sequence and steps_spec else signals
+        # the message is filled from the signal that ends the rule, then from the rest of its
+        # evidence: a data field only some of the signals able to end it have would be left
+        # as a literal $name in the clinician's message when another one ends it. A sequence
+        # or all_of fires with one signal of every step, so any step's field is there.
+        enders = signals
         everywhere = set(context_types([])) | TEMPLATE_META | {"participant"}
-        if enders:
+        if steps_spec is not None:
+            everywhere |= {f for st in steps_spec.steps if st.signal in CATALOGUE
+                           for f in CATALOGUE[st.signal].model.model_fields}
+        elif enders:
             everywhere |= set.intersection(*(set(CATALOGUE[e].model.model_fields)
                                              for e in enders))
         for tname, tmpl in (("message", spec.message), ("agreed_message", spec.agreed_message)):

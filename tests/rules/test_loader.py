@@ -9,8 +9,11 @@ import pytest
 
 from config import DEFAULT_RULES_DIR
 from monitor.cli import main
-from rules import Diagnostic, check_rules, load_rules
+from rules import Diagnostic, Engine, check_rules, load_rules
+from signals import FULL_MONITORING
 from signals.errors import RuleError, SessionguardError
+
+from .conftest import fed, sig
 
 GOOD_RULE = """
   - id: {id}
@@ -138,8 +141,10 @@ def test_warnings_for_missing_description_response_and_placeholder(tmp_path: Pat
 
 
 def test_a_placeholder_only_some_ending_signals_have_is_flagged(tmp_path: Path) -> None:
-    """The message is filled from the signal that ends the rule: a field of an earlier step
-    (or of only one of a rule's signals) would be shown as a literal $name."""
+    """The message is filled from the signal that ends the rule, then from the rest of its
+    evidence: a field of only one of a rule's signals would be shown as a literal $name
+    when another one ends it. A sequence's (or all_of's) steps are all in its evidence, so
+    an earlier step's field is filled (the engine test checks the words)."""
     path = write(tmp_path, """
         rules:
           - id: seq
@@ -172,10 +177,13 @@ def test_a_placeholder_only_some_ending_signals_have_is_flagged(tmp_path: Path) 
     diags = check_rules([path])
     assert errors(diags) == []
     by_rule = {d.rule: d.message for d in diags}
-    assert "${api} is not a field of every signal that can end this rule " \
-        "(client.media_recorder has none)" in by_rule["seq"]
-    assert "(client.display_capture has none)" in by_rule["either"]
-    assert "fine" not in by_rule
+    assert "${active} is not a field of every signal that can end this rule " \
+        "(client.display_capture has none)" in by_rule["either"]
+    assert "seq" not in by_rule and "fine" not in by_rule
+    engine = Engine(load_rules([path]), default_consent=FULL_MONITORING)
+    fed(engine, sig("client.display_capture", 0, {"api": "getDisplayMedia"}))
+    (alert,) = fed(engine, sig("client.media_recorder", 5))
+    assert alert.message == "Captured via getDisplayMedia, then recorded."
 
 
 def test_lists_and_macros_across_files_in_order(tmp_path: Path) -> None:
