@@ -30,7 +30,10 @@ def parse_duration_ms(value: object) -> int:
 
 
 def format_duration(ms: int) -> str:
-    """A calm human phrase: ``45 seconds``, ``2 minutes``, ``1 hour``."""
+    """A calm human phrase: ``less than a second``, ``45 seconds``, ``2 minutes``, ``1 hour``
+    (never ``0 seconds``: two signals of one correlation often come within a second)."""
+    if ms < 1000:
+        return "less than a second"
     s = ms // 1000
     if s < 90:
         n, unit = s, "second"
