@@ -824,11 +824,24 @@ class Guard {
       this._signal("client.visibility", { state: "hidden" });
     }
 
+    // PrintScreen: on Windows the browser is sent only its keyup (the system takes the
+    // keydown, and Windows 11 opens the Snipping Tool on it); elsewhere both. One press is
+    // one signal: the keyup counts only when its keydown was not seen.
+    let printDown = false;
+    const isPrint = (e) => e.key === "PrintScreen" || e.code === "PrintScreen";
     this._on(window, "keydown", (e) => {
       let combo = null;
-      if (e.key === "PrintScreen" || e.code === "PrintScreen") combo = "PrintScreen";
-      else if (e.metaKey && e.shiftKey) combo = SCREENSHOT_KEYS[e.code] || null;
+      if (isPrint(e)) {
+        if (e.repeat) return;
+        printDown = true;
+        combo = "PrintScreen";
+      } else if (e.metaKey && e.shiftKey) combo = SCREENSHOT_KEYS[e.code] || null;
       if (combo) this._signal("client.key", { combo });
+    }, { capture: true, passive: true });
+    this._on(window, "keyup", (e) => {
+      if (!isPrint(e)) return;
+      if (!printDown) this._signal("client.key", { combo: "PrintScreen" });
+      printDown = false;
     }, { capture: true, passive: true });
 
     const scr = globalThis.screen;

@@ -177,6 +177,34 @@ async def test_without_device_scope_nothing_is_observed(chromium: Any, site: Sta
     assert page.errors == []
 
 
+async def test_print_screen_is_one_signal_from_its_keyup_alone_or_with_its_keydown(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    """Windows sends the page only PrintScreen's keyup (the system takes the keydown); other
+    systems send both, and a held key repeats its keydown. Each press is one signal."""
+    ctx = await chromium()
+    async with sidecar.clinician("s-print") as clinician:
+        await recv_until(clinician, lambda m: m["type"] == "status")
+        page = await open_call(ctx, site, sidecar, "s-print", FULL, name="print",
+                               before=RECORD_FRAMES)
+        await page.evaluate("""() => {
+            const key = (type, repeat = false) => window.dispatchEvent(new KeyboardEvent(
+                type, {key: "PrintScreen", code: "PrintScreen", repeat}));
+            key("keyup");                                    // as on Windows
+            key("keydown"); key("keydown", true); key("keydown", true);  // held, elsewhere
+            key("keyup");
+        }""")
+        # A later message on the same socket: once the clinician sees it, anything sent
+        # before it was processed.
+        await page.evaluate("void window.sg.guard.requestRecording('marker')")
+        await recv_until(clinician, lambda m: m["type"] == "recording.request")
+    frames = [json.loads(f) for f in await page.evaluate("window.sentFrames")]
+    items = [f for f in frames if f["type"] == "signal"]
+    items += [i for f in frames if f["type"] == "signals" for i in f["items"]]
+    assert [i["data"] for i in items if i["signal"] == "client.key"] == [
+        {"combo": "PrintScreen"}, {"combo": "PrintScreen"}]
+    assert page.errors == []
+
+
 async def test_notice_and_recording_request_round_trip(chromium: Any, site: StaticSite,
                                                        sidecar: LiveSidecar) -> None:
     ctx = await chromium()
