@@ -14,6 +14,8 @@ duration of a ``with`` block: candidate gathering started inside the block (aior
 aioice logs every connectivity check at INFO with both ends' addresses: the patient's IP
 address and port (personal data) in a log that ``sessionguard serve`` writes at INFO.
 :func:`install` raises the ``aioice`` logger to WARNING, unless the embedder has set its level.
+aiortc logs the SDP (with every candidate's address) at DEBUG, so an embedder running its
+root logger at DEBUG would log them too: ``aiortc`` is raised to INFO the same way.
 """
 
 from __future__ import annotations
@@ -83,11 +85,13 @@ class IceConfig:
 
 
 def install() -> None:
-    """Wrap ``aioice.ice.get_host_addresses`` once, and keep aioice's INFO lines (the peers'
-    addresses) out of the log; idempotent."""
-    quiet = logging.getLogger("aioice")
-    if quiet.level == logging.NOTSET:  # an embedder's own choice stands
-        quiet.setLevel(logging.WARNING)
+    """Wrap ``aioice.ice.get_host_addresses`` once, and keep aioice's INFO lines and aiortc's
+    DEBUG lines (the peers' addresses, in checks, candidates and SDP) out of the log, unless
+    the embedder set those loggers' levels; idempotent."""
+    for name, level in (("aioice", logging.WARNING), ("aiortc", logging.INFO)):
+        quiet = logging.getLogger(name)
+        if quiet.level == logging.NOTSET:  # an embedder's own choice stands
+            quiet.setLevel(level)
     original: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
     if getattr(original, _MARK, False):
         return

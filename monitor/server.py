@@ -1383,6 +1383,19 @@ def _alert_states(entries: Iterable[Any], only: str | None = None) -> dict[str, 
     return dict(sorted(states.items(), key=lambda item: item[1]["seq"]))
 
 
+class _ChannelLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The channels' ``websockets`` logger without its DEBUG lines, whatever the logging
+    levels: they hold each handshake's request line (the access token is in its query) and
+    headers, and the frames' content (a patient's signals, device names). Its INFO and
+    above (connections opened and closed, errors) pass as they are."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return msg, kwargs
+
+
 def _ordered_alert(wire: dict[str, Any]) -> dict[str, Any]:
     return {"type": "alert", **{k: v for k, v in wire.items() if k != "type"}}
 
@@ -1405,7 +1418,7 @@ async def running(sidecar: Sidecar, host: str = "127.0.0.1", port: int = 0) -> A
         # Messages are small JSON: per-message deflate would cost CPU and ~100 KiB of zlib
         # state per channel for little gain.
         compression=None,
-        logger=logging.getLogger("sessionguard.ws"),
+        logger=_ChannelLog(logging.getLogger("sessionguard.ws")),
         server_header="sessionguard",
     )
     try:
