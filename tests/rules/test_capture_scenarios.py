@@ -39,6 +39,10 @@ CAUGHT = [
      "loopback-audio-builtin"),
     ("Monitor of Jabra Evolve2 65 Analog Stereo", "audioinput", "Linux output monitor",
      "loopback-audio-builtin"),
+    # a virtual sink made for routing audio (pactl load-module module-null-sink ...
+    # device.description=Virtual_Microphone): its monitor is the input a browser lists, and
+    # it is the sink's, not the sound system's own loopback
+    ("Monitor of Virtual_Microphone", "audioinput", "virtual audio", "loopback-audio-device"),
     ("OBS Virtual Camera", "videoinput", "OBS Virtual Camera", "virtual-camera-device"),
     ("ManyCam Virtual Webcam", "videoinput", "ManyCam", "virtual-camera-device"),
     ("XSplit VCam", "videoinput", "XSplit", "virtual-camera-device"),
