@@ -826,13 +826,14 @@ class Guard {
 
     // PrintScreen: on Windows the browser is sent only its keyup (the system takes the
     // keydown, and Windows 11 opens the Snipping Tool on it); elsewhere both. One press is
-    // one signal: the keyup counts only when its keydown was not seen.
+    // one signal: the keyup counts only when its keydown was not seen. A held key (or
+    // combination) repeats its keydown: only the first counts.
     let printDown = false;
     const isPrint = (e) => e.key === "PrintScreen" || e.code === "PrintScreen";
     this._on(window, "keydown", (e) => {
+      if (e.repeat) return;
       let combo = null;
       if (isPrint(e)) {
-        if (e.repeat) return;
         printDown = true;
         combo = "PrintScreen";
       } else if (e.metaKey && e.shiftKey) combo = SCREENSHOT_KEYS[e.code] || null;

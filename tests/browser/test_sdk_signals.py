@@ -180,7 +180,8 @@ async def test_without_device_scope_nothing_is_observed(chromium: Any, site: Sta
 async def test_print_screen_is_one_signal_from_its_keyup_alone_or_with_its_keydown(
         chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
     """Windows sends the page only PrintScreen's keyup (the system takes the keydown); other
-    systems send both, and a held key repeats its keydown. Each press is one signal."""
+    systems send both, and a held key repeats its keydown. Each press is one signal, a held
+    Cmd+Shift combination's too."""
     ctx = await chromium()
     async with sidecar.clinician("s-print") as clinician:
         await recv_until(clinician, lambda m: m["type"] == "status")
@@ -192,6 +193,9 @@ async def test_print_screen_is_one_signal_from_its_keyup_alone_or_with_its_keydo
             key("keyup");                                    // as on Windows
             key("keydown"); key("keydown", true); key("keydown", true);  // held, elsewhere
             key("keyup");
+            // a held Cmd+Shift+4 (where the OS lets it through) is one press too
+            for (const repeat of [false, true, true]) window.dispatchEvent(new KeyboardEvent(
+                "keydown", {key: "4", code: "Digit4", metaKey: true, shiftKey: true, repeat}));
         }""")
         # A later message on the same socket: once the clinician sees it, anything sent
         # before it was processed.
@@ -201,7 +205,7 @@ async def test_print_screen_is_one_signal_from_its_keyup_alone_or_with_its_keydo
     items = [f for f in frames if f["type"] == "signal"]
     items += [i for f in frames if f["type"] == "signals" for i in f["items"]]
     assert [i["data"] for i in items if i["signal"] == "client.key"] == [
-        {"combo": "PrintScreen"}, {"combo": "PrintScreen"}]
+        {"combo": "PrintScreen"}, {"combo": "PrintScreen"}, {"combo": "Meta+Shift+4"}]
     assert page.errors == []
 
 
