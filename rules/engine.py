@@ -12,6 +12,7 @@ whose time has come; a session's pending holds are also checked at each of its s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import deque
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from rules.model import Alert, Outcome, Severity, Skip
 from rules.predicates import make_context
 from rules.ruleset import CompiledRule, Ruleset
 from rules.templates import render
+from signals.catalog import CATALOGUE
 from signals.consent import FULL_MONITORING, NO_CONSENT, Consent
 from signals.devices import DeviceClassifier, default_classifier, derive_virtual_devices
 from signals.model import Signal
@@ -478,11 +480,15 @@ class Engine:
                     "participant": trigger.participant}
             if name in meta:
                 return meta[name]
-            if name in data:
-                return data[name]
-            # a correlation's other evidence (an earlier step's device label or key): every
-            # step of a sequence or all_of is in the evidence when it fires
-            return next((e.data[name] for e in reversed(evidence) if name in e.data), None)
+            # the ending signal's field, else a correlation's other evidence (an earlier
+            # step's device label or key: every step of a sequence or all_of is in the
+            # evidence when it fires); a signal whose schema has the field first, so a
+            # client's extra key of that name never replaces another step's own value
+            found = next((e.data[name] for e in reversed(evidence)
+                          if name in e.data and name in _schema_fields(e.name)), None)
+            if found is not None:
+                return found
+            return data.get(name)
 
         template = rule.agreed_message if agreed and rule.agreed_message else rule.message
         message = render(template, lookup)
@@ -507,6 +513,13 @@ class Engine:
 
 def _at(signal: Signal) -> int:
     return signal.at
+
+
+@functools.cache
+def _schema_fields(name: str) -> frozenset[str]:
+    """The data fields signal ``name``'s schema declares (not a client's extra keys)."""
+    spec = CATALOGUE.get(name)
+    return frozenset(spec.model.model_fields) if spec is not None else frozenset()
 
 
 def _fingerprint_value(field: str, trigger: Signal, consent: Consent) -> str:

@@ -75,6 +75,17 @@ def test_a_clients_extra_data_never_stands_in_for_the_engines_own_names(
     assert [a.message for a in got] == ["alice pressed a", "bob pressed a"]
 
 
+def test_a_clients_extra_data_never_stands_in_for_an_earlier_steps_field(
+        engine: Engine) -> None:
+    """A correlation's placeholder the ending signal's schema lacks is filled from the
+    evidence signal that has it as a field: an extra key of the same name in the ending
+    signal's data (kept by the schemas) does not replace it in the clinician's message."""
+    alerts = fed(engine, sig("client.display_capture", 0, {"api": "getDisplayMedia"}),
+                 sig("client.media_recorder", 2, {"api": "nothing to worry about"}))
+    (alert,) = [a for a in alerts if a.rule == "page-display-capture-then-record"]
+    assert "(via getDisplayMedia)" in alert.message, alert.message
+
+
 def test_signals_stamped_out_of_order(engine: Engine) -> None:
     """Another device's clock or a late resend: a sequence is in order by the signals'
     own times, a window is judged from its newest signal, evidence is in time order."""
