@@ -10,7 +10,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import websockets
+from websockets.asyncio.client import ClientConnection
 
+from monitor.config import Config
 from monitor.report import build_report, render_html, tuning
 from monitor.server import Sidecar, running
 from monitor.store import SqliteStore
@@ -27,8 +29,7 @@ from tests.server.conftest import (
 KEY = {"combo": "PrintScreen"}
 
 
-async def verdict(channel: websockets.asyncio.client.ClientConnection, alert_id: str,
-                  what: str) -> None:
+async def verdict(channel: ClientConnection, alert_id: str, what: str) -> None:
     await channel.send(json.dumps({"type": "alert.feedback", "id": alert_id, "verdict": what}))
     assert (await recv_type(channel, "ok"))["ref"] == "alert.feedback"
     await recv_type(channel, "alert.state", where=lambda m: m["id"] == alert_id)
@@ -114,27 +115,28 @@ async def test_a_more_severe_repeat_is_not_muted(serve: Factory, tmp_path: Path)
     assert (await key(3))["muted"] is True
 
 
+async def sidecar_with_pair(stack: AsyncExitStack, config: Config
+                            ) -> tuple[ClientConnection, ClientConnection]:
+    """A sidecar on ``config`` (its store) in ``stack``, with clinician dr and patient p1."""
+    port = await stack.enter_async_context(running(Sidecar(config), "127.0.0.1", 0))
+    url = f"ws://127.0.0.1:{port}/v1/ws"
+    dr = await stack.enter_async_context(
+        websockets.connect(f"{url}?token={token('s1', 'dr', 'clinician')}"))
+    p1 = await stack.enter_async_context(
+        websockets.connect(f"{url}?token={token('s1', 'p1', 'patient', DEVICE)}"))
+    await recv_type(p1, "consent")
+    return dr, p1
+
+
 async def test_the_muting_survives_a_restart(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     async with AsyncExitStack() as stack:
-        port = await stack.enter_async_context(running(Sidecar(config), "127.0.0.1", 0))
-        url = f"ws://127.0.0.1:{port}/v1/ws"
-        dr = await stack.enter_async_context(
-            websockets.connect(f"{url}?token={token('s1', 'dr', 'clinician')}"))
-        p1 = await stack.enter_async_context(
-            websockets.connect(f"{url}?token={token('s1', 'p1', 'patient', DEVICE)}"))
-        await recv_type(p1, "consent")
+        dr, p1 = await sidecar_with_pair(stack, config)
         await p1.send(signal(1, "client.key", KEY))
         first = await recv_type(dr, "alert")
         await verdict(dr, first["id"], "false_positive")
     async with AsyncExitStack() as stack:  # a new process's state: only the ledger remains
-        port = await stack.enter_async_context(running(Sidecar(config), "127.0.0.1", 0))
-        url = f"ws://127.0.0.1:{port}/v1/ws"
-        dr = await stack.enter_async_context(
-            websockets.connect(f"{url}?token={token('s1', 'dr', 'clinician')}"))
-        p1 = await stack.enter_async_context(
-            websockets.connect(f"{url}?token={token('s1', 'p1', 'patient', DEVICE)}"))
-        await recv_type(p1, "consent")
+        dr, p1 = await sidecar_with_pair(stack, config)
         await p1.send(signal(2, "client.key", KEY))
         assert await recv_json(p1) == {"type": "ack", "seq": 2}
         repeat = await recv_type(dr, "alert")
