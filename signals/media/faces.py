@@ -4,7 +4,13 @@ Method: OpenCV's shipped Haar cascades (frontal face; the profile cascade, mirro
 every ``profile_every``-th run and whenever the frontal one finds fewer faces than before,
 its extra faces held in between) run about once a second (``interval_s``) on the gray
 picture (histogram-equalised in poor light) downscaled to ``work_width`` (240);
-overlapping boxes are merged. Faces are tracked between runs (template matching on the
+overlapping boxes are merged. While every counted face has been found by the frontal
+cascade in the last ``track_min_hits`` runs, a run looks only around them (about a fifth of
+the cost) and the whole picture every ``full_every``-th run, so someone arriving is counted
+up to ``full_every`` - 1 runs later; a periodic profile run then looks one way (as is,
+mirrored) at a time. A face found the run before and missed now while its picture is still
+where it was followed to is held, and the profile and tilted searches wait for a second
+miss in a row. Faces are tracked between runs (template matching on the
 pictures in between); a face found by ``track_min_hits`` runs (3) that a later run misses is still
 counted while its picture is found where it moved to (``track_min_score``), for up to
 ``track_hold_runs`` runs. The count is held between runs, and episodes need the condition for
@@ -99,6 +105,10 @@ class _Track:
 
 #: runs after its hold ran out that a dropped face is remembered (see ``_update_tracks``)
 _REMEMBER_RUNS = 3
+#: the search around a counted face (``FaceDetector._around_faces``) widens its box by this
+#: much of its size on every side: room for the cascade's neighbouring windows and for a
+#: face that moved since it was last followed
+_AROUND = 0.5
 
 
 def _same_face(patch: Gray, template: Gray, min_score: float) -> bool:
@@ -139,6 +149,7 @@ class FaceDetector:
         self._runs = 0
         self._last = 0
         self._small_wait = 0  # runs the small-face search still skips (after a fruitless one)
+        self._side = 0  # the direction the last one-way profile run looked (0: as is)
         self.tracks: list[_Track] = []
         #: faces held long enough to count that were dropped in the last few runs
         self._lost: list[_Track] = []
@@ -188,25 +199,43 @@ class FaceDetector:
         size = max(16, int(work.shape[1] * p.min_face_frac))
         kw: dict[str, Any] = {"scaleFactor": p.scale_factor, "minNeighbors": p.min_neighbors,
                               "minSize": (size, size)}
+        self._runs += 1
+        around = self._around_faces(cast(Gray, eq), kw)
+        if around is not None:  # every counted face found where it was followed to
+            self._small_wait = 0
+            self._last = self._update_tracks(work, around, around, False)
+            return self._last
         frontal: list[Box] = [tuple(int(v) for v in b)  # type: ignore[misc]
                               for b in self._frontal.detectMultiScale(eq, **kw)]
-        self._runs += 1
         # the profile cascade costs about 1.5x the frontal one: it runs every
         # ``profile_every``-th run, and whenever the frontal one finds fewer faces than were
         # last counted (a person turning away). In an empty picture (nothing counted last
         # time either) only the periodic runs look for someone arriving in profile.
-        profile_run = p.profile_every > 0 and (
-            self._runs % p.profile_every == 0 or len(frontal) < self._last)
+        periodic = p.profile_every > 0 and self._runs % p.profile_every == 0
+        # a face the frontal cascade found last run and misses now while its picture is still
+        # where it was followed to is held this run whatever the other searches find (the
+        # cascade flickers on some faces at some positions through a codec); they wait for a
+        # second miss in a row (the periodic profile run still looks for someone arriving)
+        flicker = self._only_flickered(work, frontal)
+        profile_run = periodic or (p.profile_every > 0 and not flicker
+                                   and len(frontal) < self._last)
         side: list[Box] = []
         if profile_run:
-            width = work.shape[1]
             kw["minNeighbors"] = p.profile_min_neighbors
-            side = [tuple(int(v) for v in b)  # type: ignore[misc]
-                    for b in self._profile.detectMultiScale(eq, **kw)]
-            mirrored = np.ascontiguousarray(eq[:, ::-1])
-            side += [(int(width - x - w), int(y), int(w), int(h))
-                     for x, y, w, h in self._profile.detectMultiScale(mirrored, **kw)]
-        if not frontal and not side and p.tilt_degrees > 0:
+            # a periodic run that only looks for someone arriving in profile (every counted
+            # face is a frontal one, found again) looks one way, the next one the other way
+            one_way = (self._last > 0 and len(frontal) >= self._last
+                       and not any(t.by_profile for t in self.tracks))
+            self._side = (self._side + 1) % 2 if one_way else 0
+            if not one_way or self._side == 0:
+                side = [tuple(int(v) for v in b)  # type: ignore[misc]
+                        for b in self._profile.detectMultiScale(eq, **kw)]
+            if not one_way or self._side == 1:
+                width = work.shape[1]
+                mirrored = np.ascontiguousarray(eq[:, ::-1])
+                side += [(int(width - x - w), int(y), int(w), int(h))
+                         for x, y, w, h in self._profile.detectMultiScale(mirrored, **kw)]
+        if not frontal and not side and p.tilt_degrees > 0 and not flicker:
             # a head tilted to one side (resting on a hand) defeats both cascades; this runs
             # only when nothing else was found, so a visible face costs nothing extra
             frontal = self._tilted(cast(Gray, eq), kw | {"minNeighbors": p.min_neighbors})
@@ -227,6 +256,49 @@ class FaceDetector:
         self._last = self._update_tracks(work, _merge(frontal), _merge(frontal + side),
                                          profile_run)
         return self._last
+
+    def _only_flickered(self, work: Gray, frontal: list[Box]) -> bool:
+        """Is every counted face that ``frontal`` misses one the run before found (by the
+        frontal cascade, after ``track_min_hits`` runs) whose picture still matches where it
+        was followed to? Such a face is held this run (``_update_tracks``) whatever the
+        profile and tilted searches would find; only the count of its misses differs."""
+        p = self.p
+        missed = [t for t in self.tracks if all(_iou(box, t.box) < 0.3 for box in frontal)]
+        return bool(missed) and p.track_hold_runs > 0 and all(
+            t.misses == 0 and not t.by_profile and t.hits >= p.track_min_hits
+            and self._relocate(work, t) >= p.track_min_score for t in missed)
+
+    def _around_faces(self, eq: Gray, kw: dict[str, Any]) -> list[Box] | None:
+        """The frontal cascade only around the faces being counted (each box followed to
+        where the face is now, widened by ``_AROUND`` of its size on every side), on the runs
+        where that is all the whole-picture search would be needed for: every counted face
+        has been found by ``track_min_hits`` runs, the last of them the run before, by the
+        frontal cascade at the normal sizes. The whole picture is still searched every
+        ``full_every``-th run and on every profile run (someone arriving is found there, up
+        to ``full_every`` - 1 runs later than by a whole search every run). The merged
+        boxes when every counted face was found again; ``None`` (search the whole picture)
+        when one was missed."""
+        p = self.p
+        if (p.full_every <= 1 or not self.tracks or self._runs % p.full_every == 0
+                or (p.profile_every > 0 and self._runs % p.profile_every == 0)):
+            return None
+        size = kw["minSize"][0]
+        if any(t.misses or t.by_profile or t.hits < p.track_min_hits or t.box[2] < size
+               for t in self.tracks):  # (a face found by the small search: not here)
+            return None
+        h, w = eq.shape[:2]
+        boxes: list[Box] = []
+        for track in self.tracks:
+            x, y, bw, bh = track.box
+            m = max(2, round(max(bw, bh) * _AROUND))
+            x0, y0 = max(0, x - m), max(0, y - m)
+            region = eq[y0:min(h, y + bh + m), x0:min(w, x + bw + m)]
+            found: list[Box] = [(x0 + int(fx), y0 + int(fy), int(fw), int(fh))
+                                for fx, fy, fw, fh in self._frontal.detectMultiScale(region, **kw)]
+            if all(_iou(box, track.box) < 0.3 for box in found):
+                return None
+            boxes += found
+        return _merge(boxes)
 
     def _small(self, gray: Gray, work_width: int, size: int, poor_light: bool) -> list[Box]:
         """The frontal cascade on the picture as analysed (wider than the working picture),

@@ -49,6 +49,9 @@ class FaceParams(_Strict):
     interval_s: float = Field(default=1.0, gt=0)
     work_width: int = Field(default=240, ge=64)  # faces are searched at this width
     profile_every: int = Field(default=3, ge=0)  # profile cascades every Nth run
+    # while every counted face is steadily found, the frontal search looks only around them,
+    # the whole picture every Nth run (and at any run that misses one of them); 1: always whole
+    full_every: int = Field(default=3, ge=1)
     min_face_frac: float = Field(default=0.15, gt=0, lt=1)  # of the working width
     scale_factor: float = Field(default=1.2, gt=1)
     min_neighbors: int = Field(default=5, ge=1)

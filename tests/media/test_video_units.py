@@ -317,9 +317,10 @@ def _tracker(script: list[list[tuple[int, int, int, int]]]) -> object:
     from signals.media.faces import FaceDetector
     from signals.media.params import FaceParams
 
-    # tilt_degrees=0, small_face_frac=0: the scripted cascade answers one call per run
+    # tilt_degrees=0, small_face_frac=0, full_every=1: the scripted cascade answers one call
+    # per run, on the whole picture
     det = FaceDetector(FaceParams(profile_every=0, track_hold_runs=2, tilt_degrees=0,
-                                  small_face_frac=0))
+                                  small_face_frac=0, full_every=1))
     det._frontal = _ScriptedCascade(script)  # type: ignore[assignment]
     return det
 
@@ -687,7 +688,8 @@ def test_no_small_face_search_while_a_face_the_normal_search_found_is_held() -> 
     from signals.media.faces import FaceDetector
     from signals.media.params import FaceParams
 
-    det = FaceDetector(FaceParams(profile_every=0, track_hold_runs=2, tilt_degrees=0))
+    det = FaceDetector(FaceParams(profile_every=0, track_hold_runs=2, tilt_degrees=0,
+                                  full_every=1))
     cascade = _ScriptedWithSmall([[_ASTRONAUT_BOX]] * 3 + [[]] * 4)
     det._frontal = cascade  # type: ignore[assignment]
     gray = _astronaut_gray()
@@ -696,3 +698,107 @@ def test_no_small_face_search_while_a_face_the_normal_search_found_is_held() -> 
     assert counts == [1, 1, 1, 1, 1, 0, 0]
     # no small search while the track is there; once it is gone, the search looks
     assert cascade.small_calls == 1
+
+
+class _ShapeCascade(_CountingCascade):
+    """The real cascade, recording the size of each picture it searched."""
+
+    def __init__(self, inner: cv2.CascadeClassifier) -> None:
+        super().__init__(inner)
+        self.shapes: list[tuple[int, ...]] = []
+
+    def detectMultiScale(self, img: np.ndarray, **kw: object) -> object:
+        self.shapes.append(img.shape)
+        return super().detectMultiScale(img, **kw)
+
+
+def test_a_steadily_found_face_is_searched_for_around_it_between_whole_picture_runs() -> None:
+    # the whole 240-wide picture costs the frontal cascade about 10 ms, the region around a
+    # face about 2: a face found by three runs in a row is looked for only there, and the
+    # whole picture every full_every-th run (someone arriving is found there)
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    det = FaceDetector(FaceParams(profile_every=0, full_every=3))
+    cascade = _ShapeCascade(det._frontal)
+    det._frontal = cascade  # type: ignore[assignment]
+    gray = _astronaut_gray()
+    assert [det.count(gray) for _ in range(7)] == [1] * 7
+    whole = (180, 240)
+    assert [s == whole for s in cascade.shapes] == [True, True, True, False, False, True,
+                                                    False]
+    assert all(s[0] * s[1] < 0.4 * 180 * 240 for s in cascade.shapes if s != whole)
+
+
+def _two_astronauts() -> np.ndarray:
+    """Two frontal faces side by side (the astronaut and her mirror image), each a quarter
+    of the picture's width."""
+    half = _astronaut_gray()[:, 84:284]  # 200 wide around her face (100 wide)
+    return np.ascontiguousarray(np.hstack([half, half[:, ::-1]]))
+
+
+def test_a_second_person_arriving_is_counted_by_the_next_whole_picture_run() -> None:
+    # the price of the search around a steady face: someone arriving next to it is found by
+    # the next whole-picture run, up to full_every - 1 runs (seconds) later
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    two = _two_astronauts()
+    one = two.copy()
+    one[:, 200:] = int(np.median(two))  # the second one not there yet
+    det = FaceDetector(FaceParams(profile_every=0, full_every=3))
+    assert [det.count(one) for _ in range(3)] == [1, 1, 1]
+    assert FaceDetector(FaceParams(profile_every=0)).count(two) == 2
+    # runs 4 and 5 look around the first face only; run 6 looks at the whole picture
+    assert [det.count(two) for _ in range(4)] == [1, 1, 2, 2]
+
+
+def test_a_steady_face_missed_once_waits_for_a_second_miss_before_the_dear_searches() -> None:
+    # the cascade flickers on some faces through a codec: a face found last run and held by
+    # its track costs no profile or tilted search at a single miss (about 50 ms); a second
+    # miss in a row runs them as before
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    det = FaceDetector(FaceParams(profile_every=100, full_every=1, track_hold_runs=2,
+                                  small_face_frac=0))
+    frontal = _ScriptedCascade([[_ASTRONAUT_BOX]] * 3 + [[]] * 10)
+    profile = _CountingCascade(det._profile)
+    det._frontal, det._profile = frontal, profile  # type: ignore[assignment]
+    gray = _astronaut_gray()
+    assert [det.count(gray) for _ in range(3)] == [1, 1, 1]
+    assert det.count(gray) == 1  # held
+    assert (frontal.calls, profile.calls) == (4, 0)  # the upright frontal search only
+    assert det.count(gray) == 1  # held again: now profile (both ways) and tilted (+/-)
+    assert (frontal.calls, profile.calls) == (7, 2)
+
+
+class _SideCascade(_CountingCascade):
+    """The real profile cascade, recording each picture it searched."""
+
+    def __init__(self, inner: cv2.CascadeClassifier) -> None:
+        super().__init__(inner)
+        self.pictures: list[np.ndarray] = []
+
+    def detectMultiScale(self, img: np.ndarray, **kw: object) -> object:
+        self.pictures.append(img.copy())
+        return super().detectMultiScale(img, **kw)
+
+
+def test_the_periodic_profile_search_beside_a_frontal_face_looks_one_way_at_a_time() -> None:
+    # every counted face found by the frontal search: the periodic profile run only looks
+    # for someone arriving in profile, one way (as is, mirrored) per run: about 15 ms instead
+    # of 30 every third second; each way is looked at every sixth run
+    from signals.media.faces import FaceDetector
+    from signals.media.params import FaceParams
+
+    det = FaceDetector(FaceParams(profile_every=3, full_every=1))
+    profile = _SideCascade(det._profile)
+    det._profile = profile  # type: ignore[assignment]
+    gray = _astronaut_gray()
+    assert [det.count(gray) for _ in range(6)] == [1] * 6
+    assert profile.calls == 2
+    first, second = profile.pictures
+    assert np.array_equal(first[:, ::-1], second) or np.array_equal(first, second[:, ::-1])
+    # nothing counted: both ways at each periodic run, as before
+    # (test_profile_cascade_runs_only_periodically_in_an_empty_picture)
