@@ -394,12 +394,20 @@ class Sidecar:
                               request: Request) -> Response | None:
         path, query = split_path(request.path)
         if path != "/v1/ws":
+            # websockets >= 14 hands over any method: the routes are GET (and HEAD) only
+            method = getattr(request, "method", "GET")
+            if method not in ("GET", "HEAD"):
+                return json_response(405, {"error": f"{path} answers GET only"},
+                                     {"Allow": "GET, HEAD"})
             if self._report_path(path):
                 # the report reads SQLite: keep it off the event loop
                 response = await asyncio.to_thread(self.routes.handle, request.path)
             else:
                 response = self.routes.handle(request.path)
-            return response if response is not None else json_response(404, {"error": "not found"})
+            if response is None:
+                response = json_response(404, {"error": "not found"})
+            # HEAD: the GET's status and headers (its Content-Length too), never a body
+            return dataclasses.replace(response, body=b"") if method == "HEAD" else response
         if self._stopping:
             return json_response(503, {"error": "the sidecar is shutting down"})
         token = query.get("token")

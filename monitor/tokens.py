@@ -3,7 +3,9 @@
 A platform backend mints one token per participant and session (the way LiveKit or Twilio
 access tokens work); clients present it when they open ``/v1/ws``. The claims are
 ``sid`` (session id), ``sub`` (participant id), ``role`` (``patient`` or ``clinician``),
-``exp`` and ``iat`` (both required) and an optional ``consent`` object.
+``exp`` and ``iat`` (both required), an optional ``nbf`` (not before, honoured like ``exp``)
+and an optional ``consent`` object. The ids are 1 to 256 characters with no control or
+invisible formatting characters (a newline in an id would forge lines in the sidecar's logs).
 
 Times here are epoch milliseconds (``now``), like everywhere in sessionguard; the JWT claims
 themselves are in seconds, as RFC 7519 says.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,6 +100,21 @@ def short_secret(secret: str) -> str | None:
             "print(secrets.token_urlsafe(32))')")
 
 
+#: control characters (newlines, escapes), format characters (bidi overrides, zero-width),
+#: line and paragraph separators and lone surrogates: none belongs in an id, and each can
+#: forge or disguise a line of the logs the ids are written to
+_BAD_ID_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def _id_problem(value: object) -> str | None:
+    """Why ``value`` is no usable session or participant id, or ``None``."""
+    if not isinstance(value, str) or not value or len(value) > _MAX_ID:
+        return f"must be 1 to {_MAX_ID} characters"
+    if any(unicodedata.category(ch) in _BAD_ID_CATEGORIES for ch in value):
+        return "must not contain control or invisible formatting characters"
+    return None
+
+
 def _check_secret(secret: str) -> None:
     if not secret:
         raise ConfigError(f"no token secret: set {SECRET_ENV} (or pass --secret)")
@@ -118,8 +136,9 @@ def mint(
     if role not in ROLES:
         raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     for name, value in (("session", session), ("participant", participant)):
-        if not value or len(value) > _MAX_ID:
-            raise ConfigError(f"{name} id must be 1 to {_MAX_ID} characters")
+        problem = _id_problem(value)
+        if problem:
+            raise ConfigError(f"{name} id {problem}")
     if ttl_s <= 0:
         raise ConfigError("token lifetime must be longer than zero")
     iat = _now_s(now)
@@ -182,10 +201,17 @@ def verify(secret: str | Sequence[str], token: str | None, now: int | None = Non
         raise AuthError("access token has expired", status=401)
     if iat > current + LEEWAY_S:
         raise AuthError("access token is issued in the future", status=401)
+    if "nbf" in payload:
+        nbf = payload["nbf"]
+        if not isinstance(nbf, int) or isinstance(nbf, bool):
+            raise AuthError("access token nbf must be an integer", status=401)
+        if current + LEEWAY_S < nbf:
+            raise AuthError("access token is not valid yet (nbf)", status=401)
     session, participant = payload["sid"], payload["sub"]
     for name, value in (("sid", session), ("sub", participant)):
-        if not isinstance(value, str) or not value or len(value) > _MAX_ID:
-            raise AuthError(f"access token {name} claim is malformed", status=401)
+        problem = _id_problem(value)
+        if problem:
+            raise AuthError(f"access token {name} claim {problem}", status=401)
     try:
         consent = NO_CONSENT if "consent" not in payload else Consent.parse(payload["consent"])
     except InvalidSignal as exc:

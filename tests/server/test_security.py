@@ -1,0 +1,89 @@
+"""Findings of a security probe, against a real sidecar on 127.0.0.1 with real clients: a
+token's ``nbf``, ids that could forge log lines, and the HTTP methods of the GET routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import jwt
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from signals.errors import ConfigError
+from tests.server.conftest import DEVICE, SECRET, Factory, recv_json, token
+
+
+def _raw_token(**claims: object) -> str:
+    now = int(time.time())
+    payload: dict[str, object] = {"sid": "s1", "sub": "p1", "role": "patient", "iat": now,
+                                  "exp": now + 600, "consent": DEVICE}
+    payload.update(claims)
+    return jwt.encode(payload, SECRET, algorithm="HS256")
+
+
+async def _refused(url: str, tok: str) -> tuple[int, bytes]:
+    with pytest.raises(InvalidStatus) as info:
+        async with websockets.connect(f"{url}?token={tok}"):
+            pass
+    return info.value.response.status_code, info.value.response.body or b""
+
+
+async def test_a_token_not_valid_yet_is_refused_and_one_past_its_nbf_is_accepted(
+        serve: Factory) -> None:
+    h = await serve()
+    status, body = await _refused(h.url, _raw_token(nbf=int(time.time()) + 3600))
+    assert (status, b"not valid yet" in body) == (401, True)
+    status, body = await _refused(h.url, _raw_token(nbf="soon"))
+    assert (status, b"nbf" in body) == (401, True)
+    patient = await h.connect(_raw_token(nbf=int(time.time()) - 5))
+    assert (await recv_json(patient))["type"] == "consent"
+
+
+@pytest.mark.parametrize("bad", ["s1\n2026-01-01 00:00:00 INFO forged line", "s1\r", "s\x1b[2J",
+                                 "s\u202e1", "s\u20281", "s\x00"])
+async def test_ids_with_control_characters_are_refused_and_never_logged(
+        serve: Factory, caplog: pytest.LogCaptureFixture, bad: str) -> None:
+    caplog.set_level(logging.INFO)
+    h = await serve()
+    for claims in ({"sid": bad}, {"sub": bad}):
+        status, body = await _refused(h.url, _raw_token(**claims))
+        assert (status, b"control or invisible" in body) == (401, True), claims
+    assert not [r for r in caplog.records if bad in r.getMessage()]
+    with pytest.raises(ConfigError, match="control"):
+        token(bad, "p1", "patient")
+    with pytest.raises(ConfigError, match="control"):
+        token("s1", bad, "clinician")
+    # ordinary ids of any script still work
+    patient = await h.connect(token("séance-東京/7", "pätient 1", "patient", DEVICE))
+    assert (await recv_json(patient))["type"] == "consent"
+
+
+async def _http(port: int, method: str, path: str) -> tuple[bytes, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 10)  # the sidecar closes after one answer
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/metrics", "/sdk/sessionguard.js",
+                                  "/v1/sessions/s1/report?token=x"])
+async def test_the_get_routes_answer_get_and_head_only(serve: Factory, path: str) -> None:
+    h = await serve()
+    get_head, get_body = await _http(h.port, "GET", path)
+    head_head, head_body = await _http(h.port, "HEAD", path)
+    # HEAD: the GET's status and headers (Content-Length included), no body
+    assert head_head.split(b"\r\n")[0] == get_head.split(b"\r\n")[0]
+    if path != "/metrics":  # its counters may move between the two requests
+        assert f"Content-Length: {len(get_body)}".encode() in head_head
+    assert head_body == b""
+    for method in ("POST", "PUT", "DELETE", "OPTIONS", "PATCH"):
+        head, body = await _http(h.port, method, path)
+        assert head.startswith(b"HTTP/1.1 405 "), (method, head)
+        assert b"Allow: GET, HEAD" in head
+        assert b"GET" in body
