@@ -62,6 +62,7 @@ SIGNATURE_HEADER = "Sessionguard-Signature"
 TIMESTAMP_HEADER = "Sessionguard-Timestamp"
 DELIVERY_HEADER = "Sessionguard-Delivery"
 _USER_AGENT = "sessionguard-webhook/1"
+_MAX_T_DIGITS = 15
 _log = logging.getLogger("sessionguard.webhooks")
 
 
@@ -105,7 +106,9 @@ def verify_signature(secret: str, header: str | None, body: bytes, now: int | No
         if not sep:
             raise SignatureError(f"malformed {SIGNATURE_HEADER} header")
         if key == "t":
-            if not value.isdigit():
+            # ASCII digits only ('²' is a digit to isdigit, not to int), and no more than a
+            # timestamp has (int() refuses past 4300 digits)
+            if not (value.isascii() and value.isdigit() and len(value) <= _MAX_T_DIGITS):
                 raise SignatureError(f"malformed timestamp in {SIGNATURE_HEADER}")
             timestamp = int(value)
         elif key == "v1":
@@ -113,7 +116,8 @@ def verify_signature(secret: str, header: str | None, body: bytes, now: int | No
     if timestamp is None or not candidates:
         raise SignatureError(f"{SIGNATURE_HEADER} needs t= and v1=")
     expected = _mac(secret, timestamp, body)
-    if not any(hmac.compare_digest(expected, c) for c in candidates):
+    # compare_digest refuses a str that is not ASCII: such a v1 is no hex digest anyway
+    if not any(c.isascii() and hmac.compare_digest(expected, c) for c in candidates):
         raise SignatureError("webhook signature does not match")
     current = (_wall_ms() if now is None else now) // 1000
     if abs(current - timestamp) > tolerance_s:

@@ -6,9 +6,11 @@ import asyncio
 import json
 import random
 import socket
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -153,11 +155,45 @@ def test_signature_good_bad_stale() -> None:
     assert verify_signature(SECRET, header, body, now=NOW + 3_600_000, tolerance_s=7200) == t
 
 
-@pytest.mark.parametrize("header", [None, "", "garbage", "t=abc,v1=00", "v1=00", "t=5",
-                                    "t=5,v1"])
+# a header comes from the network: unicode digits (int() refuses '²'), a v1 that is not ASCII
+# (compare_digest refuses it) or a timestamp past int()'s 4300 digits are malformed, not a crash
+MALFORMED = [None, "", "garbage", "t=abc,v1=00", "v1=00", "t=5", "t=5,v1", "t=\u00b2,v1=00",
+             f"t={NOW // 1000},v1=\u00e9\u00e9", "t=" + "9" * 5000 + ",v1=00",
+             "t=\u0661\u0667\u0660\u0660,v1=00", f"t={NOW // 1000},v1=\udc80"]
+
+
+@pytest.mark.parametrize("header", MALFORMED)
 def test_signature_malformed(header: str | None) -> None:
     with pytest.raises(SignatureError):
         verify_signature(SECRET, header, b"{}", now=NOW)
+
+
+def _readme_verify() -> Any:
+    """The standard-library ``verify`` the README gives receivers, as written there."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("Without it, the whole check is a few lines of standard library:")
+    code = readme[readme.index("```python\n", start) + 10:]
+    code = code[:code.index("```")]
+    scope: dict[str, Any] = {}
+    exec(compile(code, "<README.md receiver snippet>", "exec"), scope)
+    return scope["verify"]
+
+
+@pytest.mark.parametrize("header", MALFORMED)
+def test_the_readme_receiver_snippet_says_false_to_a_malformed_header(
+        header: str | None) -> None:
+    if header is not None:  # the snippet reads the wall clock: a fresh t reaches the compare
+        header = header.replace(str(NOW // 1000), str(int(time.time())))
+    assert _readme_verify()(SECRET, header, b"{}") is False
+
+
+def test_the_readme_receiver_snippet_accepts_a_real_signature_and_nothing_else() -> None:
+    verify, body, t = _readme_verify(), b'{"type":"alert","seq":1}', int(time.time())
+    assert verify(SECRET, sign(SECRET, body, t), body) is True
+    assert verify(SECRET, f"{sign('old', body, t)},{sign(SECRET, body, t)}", body) is True
+    assert verify("other", sign(SECRET, body, t), body) is False
+    assert verify(SECRET, sign(SECRET, body, t), body + b" ") is False
+    assert verify(SECRET, sign(SECRET, body, t - 301), body) is False
 
 
 def test_signature_accepts_any_v1_during_rotation() -> None:
