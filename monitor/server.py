@@ -223,6 +223,10 @@ class Sidecar:
         self.secret = secret if secret is not None else require_secret(config)
         # tokens signed with an earlier secret stay valid during a rotation
         self.secrets: tuple[str, ...] = (self.secret, *config.previous_secrets)
+        from monitor.tokens import check_secret
+
+        for one in self.secrets:  # one HS256 cannot use fails here, not at every handshake
+            check_secret(one)
         self.clock = clock
         self.metrics = Metrics(registry)
         self.engine = engine if engine is not None else _default_engine(config)

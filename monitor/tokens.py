@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
+from jwt.algorithms import HMACAlgorithm
+from jwt.exceptions import InvalidKeyError
 from jwt.warnings import InsecureKeyLengthWarning
 
 from signals.consent import NO_CONSENT, Consent
@@ -39,6 +41,7 @@ __all__ = [
     "SECRET_ENV",
     "Claims",
     "Role",
+    "check_secret",
     "mint",
     "parse_duration",
     "short_secret",
@@ -115,9 +118,18 @@ def _id_problem(value: object) -> str | None:
     return None
 
 
-def _check_secret(secret: str) -> None:
+def check_secret(secret: str) -> None:
+    """A :class:`ConfigError` in words for a secret HS256 cannot use: none at all, or one PyJWT
+    refuses as an HMAC key (a PEM or SSH key, a certificate, a JWK pasted whole), which would
+    otherwise fail every token, each with a traceback."""
     if not secret:
         raise ConfigError(f"no token secret: set {SECRET_ENV} (or pass --secret)")
+    try:
+        HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+    except InvalidKeyError as exc:
+        raise ConfigError("the token secret looks like a key or certificate (PEM, SSH, DER or a "
+                          "JWK), which HS256 refuses: use random bytes, e.g. python3 -c "
+                          "'import secrets; print(secrets.token_urlsafe(32))'") from exc
 
 
 def mint(
@@ -132,7 +144,7 @@ def mint(
     """Sign a token for ``participant`` in ``session`` valid for ``ttl_s`` seconds from ``now``
     (epoch ms, default the wall clock). ``consent`` may be a :class:`Consent`, its dict or JSON;
     ``None`` leaves the claim out (the verifier then reads :data:`NO_CONSENT`)."""
-    _check_secret(secret)
+    check_secret(secret)
     if role not in ROLES:
         raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     for name, value in (("session", session), ("participant", participant)):
@@ -182,7 +194,7 @@ def verify(secret: str | Sequence[str], token: str | None, now: int | None = Non
     """
     secrets = [secret] if isinstance(secret, str) else list(secret)
     for one in secrets or [""]:
-        _check_secret(one)
+        check_secret(one)
     if not token:
         raise AuthError("missing access token", status=401)
     try:

@@ -1,19 +1,23 @@
 """Findings of a security probe, against a real sidecar on 127.0.0.1 with real clients: a
-token's ``nbf``, ids that could forge log lines, and the HTTP methods of the GET routes."""
+token's ``nbf``, ids that could forge log lines, the HTTP methods of the GET routes and a
+secret HS256 cannot use."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import jwt
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from monitor.server import Sidecar
+from monitor.tokens import mint
 from signals.errors import ConfigError
-from tests.server.conftest import DEVICE, SECRET, Factory, recv_json, token
+from tests.server.conftest import DEVICE, SECRET, Factory, make_config, recv_json, token
 
 
 def _raw_token(**claims: object) -> str:
@@ -87,3 +91,22 @@ async def test_the_get_routes_answer_get_and_head_only(serve: Factory, path: str
         assert head.startswith(b"HTTP/1.1 405 "), (method, head)
         assert b"Allow: GET, HEAD" in head
         assert b"GET" in body
+
+
+PEM = ("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE000000000000000000000000"
+       "\n-----END PUBLIC KEY-----\n")
+
+
+@pytest.mark.parametrize("secret", [PEM, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI0000 ops@host",
+                                    '{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ"}'])
+def test_a_secret_hs256_cannot_use_is_refused_at_start_in_words(
+        tmp_path: Path, secret: str) -> None:
+    # PyJWT refuses such a key as an HMAC secret: the sidecar used to start, then answer
+    # every handshake 500 with an InvalidKeyError traceback
+    with pytest.raises(ConfigError, match="looks like a key"):
+        Sidecar(make_config(tmp_path, SESSIONGUARD_SECRET=secret))
+    if "," not in secret:  # the previous secrets are a comma-separated list
+        with pytest.raises(ConfigError, match="looks like a key"):
+            Sidecar(make_config(tmp_path, SESSIONGUARD_SECRET_PREVIOUS=secret))
+    with pytest.raises(ConfigError, match="looks like a key"):
+        mint(secret, "s1", "p1", "patient", 60)
