@@ -287,6 +287,23 @@ async function hashId(salt, id) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+// Elements whose children are not rendered (see _raiseNotice).
+const NO_CHILDREN = new Set(["video", "audio", "canvas", "img", "iframe", "object", "embed",
+  "picture", "input", "textarea", "select"]);
+
+// Shows el in the top layer (a manual popover: no light dismiss, no Escape), above every
+// layer of the page shown before it; where the browser has no popover, a fixed element.
+function topLayer(el) {
+  if (typeof el.showPopover !== "function") return;
+  try {
+    el.popover = "manual";
+    if (el.matches(":popover-open")) el.hidePopover();
+    el.showPopover();   // the last shown is the topmost
+  } catch (_e) {
+    el.removeAttribute("popover");   // an ordinary fixed element then (never a hidden one)
+  }
+}
+
 export function noticeText(consent) {
   const scopes = (consent?.monitoring || []).map((s) => SCOPE_TEXT[s] || String(s));
   const what = scopes.length ? scopes.join(", ") : "nothing";
@@ -336,6 +353,7 @@ class Guard {
     this._requestReason = "";         // ... the reason last given
     this._requestId = null;           // ... the waiting request's id (ours, or the sidecar's)
     this._noticeEl = null;
+    this._noticeOff = null;           // removes the notice's own listener
     this._firstOpen = null;
     this._refused = 0;                // handshakes in a row that never opened
     this._unanswered = null;          // when a heartbeat went out unanswered on this socket
@@ -378,7 +396,7 @@ class Guard {
     try { this._pc?.close(); } catch (_e) { /* already closed */ }
     this._pc = null;
     try { this._ws?.close(1000, "closed by page"); } catch (_e) { /* ignore */ }
-    this._noticeEl?.remove();
+    this._removeNotice();
     for (const r of this._requests.splice(0)) r({ id: null, approved: false, error: "closed" });
     this._status({ state: "closed" });
   }
@@ -761,10 +779,14 @@ class Guard {
     return ["audio", "video"].filter((k) => kinds.has(k) && scopes.includes(k)).join(",");
   }
 
+  // The default notice is in the top layer (a manual popover) where the browser has one:
+  // above every layer of the page, a fullscreen video or a chat widget at the highest
+  // z-index included, and unclipped by any ancestor's overflow. It is English, marked so
+  // (lang, dir) for screen readers and right-to-left pages, and its text is rewritten only
+  // when it changes: a consent message repeated after a reconnect is not announced again.
   _showNotice(consent) {
     if (call(this._cb.onNotice, { ...consent }) === true) {
-      this._noticeEl?.remove();
-      this._noticeEl = null;
+      this._removeNotice();
       return;
     }
     if (typeof document === "undefined" || !document.body) return;
@@ -774,13 +796,46 @@ class Guard {
       el.className = "sessionguard-notice";
       el.setAttribute("role", "status");
       el.setAttribute("aria-live", "polite");
-      el.style.cssText = "position:fixed;left:8px;bottom:8px;max-width:28em;z-index:2147483647;" +
+      el.lang = "en";
+      el.dir = "ltr";
+      el.style.cssText = "position:fixed;left:8px;bottom:8px;top:auto;right:auto;margin:0;" +
+        "border:0;max-width:28em;z-index:2147483647;" +
         "padding:6px 10px;font:13px/1.4 system-ui,sans-serif;color:#fff;background:#234;" +
         "border-radius:6px;opacity:.92;pointer-events:none";  // never in the way of a click
-      document.body.appendChild(el);
       this._noticeEl = el;
+      // a page element made fullscreen enters the top layer above the notice: raise it again
+      const raise = quiet(() => this._raiseNotice());
+      document.addEventListener("fullscreenchange", raise);
+      this._noticeOff = () => document.removeEventListener("fullscreenchange", raise);
     }
-    el.textContent = noticeText(consent);
+    if (!el.isConnected) this._raiseNotice();   // in the page before its text: announced
+    const text = noticeText(consent);
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  // In a fullscreen element of the page the notice is a child of it: the browser shows
+  // nothing outside that element but the top layer, and hides everything outside it from
+  // screen readers. One that cannot hold a child (a <video>) leaves it in the body, shown in
+  // the top layer above it.
+  _raiseNotice() {
+    const el = this._noticeEl;
+    if (!el || this._closed || !document.body) return;
+    const fs = document.fullscreenElement;
+    const host = fs instanceof HTMLElement && !fs.shadowRoot && !NO_CHILDREN.has(fs.localName)
+      ? fs : document.body;
+    if (el.parentNode !== host) host.appendChild(el);
+    topLayer(el);
+    if (host !== document.body && el.getClientRects().length === 0) {
+      document.body.appendChild(el);   // not rendered there after all
+      topLayer(el);
+    }
+  }
+
+  _removeNotice() {
+    this._noticeOff?.();
+    this._noticeOff = null;
+    this._noticeEl?.remove();
+    this._noticeEl = null;
   }
 
   // ---- observers (device scope only)
@@ -990,7 +1045,10 @@ class Guard {
   }
 
   _start() {
-    // Scopes from the token until the sidecar's consent message (the notice waits for it).
+    // Scopes from the token until the sidecar's consent message. The notice says so from
+    // the start: observing begins now, and what is observed is queued while the sidecar is
+    // out of reach (its first consent message corrects the notice, should it differ).
+    this._showNotice(this._consent);
     if (this._consent.monitoring.includes("device")) this._startObserving();
     this._early = [];   // not consented: never sent, to this session or a later one
     this._open();

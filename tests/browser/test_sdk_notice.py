@@ -1,0 +1,158 @@
+"""The patient's side: the monitoring notice the SDK shows, and what it never collects without
+consent. Real headless Chromium against the real sidecar (see ``tests/browser/harness.py``)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.browser.harness import FULL, LiveSidecar, StaticSite, recv_until, sdk_page
+
+pytestmark = pytest.mark.browser
+
+FULL_TEXT = ("This session uses sessionguard: device and window activity, audio, video are "
+             "monitored to detect recording. Recording policy: recording is not permitted.")
+
+# A classic script run before the SDK: records every frame the page sends on a WebSocket, and
+# counts the peer connections the page makes.
+RECORD = """
+window.sentFrames = [];
+const origSend = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) { window.sentFrames.push(String(data));
+  return origSend.call(this, data); };
+window.peerConnections = 0;
+const OrigPC = window.RTCPeerConnection;
+window.RTCPeerConnection = new Proxy(OrigPC, { construct(t, a, n) {
+  window.peerConnections += 1; return Reflect.construct(t, a, n); } });
+"""
+
+# What a call platform puts over the bottom-left corner: a chat widget at the highest
+# z-index, added after the notice; a call stage and the video, each made fullscreen on a click.
+PLATFORM = """
+const stage = document.createElement("div");
+stage.id = "stage";
+stage.style.cssText = "background:#ff0;width:100%;height:300px";
+document.body.appendChild(stage);
+const video = document.getElementById("v");
+video.style.background = "#ff0";
+document.getElementById("go").onclick = () => {
+  const target = window.fullscreenTarget === "video" ? video : stage;
+  target.requestFullscreen().then(() => { window.fullscreen = true; });
+};
+window.addWidget = () => {
+  const w = document.createElement("div");
+  w.id = "widget";
+  w.style.cssText = "position:fixed;left:0;bottom:0;width:480px;height:160px;" +
+    "background:#ff0;z-index:2147483647";
+  document.body.appendChild(w);
+};
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def open_page(ctx: Any, site: StaticSite, sc: LiveSidecar, session: str,
+                    consent: dict[str, Any], *, name: str, ws_url: str | None = None,
+                    before: str = "", after: str = "", options: str = "") -> Any:
+    token = sc.token(session, "pat", "patient", consent)
+    page = await ctx.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    await page.goto(site.add(f"{name}.html", sdk_page(
+        sc.sdk_url, ws_url or sc.ws_url, token, before=before, after=after,
+        connect_options=options)))
+    await page.wait_for_function("window.sg.ready === true")
+    return page
+
+
+async def notice_seen(page: Any) -> bool:
+    """Whether the notice's own colour is on screen inside its box, at a point of its padding:
+    #234 at 92 % opacity, over whatever is under it (the page's covers are yellow or black)."""
+    box = await page.locator(".sessionguard-notice").bounding_box()
+    assert box is not None and box["width"] > 0
+    shot = cv2.imdecode(np.frombuffer(await page.screenshot(), np.uint8), cv2.IMREAD_COLOR)
+    blue, green, red = (int(v) for v in shot[int(box["y"] + box["height"] / 2),
+                                               int(box["x"] + 4)])
+    return 20 <= red <= 64 and 35 <= green <= 80 and 50 <= blue <= 95
+
+
+async def test_the_notice_shows_from_the_start_even_when_the_sidecar_is_out_of_reach(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    """Observing starts at connect() (the token's consent) and what is seen waits in the
+    queue for the sidecar: the patient is told from then on, not once the sidecar answers."""
+    ctx = await chromium()
+    page = await open_page(ctx, site, sidecar, "s-away", FULL, name="away",
+                           ws_url=f"ws://127.0.0.1:{free_port()}/v1/ws",
+                           options="onNotice: (c) => { window.noticed = c; },")
+    await page.wait_for_function("window.sg.statuses.some((s) => s.state === 'disconnected')")
+    await page.keyboard.press("PrintScreen")
+    await page.wait_for_function("window.sg.guard.pending >= 2")   # observed, waiting to go
+    assert await page.locator(".sessionguard-notice").inner_text() == FULL_TEXT
+    assert await page.evaluate("window.noticed") == FULL
+    assert page.errors == []
+
+
+async def test_the_notice_stays_above_the_page_fullscreen_and_widgets(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    ctx = await chromium()
+    page = await open_page(ctx, site, sidecar, "s-above", FULL, name="above", after=PLATFORM)
+    await page.wait_for_selector(".sessionguard-notice")
+    assert await notice_seen(page)
+    await page.evaluate("window.addWidget()")     # a later element at the same z-index
+    assert await notice_seen(page)
+    await page.evaluate("document.getElementById('widget').remove()")
+    await page.click("#go")                       # the call stage goes fullscreen
+    await page.wait_for_function("window.fullscreen === true")
+    assert await notice_seen(page)
+    # ... and screen readers still find it (outside a fullscreen element, all is inert)
+    cdp = await page.context.new_cdp_session(page)
+    tree = await cdp.send("Accessibility.getFullAXTree")
+    status = [n for n in tree["nodes"] if n.get("role", {}).get("value") == "status"]
+    assert status and not status[0].get("ignored"), status
+    await page.evaluate("document.exitFullscreen()")
+    await page.wait_for_function("document.fullscreenElement === null")
+    assert await notice_seen(page)
+    # A fullscreen <video> holds no child: the notice is shown above it all the same.
+    await page.evaluate("window.fullscreen = false; window.fullscreenTarget = 'video'")
+    await page.click("#go")
+    await page.wait_for_function("window.fullscreen === true")
+    assert await notice_seen(page)
+    assert page.errors == []
+
+
+async def test_the_notice_changes_only_with_the_consent_and_reads_as_english(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    """A reconnect repeats the consent: a screen reader must not read the notice again. A
+    clinician's change of policy is announced. The English text keeps its language and
+    direction on an Arabic, right-to-left page."""
+    ctx = await chromium()
+    rtl = "document.documentElement.lang = 'ar'; document.documentElement.dir = 'rtl';"
+    async with sidecar.clinician("s-same") as clinician:
+        await recv_until(clinician, lambda m: m["type"] == "status")
+        page = await open_page(ctx, site, sidecar, "s-same", FULL, name="same", before=rtl)
+        await page.wait_for_function("window.sg.consents.length === 1")
+        await page.evaluate("""() => { window.changes = 0;
+            new MutationObserver((list) => { window.changes += list.length; }).observe(
+              document.querySelector('.sessionguard-notice'),
+              {childList: true, characterData: true, subtree: true}); }""")
+        await page.evaluate("window.sg.guard._abandon('test: the socket goes')")
+        await page.wait_for_function("window.sg.consents.length === 2")
+        assert await page.evaluate("window.changes") == 0
+        await clinician.send(json.dumps({"type": "consent.set", "recording": "provider_records"}))
+        await page.wait_for_function("window.sg.consents.length === 3")
+        assert await page.evaluate("window.changes") > 0
+    notice = page.locator(".sessionguard-notice")
+    assert (await notice.inner_text()).endswith(
+        "Recording policy: the provider records this session.")
+    assert await notice.evaluate("(el) => [el.closest('[lang]').lang, getComputedStyle(el)"
+                                 ".direction]") == ["en", "ltr"]
+    assert page.errors == []
