@@ -156,3 +156,55 @@ async def test_the_notice_changes_only_with_the_consent_and_reads_as_english(
     assert await notice.evaluate("(el) => [el.closest('[lang]').lang, getComputedStyle(el)"
                                  ".direction]") == ["en", "ltr"]
     assert page.errors == []
+
+
+PATIENT_ACTIVITY = """async () => {
+  const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
+  await window.sg.guard.attachMedia(stream);        // camera permission: labels readable
+  for (const repeat of [false, true]) window.dispatchEvent(new KeyboardEvent("keydown",
+      {key: "4", code: "Digit4", metaKey: true, shiftKey: true, repeat}));
+  navigator.mediaDevices.dispatchEvent(new Event("devicechange"));
+}"""
+
+
+@pytest.mark.parametrize("monitoring", [["audio", "video"], ["device"]])
+async def test_nothing_leaves_the_device_that_the_consent_does_not_cover(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar, monitoring: list[str]) -> None:
+    """Without ``device``: no device list, key, focus or fullscreen signal (attaching media,
+    which makes device labels readable, included). Without ``audio`` and ``video``:
+    ``attachMedia`` makes no peer connection and sends no offer."""
+    from tests.browser.harness import disable_focus_emulation
+
+    ctx = await chromium(fake_media=True, permissions=["camera", "microphone"])
+    session = "s-scope-" + "-".join(monitoring)
+    consent = {"monitoring": monitoring, "recording": "prohibited"}
+    async with sidecar.clinician(session) as clinician:
+        await recv_until(clinician, lambda m: m["type"] == "status")
+        page = await open_page(ctx, site, sidecar, session, consent, name=session,
+                               before=RECORD)
+        await page.wait_for_function("window.sg.consents.length > 0")
+        await disable_focus_emulation(page)
+        await page.evaluate(PATIENT_ACTIVITY)
+        other = await ctx.new_page()
+        await other.bring_to_front()                # the call page loses focus ...
+        await page.bring_to_front()                 # ... and gets it back
+        await page.evaluate("document.getElementById('v').requestFullscreen()"
+                            ".catch(() => {})")
+        # A later message on the same socket: once the clinician sees it, anything sent
+        # before it was processed.
+        await page.evaluate("void window.sg.guard.requestRecording('marker')")
+        await recv_until(clinician, lambda m: m["type"] == "recording.request")
+    frames = [json.loads(f) for f in await page.evaluate("window.sentFrames")]
+    items = [f for f in frames if f["type"] == "signal"]
+    items += [i for f in frames if f["type"] == "signals" for i in f["items"]]
+    sent = {i["signal"] for i in items}
+    offers = [f for f in frames if f["type"] == "webrtc.offer"]
+    if "device" in monitoring:
+        # the same activity is seen with the scope (so its absence above means something)
+        assert {"client.devices", "client.key", "client.focus", "client.fullscreen"} <= sent, sent
+        assert offers == [] and await page.evaluate("window.peerConnections") == 0
+    else:
+        assert sent == {"client.heartbeat"}, sent
+        assert all(i["data"] == {} for i in items)
+        assert len(offers) == 1
+    assert page.errors == []
