@@ -39,6 +39,15 @@ _TYPES = {".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; cha
           ".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".json": "application/json", ".svg": "image/svg+xml", ".wav": "audio/wav"}
 
+#: A report's URL carries its token: no Referer sends it on, and the page (its own inline
+#: style and SVG, nothing else) may load, run, frame or submit nothing, so text that got into
+#: it unescaped still could not act.
+_REPORT_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+}
+
 #: ``(session_id, token, format) -> (status, content_type, body)``
 ReportHandler = Callable[[str, str | None, str], tuple[int, str, bytes]]
 
@@ -101,7 +110,7 @@ class HttpRoutes:
             if len(session) > _MAX_SESSION_ID:
                 return _error(404, "unknown session")
             status, content_type, body = self.report(session, query.get("token"), fmt)
-            return make_response(status, body, content_type)
+            return make_response(status, body, content_type, _REPORT_HEADERS)
         return None
 
     def _static(self, base: Path, rel: str, *, cors: bool) -> Response:

@@ -442,6 +442,14 @@ class Sidecar:
         self._pending_claims[connection] = claims
         return None
 
+    def process_response(self, connection: ServerConnection, request: Request,
+                         response: Response) -> None:
+        """A handshake that does not become a channel (websockets refused it: not an
+        upgrade, a bad key or version) gives back the place it held under the session's
+        channel limit at once, rather than when its connection object is collected."""
+        if response.status_code != 101:
+            self._pending_claims.pop(connection, None)
+
     @staticmethod
     def _report_path(path: str) -> bool:
         return path.startswith("/v1/sessions/")
@@ -1421,6 +1429,7 @@ async def running(sidecar: Sidecar, host: str = "127.0.0.1", port: int = 0) -> A
     server = await serve(
         sidecar.handler, host, port,
         process_request=sidecar.process_request,
+        process_response=sidecar.process_response,
         select_subprotocol=sidecar.select_subprotocol,
         max_size=limits.max_message_bytes,
         ping_interval=limits.ping_interval_s,

@@ -31,6 +31,8 @@ async def test_report_renders_with_its_timeline(tmp_path: Path) -> None:
         external: list[str] = []
         page.on("request", lambda r: external.append(r.url)
                 if not r.url.startswith(sc.origin) else None)
+        console: list[str] = []
+        page.on("console", lambda m: console.append(m.text))
         token = sc.token("s-report", "dr", "clinician")
         response = await page.goto(
             f"{sc.origin}/v1/sessions/s-report/report?format=html&token={token}")
@@ -44,6 +46,10 @@ async def test_report_renders_with_its_timeline(tmp_path: Path) -> None:
         assert "Audit trail verified" in await page.locator("#verification").inner_text()
         summary = await page.locator("#summary").inner_text()
         assert "2 alerts (1 critical, 1 notice)" in summary
+        # the page's Content-Security-Policy lets its own inline style and SVG through
+        assert not [m for m in console if "Content Security Policy" in m]
+        assert await page.locator(".sev").first.evaluate(
+            "e => getComputedStyle(e).backgroundColor") not in ("", "rgba(0, 0, 0, 0)")
         shot = shot_path(tmp_path, "report.png")
         await page.screenshot(path=str(shot), full_page=False,
                               clip={"x": 0, "y": 0, "width": 1000, "height": 900})

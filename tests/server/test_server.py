@@ -393,6 +393,9 @@ async def test_http_routes(serve: Factory) -> None:
     assert status == 200 and json.loads(body)["session"] == "s1"
     status, headers, body = await aget(h.port, f"/v1/sessions/s1/report?token={good}&format=html")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
+    # its URL holds the token: never passed on as a Referer; the page can run nothing
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
     assert (await aget(h.port, "/v1/sessions/s1/report"))[0] == 401
     patient_tok = token("s1", "p1", "patient")
     assert (await aget(h.port, f"/v1/sessions/s1/report?token={patient_tok}"))[0] == 403
@@ -1035,3 +1038,31 @@ async def test_one_sessions_channels_are_capped_and_others_are_not_affected(
     await recv_type(c, "status", where=lambda m: not any(
         p["participant"] == "p1" and p["sdk"] != "disconnected" for p in m["participants"]))
     await h.patient(participant="p3")  # room again once one closed
+
+
+async def test_a_handshake_that_is_not_an_upgrade_gives_its_place_back(
+        serve: Factory, tmp_path: Any) -> None:
+    """A GET of /v1/ws with a valid token but no WebSocket upgrade is answered by websockets
+    (400), and the place it took under the channel limit is free again at once, not when the
+    garbage collector happens to collect its connection."""
+    import gc
+
+    from tests.server.conftest import make_config
+    cfg = make_config(tmp_path)
+    cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(
+        update={"max_channels_per_session": 2})})
+    h = await serve(config=cfg)
+    tok = token("s1", "p1", "patient", DEVICE)
+    gc.disable()  # the connections' cycles stay until a collection: the test must not wait
+    try:
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", h.port)
+            writer.write(f"GET /v1/ws?token={tok} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            status = await reader.readline()
+            assert b" 400 " in status or b" 426 " in status, status
+            writer.close()
+            await writer.wait_closed()
+        await h.patient()  # the limit counts channels, not refused handshakes
+        await h.patient()
+    finally:
+        gc.enable()
