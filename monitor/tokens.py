@@ -203,6 +203,10 @@ def verify(secret: str | Sequence[str], token: str | None, now: int | None = Non
         raise AuthError("access token signature is invalid", status=401) from exc
     except jwt.MissingRequiredClaimError as exc:
         raise AuthError(f"access token lacks the {exc.claim!r} claim", status=401) from exc
+    except jwt.InvalidAudienceError as exc:
+        # a token meant for some other service: refused, and said so (it read "malformed")
+        raise AuthError("access token names an audience (aud); sessionguard tokens carry "
+                        "none", status=401) from exc
     except jwt.InvalidTokenError as exc:
         raise AuthError("access token is malformed", status=401) from exc
     exp, iat = payload["exp"], payload["iat"]

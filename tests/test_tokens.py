@@ -245,3 +245,9 @@ def test_previous_secrets_come_from_the_environment_only() -> None:
                               "SESSIONGUARD_SECRET_PREVIOUS": previous})
     assert config.previous_secrets == ("old-one-0123456789", "older-0123456789")
     assert "old-one" not in repr(config)
+
+
+def test_a_token_with_an_audience_is_refused_in_words() -> None:
+    payload = {"sid": "s", "sub": "p", "role": "patient", "iat": NOW // 1000,
+               "exp": NOW // 1000 + 60, "aud": "another-service"}
+    assert "audience" in _refused(_raw(payload), 401)
