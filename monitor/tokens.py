@@ -5,7 +5,8 @@ access tokens work); clients present it when they open ``/v1/ws``. The claims ar
 ``sid`` (session id), ``sub`` (participant id), ``role`` (``patient`` or ``clinician``),
 ``exp`` and ``iat`` (both required), an optional ``nbf`` (not before, honoured like ``exp``)
 and an optional ``consent`` object. The ids are 1 to 256 characters with no control or
-invisible formatting characters (a newline in an id would forge lines in the sidecar's logs).
+invisible formatting characters but the zero-width (non-)joiner (a newline in an id would
+forge lines in the sidecar's logs).
 
 Times here are epoch milliseconds (``now``), like everywhere in sessionguard; the JWT claims
 themselves are in seconds, as RFC 7519 says.
@@ -17,6 +18,7 @@ not the one required.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import unicodedata
@@ -107,13 +109,17 @@ def short_secret(secret: str) -> str | None:
 #: line and paragraph separators and lone surrogates: none belongs in an id, and each can
 #: forge or disguise a line of the logs the ids are written to
 _BAD_ID_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+#: ... but for the zero-width non-joiner and joiner: format characters that Persian, Indic
+#: scripts and emoji sequences need in ordinary words (Unicode identifiers allow them too)
+_JOINERS = frozenset("\u200c\u200d")
 
 
 def _id_problem(value: object) -> str | None:
     """Why ``value`` is no usable session or participant id, or ``None``."""
     if not isinstance(value, str) or not value or len(value) > _MAX_ID:
         return f"must be 1 to {_MAX_ID} characters"
-    if any(unicodedata.category(ch) in _BAD_ID_CATEGORIES for ch in value):
+    if any(unicodedata.category(ch) in _BAD_ID_CATEGORIES and ch not in _JOINERS
+           for ch in value):
         return "must not contain control or invisible formatting characters"
     return None
 
@@ -218,9 +224,11 @@ def verify(secret: str | Sequence[str], token: str | None, now: int | None = Non
     if iat > current + LEEWAY_S:
         raise AuthError("access token is issued in the future", status=401)
     if "nbf" in payload:
+        # a NumericDate may have a fraction (RFC 7519 §2): other JWT libraries send one
         nbf = payload["nbf"]
-        if not isinstance(nbf, int) or isinstance(nbf, bool):
-            raise AuthError("access token nbf must be an integer", status=401)
+        if (not isinstance(nbf, int | float) or isinstance(nbf, bool)
+                or (isinstance(nbf, float) and not math.isfinite(nbf))):
+            raise AuthError("access token nbf must be a number of seconds", status=401)
         if current + LEEWAY_S < nbf:
             raise AuthError("access token is not valid yet (nbf)", status=401)
     session, participant = payload["sid"], payload["sub"]

@@ -251,3 +251,39 @@ def test_a_token_with_an_audience_is_refused_in_words() -> None:
     payload = {"sid": "s", "sub": "p", "role": "patient", "iat": NOW // 1000,
                "exp": NOW // 1000 + 60, "aud": "another-service"}
     assert "audience" in _refused(_raw(payload), 401)
+
+
+@pytest.mark.parametrize("nbf_s", [-5.5, -0.25])
+def test_a_fractional_nbf_is_honoured_like_an_integer_one(nbf_s: float) -> None:
+    """RFC 7519's NumericDate may have a fraction: another JWT library (``nbf:
+    Date.now() / 1000`` in Node) sends one, and such a token worked before nbf was read."""
+    payload = {"sid": "s", "sub": "p", "role": "patient", "iat": NOW // 1000,
+               "exp": NOW // 1000 + 60, "nbf": NOW / 1000 + nbf_s}
+    assert verify(SECRET, _raw(payload), now=NOW).session == "s"
+    payload["nbf"] = NOW / 1000 + LEEWAY_S + 0.5   # still too early, fraction or not
+    assert "not valid yet" in _refused(_raw(payload), 401)
+    payload["nbf"] = 10 ** 400                      # an integer no float can hold
+    assert "not valid yet" in _refused(_raw(payload), 401)
+
+
+@pytest.mark.parametrize("nbf", [float("nan"), float("inf"), True, "soon"])
+def test_an_nbf_that_is_no_time_is_refused(nbf: object) -> None:
+    payload = {"sid": "s", "sub": "p", "role": "patient", "iat": NOW // 1000,
+               "exp": NOW // 1000 + 60, "nbf": nbf}
+    assert "nbf" in _refused(_raw(payload), 401)
+
+
+@pytest.mark.parametrize("ident", [
+    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",   # Persian, a zero-width non-joiner
+    "\u0d15\u0d7c\u200d\u0d2e\u0d02",                     # Malayalam, a zero-width joiner
+    "dr-\U0001f469\u200d\u2695\ufe0f",                    # an emoji ZWJ sequence
+])
+def test_ids_in_scripts_that_need_the_zero_width_joiners_are_accepted(ident: str) -> None:
+    """The README promises ids of any script: ZWNJ and ZWJ are letters' joining controls in
+    Persian, Indic scripts and emoji (Unicode identifiers allow them); bidi overrides and
+    zero-width spaces stay refused."""
+    claims = verify(SECRET, mint(SECRET, ident, ident, "patient", 60, now=NOW), now=NOW)
+    assert (claims.session, claims.participant) == (ident, ident)
+    for bad in ("a\u200bb", "a\u202eb", "a\ufeffb", "a\u2066b"):
+        with pytest.raises(ConfigError, match="control or invisible"):
+            mint(SECRET, bad, "p", "patient", 60, now=NOW)
