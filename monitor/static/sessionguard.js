@@ -353,7 +353,8 @@ class Guard {
     this._requestReason = "";         // ... the reason last given
     this._requestId = null;           // ... the waiting request's id (ours, or the sidecar's)
     this._noticeEl = null;
-    this._noticeOff = null;           // removes the notice's own listener
+    this._noticeOff = null;           // removes the notice's own listeners
+    this._hostWatch = null;           // watches a fullscreen element holding the notice
     this._firstOpen = null;
     this._refused = 0;                // handshakes in a row that never opened
     this._unanswered = null;          // when a heartbeat went out unanswered on this socket
@@ -806,7 +807,17 @@ class Guard {
       // a page element made fullscreen enters the top layer above the notice: raise it again
       const raise = quiet(() => this._raiseNotice());
       document.addEventListener("fullscreenchange", raise);
-      this._noticeOff = () => document.removeEventListener("fullscreenchange", raise);
+      // a page that hides every popover (a route change, a menu library) hid it: shown again
+      const reshow = quiet(() => {
+        if (el.isConnected && el.hasAttribute("popover") && !el.matches(":popover-open")) {
+          topLayer(el);
+        }
+      });
+      el.addEventListener("toggle", reshow);
+      this._noticeOff = () => {
+        document.removeEventListener("fullscreenchange", raise);
+        el.removeEventListener("toggle", reshow);
+      };
     }
     if (!el.isConnected) this._raiseNotice();   // in the page before its text: announced
     const text = noticeText(consent);
@@ -818,6 +829,8 @@ class Guard {
   // screen readers. One that cannot hold a child (a <video>) leaves it in the body, shown in
   // the top layer above it.
   _raiseNotice() {
+    this._hostWatch?.disconnect();
+    this._hostWatch = null;
     const el = this._noticeEl;
     if (!el || this._closed || !document.body) return;
     const fs = document.fullscreenElement;
@@ -828,10 +841,26 @@ class Guard {
     if (host !== document.body && el.getClientRects().length === 0) {
       document.body.appendChild(el);   // not rendered there after all
       topLayer(el);
+    } else if (host !== document.body && typeof MutationObserver === "function") {
+      // The page may rebuild its fullscreen element's children (a participant joined): the
+      // notice goes to the body then, still shown in the top layer (once: never a tug of war
+      // with a page that keeps its element's children to itself).
+      const watch = new MutationObserver(quiet(() => {
+        if (el.parentNode === host) return;
+        watch.disconnect();
+        if (this._noticeEl === el && !this._closed && !el.isConnected && document.body) {
+          document.body.appendChild(el);
+          topLayer(el);
+        }
+      }));
+      watch.observe(host, { childList: true });
+      this._hostWatch = watch;
     }
   }
 
   _removeNotice() {
+    this._hostWatch?.disconnect();
+    this._hostWatch = null;
     this._noticeOff?.();
     this._noticeOff = null;
     this._noticeEl?.remove();

@@ -208,3 +208,31 @@ async def test_nothing_leaves_the_device_that_the_consent_does_not_cover(
         assert all(i["data"] == {} for i in items)
         assert len(offers) == 1
     assert page.errors == []
+
+
+async def test_the_notice_outlasts_a_page_that_rebuilds_its_stage_or_hides_every_popover(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    """In fullscreen the notice is a child of the page's element: a page that rebuilds that
+    element's children (a participant joined) must not take it away until fullscreen ends.
+    And as a popover it must not vanish when the page closes 'every popover' (a route
+    change, a menu library): hidden, it is shown again."""
+    ctx = await chromium()
+    page = await open_page(ctx, site, sidecar, "s-rebuild", FULL, name="rebuild",
+                           after=PLATFORM)
+    await page.wait_for_selector(".sessionguard-notice")
+    await page.click("#go")
+    await page.wait_for_function("window.fullscreen === true")
+    await page.evaluate("document.getElementById('stage').replaceChildren("
+                        "Object.assign(document.createElement('p'), {textContent: 'tiles'}))")
+    await page.wait_for_function("document.querySelector('.sessionguard-notice')?.isConnected")
+    assert await notice_seen(page)
+    await page.evaluate("document.exitFullscreen()")
+    await page.wait_for_function("document.fullscreenElement === null")
+    await page.evaluate("document.querySelectorAll(':popover-open')"
+                        ".forEach((p) => p.hidePopover())")
+    await page.wait_for_function(
+        "document.querySelector('.sessionguard-notice').matches(':popover-open')")
+    assert await notice_seen(page)
+    await page.evaluate("window.sg.guard.close()")    # ... and close() still removes it
+    assert await page.locator(".sessionguard-notice").count() == 0
+    assert page.errors == []
