@@ -190,6 +190,17 @@ def _decode_with(token: str, secret: str) -> dict[str, Any]:
     )
 
 
+def _whole_seconds(value: Any) -> int | None:
+    """A NumericDate (RFC 7519 §2: seconds since the epoch, a fraction allowed, as some JWT
+    libraries write ``exp``/``iat``) rounded down to whole seconds; ``None`` if it is not one
+    (a string, a boolean, NaN, an infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float):
+        return math.floor(value) if math.isfinite(value) else None
+    return value
+
+
 def verify(secret: str | Sequence[str], token: str | None, now: int | None = None,
            role: str | None = None) -> Claims:
     """Check ``token``'s signature, times and claims; return its :class:`Claims`.
@@ -215,9 +226,9 @@ def verify(secret: str | Sequence[str], token: str | None, now: int | None = Non
                         "none", status=401) from exc
     except jwt.InvalidTokenError as exc:
         raise AuthError("access token is malformed", status=401) from exc
-    exp, iat = payload["exp"], payload["iat"]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
-        raise AuthError("access token exp/iat must be integers", status=401)
+    exp, iat = _whole_seconds(payload["exp"]), _whole_seconds(payload["iat"])
+    if exp is None or iat is None:
+        raise AuthError("access token exp/iat must be numbers of seconds", status=401)
     current = _now_s(now)
     if current >= exp + LEEWAY_S:
         raise AuthError("access token has expired", status=401)

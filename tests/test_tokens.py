@@ -287,3 +287,23 @@ def test_ids_in_scripts_that_need_the_zero_width_joiners_are_accepted(ident: str
     for bad in ("a\u200bb", "a\u202eb", "a\ufeffb", "a\u2066b"):
         with pytest.raises(ConfigError, match="control or invisible"):
             mint(SECRET, bad, "p", "patient", 60, now=NOW)
+
+
+def test_fractional_exp_and_iat_are_honoured_rounded_down() -> None:
+    """exp and iat are NumericDates too: a library writing ``Date.now() / 1000`` sends a
+    fraction. The token works; exp counts from its whole second (never later)."""
+    payload = {"sid": "s", "sub": "p", "role": "patient", "iat": NOW / 1000 - 0.5,
+               "exp": NOW / 1000 + 60.75}
+    claims = verify(SECRET, _raw(payload), now=NOW)
+    assert (claims.iat, claims.exp) == (NOW // 1000 - 1, NOW // 1000 + 60)
+    payload["exp"] = NOW / 1000 - LEEWAY_S - 0.5
+    assert "expired" in _refused(_raw(payload), 401)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True, "later"])
+def test_an_exp_or_iat_that_is_no_time_is_refused(value: object) -> None:
+    for claim in ("exp", "iat"):
+        payload: dict[str, object] = {"sid": "s", "sub": "p", "role": "patient",
+                                      "iat": NOW // 1000, "exp": NOW // 1000 + 60}
+        payload[claim] = value
+        assert "exp/iat" in _refused(_raw(payload), 401)
