@@ -785,11 +785,17 @@ class Guard {
   // z-index included, and unclipped by any ancestor's overflow. It is English, marked so
   // (lang, dir) for screen readers and right-to-left pages, and its text is rewritten only
   // when it changes: a consent message repeated after a reconnect is not announced again.
+  // onNotice may return the text to show instead (a translation): it is then the page's
+  // language and direction.
   _showNotice(consent) {
-    if (call(this._cb.onNotice, { ...consent }) === true) {
+    const own = call(this._cb.onNotice, { ...consent });
+    if (own === true) {
       this._removeNotice();
       return;
     }
+    // a string: the page's own words (a translation), shown in the SDK's notice, in the
+    // page's language and direction
+    const words = typeof own === "string" && own.trim() ? own.trim().slice(0, 1000) : null;
     if (typeof document === "undefined" || !document.body) return;
     let el = this._noticeEl;
     if (!el) {
@@ -797,8 +803,6 @@ class Guard {
       el.className = "sessionguard-notice";
       el.setAttribute("role", "status");
       el.setAttribute("aria-live", "polite");
-      el.lang = "en";
-      el.dir = "ltr";
       el.style.cssText = "position:fixed;left:8px;bottom:8px;top:auto;right:auto;margin:0;" +
         "border:0;max-width:28em;z-index:2147483647;" +
         "padding:6px 10px;font:13px/1.4 system-ui,sans-serif;color:#fff;background:#234;" +
@@ -820,7 +824,9 @@ class Guard {
       };
     }
     if (!el.isConnected) this._raiseNotice();   // in the page before its text: announced
-    const text = noticeText(consent);
+    const text = words ?? noticeText(consent);
+    if (words) { el.removeAttribute("lang"); el.removeAttribute("dir"); }
+    else { el.lang = "en"; el.dir = "ltr"; }
     if (el.textContent !== text) el.textContent = text;
   }
 

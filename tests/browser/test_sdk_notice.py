@@ -158,6 +158,31 @@ async def test_the_notice_changes_only_with_the_consent_and_reads_as_english(
     assert page.errors == []
 
 
+async def test_the_page_may_give_the_notice_its_own_words(
+        chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
+    """onNotice returns a translation: the SDK's notice shows it (same place, same top layer),
+    in the page's language, and follows each consent change with the page's new words."""
+    ctx = await chromium()
+    german = ("onNotice: (c) => `Diese Sitzung wird von sessionguard begleitet (${"
+              "c.monitoring.join(', ')}); Aufnahme: ${c.recording}.`,")
+    async with sidecar.clinician("s-words") as clinician:
+        await recv_until(clinician, lambda m: m["type"] == "status")
+        page = await open_page(ctx, site, sidecar, "s-words", FULL, name="words",
+                               before="document.documentElement.lang = 'de';",
+                               options=german)
+        await page.wait_for_function("window.sg.consents.length === 1")
+        notice = page.locator(".sessionguard-notice")
+        assert await notice.inner_text() == ("Diese Sitzung wird von sessionguard begleitet "
+                                             "(device, audio, video); Aufnahme: prohibited.")
+        assert await notice.evaluate("(el) => [el.closest('[lang]').lang, "
+                                     "el.hasAttribute('popover')]") == ["de", True]
+        await clinician.send(json.dumps({"type": "consent.set", "recording": "provider_records"}))
+        await page.wait_for_function("window.sg.consents.length === 2")
+        await page.wait_for_function("document.querySelector('.sessionguard-notice')"
+                                     ".textContent.endsWith('Aufnahme: provider_records.')")
+    assert page.errors == []
+
+
 PATIENT_ACTIVITY = """async () => {
   const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
   await window.sg.guard.attachMedia(stream);        // camera permission: labels readable
