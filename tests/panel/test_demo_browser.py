@@ -111,3 +111,20 @@ async def test_demo_command_prints_both_urls_and_serves_the_pages(tmp_path: Path
             proc.send_signal(signal.SIGINT)
         code = await asyncio.to_thread(proc.wait, 30)
     assert code == 0  # a clean shutdown on Ctrl-C
+
+
+async def test_demo_patient_page_does_not_call_an_unsent_request_declined(
+        tmp_path: Path) -> None:
+    """The patient page is what platforms copy: a request the SDK could not send (the page
+    closed the connection) is said to be unsent, never "your clinician declined"."""
+    async with demo_running(port=0, db=tmp_path / "demo.db", media_factory=None) as demo, \
+            CdpBrowser.launch(tmp_path / "cdp") as browser:
+        patient = await browser.new_page(demo.patient_url)
+        await loaded(patient, "/demo/patient.html")
+        await patient.wait_for("document.body.dataset.connected === 'true'")
+        await patient.evaluate("window.sessionguardDemo.close(), "
+                               "document.getElementById('request').click(), true")
+        assert await patient.wait_for("document.body.dataset.request !== 'waiting'"
+                                      " && document.body.dataset.request") == "unsent"
+        words = await patient.evaluate("document.getElementById('request-state').textContent")
+        assert "could not be sent" in words and "declined" not in words
