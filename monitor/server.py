@@ -943,13 +943,14 @@ class Sidecar:
         wire.pop("seq", None)
         wire["fingerprint"] = alert.fingerprint
         target = self.sessions.get(alert.session)
-        if target.is_muted(alert.fingerprint, alert.severity):
+        muted = target.is_muted(alert.fingerprint, alert.severity)
+        if muted:
             wire["muted"] = True  # stored so: a resume, the report and webhooks say it too
         seq = await self.store.append_alert(alert.session, wire, self.webhook_urls)
         wire["seq"] = seq
         target.known_alerts.add(alert.id)
         self.metrics.alerts.labels(alert.rule, alert.severity.label).inc()
-        if wire.get("muted"):
+        if muted:
             self.metrics.alerts_muted.labels(alert.rule).inc()
         self._deliver_alert(alert.session, wire)
         if started is not None:

@@ -190,14 +190,14 @@ def _decode_with(token: str, secret: str) -> dict[str, Any]:
     )
 
 
-def _whole_seconds(value: Any) -> int | None:
-    """A NumericDate (RFC 7519 §2: seconds since the epoch, a fraction allowed, as some JWT
-    libraries write ``exp``/``iat``) rounded down to whole seconds; ``None`` if it is not one
-    (a string, a boolean, NaN, an infinity)."""
+def _numeric_date(value: Any) -> int | float | None:
+    """``value`` if it is a NumericDate (RFC 7519 §2: seconds since the epoch, a fraction
+    allowed, as some JWT libraries write them), else ``None`` (a string, a boolean, NaN, an
+    infinity)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, float):
-        return math.floor(value) if math.isfinite(value) else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
@@ -226,19 +226,18 @@ def verify(secret: str | Sequence[str], token: str | None, now: int | None = Non
                         "none", status=401) from exc
     except jwt.InvalidTokenError as exc:
         raise AuthError("access token is malformed", status=401) from exc
-    exp, iat = _whole_seconds(payload["exp"]), _whole_seconds(payload["iat"])
-    if exp is None or iat is None:
+    exp_date, iat_date = _numeric_date(payload["exp"]), _numeric_date(payload["iat"])
+    if exp_date is None or iat_date is None:
         raise AuthError("access token exp/iat must be numbers of seconds", status=401)
+    exp, iat = math.floor(exp_date), math.floor(iat_date)  # whole seconds, never later
     current = _now_s(now)
     if current >= exp + LEEWAY_S:
         raise AuthError("access token has expired", status=401)
     if iat > current + LEEWAY_S:
         raise AuthError("access token is issued in the future", status=401)
     if "nbf" in payload:
-        # a NumericDate may have a fraction (RFC 7519 §2): other JWT libraries send one
-        nbf = payload["nbf"]
-        if (not isinstance(nbf, int | float) or isinstance(nbf, bool)
-                or (isinstance(nbf, float) and not math.isfinite(nbf))):
+        nbf = _numeric_date(payload["nbf"])  # kept with its fraction: never earlier
+        if nbf is None:
             raise AuthError("access token nbf must be a number of seconds", status=401)
         if current + LEEWAY_S < nbf:
             raise AuthError("access token is not valid yet (nbf)", status=401)
