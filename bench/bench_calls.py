@@ -25,10 +25,12 @@ import fractions
 import importlib
 import multiprocessing as mp
 import os
+import re
 import resource
 import sys
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import av
@@ -45,7 +47,21 @@ __all__ = ["main"]
 
 WARMUP_S = 3.0
 LOOPBACK = ("127.0.0.1",)
-WIDTH, HEIGHT, FPS = 320, 240, 10
+WIDTH, HEIGHT = 320, 240
+AUDIO_FRAMES_PER_S = 50  # 20 ms Opus frames
+#: "75 % of a core": the capacity check's limit
+CAPACITY_SHARE = 0.75
+
+
+def _sdk_fps() -> int:
+    """The frame rate the browser SDK asks its video sender for (``MAX_FPS``)."""
+    sdk = Path(__file__).resolve().parent.parent / "monitor" / "static" / "sessionguard.js"
+    found = re.search(r"^const MAX_FPS = (\d+);", sdk.read_text(), re.MULTILINE)
+    return int(found.group(1)) if found else 10
+
+
+#: the rate the calls are sent at: the SDK's (``BENCH_CALLS_FPS`` overrides it)
+FPS = int(os.environ.get("BENCH_CALLS_FPS", "0")) or _sdk_fps()
 
 
 class _NullAudio:
@@ -139,18 +155,19 @@ def _voice(seconds: float = 4.0, rate: int = 48_000) -> np.ndarray:
 class _Video(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, pictures: list[np.ndarray]) -> None:
+    def __init__(self, pictures: list[np.ndarray], fps: int) -> None:
         super().__init__()
-        self._pictures, self._i, self._start = pictures, 0, 0.0
+        self._pictures, self._fps, self._i, self._start = pictures, fps, 0, 0.0
 
     async def recv(self) -> av.VideoFrame:
         loop = asyncio.get_running_loop()
         if self._i == 0:
             self._start = loop.time()
-        await asyncio.sleep(max(0.0, self._start + self._i / FPS - loop.time()))
+        await asyncio.sleep(max(0.0, self._start + self._i / self._fps - loop.time()))
         frame = av.VideoFrame.from_ndarray(self._pictures[self._i % len(self._pictures)],
                                            format="bgr24")
-        frame.pts, frame.time_base = self._i * 9000, fractions.Fraction(1, 90_000)
+        frame.pts = self._i * (90_000 // self._fps)
+        frame.time_base = fractions.Fraction(1, 90_000)
         self._i += 1
         return frame
 
@@ -275,7 +292,8 @@ def _child(conn: Connection, mode: str, calls: int, seconds: float,
 
 
 async def _run(mode: str, calls: int, seconds: float,
-               video: dict[str, Any] | None = None, label: str = "") -> dict[str, Any]:
+               video: dict[str, Any] | None = None, label: str = "",
+               fps: int = FPS) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     ours, theirs = ctx.Pipe()
     split = _cpus()
@@ -292,7 +310,7 @@ async def _run(mode: str, calls: int, seconds: float,
     try:
         for _ in range(calls):
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            pc.addTransceiver(_Video(pictures), direction="sendonly")
+            pc.addTransceiver(_Video(pictures, fps), direction="sendonly")
             pc.addTransceiver(_Audio(voice), direction="sendonly")
             with use_host_addresses(LOOPBACK):
                 await pc.setLocalDescription(await pc.createOffer())
@@ -302,6 +320,7 @@ async def _run(mode: str, calls: int, seconds: float,
             senders.append(pc)
         result: dict[str, Any] = await loop.run_in_executor(None, ours.recv)
         result["label"] = label or mode
+        result["fps"] = fps
     finally:
         for pc in senders:
             await pc.close()
@@ -314,9 +333,9 @@ async def _run(mode: str, calls: int, seconds: float,
 
 
 def _per_call(r: dict[str, Any]) -> float:
-    """Share of a core per call-second of media actually received (60 frames a second: 10
-    pictures + 50 audio frames), so a sender that falls behind does not flatter a mode."""
-    call_seconds = r["received"] / 60.0 / r["seconds"]
+    """Share of a core per call-second of media actually received (``fps`` pictures + 50
+    audio frames a second), so a sender that falls behind does not flatter a mode."""
+    call_seconds = r["received"] / (r["fps"] + AUDIO_FRAMES_PER_S) / r["seconds"]
     return float(r["cpu_share"] / call_seconds) if call_seconds > 0 else float("inf")
 
 
@@ -334,7 +353,7 @@ def _spread(r: dict[str, Any]) -> str:
 
 
 def _received_share(r: dict[str, Any]) -> float:
-    return float(r["received"] / (r["calls"] * r["seconds"] * 60))
+    return float(r["received"] / (r["calls"] * r["seconds"] * (r["fps"] + AUDIO_FRAMES_PER_S)))
 
 
 def _drops(r: dict[str, Any]) -> str:
@@ -361,34 +380,78 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
+OLD_FPS = 10
+
+
+def _holds(r: dict[str, Any]) -> bool:
+    """Did a run of monitored calls stay within ``CAPACITY_SHARE`` of a core with every
+    track keeping up (none ``overloaded``, no audio dropped unanalysed)?"""
+    return bool(r["cpu_share"] <= CAPACITY_SHARE and r["overloaded"] == 0
+                and r["audio_dropped"] == 0)
+
+
+def _capacity(start: int, seconds: float) -> tuple[int, list[dict[str, Any]]]:
+    """The most monitored calls one process holds (:func:`_holds`), counted up or down from
+    ``start`` (the estimate from the per-call cost) one run at a time; and those runs."""
+    checks: list[dict[str, Any]] = []
+
+    def check(n: int) -> bool:
+        r = asyncio.run(_run("monitored", n, seconds, None, "monitored, capacity check"))
+        held = _holds(r)
+        r["label"] += " (holds)" if held else " (does not hold)"
+        print(_line(r), flush=True)
+        checks.append(r)
+        return held
+
+    n = start
+    if check(n):
+        while n < start + 6 and check(n + 1):
+            n += 1
+        return n, checks
+    while n > 1:
+        n -= 1
+        if check(n):
+            return n, checks
+    return 0, checks
+
+
 def main() -> None:
     seconds = float(os.environ.get("BENCH_CALLS_SECONDS", "10"))
     calls = int(os.environ.get("BENCH_CALLS_N", "4"))
     repeats = max(1, int(os.environ.get("BENCH_CALLS_REPEATS", "3")))
     load_before = os.getloadavg()[0]
-    modes: list[tuple[str, dict[str, Any] | None, str]] = [
-        ("floor", None, "floor"),
-        ("monitored", None, "monitored (default detector params)"),
-        ("monitored", PLUMBING, "receiver with null analyzers (plumbing)"),
-        ("monitored", LEAN, "monitored, no profile-face cascade"),
+    modes: list[tuple[str, dict[str, Any] | None, str, int]] = [
+        ("floor", None, "floor", FPS),
+        ("monitored", None, "monitored (default detector params)", FPS),
+        ("monitored", PLUMBING, "receiver with null analyzers (plumbing)", FPS),
+        ("monitored", LEAN, "monitored, no profile-face cascade", FPS),
     ]
-    runs: dict[str, list[dict[str, Any]]] = {label: [] for _, _, label in modes}
+    if FPS != OLD_FPS:  # what the SDK's former frame rate cost, side by side
+        modes += [("floor", None, f"floor, sent at {OLD_FPS} fps", OLD_FPS),
+                  ("monitored", None, f"monitored, sent at {OLD_FPS} fps", OLD_FPS)]
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for _, _, label, _ in modes}
     for i in range(repeats):  # the modes take turns, so drift in the machine hits them all
-        for mode, video, label in modes:
-            result = asyncio.run(_run(mode, calls, seconds, video, label))
+        for mode, video, label, fps in modes:
+            result = asyncio.run(_run(mode, calls, seconds, video, label, fps))
             runs[label].append(result)
             print(f"run {i + 1}/{repeats}: {_line(result)}", flush=True)
-    rows = [_median(runs[label]) for _, _, label in modes]
-    floor, monitored, _, lean = rows
+    rows = [_median(runs[label]) for _, _, label, _ in modes]
+    floor, monitored, _, lean = rows[:4]
     floor_call, mon_call, lean_call = _per_call(floor), _per_call(monitored), _per_call(lean)
     ratios = sorted(_per_call(m) / _per_call(f)
                     for m, f in zip(runs[modes[1][2]], runs["floor"], strict=True))
-    capacity = int(0.75 / mon_call) if mon_call > 0 else 0
-    lean_capacity = int(0.75 / lean_call) if lean_call > 0 else 0
-    check = asyncio.run(_run("monitored", max(capacity, 1), seconds, None,
-                             "monitored, capacity check"))
-    print(_line(check), flush=True)
-    rows.append(check)
+    old = ""
+    if len(rows) == 6:
+        old_floor, old_mon = _per_call(rows[4]), _per_call(rows[5])
+        old = (f"- Sent at {OLD_FPS} fps (the SDK's rate before 2026-11-30; the analyzer looks at "
+               f"5 pictures a second either way, so half were decoded and dropped): floor "
+               f"{old_floor * 100:.2f} %, monitored {old_mon * 100:.2f} % a call "
+               f"(**{old_mon / old_floor:.2f}×**); at {FPS} fps {floor_call * 100:.2f} % and "
+               f"{mon_call * 100:.2f} %.")
+    estimate = int(CAPACITY_SHARE / mon_call) if mon_call > 0 else 0
+    lean_capacity = int(CAPACITY_SHARE / lean_call) if lean_call > 0 else 0
+    capacity, checks = _capacity(max(estimate, 1), seconds)
+    rows += checks
     # twice as many calls as fit: the analysis thread falls behind, and every track should
     # say so (the capacity check's should not)
     overload = asyncio.run(_run("monitored", 2 * max(capacity, 1), seconds, None,
@@ -396,13 +459,15 @@ def main() -> None:
     print(_line(overload), flush=True)
     rows.append(overload)
     body = "\n".join([
-        f"Each call: {WIDTH}x{HEIGHT} {FPS} fps VP8 + 48 kHz Opus over loopback UDP, sent by a "
+        f"Each call: {WIDTH}x{HEIGHT} {FPS} fps VP8 (the browser SDK's rate) + 48 kHz Opus "
+        f"over loopback UDP, sent by a "
         f"separate process (a drifting photograph with sensor noise, a voice-like signal); the "
         f"receiving process (pinned to one CPU, the senders to the other) is measured for "
         f"{seconds:.0f} s after a {WARMUP_S:.0f} s warm-up; each mode {repeats} times, taking "
         "turns, and the row is the median run (the spread of all runs in the last column). "
         "Process CPU = CPU time of every thread / wall time. *CPU per call* divides it by the "
-        "call-seconds of media actually received (60 frames a call-second), so a sender that "
+        f"call-seconds of media actually received ({FPS + AUDIO_FRAMES_PER_S} frames a "
+        "call-second), so a sender that "
         "falls behind on a loaded machine does not flatter a mode.",
         "",
         "| mode | calls | process CPU | CPU per call | memory per extra call | frames | "
@@ -414,18 +479,22 @@ def main() -> None:
         f"default detector parameters, **{lean_call / floor_call:.2f}×** without the "
         f"profile-face cascade (target ≤ 2×); run by run (each monitored run over the floor "
         f"run just before it): {', '.join(f'{r:.2f}×' for r in ratios)}",
-        f"- monitored calls per process at 75 % of a core: **{capacity}** (default), "
-        f"**{lean_capacity}** (no profile cascade), from the per-call cost; target ≥ 12. "
-        f"Capacity check with {check['calls']} calls: {check['cpu_share'] * 100:.0f} % of a "
-        f"core, {_per_call(check) * 100:.1f} % per call.",
-        "- The *plumbing* row is the receiver with analyzers that do nothing (every picture up "
-        "to 10/s converted to numpy, audio batched, thread hand-offs): its excess over the "
+        f"- monitored calls one process holds at 75 % of a core: **{capacity}** (target ≥ 12): "
+        f"the most calls whose capacity check stayed at or under 75 % of a core with no track "
+        f"`overloaded` and no audio dropped unanalysed, counted from the estimate "
+        f"{estimate} (75 % over the median CPU per call; {lean_capacity} without the profile "
+        f"cascade) one call at a time: "
+        + "; ".join(f"{c['calls']} calls {c['cpu_share'] * 100:.1f} % of a core, "
+                    f"{c['overloaded']} tracks overloaded, {c['audio_dropped']} audio frames "
+                    f"dropped" for c in checks) + ".",
+        *([old] if old else []),
+        f"- The *plumbing* row is the receiver with analyzers that do nothing (every picture up "
+        f"to {FPS}/s converted to numpy, audio batched, thread hand-offs): its excess over the "
         "floor is the receiver's own cost; the rest is the detectors, mostly the video "
         "analyzer's Haar cascades (`detectMultiScale`).",
         "- *dropped busy* counts pictures/audio the single analysis thread had no time for.",
         f"- Overload: a track reports the limit `overloaded` to the clinician when its analysis "
-        f"jobs wait 0.25 s or more on average over 5 s. Capacity check: {check['overloaded']} of "
-        f"{2 * check['calls']} tracks did; overload check ({overload['calls']} calls, "
+        f"jobs wait 0.25 s or more on average over 5 s. Overload check ({overload['calls']} calls, "
         f"{overload['cpu_share'] * 100:.0f} % of a core, {_received_share(overload):.0%} "
         f"of the frames sent received): {overload['overloaded']} of {2 * overload['calls']}.",
         f"- Load average {load_before:.1f} → {os.getloadavg()[0]:.1f} on 2 cores during the run "

@@ -67,7 +67,7 @@ const MEDIA_RETRY_MS = 5000;        // a media connection down this long is offe
 const MEDIA_RETRY_MAX_MS = 60000;   // ... doubling after each try that did not connect
 const TARGET_W = 320;
 const TARGET_H = 240;
-const MAX_FPS = 10;
+const MAX_FPS = 5;          // the rate the sidecar analyses pictures at (its video cheap_fps)
 const MAX_DEVICES = 64;
 
 const SCREENSHOT_KEYS = { Digit3: "Meta+Shift+3", Digit4: "Meta+Shift+4",

@@ -1,8 +1,9 @@
 """The video detectors behind one object: ``VideoAnalyzer(params).push(frame, t)``.
 
-Frames may arrive at any size and rate. Each pushed frame is validated; frames closer than
-``1 / cheap_fps`` to the last analysed one are dropped unseen (``wants(t)`` tells a caller
-in advance, so a decoder can skip converting them). Analysed frames lose their black bars
+Frames may arrive at any size and rate. Each pushed frame is validated; one is analysed
+every ``1 / cheap_fps`` seconds (taken up to a quarter of that early, so a stream at about
+that rate whose timestamps wobble is analysed whole) and the rest are dropped unseen
+(``wants(t)`` tells a caller in advance, so a decoder can skip converting them). Analysed frames lose their black bars
 (letterbox, pillarbox: :class:`~signals.media.frames.BarTrim`), are downscaled to
 ``work_width`` and gray; the cheap checks (obscured, frozen, loop) run on every analysed
 frame, the noise estimate every ``synthetic.interval_s``, the face detector every
@@ -51,6 +52,10 @@ VIDEO_SIGNALS = (
 )
 
 
+#: a picture is taken up to this fraction of the analysis period before it is due
+_EARLY = 0.25
+
+
 class VideoAnalyzer:
     """Stateful analysis of one video stream (seconds from stream start).
 
@@ -68,6 +73,7 @@ class VideoAnalyzer:
         p = self.params = params or VideoParams()
         self._period = 1.0 / p.cheap_fps
         self._last_t: float | None = None
+        self._due = 0.0  # when the next picture should be analysed
         self._prev_small: Gray | None = None
         self._prev_t = 0.0
         # the previous analysed picture at work width, for the noise check's temporal part
@@ -104,8 +110,14 @@ class VideoAnalyzer:
         return self._objects is not None
 
     def wants(self, t: float) -> bool:
-        """Would a frame at ``t`` be analysed? (Others are dropped unseen.)"""
-        return self._last_t is None or t - self._last_t >= self._period - 1e-6 or t < self._last_t
+        """Would a frame at ``t`` be analysed? (Others are dropped unseen.)
+
+        Pictures are due every ``1 / cheap_fps`` seconds and one is taken up to a quarter of
+        that early, so a stream at about the analysis rate whose capture times wobble (a
+        browser's camera, an encoder holding to its maximum frame rate) is analysed whole,
+        not at half the rate; a faster stream is never analysed faster on average."""
+        last = self._last_t
+        return last is None or t < last or t >= self._due - _EARLY * self._period
 
     def push(self, picture: npt.NDArray[np.uint8], t: float) -> list[Detection]:
         """Analyse one picture (HxW gray or HxWx3 BGR ``uint8``) taken at ``t`` seconds."""
@@ -113,6 +125,11 @@ class VideoAnalyzer:
         t = float(t)
         if not self.wants(t):
             return []
+        last, period = self._last_t, self._period
+        if last is None or t < last:
+            self._due = t + period
+        else:  # on the grid of due times, or after a gap: a period from this picture's slack
+            self._due = max(self._due + period, t + (1 - _EARLY) * period)
         self._last_t = t
         self.frames_analysed += 1
         p = self.params

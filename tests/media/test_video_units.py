@@ -149,8 +149,31 @@ def test_frames_are_chosen_by_time() -> None:
     frame = np.full((240, 320, 3), 128, np.uint8)
     for i in range(30):                           # 30 fps for one second
         a.push(frame, i / 30)
-    assert a.frames_analysed == 5                 # cheap checks at 5 fps
-    assert not a.wants(29 / 30 + 0.01) and a.wants(1.0)
+    # cheap checks at 5 fps: due at 0, 0.2, 0.4 … and taken up to a quarter period early
+    # (0, 5/30, 11/30, 17/30, 23/30, 29/30)
+    assert a.frames_analysed == 6
+    assert not a.wants(1.1) and a.wants(1.16)     # the next is due at 1.2
+
+
+@pytest.mark.parametrize(("fps", "jitter", "expected"), [
+    (5, 0.02, 50),    # the SDK's 5 fps, each frame up to 20 ms early or late: every one
+    (10, 0.02, 50),   # every other picture
+    (30, 0.0, 50),    # a file: every 6th
+    (25, 0.0, 50),
+    (7.5, 0.0, 50),   # a webcam slowed down by poor light: 5 fps, not every other (38)
+])
+def test_jittered_frames_are_analysed_at_cheap_fps(fps: float, jitter: float,
+                                                   expected: int) -> None:
+    """A 5 fps stream whose capture times wobble (a browser's camera, an encoder dropping to
+    its maximum frame rate) is analysed at 5 fps, not at half of it; faster streams at 5 fps,
+    never faster on average."""
+    a = VideoAnalyzer(MediaParams())
+    frame = np.full((120, 160), 128, np.uint8)
+    rng = np.random.default_rng(3)
+    n = round(10 * fps)                           # ten seconds
+    for i in range(n):
+        a.push(frame, max(0.0, i / fps + rng.uniform(-jitter, jitter)))
+    assert abs(a.frames_analysed - expected) <= 1
 
 
 def test_phash_is_stable_under_noise_and_changes_with_content() -> None:
