@@ -63,6 +63,7 @@ const FIRST_OPEN_WAIT_MS = 5000;
 const ANSWER_WAIT_MS = 15000;       // a connected socket silent this long after a heartbeat ...
 const OPEN_WAIT_MS = 15000;         // ... or a handshake unanswered this long: given up
 const ICE_WAIT_MS = 5000;
+const CONSENT_WAIT_MS = 5000;       // a new socket sends once its consent message came, or after this
 const MEDIA_RETRY_MS = 5000;        // a media connection down this long is offered anew ...
 const MEDIA_RETRY_MAX_MS = 60000;   // ... doubling after each try that did not connect
 const TARGET_W = 320;
@@ -333,6 +334,7 @@ class Guard {
     this._tokens = PACE_BURST;        // the current socket's pacing bucket (see PACE_BURST)
     this._tokensAt = 0;
     this._flushTimer = null;          // sending waits: for tokens, or after "rate_limited"
+    this._awaitConsent = false;       // a new socket sends nothing before its consent message
     this._urlError = null;            // the browser refused to open a socket to the url
     this._ws = null;
     this._closed = false;
@@ -530,7 +532,10 @@ class Guard {
       this._refused = 0;   // the backoff is reset by the first ack, not here: a socket closed at
                        // once (a frame refused, a proxy) must not make reconnects a loop
       this._status({ state: "connected" });
-      this._resend();
+      // Nothing queued goes before this connection's consent message: a consent narrowed
+      // while the page was offline must not see the signals it no longer covers leave.
+      this._awaitConsent = true;
+      this._later(CONSENT_WAIT_MS, () => { if (this._ws === ws) this._consentArrived(); });
       this._askRecording();
       if (this._stream && !this._mediaYielded) this._offer().catch(() => {});
       this._firstOpen?.();
@@ -599,6 +604,14 @@ class Guard {
     this._flushTimer = null;
   }
 
+  // The connection's consent message came (or did not within CONSENT_WAIT_MS): what is
+  // still queued goes.
+  _consentArrived() {
+    if (!this._awaitConsent) return;
+    this._awaitConsent = false;
+    this._resend();
+  }
+
   // A new socket: everything unacknowledged goes again, from a full bucket.
   _resend() {
     this._cancelFlush();
@@ -626,7 +639,7 @@ class Guard {
   // waited) as "signals" batches of at most BATCH items and BATCH_CHARS characters (unless
   // one item alone is larger). Later signals wait behind them, so the order is kept.
   _flush() {
-    if (this._flushTimer !== null || this._ws?.readyState !== 1) return;
+    if (this._flushTimer !== null || this._awaitConsent || this._ws?.readyState !== 1) return;
     for (;;) {
       const items = this._nextFrame();
       if (items.length === 0) return;
@@ -719,6 +732,7 @@ class Guard {
       case "consent":
         this._setConsent({ monitoring: Array.isArray(m.monitoring) ? m.monitoring : [],
           recording: m.recording || "prohibited" });
+        this._consentArrived();
         break;
       case "webrtc.answer":
         this._pc?.setRemoteDescription({ type: "answer", sdp: m.sdp })
@@ -765,7 +779,14 @@ class Guard {
     this._showNotice(consent);
     call(this._cb.onConsent, { ...consent });
     if (consent.monitoring.includes("device")) this._startObserving();
-    else this._stopObserving();
+    else {
+      this._stopObserving();
+      // queued signals it no longer covers never leave the page: every signal the SDK
+      // observes is in the device scope (the heartbeat carries nothing about the patient)
+      for (const [seq, msg] of this._unacked) {
+        if (msg.signal !== "client.heartbeat") this._unacked.delete(seq);
+      }
+    }
     // media the consent no longer covers stops leaving the device at once: a new offer
     // without it (the sidecar already stopped analysing it)
     if (this._pc && this._stream && !this._mediaYielded && this._mediaKinds() !== before) {

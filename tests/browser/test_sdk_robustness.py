@@ -247,6 +247,51 @@ async def test_a_long_outage_keeps_signals_not_heartbeats_and_reports_every_drop
     assert page.errors == []
 
 
+SENT = """
+window.sentFrames = [];
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) { window.sentFrames.push(String(data));
+  return send.call(this, data); };
+"""
+
+
+async def test_signals_queued_offline_leave_only_under_the_consent_found_on_reconnect(
+        chromium: Any, site: StaticSite, tmp_path: Path) -> None:
+    """While the page is offline it queues a screenshot key (the device scope). Meanwhile the
+    session's consent narrows: another device of the patient joins with a token without the
+    device scope. On reconnect the SDK waits for the connection's consent message before it
+    resends anything, and what that consent no longer covers never leaves the page (it was
+    sent at once, then dropped by the sidecar as out of scope)."""
+    ctx = await chromium()
+    db = tmp_path / "narrowed.db"
+    async with live_sidecar(db) as first:
+        port = first.port
+        page = await open_call(ctx, site, first, "s-narrowed", FULL, name="narrowed",
+                               before=SENT, clock=True)
+        await page.wait_for_function("window.sg.guard.pending === 0")
+    await page.wait_for_function("window.sg.statuses.some((s) => s.state === 'disconnected')")
+    # no reconnect yet (Playwright's number is seconds)
+    await page.clock.pause_at(await page.evaluate("Date.now() / 1000 + 1"))
+    await page.evaluate(KEY)
+    queued = await page.evaluate("[...window.sg.guard._unacked.values()].map((m) => m.signal)")
+    assert "client.key" in queued
+    async with live_sidecar(db, port=port) as second:
+        other = second.token("s-narrowed", "pat-phone", "patient", NO_DEVICE)
+        async with websockets.connect(f"{second.ws_url}?token={other}") as phone:
+            narrowed = await recv_until(phone, lambda m: m["type"] == "consent")
+        assert "device" not in narrowed["monitoring"]
+        mark = await page.evaluate("window.sentFrames.length")
+        await page.clock.resume()
+        await page.wait_for_function(
+            "window.sg.consents.some((c) => !c.monitoring.includes('device'))", timeout=20_000)
+        await page.wait_for_function("window.sg.guard.pending === 0", timeout=20_000)
+        sent = [json.loads(f) for f in (await page.evaluate("window.sentFrames"))[mark:]]
+    items = [i for f in sent for i in (f["items"] if f["type"] == "signals" else [f])]
+    assert [i["signal"] for i in items if i["type"] == "signal"
+            and i["signal"] != "client.heartbeat"] == []
+    assert page.errors == []
+
+
 async def test_request_recording_after_close_settles_at_once(
         chromium: Any, site: StaticSite, sidecar: LiveSidecar) -> None:
     ctx = await chromium()
