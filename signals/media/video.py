@@ -3,11 +3,11 @@
 Frames may arrive at any size and rate. Each pushed frame is validated; one is analysed
 every ``1 / cheap_fps`` seconds (taken up to a quarter of that early, so a stream at about
 that rate whose timestamps wobble is analysed whole) and the rest are dropped unseen
-(``wants(t)`` tells a caller in advance, so a decoder can skip converting them). Analysed frames lose their black bars
-(letterbox, pillarbox: :class:`~signals.media.frames.BarTrim`), are downscaled to
-``work_width`` and gray; the cheap checks (obscured, frozen, loop) run on every analysed
-frame, the noise estimate every ``synthetic.interval_s``, the face detector every
-``faces.interval_s`` and the optional object model every ``objects.interval_s``.
+(``wants(t)`` tells a caller in advance, so a decoder can skip converting them). Analysed
+frames lose their black bars (letterbox, pillarbox: :class:`~signals.media.frames.BarTrim`),
+are downscaled to ``work_width`` and gray; the cheap checks (obscured, frozen, loop) run on
+every analysed frame, the noise estimate every ``synthetic.interval_s``, the face detector
+every ``faces.interval_s`` and the optional object model every ``objects.interval_s``.
 
 Each signal is an :class:`~signals.media.episodes.Episode`: ``push`` returns a
 :class:`Detection` with ``end=None`` (``evidence.episode == "open"``) when an episode is
