@@ -13,7 +13,8 @@ the current directory, while the file's own paths are relative to the file)::
     SESSIONGUARD_RULES (os.pathsep-separated), SESSIONGUARD_HEARTBEAT_TIMEOUT,
     SESSIONGUARD_MAX_MESSAGE_BYTES, SESSIONGUARD_WEBHOOK_URLS (comma-separated),
     SESSIONGUARD_MEDIA_ICE_HOSTS (comma-separated), SESSIONGUARD_MEDIA_PARAMS,
-    SESSIONGUARD_MEDIA_ENABLED (true/false), SESSIONGUARD_MEDIA_MAX_CALLS (empty: no cap)
+    SESSIONGUARD_MEDIA_ENABLED (true/false), SESSIONGUARD_MEDIA_MAX_CALLS (empty: no cap),
+    SESSIONGUARD_ALLOWED_ORIGINS (comma-separated)
 """
 
 from __future__ import annotations
@@ -144,6 +145,28 @@ class Config(_Model):
     #: earlier token secrets still accepted while their tokens run out (rotation)
     previous_secrets: tuple[str, ...] = Field(default=(), repr=False)
     webhook_secret: str | None = Field(default=None, repr=False)
+    #: page origins a browser may open a channel from ("https://app.example.com"); empty:
+    #: any. A handshake whose Origin header is not listed is refused 403; one without an
+    #: Origin header (a native app, a server) is not affected: tokens are checked either way
+    allowed_origins: tuple[str, ...] = ()
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_ok(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for origin in origins:
+            parts = urlsplit(origin.strip())
+            if parts.scheme not in ("http", "https") or not parts.netloc or \
+                    parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], "
+                                 "e.g. https://app.example.com)")
+            out.append(f"{parts.scheme}://{parts.netloc}".lower())
+        return tuple(out)
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """May a handshake with this ``Origin`` header (``None``: none sent) go ahead?"""
+        return not self.allowed_origins or origin is None or \
+            origin.strip().rstrip("/").lower() in self.allowed_origins
 
     @field_validator("host")
     @classmethod
@@ -230,6 +253,7 @@ _ENV_FIELDS: dict[str, tuple[str | None, str]] = {
     "SESSIONGUARD_MEDIA_PARAMS": ("media", "params"),
     "SESSIONGUARD_MEDIA_ENABLED": ("media", "enabled"),
     "SESSIONGUARD_MEDIA_MAX_CALLS": ("media", "max_calls"),
+    "SESSIONGUARD_ALLOWED_ORIGINS": (None, "allowed_origins"),
 }
 
 
@@ -238,7 +262,8 @@ def _env_value(var: str, value: str) -> Any:
         return value.upper()
     if var == "SESSIONGUARD_RULES":
         return _split(value, os.pathsep)
-    if var in ("SESSIONGUARD_WEBHOOK_URLS", "SESSIONGUARD_MEDIA_ICE_HOSTS"):
+    if var in ("SESSIONGUARD_WEBHOOK_URLS", "SESSIONGUARD_MEDIA_ICE_HOSTS",
+               "SESSIONGUARD_ALLOWED_ORIGINS"):
         return _split(value, ",")
     if var in ("SESSIONGUARD_MEDIA_PARAMS", "SESSIONGUARD_MEDIA_MAX_CALLS"):
         return value or None

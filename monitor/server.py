@@ -414,6 +414,12 @@ class Sidecar:
             return dataclasses.replace(response, body=b"") if method == "HEAD" else response
         if self._stopping:
             return json_response(503, {"error": "the sidecar is shutting down"})
+        if not self.config.origin_allowed(request.headers.get("Origin")):
+            # a page of another site holding a token (a leak, a link): browsers always send
+            # Origin, so a deployment that lists its pages keeps every other page out
+            self.metrics.handshakes_refused.labels("403").inc()
+            return json_response(403, {"error": "this page's origin is not in the "
+                                                "sidecar's allowed_origins"})
         token = query.get("token")
         if token is None:
             token = self._token_from_protocol(request)

@@ -110,3 +110,36 @@ def test_a_secret_hs256_cannot_use_is_refused_at_start_in_words(
             Sidecar(make_config(tmp_path, SESSIONGUARD_SECRET_PREVIOUS=secret))
     with pytest.raises(ConfigError, match="looks like a key"):
         mint(secret, "s1", "p1", "patient", 60)
+
+
+async def test_a_page_of_another_origin_is_refused_when_origins_are_listed(
+        serve: Factory) -> None:
+    """A deployment that lists its pages' origins keeps every other page out, even one that
+    holds a valid token (a leak, a shared link); a client that sends no Origin (a native app,
+    a server) and the listed pages are let in. Nothing listed: any origin, as before."""
+    h = await serve(env={"SESSIONGUARD_ALLOWED_ORIGINS": "https://Call.Example.org, "
+                                                        "http://127.0.0.1:8000"})
+    tok = token("s1", "p1", "patient")
+    with pytest.raises(InvalidStatus) as info:
+        async with websockets.connect(f"{h.url}?token={tok}", origin="https://evil.example"):
+            pass
+    assert info.value.response.status_code == 403
+    assert b"allowed_origins" in (info.value.response.body or b"")
+    for origin in ("https://call.example.org", "http://127.0.0.1:8000", None):
+        ws = await h.connect(tok, origin=origin)
+        assert (await recv_json(ws))["type"] == "consent"
+        await ws.close()
+    metrics = h.sidecar.metrics.registry.get_sample_value(
+        "sessionguard_handshakes_refused_total", {"status": "403"})
+    assert metrics == 1
+    anyone = await serve()
+    ws = await anyone.connect(tok, origin="https://evil.example")
+    assert (await recv_json(ws))["type"] == "consent"
+
+
+@pytest.mark.parametrize("bad", ["call.example.org", "https://call.example.org/app",
+                                 "ftp://call.example.org", "https://"])
+def test_an_allowed_origin_that_is_not_an_origin_is_a_config_error(
+        tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError, match="not an origin"):
+        make_config(tmp_path, SESSIONGUARD_ALLOWED_ORIGINS=bad)
