@@ -200,8 +200,8 @@ class MediaParams:
     stall_after_s: float = 3.0
     max_video_pixel_rate: float = 640 * 480 * 30
     oversize_after_s: float = 2.0
-    audio_backlog_s: float = 1.0
-    audio_batch_s: float = 0.2
+    audio_backlog_s: float = 1.2
+    audio_batch_s: float = 0.4
     first_media_s: float = 10.0
     lossy_window_s: float = 10.0
     overload_wait_s: float = 0.25

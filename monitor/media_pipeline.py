@@ -8,7 +8,7 @@ the worker at a time:
 * video keeps only frames at least ``1 / max_fps`` apart (and only those the analyzer
   ``wants``, if it says); while one is being analysed only the newest waiting picture is
   kept, older waiting ones are dropped (the newest picture matters, not the queue);
-* audio collects 20 ms frames into batches of ``batch_s`` (200 ms; longer while the worker
+* audio collects 20 ms frames into batches of ``batch_s`` (400 ms; longer while the worker
   is busy) and hands each batch over in one push (contiguous runs concatenated), dropping
   the oldest beyond ``backlog_s``. Each frame's peak is taken as it is copied (one ``max``
   and one ``min``, on the event loop, whatever the worker's load) for the pipeline's
@@ -311,8 +311,8 @@ class VideoPipeline(_Base):
 @dataclass
 class AudioPipeline(_Base):
     sink: AudioSink | None = None
-    backlog_s: float = 1.0
-    batch_s: float = 0.2
+    backlog_s: float = 1.2
+    batch_s: float = 0.4
     #: whether the track sends only digital silence (``None``: not watched); each change of
     #: its verdict is told to ``on_silent``
     silence: SilenceWatch | None = None

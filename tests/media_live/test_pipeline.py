@@ -87,19 +87,19 @@ async def test_audio_is_batched_and_contiguous_runs_are_merged() -> None:
     assert pipe.stats.analysed == 15 and pipe.stats.dropped == 0
 
 
-async def test_live_audio_is_handed_over_in_200_ms_batches_by_default() -> None:
+async def test_live_audio_is_handed_over_in_400_ms_batches_by_default() -> None:
     # each push costs the audio analyzer about 0.5 ms whatever its length: 100 ms batches
-    # cost a call 5-6 ms of CPU a second, 200 ms ones about 3 (same detections, measured
-    # on the audio evaluation's 232 clips), and half the thread hand-offs
+    # cost a call 5-6 ms of CPU a second, 200 ms ones about 3 and 400 ms ones about 1.5
+    # (same detections, measured on the audio evaluation's 232 clips), and fewer hand-offs
     from monitor.media import MediaParams
 
     sink = GatedAudio()
     pipe = AudioPipeline(emit=lambda d: None, sink=sink,
                          batch_s=MediaParams().audio_batch_s)
-    for i in range(20):
+    for i in range(40):
         pipe.offer(audio_frame(i), i * 0.02)
     await settle(pipe)
-    assert sink.pushes == [(0.0, 9600), (0.2, 9600)]
+    assert sink.pushes == [(0.0, 19200), (0.4, 19200)]
     assert AudioPipeline(emit=lambda d: None).batch_s == MediaParams().audio_batch_s
 
 
