@@ -160,7 +160,11 @@ class Config(_Model):
                     parts.path not in ("", "/") or parts.query or parts.fragment:
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], "
                                  "e.g. https://app.example.com)")
-            out.append(f"{parts.scheme}://{parts.netloc}".lower())
+            netloc = parts.netloc.lower()
+            default = ":443" if parts.scheme == "https" else ":80"
+            if netloc.endswith(default):  # a browser leaves the default port out of Origin
+                netloc = netloc[:-len(default)]
+            out.append(f"{parts.scheme}://{netloc}")
         return tuple(out)
 
     def origin_allowed(self, origin: str | None) -> bool:

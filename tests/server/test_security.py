@@ -117,7 +117,7 @@ async def test_a_page_of_another_origin_is_refused_when_origins_are_listed(
     """A deployment that lists its pages' origins keeps every other page out, even one that
     holds a valid token (a leak, a shared link); a client that sends no Origin (a native app,
     a server) and the listed pages are let in. Nothing listed: any origin, as before."""
-    h = await serve(env={"SESSIONGUARD_ALLOWED_ORIGINS": "https://Call.Example.org, "
+    h = await serve(env={"SESSIONGUARD_ALLOWED_ORIGINS": "https://Call.Example.org:443, "
                                                         "http://127.0.0.1:8000"})
     tok = token("s1", "p1", "patient")
     with pytest.raises(InvalidStatus) as info:
