@@ -89,6 +89,7 @@ __all__ = [
     "CHROMIUM",
     "FAKE_MEDIA_FLAGS",
     "FULL",
+    "RECORD_SENT_FRAMES",
     "CdpBrowser",
     "CdpError",
     "CdpPage",
@@ -609,6 +610,15 @@ class LiveSidecar:
 SECRET = "test-secret-for-browser-tests-0123456789"
 #: a patient token's consent to everything (recording prohibited)
 FULL = {"monitoring": ["device", "audio", "video"], "recording": "prohibited"}
+
+#: a page script (``sdk_page(before=...)``) that keeps every WebSocket frame the page sends,
+#: as text, in ``window.sentFrames``
+RECORD_SENT_FRAMES = """
+window.sentFrames = [];
+const origSend = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) { window.sentFrames.push(String(data));
+  return origSend.call(this, data); };
+"""
 
 
 @contextlib.asynccontextmanager

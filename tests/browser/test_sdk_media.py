@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.browser.harness import LiveSidecar, StaticSite, live_sidecar, recv_until, sdk_page
+from tests.browser.harness import (
+    RECORD_SENT_FRAMES,
+    LiveSidecar,
+    StaticSite,
+    live_sidecar,
+    recv_until,
+    sdk_page,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -31,12 +38,6 @@ def video(state: str) -> Callable[[dict[str, Any]], bool]:
 
 VIDEO_ONLY = {"monitoring": ["device", "video"], "recording": "prohibited"}
 
-RECORD_FRAMES = """
-window.sentFrames = [];
-const origSend = WebSocket.prototype.send;
-WebSocket.prototype.send = function (data) { window.sentFrames.push(String(data));
-  return origSend.call(this, data); };
-"""
 
 
 @dataclass
@@ -61,7 +62,7 @@ async def media_call(chromium: Any, site: StaticSite, tmp_path: Path, session: s
     async with live_sidecar(tmp_path / "media.db", media=True) as sc:
         token = sc.token(session, "pat", "patient", consent)
         url = site.add(f"{session}.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=after,
-                                                   before=RECORD_FRAMES))
+                                                   before=RECORD_SENT_FRAMES))
         ctx = await chromium(fake_media=True)
         async with sc.clinician(session) as clinician:
             await recv_until(clinician, lambda m: m["type"] == "status")
@@ -79,7 +80,7 @@ async def test_attach_media_sends_only_consented_tracks_scaled_down(
     async with live_sidecar(tmp_path / "media.db", media=True) as sc:
         token = sc.token("s-media", "pat", "patient", consent)
         url = site.add("media.html", sdk_page(sc.sdk_url, sc.ws_url, token, after=ATTACH,
-                                              before=RECORD_FRAMES))
+                                              before=RECORD_SENT_FRAMES))
         ctx = await chromium(fake_media=True)   # Chromium's fake camera: 640x480
         async with sc.clinician("s-media") as clinician:
             await recv_until(clinician, lambda m: m["type"] == "status")

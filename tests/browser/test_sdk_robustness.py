@@ -16,6 +16,7 @@ import websockets
 
 from tests.browser.harness import (
     FULL,
+    RECORD_SENT_FRAMES,
     LiveSidecar,
     StaticSite,
     live_sidecar,
@@ -247,14 +248,6 @@ async def test_a_long_outage_keeps_signals_not_heartbeats_and_reports_every_drop
     assert page.errors == []
 
 
-SENT = """
-window.sentFrames = [];
-const send = WebSocket.prototype.send;
-WebSocket.prototype.send = function (data) { window.sentFrames.push(String(data));
-  return send.call(this, data); };
-"""
-
-
 async def test_signals_queued_offline_leave_only_under_the_consent_found_on_reconnect(
         chromium: Any, site: StaticSite, tmp_path: Path) -> None:
     """While the page is offline it queues a screenshot key (the device scope). Meanwhile the
@@ -267,7 +260,7 @@ async def test_signals_queued_offline_leave_only_under_the_consent_found_on_reco
     async with live_sidecar(db) as first:
         port = first.port
         page = await open_call(ctx, site, first, "s-narrowed", FULL, name="narrowed",
-                               before=SENT, clock=True)
+                               before=RECORD_SENT_FRAMES, clock=True)
         await page.wait_for_function("window.sg.guard.pending === 0")
     await page.wait_for_function("window.sg.statuses.some((s) => s.state === 'disconnected')")
     # no reconnect yet (Playwright's number is seconds)

@@ -17,6 +17,7 @@ import pytest
 
 from tests.browser.harness import (
     FULL,
+    RECORD_SENT_FRAMES,
     LiveSidecar,
     StaticSite,
     disable_focus_emulation,
@@ -29,14 +30,6 @@ from tests.browser.harness import (
 
 pytestmark = pytest.mark.browser
 
-
-# A classic script run before the SDK: records every frame the page sends on a WebSocket.
-RECORD_FRAMES = """
-window.sentFrames = [];
-const origSend = WebSocket.prototype.send;
-WebSocket.prototype.send = function (data) { window.sentFrames.push(String(data));
-  return origSend.call(this, data); };
-"""
 
 # An init script that adds "BlackHole 2ch" to the device list once the page says so.
 BLACKHOLE = """
@@ -156,7 +149,7 @@ async def test_without_device_scope_nothing_is_observed(chromium: Any, site: Sta
     async with sidecar.clinician("s-nodev") as clinician:
         await recv_until(clinician, lambda m: m["type"] == "status")
         page = await open_call(ctx, site, sidecar, "s-nodev", consent, name="nodevice",
-                               before=RECORD_FRAMES)
+                               before=RECORD_SENT_FRAMES)
         out = await page.evaluate(CAPTURE_SCRIPT)
         assert out["display"] == "ok"
         await page.evaluate("window.addBlackHole()")
@@ -186,7 +179,7 @@ async def test_print_screen_is_one_signal_from_its_keyup_alone_or_with_its_keydo
     async with sidecar.clinician("s-print") as clinician:
         await recv_until(clinician, lambda m: m["type"] == "status")
         page = await open_call(ctx, site, sidecar, "s-print", FULL, name="print",
-                               before=RECORD_FRAMES)
+                               before=RECORD_SENT_FRAMES)
         await page.evaluate("""() => {
             const key = (type, repeat = false) => window.dispatchEvent(new KeyboardEvent(
                 type, {key: "PrintScreen", code: "PrintScreen", repeat}));
@@ -271,7 +264,7 @@ async def test_sidecar_restart_loses_no_signal(chromium: Any, site: StaticSite,
     async with live_sidecar(db) as first:
         port = first.port
         page = await open_call(ctx, site, first, "s-restart", FULL, name="restart",
-                               before=RECORD_FRAMES)
+                               before=RECORD_SENT_FRAMES)
         await page.keyboard.press("PrintScreen")
         await wait_stored(db, "s-restart", lambda b: "client.key" in names(b))
     await page.wait_for_function(
