@@ -97,15 +97,32 @@ async def _serve_sidecar(port_file: Path, workdir: Path, synchronous: str) -> No
     await serve_forever(sidecar, "127.0.0.1", 0, ready)
 
 
-async def _serve_echo(port_file: Path) -> None:
+async def _serve_echo(port_file: Path, ledger_dir: Path | None = None) -> None:
     """The floor: parse each JSON message, ack it, forward alerting ones to the session's
-    clinician. No auth, no rules, no store."""
+    clinician. No auth, no rules, no store.
+
+    With ``ledger_dir`` (the diagnostic ``echo-ledger`` row): the same, plus only the
+    sidecar's durable ledger: each signal is appended to the audit store (SQLite, WAL,
+    ``synchronous=FULL``, the default group commit) before its ack, and each alert is stored
+    (it gets its seq) before it is forwarded. What the durable, hash-chained record of every
+    signal costs on its own, with no auth, validation, rules or metrics."""
     import signal as _signal
     from urllib.parse import parse_qs, urlsplit
 
     from websockets.asyncio.server import ServerConnection, serve
 
     clinicians: dict[str, ServerConnection] = {}
+    store = None
+    if ledger_dir is not None:
+        from monitor.config import StoreConfig
+        from monitor.store import SqliteStore
+        from monitor.store_async import AsyncStore
+
+        defaults = StoreConfig()
+        store = AsyncStore(SqliteStore(str(ledger_dir / "ledger.db"),
+                                       synchronous=defaults.synchronous),
+                           linger_s=defaults.group_commit_ms / 1000,
+                           commit_interval_s=defaults.commit_interval_ms / 1000)
 
     async def handler(ws: ServerConnection) -> None:
         assert ws.request is not None
@@ -119,17 +136,27 @@ async def _serve_echo(port_file: Path) -> None:
         await ws.send(json.dumps({"type": "consent", **CONSENT}))
         async for frame in ws:
             msg = json.loads(frame)
+            alerting = msg.get("signal") == "client.key"
+            alert: dict[str, Any] = {"type": "alert", "session": session,
+                                     "at": int(msg["at"]), "evidence": [{"signal": msg["signal"],
+                                                   "data": msg["data"]}]}
+            if store is not None:
+                write = store.append_soon(session, "signal", int(msg["at"]),
+                                          {"name": msg["signal"], "data": msg["data"]})
+                if alerting:
+                    alert["seq"] = await store.append_alert(session, alert)
+                await write
             await ws.send(json.dumps({"type": "ack", "seq": msg["seq"]}))
-            if msg.get("signal") == "client.key" and session in clinicians:
-                await clinicians[session].send(json.dumps(
-                    {"type": "alert", "session": session,
-                     "evidence": [{"signal": msg["signal"], "data": msg["data"]}]}))
+            if alerting and session in clinicians:
+                await clinicians[session].send(json.dumps(alert))
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(_signal.SIGTERM, stop.set)
     async with serve(handler, "127.0.0.1", 0, compression=None) as server:
         port_file.write_text(str(server.sockets[0].getsockname()[1]))
         await stop.wait()
+    if store is not None:
+        await store.aclose()
 
 
 # -- the load generator -----------------------------------------------------------------------
@@ -177,7 +204,7 @@ def _url_for(kind: str, port: int, session: str, role: str) -> str:
     from monitor.tokens import mint
 
     base = f"ws://127.0.0.1:{port}/v1/ws"
-    if kind == "echo":
+    if kind.startswith("echo"):
         return f"{base}?session={session}&role={role}"
     token = mint(SECRET, session, "p" if role == "patient" else "c", role, 3600,
                  CONSENT if role == "patient" else None)
@@ -417,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="server on the first CPU, load generators on the others "
                              "(default; --no-pin lets the scheduler place them)")
     parser.add_argument("--only", choices=("echo", "sidecar-FULL", "sidecar-NORMAL",
-                                           "sidecar-MEMORY"), action="append",
+                                           "sidecar-MEMORY", "echo-ledger"), action="append",
                         help="run only these servers and print their rows (implies --no-write)")
     parser.add_argument("--section", default="load",
                         help="bench/RESULTS.md section to write (several scales side by side)")
@@ -495,6 +522,7 @@ if __name__ == "__main__":
             asyncio.run(_serve_sidecar(Path(sys.argv[3]), Path(sys.argv[4]),
                                        sys.argv[2].split("-", 1)[1]))
         else:
-            asyncio.run(_serve_echo(Path(sys.argv[3])))
+            asyncio.run(_serve_echo(Path(sys.argv[3]), Path(sys.argv[4])
+                                    if sys.argv[2] == "echo-ledger" else None))
     else:
         main(sys.argv[1:])
