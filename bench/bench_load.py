@@ -457,15 +457,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     results = []
     loads = [os.getloadavg()[0]]
-    for kind in ("echo", "sidecar-FULL", "sidecar-NORMAL"):
+    for kind in ("echo", "echo-ledger", "sidecar-FULL", "sidecar-NORMAL"):
         r = run_load(kind, args.patients, args.duration, args.rate, args.alert_every,
                      workers=args.workers, pin=args.pin)
         print(_row(r), flush=True)
         results.append(r)
         loads.append(os.getloadavg()[0])
-    echo, full, side = results
+    echo, ledger, full, side = results
     ratio = side.cpu_us_per_message / max(1e-9, echo.cpu_us_per_message)
     ratio_full = full.cpu_us_per_message / max(1e-9, echo.cpu_us_per_message)
+    ratio_ledger = ledger.cpu_us_per_message / max(1e-9, echo.cpu_us_per_message)
+    full_over_ledger = full.cpu_us_per_message / max(1e-9, ledger.cpu_us_per_message)
     placement = ("the server pinned to one CPU, the generators to the others" if args.pin
                  else "processes placed by the scheduler")
     body = f"""
@@ -485,14 +487,21 @@ delivering (alerts do not linger, signals may wait up to 10 ms for company, and 
 start at most every 10 ms: `store.commit_interval_ms`);
 `sidecar-FULL` fsyncs every commit (the default, survives power loss), `sidecar-NORMAL`
 (`store.synchronous: NORMAL`) survives a killed process but not a power cut.
+`echo-ledger` (a diagnostic floor) is the echo server plus only that durable ledger: each
+signal appended to the sidecar's own audit store (hash-chained, SQLite WAL, FULL, the default
+group commit) before its ack, each alert stored before it is forwarded; no auth,
+validation, rules or metrics.
 
 {_HEADER}
 {_row(echo)}
+{_row(ledger)}
 {_row(full)}
 {_row(side)}
 
 - sidecar / echo CPU per signal: **{ratio_full:.2f}×** (FULL), **{ratio:.2f}×** (NORMAL)
   (target ≤ 1.5×)
+- the durable ledger alone (echo-ledger / echo): **{ratio_ledger:.2f}×**; the sidecar over
+  the echo-ledger floor: **{full_over_ledger:.2f}×** (FULL)
 - p99 signal-to-alert: **{full.pct(99):.1f} ms** (FULL), **{side.pct(99):.1f} ms** (NORMAL)
   (target ≤ 25 ms)
 - alerts lost: **{full.lost + side.lost}** (must be 0)
