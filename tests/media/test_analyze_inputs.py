@@ -66,6 +66,8 @@ def write_clip(path: Path, vcodec: str | None = "libvpx", size: tuple[int, int] 
             v: Any = c.add_stream(vcodec, rate=1 if cover else 10)
             v.width, v.height = size
             v.pix_fmt = "yuvj420p" if vcodec == "mjpeg" else "yuv420p"
+            if vcodec == "libx264":  # the same bytes at every encode (see corpus_video)
+                v.options = {"x264-params": "mbtree=0"}
             if cover:
                 v.disposition = av.stream.Disposition.attached_pic
             for i in range(1 if cover else int(secs * 10)):
