@@ -34,6 +34,7 @@ from signals.errors import ConfigError
 from signals.yaml_errors import describe_yaml_error, load_yaml, not_utf8
 
 __all__ = [
+    "METRICS_TOKEN_ENV",
     "PREVIOUS_SECRETS_ENV",
     "SECRET_ENV",
     "Config",
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 SECRET_ENV = "SESSIONGUARD_SECRET"
+#: the bearer token ``GET /metrics`` asks for (unset: the metrics are open)
+METRICS_TOKEN_ENV = "SESSIONGUARD_METRICS_TOKEN"
 #: comma-separated earlier secrets, still accepted for verification during a rotation
 PREVIOUS_SECRETS_ENV = "SESSIONGUARD_SECRET_PREVIOUS"
 
@@ -145,6 +148,10 @@ class Config(_Model):
     #: earlier token secrets still accepted while their tokens run out (rotation)
     previous_secrets: tuple[str, ...] = Field(default=(), repr=False)
     webhook_secret: str | None = Field(default=None, repr=False)
+    #: when set (``SESSIONGUARD_METRICS_TOKEN``, environment only), ``GET /metrics`` answers
+    #: only a request carrying ``Authorization: Bearer <it>``; unset: anyone who reaches the
+    #: port may scrape (``/healthz`` stays open either way)
+    metrics_token: str | None = Field(default=None, repr=False, min_length=16)
     #: page origins a browser may open a channel from ("https://app.example.com"); empty:
     #: any. A handshake whose Origin header is not listed is refused 403; one without an
     #: Origin header (a native app, a server) is not affected: tokens are checked either way
@@ -320,6 +327,9 @@ def _read(file: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {file} must be a mapping of keys to values")
     if "secret" in raw or "webhook_secret" in raw or "previous_secrets" in raw:
         raise ConfigError(f"config file {file} must not contain secrets; set {SECRET_ENV}")
+    if "metrics_token" in raw:
+        raise ConfigError(f"config file {file} must not contain the metrics token; set "
+                          f"{METRICS_TOKEN_ENV}")
     return raw
 
 
@@ -342,9 +352,14 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     if isinstance(webhooks, dict) and isinstance(webhooks.get("secret_env"), str):
         secret_env = webhooks["secret_env"]
     raw["webhook_secret"] = env.get(secret_env) or None
+    raw["metrics_token"] = env.get(METRICS_TOKEN_ENV) or None
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
+        if any(e["loc"][:1] == ("metrics_token",) for e in exc.errors()):
+            # said without the value: it is a secret
+            raise ConfigError(f"environment variable {METRICS_TOKEN_ENV}: a metrics token "
+                              "needs at least 16 characters") from None
         raise ConfigError(_first_error(exc, from_env, file)) from exc
     _check_env_paths(config, from_env)
     return config

@@ -8,6 +8,7 @@ directory with path traversal refused; nothing else on disk is reachable.
 
 from __future__ import annotations
 
+import hmac
 import json
 import mimetypes
 import re
@@ -87,12 +88,19 @@ class HttpRoutes:
     metrics: Callable[[], tuple[bytes, str]]
     report: ReportHandler
     static_dir: Path = STATIC_DIR
+    #: the bearer token ``/metrics`` asks for; ``None``: open
+    metrics_token: str | None = None
 
-    def handle(self, target: str) -> Response | None:
+    def handle(self, target: str, headers: Headers | None = None) -> Response | None:
+        """``headers``: the request's (``/metrics`` reads its ``Authorization``)."""
         path, query = split_path(target)
         if path == "/healthz":
             return json_response(200, self.health())
         if path == "/metrics":
+            if not self._may_scrape(headers):
+                return json_response(401, {"error": "/metrics needs Authorization: Bearer "
+                                                    "<the sidecar's metrics token>"},
+                                     {"WWW-Authenticate": 'Bearer realm="sessionguard-metrics"'})
             body, content_type = self.metrics()
             return make_response(200, body, content_type)
         if path.startswith("/sdk/"):
@@ -112,6 +120,16 @@ class HttpRoutes:
             status, content_type, body = self.report(session, query.get("token"), fmt)
             return make_response(status, body, content_type, _REPORT_HEADERS)
         return None
+
+    def _may_scrape(self, headers: Headers | None) -> bool:
+        if self.metrics_token is None:
+            return True
+        given = (headers or Headers()).get("Authorization", "")
+        scheme, _, credentials = given.partition(" ")
+        # compared in constant time; a header that is not ASCII is simply not the token
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode("utf-8", "surrogateescape"),
+            self.metrics_token.encode("utf-8", "surrogateescape"))
 
     def _static(self, base: Path, rel: str, *, cors: bool) -> Response:
         extra = {"Access-Control-Allow-Origin": "*"} if cors else {}

@@ -283,7 +283,7 @@ class Sidecar:
         self._purger: asyncio.Task[None] | None = None
         self._stopping = False
         self.routes = HttpRoutes(health=self._health, metrics=self._metrics_body,
-                                 report=self._report)
+                                 report=self._report, metrics_token=config.metrics_token)
         self._report_store: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -405,9 +405,10 @@ class Sidecar:
                                      {"Allow": "GET, HEAD"})
             if self._report_path(path):
                 # the report reads SQLite: keep it off the event loop
-                response = await asyncio.to_thread(self.routes.handle, request.path)
+                response = await asyncio.to_thread(self.routes.handle, request.path,
+                                                   request.headers)
             else:
-                response = self.routes.handle(request.path)
+                response = self.routes.handle(request.path, request.headers)
             if response is None:
                 response = json_response(404, {"error": "not found"})
             # HEAD: the GET's status and headers (its Content-Length too), never a body

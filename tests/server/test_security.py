@@ -14,6 +14,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from monitor.config import load_config
 from monitor.server import Sidecar
 from monitor.tokens import mint
 from signals.errors import ConfigError
@@ -65,9 +66,10 @@ async def test_ids_with_control_characters_are_refused_and_never_logged(
     assert (await recv_json(patient))["type"] == "consent"
 
 
-async def _http(port: int, method: str, path: str) -> tuple[bytes, bytes]:
+async def _http(port: int, method: str, path: str, headers: str = "") -> tuple[bytes, bytes]:
+    """``headers``: more header lines, each ending with CRLF."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode())
     await writer.drain()
     raw = await asyncio.wait_for(reader.read(), 10)  # the sidecar closes after one answer
     writer.close()
@@ -143,3 +145,43 @@ def test_an_allowed_origin_that_is_not_an_origin_is_a_config_error(
         tmp_path: Path, bad: str) -> None:
     with pytest.raises(ConfigError, match="not an origin"):
         make_config(tmp_path, SESSIONGUARD_ALLOWED_ORIGINS=bad)
+
+
+METRICS_TOKEN = "scrape-me-0123456789abcdef"
+
+
+async def test_metrics_ask_for_the_bearer_token_when_one_is_set(serve: Factory) -> None:
+    """With SESSIONGUARD_METRICS_TOKEN set, only a scraper holding it reads /metrics (as
+    Prometheus sends it: ``authorization: {credentials: ...}``); health checks stay open.
+    Unset: open, as before."""
+    h = await serve(env={"SESSIONGUARD_METRICS_TOKEN": METRICS_TOKEN})
+    for method, extra in (("GET", ""), ("HEAD", ""),
+                          ("GET", "Authorization: Bearer not-the-token-at-all\r\n"),
+                          ("GET", f"Authorization: Basic {METRICS_TOKEN}\r\n"),
+                          ("GET", f"Authorization: Bearer {METRICS_TOKEN}x\r\n"),
+                          ("GET", "Authorization: Bearer\r\n")):
+        head, body = await _http(h.port, method, "/metrics", extra)
+        assert head.startswith(b"HTTP/1.1 401 "), (method, extra, head)
+        assert b'WWW-Authenticate: Bearer realm="sessionguard-metrics"' in head
+        assert b"sessionguard_" not in body
+        assert METRICS_TOKEN.encode() not in head + body
+    for scheme in ("Bearer", "bearer"):
+        head, body = await _http(h.port, "GET", "/metrics",
+                                 f"Authorization: {scheme} {METRICS_TOKEN}\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert b"sessionguard_connections" in body
+    head, _ = await _http(h.port, "GET", "/healthz")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    open_metrics = await serve()
+    head, body = await _http(open_metrics.port, "GET", "/metrics")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"sessionguard_connections" in body
+
+
+def test_a_metrics_token_in_the_file_or_too_short_is_a_config_error(tmp_path: Path) -> None:
+    file = tmp_path / "sessionguard.yaml"
+    file.write_text(f"metrics_token: {METRICS_TOKEN}\n")
+    with pytest.raises(ConfigError, match="must not contain the metrics token"):
+        load_config(file, env={})
+    with pytest.raises(ConfigError, match=r"SESSIONGUARD_METRICS_TOKEN.*16 characters") as info:
+        make_config(tmp_path, SESSIONGUARD_METRICS_TOKEN="short-secret")
+    assert "short-secret" not in str(info.value)  # a secret is never echoed
