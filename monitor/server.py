@@ -1086,7 +1086,8 @@ class Sidecar:
         hold (a restart, even a SIGKILL; or a session forgotten while idle): those still
         waiting wait again, so clinicians are sent them and can decide; recent decisions
         answer a patient asking again (see :meth:`Session.restore_requests`); the alerts marked
-        a false alarm keep muting their repeats (:meth:`Session.learn_verdicts`). Channels opening
+        a false alarm keep muting their repeats (:meth:`Session.learn_verdicts`); the signals
+        patients' apps reported dropped still count (:meth:`Session.restore_lost`). Channels opening
         at once share one read; a failed read (StorageError) refuses the channel, and the
         next one tries again."""
         pending = self._restoring.get(session.id)
@@ -1096,6 +1097,7 @@ class Sidecar:
                 if not session.requests_restored:
                     session.restore_requests(entries, MAX_DECIDED_KEPT)
                     session.learn_verdicts(entries)
+                    session.restore_lost(entries)
 
             pending = self._restoring[session.id] = asyncio.ensure_future(read())
             pending.add_done_callback(lambda _f: self._restoring.pop(session.id, None))
@@ -1377,7 +1379,8 @@ def _signal_body(signal: Signal, clock_offset_ms: int = 0) -> dict[str, Any]:
 _STATE_KINDS = ("alert", "ack", "feedback")
 #: the ledger entries a restarted sidecar reads recording requests, the consent and the
 #: clinicians' false-alarm verdicts back from
-_REQUEST_KINDS = ("recording_request", "recording_decision", "consent", "alert", "feedback")
+_REQUEST_KINDS = ("recording_request", "recording_decision", "consent", "alert", "feedback",
+                  "status")
 
 
 def _alert_states(entries: Iterable[Any], only: str | None = None) -> dict[str, dict[str, Any]]:

@@ -169,6 +169,10 @@ class Session:
     #: alert fingerprint -> the most severe alert of it the clinicians marked a false alarm
     #: (see :meth:`learn_verdicts`): its repeats up to that severity reach them ``muted``
     muted: dict[str, int] = field(default_factory=dict)
+    #: signals each patient's app reported dropped before this process held the session
+    #: (read back from the ledger's status entries, see :meth:`restore_lost`): its count
+    #: goes on from there when the patient is next seen
+    lost_before: dict[str, int] = field(default_factory=dict)
     #: whether this sidecar analyses media at all (``media.enabled``)
     media_available: bool = True
     #: consented audio/video not received this long after a patient connected makes the
@@ -182,7 +186,8 @@ class Session:
     def patient(self, participant: str) -> PatientState:
         state = self.patients.get(participant)
         if state is None:
-            state = self.patients[participant] = PatientState(participant)
+            state = self.patients[participant] = PatientState(
+                participant, lost=self.lost_before.pop(participant, 0))
         return state
 
     def in_scope(self, scope: str) -> bool:
@@ -269,6 +274,28 @@ class Session:
             return False
         self.patient(participant).lost += dropped
         return True
+
+    def restore_lost(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """The gaps the ledger ``entries`` (``status`` kind) record: each status lists every
+        patient's ``lost`` count at its time, so a restarted sidecar (or a session forgotten
+        while idle) goes on telling clinicians of a gap in the record instead of starting
+        again from none. Counts only grow: the greatest one recorded is kept."""
+        for entry in entries:
+            body = entry.get("body")
+            if entry.get("kind") != "status" or not isinstance(body, Mapping):
+                continue
+            participants = body.get("participants")
+            for row in participants if isinstance(participants, list) else ():
+                if not isinstance(row, Mapping):
+                    continue
+                who, lost = row.get("participant"), row.get("lost")
+                if not isinstance(who, str) or type(lost) is not int or lost <= 0:
+                    continue
+                state = self.patients.get(who)
+                if state is not None:
+                    state.lost = max(state.lost, lost)
+                else:
+                    self.lost_before[who] = max(self.lost_before.get(who, 0), lost)
 
     def set_limit(self, participant: str, kind: str, limit: str | None) -> bool:
         """Record what ``kind`` from ``participant`` cannot carry (``None``: nothing known);

@@ -4,8 +4,11 @@ Checked like any signal's data, and told to the clinicians, the ledger and the m
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
+from pathlib import Path
 
-from tests.server.conftest import Factory, recv_type, signal, token
+from monitor.server import Sidecar, running
+from tests.server.conftest import Factory, Harness, make_config, recv_type, signal, token
 
 LOST = "sessionguard_signals_dropped_total"
 
@@ -84,3 +87,35 @@ async def test_a_gap_is_reported_without_the_device_scope_too(serve: Factory) ->
     # the heartbeat itself is outside the consent: not stored
     entries = await h.sidecar.store.entries("s1")
     assert "signal" not in [e["kind"] for e in entries]
+
+
+async def test_a_gap_is_still_told_after_a_restart(tmp_path: Path) -> None:
+    """The lost count was kept in memory only: a restarted sidecar told the clinicians of no
+    gap. It is read back from the ledger's status entries and goes on from there."""
+    config = make_config(tmp_path)
+    async with AsyncExitStack() as stack:
+        h = Harness(Sidecar(config), 0, stack)
+        h.port = await stack.enter_async_context(running(h.sidecar, "127.0.0.1", 0))
+        c = await h.clinician()
+        p = await h.patient()
+        await p.send(signal(1, "client.heartbeat", {"dropped": 4}))
+        assert (await recv_type(p, "ack"))["seq"] == 1
+        told = await recv_type(c, "status", where=lambda m: bool(m.get("gaps")))
+        assert told["participants"][0]["lost"] == 4
+    async with AsyncExitStack() as stack:  # a new process's state: only the ledger remains
+        h = Harness(Sidecar(config), 0, stack)
+        h.port = await stack.enter_async_context(running(h.sidecar, "127.0.0.1", 0))
+        c = await h.clinician()
+        p = await h.patient()
+        told = await recv_type(c, "status", where=lambda m: bool(m.get("participants")))
+        assert told["participants"][0]["lost"] == 4
+        assert "could not deliver 4 signals" in told["gaps"][0]
+        await p.send(signal(1, "client.heartbeat", {"dropped": 2}))
+        assert (await recv_type(p, "ack"))["seq"] == 1
+        again = await recv_type(c, "status", where=lambda m: bool(m.get("gaps"))
+                                and m["participants"][0]["lost"] != 4)
+        assert again["participants"][0]["lost"] == 6
+        # a patient of the session who lost nothing is not given anyone else's count
+        await h.patient(participant="p2")
+        both = await recv_type(c, "status", where=lambda m: len(m["participants"]) == 2)
+        assert {r["participant"]: r["lost"] for r in both["participants"]} == {"p1": 6, "p2": 0}
