@@ -73,6 +73,13 @@ def _error(status: int, message: str) -> Response:
     return json_response(status, {"error": message})
 
 
+def _bearer(headers: Headers | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer ...`` header (scheme in any case), or
+    ``None`` when there is no such header or it is empty."""
+    scheme, _, credentials = (headers or Headers()).get("Authorization", "").partition(" ")
+    return (credentials.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def split_path(target: str) -> tuple[str, dict[str, str]]:
     """``/a/b?x=1`` → (``/a/b``, ``{"x": "1"}``); the first value of each query key."""
     parts = urlsplit(target)
@@ -117,18 +124,21 @@ class HttpRoutes:
             session = unquote(match.group(1))
             if len(session) > _MAX_SESSION_ID:
                 return _error(404, "unknown session")
-            status, content_type, body = self.report(session, query.get("token"), fmt)
+            # the token from the query (a link a person opens) or, for a platform's backend
+            # that keeps it out of URLs and their logs, an Authorization header
+            tok = _bearer(headers)
+            status, content_type, body = self.report(
+                session, tok if tok is not None else query.get("token"), fmt)
             return make_response(status, body, content_type, _REPORT_HEADERS)
         return None
 
     def _may_scrape(self, headers: Headers | None) -> bool:
         if self.metrics_token is None:
             return True
-        given = (headers or Headers()).get("Authorization", "")
-        scheme, _, credentials = given.partition(" ")
-        # compared in constant time; a header that is not ASCII is simply not the token
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            credentials.strip().encode("utf-8", "surrogateescape"),
+        given = _bearer(headers)
+        # compared in constant time
+        return given is not None and hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"),
             self.metrics_token.encode("utf-8", "surrogateescape"))
 
     def _static(self, base: Path, rel: str, *, cors: bool) -> Response:

@@ -5,6 +5,7 @@ secret HS256 cannot use."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,7 +19,16 @@ from monitor.config import load_config
 from monitor.server import Sidecar
 from monitor.tokens import mint
 from signals.errors import ConfigError
-from tests.server.conftest import DEVICE, SECRET, Factory, make_config, recv_json, token
+from tests.server.conftest import (
+    DEVICE,
+    SECRET,
+    Factory,
+    make_config,
+    recv_json,
+    recv_type,
+    signal,
+    token,
+)
 
 
 def _raw_token(**claims: object) -> str:
@@ -185,3 +195,24 @@ def test_a_metrics_token_in_the_file_or_too_short_is_a_config_error(tmp_path: Pa
     with pytest.raises(ConfigError, match=r"SESSIONGUARD_METRICS_TOKEN.*16 characters") as info:
         make_config(tmp_path, SESSIONGUARD_METRICS_TOKEN="short-secret")
     assert "short-secret" not in str(info.value)  # a secret is never echoed
+
+
+async def test_a_report_can_be_fetched_with_the_token_in_a_header(serve: Factory) -> None:
+    """A platform's backend fetching the report keeps the clinician token out of the URL (and
+    of the access logs of every proxy on the way): ``Authorization: Bearer`` is read as the
+    query's ``token`` is, with the same checks."""
+    h = await serve()
+    p = await h.patient()
+    await p.send(signal(1))
+    await recv_type(p, "ack")
+    path = "/v1/sessions/s1/report"
+    head, body = await _http(h.port, "GET", path,
+                             f"Authorization: Bearer {token('s1', 'c1', 'clinician')}\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert json.loads(body)["session"] == "s1"
+    for tok, status in ((token("s1", "p1", "patient"), b"403"),
+                        (token("s2", "c1", "clinician"), b"403"), ("not-a-token", b"401")):
+        head, _ = await _http(h.port, "GET", path, f"Authorization: Bearer {tok}\r\n")
+        assert head.startswith(b"HTTP/1.1 " + status), (tok, head)
+    head, _ = await _http(h.port, "GET", path, "Authorization: Basic dXNlcjpwYXNz\r\n")
+    assert head.startswith(b"HTTP/1.1 401 ")
