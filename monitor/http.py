@@ -126,9 +126,9 @@ class HttpRoutes:
                 return _error(404, "unknown session")
             # the token from the query (a link a person opens) or, for a platform's backend
             # that keeps it out of URLs and their logs, an Authorization header
-            tok = _bearer(headers)
+            tok = query.get("token")
             status, content_type, body = self.report(
-                session, tok if tok is not None else query.get("token"), fmt)
+                session, tok if tok is not None else _bearer(headers), fmt)
             return make_response(status, body, content_type, _REPORT_HEADERS)
         return None
 
