@@ -144,9 +144,10 @@ async def _serve_echo(port_file: Path, ledger_dir: Path | None = None) -> None:
         async for frame in ws:
             msg = json.loads(frame)
             alerting = msg.get("signal") == "client.key"
-            alert: dict[str, Any] = {"type": "alert", "session": session,
-                                     "at": int(msg["at"]), "evidence": [{"signal": msg["signal"],
-                                                   "data": msg["data"]}]}
+            alert: dict[str, Any] = {}
+            if alerting:  # built for alerting signals only, as the bare echo always did
+                alert = {"type": "alert", "session": session, "at": int(msg["at"]),
+                         "evidence": [{"signal": msg["signal"], "data": msg["data"]}]}
             if store is not None:
                 write = store.append_soon(session, "signal", int(msg["at"]),
                                           {"name": msg["signal"], "data": msg["data"]})
