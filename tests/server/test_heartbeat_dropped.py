@@ -7,6 +7,7 @@ import json
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from monitor.config import Config
 from monitor.server import Sidecar, running
 from tests.server.conftest import Factory, Harness, make_config, recv_type, signal, token
 
@@ -89,13 +90,20 @@ async def test_a_gap_is_reported_without_the_device_scope_too(serve: Factory) ->
     assert "signal" not in [e["kind"] for e in entries]
 
 
+async def _started(stack: AsyncExitStack, config: Config) -> Harness:
+    """A sidecar of its own on ``config`` (its store), stopped when ``stack`` closes: the
+    ``serve`` fixture's keep running to the test's end, so two of them share the store."""
+    sidecar = Sidecar(config)
+    return Harness(sidecar, await stack.enter_async_context(running(sidecar, "127.0.0.1", 0)),
+                   stack)
+
+
 async def test_a_gap_is_still_told_after_a_restart(tmp_path: Path) -> None:
     """The lost count was kept in memory only: a restarted sidecar told the clinicians of no
     gap. It is read back from the ledger's status entries and goes on from there."""
     config = make_config(tmp_path)
     async with AsyncExitStack() as stack:
-        h = Harness(Sidecar(config), 0, stack)
-        h.port = await stack.enter_async_context(running(h.sidecar, "127.0.0.1", 0))
+        h = await _started(stack, config)
         c = await h.clinician()
         p = await h.patient()
         await p.send(signal(1, "client.heartbeat", {"dropped": 4}))
@@ -103,8 +111,7 @@ async def test_a_gap_is_still_told_after_a_restart(tmp_path: Path) -> None:
         told = await recv_type(c, "status", where=lambda m: bool(m.get("gaps")))
         assert told["participants"][0]["lost"] == 4
     async with AsyncExitStack() as stack:  # a new process's state: only the ledger remains
-        h = Harness(Sidecar(config), 0, stack)
-        h.port = await stack.enter_async_context(running(h.sidecar, "127.0.0.1", 0))
+        h = await _started(stack, config)
         c = await h.clinician()
         p = await h.patient()
         told = await recv_type(c, "status", where=lambda m: bool(m.get("participants")))
